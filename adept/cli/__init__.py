@@ -1,0 +1,58 @@
+"""The ``adept`` command line. Sub-commands live one module per area; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from adept import __version__
+
+app = typer.Typer(
+    name="adept",
+    help="Adept: make a small open LLM an expert in one industry, for many tenants.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module, name or None to merge its commands into the top level, help)
+_AREAS = [
+    ("adept.cli.config_cmd", "config", "Show and validate configuration."),
+    ("adept.cli.models_cmd", "models", "Prepare and list base models."),
+    ("adept.cli.tenant_cmd", "tenant", "Create, list and delete tenants (embedded store)."),
+    ("adept.cli.adapter_cmd", "adapter", "List, publish and delete adapters (embedded registry)."),
+    ("adept.cli.kb_cmd", "kb", "Ingest, search, list and delete knowledge-base documents."),
+    ("adept.cli.finetune_cmd", None, "Fine-tune an adapter."),
+    ("adept.cli.serve_cmd", None, "Run the platform and ask it questions."),
+    ("adept.cli.eval_cmd", None, "Compare routes on a question set."),
+]
+
+
+def _register() -> None:
+    for module, name, help_text in _AREAS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:  # area not built yet
+                continue
+            raise
+        sub = mod.app
+        if name is None:
+            for cmd in sub.registered_commands:
+                app.registered_commands.append(cmd)
+        else:
+            app.add_typer(sub, name=name, help=help_text)
+
+
+@app.command()
+def version() -> None:
+    """Print the Adept version."""
+    typer.echo(f"adept {__version__}")
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,59 @@
+"""What every CLI command shares: one-line errors with the right exit code, the rich console."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from adept.errors import AdeptError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(err: AdeptError | str, exit_code: int = 1) -> NoReturn:
+    """Print one red line on stderr and exit non-zero."""
+    if isinstance(err, AdeptError):
+        message, exit_code = err.message, err.exit_code
+    else:
+        message = err
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn ``AdeptError`` (and a few expected OS errors) into one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AdeptError as e:
+            fail(e)
+        except FileNotFoundError as e:
+            fail(f"file not found: {e.filename or e}", 2)
+        except PermissionError as e:
+            fail(f"permission denied: {e.filename or e}", 8)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def platform_config(data_dir: str | None = None, overrides: list[str] | None = None):
+    """The effective ``PlatformConfig``: defaults < ``ADEPT_*`` env < ``--data-dir`` < ``key=value``."""
+    from adept.config.base import load_config
+    from adept.config.platform import PlatformConfig
+
+    ov = list(overrides or [])
+    if data_dir:
+        ov.insert(0, f"data_dir={data_dir}")
+    path = os.environ.get("ADEPT_CONFIG")
+    return load_config(PlatformConfig, path, ov)

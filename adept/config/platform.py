@@ -1,0 +1,90 @@
+"""Platform-wide settings: where data lives, which model, which device, which stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from adept.config.base import StrictModel
+
+BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
+BUNDLED_EMBEDDING = "bundled:all-minilm-l6-v2"
+PHI3_MINI = "microsoft/Phi-3-mini-4k-instruct"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ADEPT_DATA_DIR") or Path.home() / ".adept").expanduser()
+
+
+class PlatformConfig(StrictModel):
+    """Settings shared by every component of one Adept installation."""
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory for all local state: tenant store, Milvus Lite file, adapters, model cache, Ray temp.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run. `auto` picks CUDA when a GPU is visible, else CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Model weights dtype. `auto`: bfloat16 on CUDA (and on CPUs with bf16 support), else float32."
+    )
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="Base model reference: `bundled:smollm2-135m-instruct`, a local directory, or a hub id "
+        "(e.g. `microsoft/Phi-3-mini-4k-instruct`) already in the local Hugging Face cache.",
+    )
+    embedding_model: str = Field(
+        BUNDLED_EMBEDDING,
+        description="sentence-transformers model: `bundled:all-minilm-l6-v2`, a local directory, or a cached hub id.",
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus URI. A file path means Milvus Lite; `http://host:19530` a Milvus server or cluster. "
+        "Default: `<data_dir>/milvus.db`.",
+    )
+    milvus_token: str | None = Field(None, description="Milvus token (`user:password`) for a secured server.")
+    collection: str = Field(
+        "adept_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Milvus collection holding all tenants' chunks."
+    )
+    adapter_store_uri: str | None = Field(
+        None,
+        description="Adapter store: a local directory or an fsspec URI (`s3://bucket/prefix`). Default: `<data_dir>/adapters`.",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser().absolute()
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def resolved_adapter_store(self) -> str:
+        return self.adapter_store_uri or str(self.data_dir / "adapters")
+
+    @property
+    def tenants_db(self) -> Path:
+        return self.data_dir / "tenants.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        # Ray's unix socket paths must stay under ~107 chars; callers may fall back to /tmp.
+        return self.data_dir / "ray"
+
+    def resolved_device(self) -> str:
+        """``cpu`` or ``cuda`` (imports torch only when ``auto`` must look)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
