@@ -32,7 +32,9 @@ class AdapterManifest(StoredModel):
     tenant: str = Field(description="Owning tenant.")
     name: str = Field(description="Adapter name, unique within the tenant.")
     version: str = Field("", description="Version label `v<N>`, assigned by the registry at publish.")
-    base_model: str = Field(description="Base model id the adapter was trained on (as in the adapter_config).")
+    base_model: str = Field(
+        description="Base model id the adapter was trained on (as in the adapter_config)."
+    )
     method: str = Field("lora", description="`lora` or `qlora`.")
     rank: int | None = Field(None, description="LoRA rank r.")
     alpha: float | None = Field(None, description="LoRA alpha.")
@@ -41,7 +43,9 @@ class AdapterManifest(StoredModel):
     steps: int | None = Field(None, description="Optimizer steps taken.")
     tokens_seen: int | None = Field(None, description="Training tokens processed.")
     duration_s: float | None = Field(None, description="Wall-clock training time.")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Final train/eval loss, perplexity, ...")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Final train/eval loss, perplexity, ..."
+    )
     created_at: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"), description="ISO-8601 UTC."
     )

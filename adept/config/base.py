@@ -69,7 +69,9 @@ def validate(cls: type[T], data: Mapping[str, Any], *, source: str = "config") -
         return cls.model_validate(data)
     except ValidationError as err:
         lines = format_validation_error(err)
-        raise ConfigError(f"{source} is invalid ({len(lines)} problem{'s' * (len(lines) != 1)}):", lines) from None
+        raise ConfigError(
+            f"{source} is invalid ({len(lines)} problem{'s' * (len(lines) != 1)}):", lines
+        ) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -121,7 +123,9 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def env_overrides(cls: type[BaseModel], prefix: str = "ADEPT_", environ: Mapping[str, str] | None = None) -> dict:
+def env_overrides(
+    cls: type[BaseModel], prefix: str = "ADEPT_", environ: Mapping[str, str] | None = None
+) -> dict:
     """Environment overrides for ``cls``'s fields: ``ADEPT_DEVICE=cuda``, ``ADEPT_SERVING__LLM__REPLICAS=2``.
 
     Only variables naming a real top-level field are used, so unrelated ``ADEPT_*`` variables

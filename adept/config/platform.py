@@ -30,7 +30,8 @@ class PlatformConfig(StrictModel):
         "auto", description="Where models run. `auto` picks CUDA when a GPU is visible, else CPU."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Model weights dtype. `auto`: bfloat16 on CUDA (and on CPUs with bf16 support), else float32."
+        "auto",
+        description="Model weights dtype. `auto`: bfloat16 on CUDA (and on CPUs with bf16 support), else float32.",
     )
     model: str = Field(
         BUNDLED_MODEL,
@@ -48,7 +49,9 @@ class PlatformConfig(StrictModel):
     )
     milvus_token: str | None = Field(None, description="Milvus token (`user:password`) for a secured server.")
     collection: str = Field(
-        "adept_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Milvus collection holding all tenants' chunks."
+        "adept_chunks",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+        description="Milvus collection holding all tenants' chunks.",
     )
     adapter_store_uri: str | None = Field(
         None,

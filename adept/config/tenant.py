@@ -28,10 +28,18 @@ def check_tenant_name(name: str) -> str:
 class TenantQuotas(StrictModel):
     """Per-tenant limits enforced by the gateway and the stores. 0 means unlimited."""
 
-    requests_per_minute: int = Field(600, ge=0, description="Requests per minute across all endpoints; 0 = unlimited.")
-    tokens_per_minute: int = Field(200_000, ge=0, description="Prompt + completion tokens per minute; 0 = unlimited.")
-    max_adapters: int = Field(10, ge=0, description="Adapters (names, not versions) the tenant may own; 0 = unlimited.")
-    max_documents: int = Field(10_000, ge=0, description="Documents in the tenant's knowledge base; 0 = unlimited.")
+    requests_per_minute: int = Field(
+        600, ge=0, description="Requests per minute across all endpoints; 0 = unlimited."
+    )
+    tokens_per_minute: int = Field(
+        200_000, ge=0, description="Prompt + completion tokens per minute; 0 = unlimited."
+    )
+    max_adapters: int = Field(
+        10, ge=0, description="Adapters (names, not versions) the tenant may own; 0 = unlimited."
+    )
+    max_documents: int = Field(
+        10_000, ge=0, description="Documents in the tenant's knowledge base; 0 = unlimited."
+    )
 
 
 class TenantSpec(StrictModel):

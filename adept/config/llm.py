@@ -1,0 +1,70 @@
+"""LLM replica settings: batching, adapters per replica, context window and request limits.
+
+Device and dtype come from ``PlatformConfig``; replicas, resources and autoscaling of the
+deployment come from the serving config's deployment options.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from adept.config.base import StrictModel
+
+DEFAULT_RAG_INSTRUCTION = (
+    "Answer the question using the numbered context passages below. Cite the passages you use as [n]. "
+    "If the passages do not contain the answer, say so."
+)
+
+
+class LLMConfig(StrictModel):
+    """How one LLM replica serves the base model and tenants' LoRA adapters."""
+
+    max_adapters_per_replica: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="LoRA adapters one replica keeps loaded; the least recently used one is unloaded beyond this.",
+    )
+    max_batch_size: int = Field(
+        16,
+        ge=1,
+        le=512,
+        description="Most sequences decoded together in one batched forward pass (rows may use different adapters).",
+    )
+    batch_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="When the replica is idle, how long the first request waits for others to start a batch with.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=64,
+        le=1_048_576,
+        description="Context window in tokens (prompt + passages + answer); default: the model's own maximum.",
+    )
+    max_tokens_limit: int = Field(
+        1024, ge=1, le=131_072, description="Largest `max_tokens` a request may ask for (HTTP 400 above)."
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, le=131_072, description="`max_tokens` of a request that does not name one."
+    )
+    rag_instruction: str = Field(
+        DEFAULT_RAG_INSTRUCTION,
+        min_length=1,
+        max_length=4000,
+        description="Text put before the retrieved passages in the prompt of a RAG request.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LLMConfig:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})"
+            )
+        if self.max_model_len is not None and self.max_tokens_limit >= self.max_model_len:
+            raise ValueError(
+                f"max_tokens_limit ({self.max_tokens_limit}) must be smaller than max_model_len "
+                f"({self.max_model_len}), which also has to hold the prompt"
+            )
+        return self
