@@ -1,0 +1,141 @@
+"""Generate ``finetune.jsonl``: chat examples teaching Lumen Grid's vocabulary and answer style.
+
+Run ``python -m adept.demo.make_finetune`` after editing the corpus or the facts below. The
+output is deterministic (no randomness), and a unit test checks that the shipped file is what
+this script writes and that every answer is stated in the document it cites.
+
+Style taught: the answer first, in as few words as possible, then the Lumen Grid document code
+it comes from (``0.80 m (LGS-100).``) — the fixed vocabulary and traceable style a tenant would
+fine-tune for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SYSTEM_PROMPT = (
+    "You are the Lumen Grid Co. assistant for field crews and customer-service staff. "
+    "Answer in as few words as possible, then name the Lumen Grid document code."
+)
+
+# Document id (corpus file stem) -> Lumen Grid document code.
+DOC_CODES = {
+    "safety-manual": "LGS-100",
+    "outage-restoration": "OP-210",
+    "residential-tariff": "Schedule R",
+    "commercial-tariff": "Schedule C",
+    "fault-codes": "FR-7",
+    "vegetation-management": "VM-300",
+    "customer-service": "CS-400",
+    "metering": "MB-500",
+    "new-service-connections": "NS-600",
+    "grid-control-switching": "GC-700",
+}
+
+# (document id, subject of the question, short answer). Every answer appears verbatim in the document.
+FACTS: list[tuple[str, str, str]] = [
+    ("safety-manual", "the minimum arc rating of clothing for secondary work below 600 V", "8 cal/cm²"),
+    ("safety-manual", "the arc flash suit rating required for primary work up to 34.5 kV", "25 cal/cm²"),
+    ("safety-manual", "the glove class required for circuits up to 17 kV", "Class 2"),
+    ("safety-manual", "the glove class required for circuits up to 36 kV", "Class 4"),
+    ("safety-manual", "the minimum approach distance on a 34.5 kV circuit", "1.10 m"),
+    ("safety-manual", "the minimum approach distance on a 4.16 kV circuit", "0.65 m"),
+    ("safety-manual", "the minimum approach distance on a 69 kV circuit", "1.60 m"),
+    ("safety-manual", "the smallest grounding cable size allowed", "2/0 copper"),
+    ("safety-manual", "the number of digits in a GCC clearance number", "six-digit"),
+    ("safety-manual", "the deadline for filing form SR-12 after an incident", "24 hours"),
+    ("safety-manual", "the heat index above which crews take hourly rest breaks", "32 °C"),
+    ("outage-restoration", "the restoration priority of single-phase tap lines", "Priority 4"),
+    ("outage-restoration", "the restoration priority of hospitals and water treatment plants", "Priority 1"),
+    ("outage-restoration", "the storm level at which the Emergency Operations Center opens", "Storm Level 2"),
+    ("outage-restoration", "the largest outage handled as Storm Level 1", "up to 5,000 customers"),
+    ("outage-restoration", "the deadline for a crew to update the ETR after arriving on site", "30 minutes"),
+    ("outage-restoration", "the urban response target for a wires-down call", "60 minutes"),
+    ("outage-restoration", "the rule that a guard stays at a downed wire until it is safe", "guard and wait"),
+    ("outage-restoration", "the outage length after which the Outage Guarantee credit is paid", "24 hours"),
+    ("residential-tariff", "the monthly basic service charge on RT-2", "$13.25"),
+    ("residential-tariff", "the summer price above 600 kWh on RS-1", "15.3 cents per kWh"),
+    ("residential-tariff", "the winter energy price on RS-1", "12.8 cents per kWh"),
+    ("residential-tariff", "the super off-peak price on RT-2", "6.4 cents per kWh"),
+    ("residential-tariff", "the largest solar system allowed on NM-1", "25 kW"),
+    ("residential-tariff", "the late payment charge on residential bills", "1.5% per month"),
+    ("commercial-tariff", "the basic service charge on GS-1", "$24.00"),
+    ("commercial-tariff", "the energy price on GS-2", "8.7 cents per kWh"),
+    ("commercial-tariff", "the on-peak demand charge on LP-4", "$18.75 per kW"),
+    ("commercial-tariff", "the primary voltage discount on LP-4", "3%"),
+    ("commercial-tariff", "the power factor below which billing demand is adjusted", "0.90 lagging"),
+    ("commercial-tariff", "the maximum yearly curtailment under IR-5", "60 hours"),
+    ("fault-codes", "the meaning of recloser fault code R-11", "ground fault trip"),
+    ("fault-codes", "the meaning of recloser fault code R-22", "low control battery (below 22 V)"),
+    ("fault-codes", "the meaning of recloser fault code R-31", "close circuit failure"),
+    ("fault-codes", "the meaning of transformer fault code T-42", "low oil level"),
+    ("fault-codes", "the meaning of transformer fault code T-47", "pressure relief device operated"),
+    ("fault-codes", "the meaning of smart meter fault code M-12", "voltage sag below 108 V"),
+    ("fault-codes", "the deadline to replace a meter showing M-19", "5 business days"),
+    ("fault-codes", "the meaning of capacitor fault code C-50", "blown capacitor fuse"),
+    ("vegetation-management", "the trim clearance for secondary and service conductors", "1.0 m"),
+    ("vegetation-management", "the trim clearance for 69 kV transmission conductors", "7.5 m"),
+    ("vegetation-management", "how often lines of 115 kV and above are patrolled with LiDAR", "every year"),
+    ("vegetation-management", "the notice given before trimming on private property", "at least 5 days"),
+    ("vegetation-management", "the nesting season survey period", "April 1 to July 31"),
+    ("customer-service", "the contact centre phone number", "1-800-555-0147"),
+    ("customer-service", "how long a Medical Certificate postpones disconnection", "30 days"),
+    ("customer-service", "the down payment on the Lumen Flex Plan", "20% of the balance"),
+    ("customer-service", "the business-hours reconnection fee", "$35"),
+    ("customer-service", "the deadline to answer a written complaint", "10 business days"),
+    ("metering", "the accuracy tolerance of a Lumen Grid meter", "±2%"),
+    ("metering", "the most consecutive estimated bills allowed", "2 consecutive billing periods"),
+    ("metering", "the monthly manual reading fee after a smart meter opt-out", "$15 per month"),
+    ("new-service-connections", "the standard residential overhead connection fee", "$450"),
+    ("new-service-connections", "the standard residential service size", "200 A single-phase at 120/240 V"),
+    ("new-service-connections", "the lead time for residential underground service", "20 business days"),
+    ("new-service-connections", "the portal for new service applications", "LumenConnect"),
+    ("grid-control-switching", "the numbering format of switching orders", "SO-YYYY-NNNN"),
+    ("grid-control-switching", "how often QS-2 qualification is renewed", "every 24 months"),
+    ("grid-control-switching", "the current rating of a load-break elbow", "200 A"),
+]
+
+# Question phrasings; the model should answer the same way however the question is asked.
+TEMPLATES = (
+    "What is {subject}?",
+    "Quick question from the field: what is {subject}?",
+    "Can you tell me {subject} at Lumen Grid?",
+    "According to Lumen Grid's documents, what is {subject}?",
+)
+
+
+def build_examples() -> list[dict]:
+    """Every fact under every template, in a fixed order."""
+    examples = []
+    for template in TEMPLATES:
+        for doc_id, subject, answer in FACTS:
+            examples.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": template.format(subject=subject)},
+                        {"role": "assistant", "content": f"{answer} ({DOC_CODES[doc_id]})."},
+                    ]
+                }
+            )
+    return examples
+
+
+def render(examples: list[dict]) -> str:
+    """JSONL text, one example per line (UTF-8, not ASCII-escaped)."""
+    return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
+
+
+def main(out: Path | None = None) -> Path:
+    """Write the examples to ``out`` (default: the shipped ``finetune.jsonl``)."""
+    from adept.demo import finetune_path
+
+    target = out or finetune_path()
+    target.write_text(render(build_examples()), encoding="utf-8")
+    return target
+
+
+if __name__ == "__main__":
+    path = main()
+    print(f"wrote {len(build_examples())} examples to {path}")
