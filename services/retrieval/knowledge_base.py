@@ -1,0 +1,411 @@
+"""The knowledge-base logic layer: ingest, search, list, delete — per tenant, without HTTP.
+
+Atomic replace, as seen by search. A document's chunks carry a *generation*; a separate record
+per (document, generation) says which generations exist, and the live one is the highest.
+An ingest (1) inserts the new chunks under a new, higher generation G — invisible, since no
+record names G yet; (2) writes the record for G — one row, so the flip is one write; (3) deletes
+chunks and records of generations below G. Search keeps only hits whose generation is their
+document's live one. A search that read chunks just before a flip and records just after it
+sees hits of an older generation: it then searches again (the new chunks were inserted before
+the flip, so the second read has them). So a query never sees both versions, nor neither.
+A crash between any two steps leaves only invisible leftovers; the next ingest of the same
+folder finds the hash (unchanged: it retires old generations) or not (re-ingests under a higher
+generation, whose step 3 removes every leftover): no duplicates, no gaps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from adept.config.retrieval import RetrievalConfig
+from adept.errors import InvalidRequest, NotFound
+from services.retrieval.chunking import Chunker
+from services.retrieval.embedding import Embedder
+from services.retrieval.ingest import ParsedDocument, ParseError, parse_file, record_to_document, walk_paths
+from services.retrieval.protocol import (
+    DocumentInfo,
+    IngestError,
+    IngestRecord,
+    IngestResult,
+    SearchHit,
+    check_document_id,
+)
+from services.retrieval.store import ChunkStore, quote_literal
+
+Progress = Callable[[str, int, int], None]
+_FLUSH_CHUNKS = 2048  # chunks embedded and inserted together; bounds memory on big folders
+_MAX_RETIRE_DOCS = 200  # documents per retire expression, to keep Milvus expressions short
+
+
+class KnowledgeBase:
+    """Every tenant's documents in one Milvus collection, scoped by tenant in ``ChunkStore``.
+
+    Args:
+        config: Chunking, limits and search settings.
+        milvus_uri: File path (Milvus Lite) or ``http(s)://host:19530``.
+        collection: Chunk collection name.
+        embedding_model: sentence-transformers reference (``bundled:all-minilm-l6-v2``, a path, an id).
+        device: ``cpu`` or ``cuda`` for the embedding model.
+        milvus_token: Token for a secured Milvus server.
+    """
+
+    def __init__(
+        self,
+        config: RetrievalConfig | None = None,
+        *,
+        milvus_uri: str,
+        collection: str = "adept_chunks",
+        embedding_model: str = "bundled:all-minilm-l6-v2",
+        device: str = "cpu",
+        milvus_token: str | None = None,
+    ) -> None:
+        self.config = config or RetrievalConfig()
+        self.embedder = Embedder(embedding_model, device=device, batch_size=self.config.embedding_batch_size)
+        self.chunker = Chunker(
+            self.embedder.tokenizer,
+            self.config.chunk_size_tokens,
+            self.config.chunk_overlap_tokens,
+            self.embedder.max_tokens,
+        )
+        if milvus_uri and "://" not in milvus_uri:
+            Path(milvus_uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.store = ChunkStore(
+            milvus_uri, collection, self.embedder.dim, token=milvus_token, index=self.config.index
+        )
+        self._write_lock = threading.Lock()  # one writer per replica: flips of one document never interleave
+
+    @classmethod
+    def from_platform(cls, platform: Any, config: RetrievalConfig | None = None) -> KnowledgeBase:
+        """Build from an ``adept.config.platform.PlatformConfig``."""
+        return cls(
+            config,
+            milvus_uri=platform.resolved_milvus_uri,
+            collection=platform.collection,
+            embedding_model=platform.embedding_model,
+            device=platform.resolved_device(),
+            milvus_token=platform.milvus_token,
+        )
+
+    # ---- ingest -------------------------------------------------------------------------------
+    def ingest_files(
+        self,
+        tenant: str,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        max_documents: int = 0,
+        progress: Progress | None = None,
+    ) -> IngestResult:
+        """Ingest uploaded files ``[(filename, bytes)]``; bad files are reported, the rest go in."""
+
+        def items() -> Iterator[ParsedDocument | IngestError]:
+            for i, (name, data) in enumerate(files, start=1):
+                yield from self._parse(name, data)
+                if progress:
+                    progress(name, i, len(files))
+
+        return self._ingest(tenant, items(), max_documents)
+
+    def ingest_records(
+        self, tenant: str, records: Sequence[IngestRecord | dict[str, Any]], *, max_documents: int = 0
+    ) -> IngestResult:
+        """Ingest JSON records ``{id?, title?, text, metadata?}``; a record without id gets a hash of its text."""
+        import hashlib
+
+        from pydantic import ValidationError
+
+        def items() -> Iterator[ParsedDocument | IngestError]:
+            for i, raw in enumerate(records):
+                try:
+                    rec = raw if isinstance(raw, IngestRecord) else IngestRecord.model_validate(raw)
+                    default_id = "rec-" + hashlib.sha256(rec.text.encode()).hexdigest()[:16]
+                    yield record_to_document(rec, default_id)
+                except ValidationError as e:
+                    problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+                    yield IngestError(source=f"records[{i}]", reason=f"invalid record ({problems})")
+                except ParseError as e:
+                    yield IngestError(source=f"records[{i}]", reason=str(e))
+
+        return self._ingest(tenant, items(), max_documents)
+
+    def ingest_paths(
+        self,
+        tenant: str,
+        paths: Iterable[str | Path],
+        *,
+        progress: Progress | None = None,
+        max_documents: int = 0,
+    ) -> IngestResult:
+        """Ingest files and directories (recursively) from the local filesystem."""
+        found = list(walk_paths(paths))
+
+        def items() -> Iterator[ParsedDocument | IngestError]:
+            for i, (name, path) in enumerate(found, start=1):
+                try:
+                    size = path.stat().st_size
+                    if size > self.config.max_file_bytes:
+                        yield IngestError(
+                            source=name,
+                            reason=f"too large: {size} bytes (limit {self.config.max_file_bytes})",
+                        )
+                    else:
+                        yield from self._parse(name, path.read_bytes())
+                except OSError as e:
+                    yield IngestError(source=name, reason=f"cannot read: {e.strerror or e}")
+                if progress:
+                    progress(name, i, len(found))
+
+        return self._ingest(tenant, items(), max_documents)
+
+    def _parse(self, name: str, data: bytes) -> Iterator[ParsedDocument | IngestError]:
+        try:
+            yield from parse_file(
+                name, data, max_bytes=self.config.max_file_bytes, extensions=self.config.supported_extensions
+            )
+        except Exception as e:  # a parser bug on one odd file must not sink the batch
+            yield IngestError(source=name, reason=f"could not parse ({type(e).__name__}: {e})")
+
+    def _ingest(
+        self, tenant: str, items: Iterable[ParsedDocument | IngestError], max_documents: int
+    ) -> IngestResult:
+        result = IngestResult()
+        with self._write_lock:
+            live = self._live(tenant)
+            count = len(live)
+            seen: set[str] = set()
+            batch: list[tuple[ParsedDocument, list]] = []
+            pending = 0
+            for item in items:
+                if isinstance(item, IngestError):
+                    result.errors.append(item)
+                    continue
+                doc = item
+                source = str(doc.metadata.get("source", doc.id))
+                if doc.id in seen:
+                    result.errors.append(
+                        IngestError(source=source, reason=f"duplicate document id {doc.id!r} in this batch")
+                    )
+                    continue
+                seen.add(doc.id)
+                current = live.get(doc.id)
+                if current and current["content_hash"] == doc.content_hash:
+                    self._retire(
+                        tenant, {doc.id: current["generation"]}
+                    )  # finishes an interrupted earlier run
+                    result.documents.append(_info(current, "unchanged"))
+                    continue
+                if current is None and max_documents and count >= max_documents:
+                    result.errors.append(
+                        IngestError(
+                            source=source, reason=f"document quota reached ({max_documents} documents)"
+                        )
+                    )
+                    continue
+                chunks = self.chunker.chunk(doc)
+                if not chunks:
+                    result.errors.append(IngestError(source=source, reason="empty: no text to index"))
+                    continue
+                count += current is None
+                batch.append((doc, chunks))
+                pending += len(chunks)
+                if pending >= _FLUSH_CHUNKS:
+                    result.documents.extend(self._commit(tenant, batch, live))
+                    batch, pending = [], 0
+            if batch:
+                result.documents.extend(self._commit(tenant, batch, live))
+        return result
+
+    def _commit(
+        self, tenant: str, batch: list[tuple[ParsedDocument, list]], live: dict[str, dict]
+    ) -> list[DocumentInfo]:
+        """Embed and insert a batch under a fresh generation, flip each document's record, retire the old."""
+        oldest_allowed = max((live[d.id]["generation"] for d, _ in batch if d.id in live), default=0)
+        generation = max(time.time_ns(), oldest_allowed + 1)
+        rows = [
+            {
+                "document_id": doc.id,
+                "chunk_id": f"{doc.id}#{c.index}",
+                "generation": generation,
+                "title": doc.title[:1000],
+                "heading_path": " > ".join(c.heading_path)[:1000],
+                "text": c.text,
+                "metadata": doc.metadata,
+                "content_hash": doc.content_hash,
+            }
+            for doc, chunks in batch
+            for c in chunks
+        ]
+        vectors = self.embedder.embed([r["text"] for r in rows])
+        step = self.config.insert_batch_size
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
+            for row, vec in zip(part, vectors[start : start + step], strict=True):
+                row["dense"] = vec.tolist()
+            self.store.insert_chunks(tenant, part)
+        infos = []
+        for doc, chunks in batch:
+            record = {
+                "document_id": doc.id,
+                "generation": generation,
+                "title": doc.title[:1000],
+                "content_hash": doc.content_hash,
+                "chunks": len(chunks),
+                "metadata": doc.metadata,
+            }
+            self.store.put_record(tenant, record)  # the flip: from here on search sees only this version
+            infos.append(_info(record, "updated" if doc.id in live else "created"))
+            live[doc.id] = record
+        self._retire(tenant, {doc.id: generation for doc, _ in batch})
+        return infos
+
+    def _retire(self, tenant: str, generations: dict[str, int]) -> None:
+        """Delete chunks and records of generations older than each document's live one."""
+        items = list(generations.items())
+        for start in range(0, len(items), _MAX_RETIRE_DOCS):
+            part = items[start : start + _MAX_RETIRE_DOCS]
+            expr = " or ".join(
+                f"(document_id == {quote_literal(d)} and generation < {int(g)})" for d, g in part
+            )
+            self.store.delete_where(tenant, expr)
+
+    # ---- reads --------------------------------------------------------------------------------
+    def _live(self, tenant: str, document_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Live record (highest generation) per document."""
+        live: dict[str, dict[str, Any]] = {}
+        for rec in self.store.records_for(tenant, document_ids):
+            cur = live.get(rec["document_id"])
+            if cur is None or rec["generation"] > cur["generation"]:
+                live[rec["document_id"]] = rec
+        return live
+
+    def search(
+        self, tenant: str, query: str, top_k: int | None = None, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        """Top ``top_k`` chunks of ``tenant`` for ``query`` (dense or hybrid per config), live versions only."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequest("query must be a non-empty string", param="query")
+        top_k = self.config.default_top_k if top_k is None else top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.config.max_top_k:
+            raise InvalidRequest(
+                f"top_k must be an integer from 1 to {self.config.max_top_k} (got {top_k!r})", param="top_k"
+            )
+        extra = _filter_expr(filter)
+        vector = self.embedder.embed([query])[0].tolist()
+        text = query if self.config.search_mode == "hybrid" else None
+        limit = min(16384, top_k + 10)
+        for _attempt in range(3):
+            raw = self.store.search(
+                tenant, vector, limit=limit, query_text=text, extra=extra, rrf_k=self.config.rrf_k
+            )
+            live = self._live(tenant, sorted({h["document_id"] for h in raw}))
+            stale = any(
+                h["generation"] < live[h["document_id"]]["generation"]
+                for h in raw
+                if h["document_id"] in live
+            )
+            hits = [
+                h
+                for h in raw
+                if h["document_id"] in live and h["generation"] == live[h["document_id"]]["generation"]
+            ]
+            if stale:
+                continue  # read chunks before a flip and records after it: read again
+            if len(hits) >= top_k or len(raw) < limit or limit >= 16384:
+                break
+            limit = min(16384, limit * 4)  # invisible leftovers crowded the window: widen it
+        return [_hit(h) for h in hits[:top_k]]
+
+    def list_documents(self, tenant: str) -> list[DocumentInfo]:
+        """The tenant's documents (live versions) with chunk counts, sorted by id."""
+        return [_info(rec) for _, rec in sorted(self._live(tenant).items())]
+
+    def count_documents(self, tenant: str) -> int:
+        """Number of documents, for the ``max_documents`` quota."""
+        return len(self._live(tenant))
+
+    def delete_document(self, tenant: str, document_id: str) -> DocumentInfo:
+        """Delete one document; ``NotFound`` for unknown ids and for other tenants' ids alike."""
+        try:
+            check_document_id(document_id)
+        except ValueError:
+            raise NotFound(f"document {document_id!r} not found") from None
+        with self._write_lock:
+            live = self._live(tenant, [document_id]).get(document_id)
+            if live is None:
+                raise NotFound(f"document {document_id!r} not found")
+            # Records first: without a record the chunks are invisible, so a crash here hides the whole document.
+            self.store.delete_records(tenant, document_id)
+            self.store.delete_chunks(tenant, document_id)
+        return _info(live, "deleted")
+
+    def delete_tenant(self, tenant: str) -> None:
+        """Delete every chunk and record of ``tenant``."""
+        with self._write_lock:
+            self.store.delete_tenant(tenant)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Normalized embeddings (for ``/v1/embeddings``)."""
+        if not texts or any(not isinstance(t, str) or not t for t in texts):
+            raise InvalidRequest(
+                "input must be a non-empty string or a list of non-empty strings", param="input"
+            )
+        return self.embedder.embed(list(texts)).tolist()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _info(rec: dict[str, Any], status: str = "") -> DocumentInfo:
+    return DocumentInfo(
+        id=rec["document_id"],
+        title=rec["title"],
+        chunks=int(rec["chunks"]),
+        content_hash=rec["content_hash"],
+        status=status,
+    )
+
+
+def _hit(h: dict[str, Any]) -> SearchHit:
+    return SearchHit(
+        document_id=h["document_id"],
+        chunk_id=h["chunk_id"],
+        title=h["title"],
+        text=h["text"],
+        score=h["score"],
+        heading_path=h["heading_path"],
+        metadata=h.get("metadata") or {},
+    )
+
+
+def _filter_expr(filter: dict[str, Any] | None) -> str:
+    """Exact-match metadata filter as a Milvus expression; keys are identifiers, values literals only."""
+    from services.retrieval.protocol import FILTER_KEY_RE
+
+    parts = []
+    for key, value in (filter or {}).items():
+        if not isinstance(key, str) or not FILTER_KEY_RE.fullmatch(key):
+            raise InvalidRequest(f"invalid filter key {key!r}: use letters, digits and '_'", param="filter")
+        field = "document_id" if key == "document_id" else f'metadata["{key}"]'
+        values = value if isinstance(value, list) else [value]
+        if not values or any(not isinstance(v, str | int | float | bool) for v in values):
+            raise InvalidRequest(
+                f"filter {key!r}: values must be strings, numbers or booleans", param="filter"
+            )
+        if any(isinstance(v, str) and ('"' in v or "\\" in v) for v in values):
+            raise InvalidRequest(
+                f"filter {key!r}: values may not contain quotes or backslashes", param="filter"
+            )
+        lits = [_literal(v) for v in values]
+        parts.append(
+            f"{field} in [{', '.join(lits)}]" if isinstance(value, list) else f"{field} == {lits[0]}"
+        )
+    return " and ".join(parts)
+
+
+def _literal(v: str | int | float | bool) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return quote_literal(v) if isinstance(v, str) else repr(v)

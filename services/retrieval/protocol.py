@@ -1,0 +1,130 @@
+"""Wire models of the knowledge-base API (``/v1/kb/...``) and of the logic layer's results."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Ids go into Milvus filter expressions inside double quotes: no quotes or backslashes, ever.
+DOCUMENT_ID_RE = re.compile(r"^[\w.:/@+=,() -]{1,200}$")
+FILTER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+FilterValue = str | int | float | bool | list[str] | list[int] | list[float]
+
+
+def check_document_id(doc_id: str) -> str:
+    """Return ``doc_id`` if it is usable as a document id, else raise ``ValueError`` saying why."""
+    if not isinstance(doc_id, str) or not DOCUMENT_ID_RE.fullmatch(doc_id) or doc_id.strip() != doc_id:
+        raise ValueError(
+            f"invalid document id {doc_id!r}: use 1-200 letters, digits, spaces or . _ : / @ + = , ( ) -, "
+            "no leading or trailing space"
+        )
+    return doc_id
+
+
+class IngestRecord(BaseModel):
+    """One JSON record to ingest (also the shape of a `.jsonl` line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, description="Document id; default: a hash of the text.")
+    title: str | None = Field(None, max_length=1000, description="Document title; default: the id.")
+    text: str = Field(description="Document text (plain or Markdown).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Source metadata returned with each hit."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        return None if v is None else check_document_id(v)
+
+
+class IngestRecordsRequest(BaseModel):
+    """JSON body of ``POST /v1/kb/documents`` (instead of a multipart upload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[IngestRecord] = Field(min_length=1, description="Records to ingest.")
+
+
+class DocumentInfo(BaseModel):
+    """A document in a tenant's knowledge base."""
+
+    id: str = Field(description="Document id (unique within the tenant).")
+    title: str = Field(description="Title (from the file, the first heading, or the record).")
+    chunks: int = Field(description="Number of chunks stored for the live version.")
+    content_hash: str = Field(
+        "", description="sha256 of the cleaned text; unchanged text is not re-ingested."
+    )
+    status: str = Field(
+        "", description="`created`, `updated` or `unchanged` in ingest results; empty in listings."
+    )
+
+
+class IngestError(BaseModel):
+    """Why one file or record was not ingested; the rest of the batch still goes in."""
+
+    source: str = Field(description="File name (with `:line` for a JSONL line) or record index.")
+    reason: str = Field(description="What is wrong, in words a user can act on.")
+
+
+class IngestResult(BaseModel):
+    """What one ingest call did."""
+
+    documents: list[DocumentInfo] = Field(
+        default_factory=list, description="Documents created, updated or unchanged."
+    )
+    errors: list[IngestError] = Field(
+        default_factory=list, description="Files or records that were skipped, with why."
+    )
+
+
+class DocumentList(BaseModel):
+    """``GET /v1/kb/documents``."""
+
+    documents: list[DocumentInfo]
+
+
+class SearchRequest(BaseModel):
+    """``POST /v1/kb/search``. ``filter`` matches document metadata keys (or ``document_id``) exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="Natural-language query.")
+    top_k: int | None = Field(None, description="Number of results (1..max_top_k); default from config.")
+    filter: dict[str, FilterValue] | None = Field(
+        None,
+        description="Exact-match filter: `{key: value}` or `{key: [v1, v2]}` on metadata keys; `document_id` too.",
+    )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key in v or {}:
+            if not FILTER_KEY_RE.fullmatch(key):
+                raise ValueError(f"invalid filter key {key!r}: use letters, digits and '_'")
+        return v
+
+
+class SearchHit(BaseModel):
+    """One retrieved chunk, with what a citation needs."""
+
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float = Field(description="Higher is better; cosine similarity (dense) or RRF score (hybrid).")
+    heading_path: str = Field("", description="Headings above the chunk, joined with ' > '.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    deleted: bool = True
+    chunks: int = 0
