@@ -1,0 +1,451 @@
+"""Chat and text completions: the logic between an OpenAI request and the LLM deployment.
+
+No FastAPI here. A request is validated, its ``model`` resolved to the base model or one of
+the caller's adapters, optionally answered from the caller's knowledge base (RAG), and the
+LLM's chunks are assembled into an OpenAI response or Server-Sent-Event stream. Everything
+that can fail with a 4xx fails *before* the first byte is streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from adept.config.adapter import ADAPTER_NAME_RE, VERSION_RE
+from adept.errors import AdeptError, InvalidRequest, NotFound, Unavailable
+from adept.tenancy import Tenant
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.protocol import (
+    ChatCompletionRequest,
+    Citation,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    Usage,
+    new_id,
+    now,
+)
+from services.gateway.quotas import QuotaEnforcer
+from services.llm.protocol import GenerateChunk, GenerateRequest
+from services.retrieval.protocol import SearchHit
+
+BASE_LABEL = "base"
+
+
+class LLMBackend(Protocol):
+    """What the gateway needs from the LLM deployment (a Serve handle in production)."""
+
+    def generate(self, model_id: str, request: GenerateRequest) -> AsyncIterator[GenerateChunk]: ...
+
+
+class KnowledgeBase(Protocol):
+    """What RAG needs from the retrieval deployment: the caller's passages for a query."""
+
+    async def search(self, tenant: str, query: str, top_k: int) -> list[SearchHit]: ...
+
+
+class AdapterSource(Protocol):
+    """The part of ``adept.adapters.AdapterRegistry`` the gateway reads."""
+
+    def resolve(self, tenant: str, name: str, version: str | None = None) -> Any: ...
+    def list(self, tenant: str) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A request's ``model``: what responses report, the LLM's multiplexed id, the metrics label."""
+
+    name: str
+    model_id: str
+    label: str
+
+
+def model_not_found(model: str) -> NotFound:
+    # Identical for "absent" and "another tenant's": the answer must not reveal who owns what.
+    return NotFound(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+class ModelCatalog:
+    """Resolves ``model`` for one tenant: the base model, or the tenant's own adapters only."""
+
+    def __init__(self, registry: AdapterSource, base_model_id: str, aliases: tuple[str, ...] = ()) -> None:
+        self.registry = registry
+        self.base_model_id = base_model_id
+        self._base_names = {base_model_id, *aliases}
+
+    def resolve(self, tenant: str, model: str) -> ResolvedModel:
+        """``model`` is the base id, ``name``, ``name@vN`` or ``<tenant>/name[@vN]`` (own tenant only)."""
+        if model in self._base_names:
+            return ResolvedModel(self.base_model_id, "", BASE_LABEL)
+        ref = model
+        if "/" in ref:
+            owner, _, ref = ref.partition("/")
+            if owner != tenant:
+                raise model_not_found(model)
+        name, at, version = ref.partition("@")
+        if not ADAPTER_NAME_RE.fullmatch(name) or (at and not VERSION_RE.fullmatch(version)):
+            raise model_not_found(model)
+        try:
+            found = self.registry.resolve(tenant, name, version or None)
+        except NotFound:
+            raise model_not_found(model) from None
+        except InvalidRequest:
+            raise model_not_found(model) from None
+        return ResolvedModel(f"{name}@{found.version}", found.id, f"{name}@{found.version}")
+
+    def list(self, tenant: str) -> ModelList:
+        """The base model and the latest (or pinned) version of each of the caller's adapters."""
+        cards = [ModelCard(id=self.base_model_id, created=0, owned_by="adept")]
+        latest: dict[str, Any] = {}
+        for v in self.registry.list(tenant):
+            latest[v.name] = v  # list() is ordered by name then version: the last one wins
+        for name, v in sorted(latest.items()):
+            try:
+                v = self.registry.resolve(tenant, name)  # honours a pinned active version
+            except NotFound:
+                continue  # deleted meanwhile
+            cards.append(
+                ModelCard(
+                    id=name,
+                    created=_epoch(v.manifest.created_at),
+                    owned_by=tenant,
+                    root=self.base_model_id,
+                    version=v.version,
+                )
+            )
+        return ModelList(data=cards)
+
+
+def _epoch(iso: str) -> int:
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits the logic layer enforces (from ``LLMConfig`` / ``RetrievalConfig``)."""
+
+    max_tokens_limit: int
+    default_max_tokens: int
+    default_top_k: int
+    max_top_k: int
+    timeout_s: float = 300.0
+
+
+@dataclass
+class _Outcome:
+    """What one generation produced, filled in while chunks stream through."""
+
+    text: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    passages_used: list[int] | None = None
+    first_token_at: float | None = None
+
+
+class CompletionService:
+    """``/v1/chat/completions`` and ``/v1/completions`` for an authenticated tenant."""
+
+    def __init__(
+        self,
+        *,
+        llm: LLMBackend,
+        catalog: ModelCatalog,
+        kb: KnowledgeBase | None,
+        limits: Limits,
+        metrics: GatewayMetrics | None = None,
+        quotas: QuotaEnforcer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.llm = llm
+        self.catalog = catalog
+        self.kb = kb
+        self.limits = limits
+        self.metrics = metrics
+        self.quotas = quotas
+        self._clock = clock
+
+    # -- request checks --------------------------------------------------------------------------
+    def _max_tokens(self, asked: int | None) -> int:
+        if asked is None:
+            return self.limits.default_max_tokens
+        if asked > self.limits.max_tokens_limit:
+            raise InvalidRequest(
+                f"max_tokens is {asked}, more than this server's limit of {self.limits.max_tokens_limit}",
+                param="max_tokens",
+            )
+        return asked
+
+    async def _resolve(self, tenant: Tenant, model: str) -> ResolvedModel:
+        # The registry may sit on a network file system or an object store: keep the event loop free.
+        return await asyncio.to_thread(self.catalog.resolve, tenant.name, model)
+
+    async def _retrieve(self, tenant: Tenant, req: ChatCompletionRequest) -> list[SearchHit]:
+        top_k = req.rag_top_k
+        if top_k is False:
+            return []
+        if self.kb is None:
+            raise Unavailable("retrieval is not configured on this server")
+        k = top_k or self.limits.default_top_k
+        if k > self.limits.max_top_k:
+            raise InvalidRequest(
+                f"rag.top_k is {k}, more than the limit of {self.limits.max_top_k}", param="rag"
+            )
+        query = next((m.as_llm_message()["content"] for m in reversed(req.messages) if m.role == "user"), "")
+        if not query.strip():
+            raise InvalidRequest("rag needs a non-empty user message to search with", param="messages")
+        return await self.kb.search(tenant.name, query, k)
+
+    @staticmethod
+    def _sampling(req: SamplingFields, max_tokens: int) -> dict[str, Any]:
+        return {
+            "max_tokens": max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "seed": req.seed,
+            "stop": req.stop_list,
+        }
+
+    # -- entry points ----------------------------------------------------------------------------
+    async def chat(self, tenant: Tenant, req: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
+        """A chat completion: a response dict, or (``stream``) an iterator of SSE ``data:`` lines."""
+        started = self._clock()
+        max_tokens = self._max_tokens(req.requested_max_tokens)
+        model = await self._resolve(tenant, req.model)
+        hits = await self._retrieve(tenant, req)
+        greq = GenerateRequest(
+            messages=[m.as_llm_message() for m in req.messages],
+            passages=[passage_text(h) for h in hits],
+            **self._sampling(req, max_tokens),
+        )
+        run = _Run(self, tenant, model, greq, hits, started, chat=True)
+        if req.stream:
+            return await run.stream(req.include_usage)
+        return await run.complete()
+
+    async def complete(self, tenant: Tenant, req: CompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
+        """A text completion (raw prompt, no chat template)."""
+        started = self._clock()
+        max_tokens = self._max_tokens(req.max_tokens)
+        model = await self._resolve(tenant, req.model)
+        greq = GenerateRequest(prompt=req.prompt, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
+        run = _Run(self, tenant, model, greq, [], started, chat=False)
+        if req.stream:
+            return await run.stream(req.include_usage)
+        return await run.complete()
+
+
+def passage_text(hit: SearchHit) -> str:
+    """The passage as the model reads it: its title (a strong hint of what it is about), then the text."""
+    return f"{hit.title}\n{hit.text}" if hit.title and not hit.text.startswith(hit.title) else hit.text
+
+
+def build_citations(hits: list[SearchHit], passages_used: list[int] | None) -> list[dict[str, Any]]:
+    """Citations for the passages that went into the prompt (all retrieved ones if the LLM did not say)."""
+    indices = range(len(hits)) if passages_used is None else passages_used
+    return [
+        Citation(
+            document_id=hits[i].document_id,
+            chunk_id=hits[i].chunk_id,
+            title=hits[i].title,
+            score=hits[i].score,
+        ).model_dump()
+        for i in indices
+        if 0 <= i < len(hits)
+    ]
+
+
+class _Run:
+    """One generation: pulls chunks from the LLM, records usage and metrics, shapes the response."""
+
+    def __init__(
+        self,
+        svc: CompletionService,
+        tenant: Tenant,
+        model: ResolvedModel,
+        greq: GenerateRequest,
+        hits: list[SearchHit],
+        started: float,
+        *,
+        chat: bool,
+    ) -> None:
+        self.svc, self.tenant, self.model, self.greq, self.hits = svc, tenant, model, greq, hits
+        self.started, self.chat = started, chat
+        self.id = new_id("chatcmpl" if chat else "cmpl")
+        self.created = now()
+        self.out = _Outcome()
+        self._stream = svc.llm.generate(model.model_id, greq)
+        self._finished = False
+
+    # -- chunk intake ----------------------------------------------------------------------------
+    def _take(self, chunk: GenerateChunk) -> str:
+        if chunk.text and self.out.first_token_at is None:
+            self.out.first_token_at = self.svc._clock()
+        if chunk.text:
+            self.out.text.append(chunk.text)
+        if chunk.finish_reason:
+            self.out.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.out.prompt_tokens = chunk.usage.prompt_tokens
+            self.out.completion_tokens = chunk.usage.completion_tokens
+        if chunk.passages_used is not None:
+            self.out.passages_used = list(chunk.passages_used)
+        return chunk.text
+
+    async def _next(self) -> GenerateChunk | None:
+        try:
+            async with asyncio.timeout(self.svc.limits.timeout_s):
+                return await anext(self._stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise Unavailable(f"generation did not finish within {self.svc.limits.timeout_s:g} s") from None
+
+    def _finish(self) -> None:
+        """Charge tokens and record metrics once, however the run ends (done, error, disconnect)."""
+        if self._finished:
+            return
+        self._finished = True
+        out = self.out
+        if out.completion_tokens == 0 and out.text:
+            out.completion_tokens = len(out.text)  # no usage chunk (cut short): one chunk ~ one token
+        total = out.prompt_tokens + out.completion_tokens
+        if self.svc.quotas is not None:
+            self.svc.quotas.charge_tokens(self.tenant.name, total)
+        if self.svc.metrics is not None:
+            end = self.svc._clock()
+            first = out.first_token_at
+            self.svc.metrics.observe_generation(
+                tenant=self.tenant.name,
+                adapter=self.model.label,
+                ttft_s=None if first is None else first - self.started,
+                decode_s=0.0 if first is None else end - first,
+                prompt_tokens=out.prompt_tokens,
+                completion_tokens=out.completion_tokens,
+            )
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.of(self.out.prompt_tokens, self.out.completion_tokens)
+
+    def _in_flight(self) -> Any:
+        if self.svc.metrics is None:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return self.svc.metrics.in_flight(self.tenant.name, self.model.label)
+
+    # -- non-streaming ---------------------------------------------------------------------------
+    async def complete(self) -> dict[str, Any]:
+        try:
+            with self._in_flight():
+                while (chunk := await self._next()) is not None:
+                    self._take(chunk)
+        finally:
+            await self._close()
+            self._finish()
+        text = "".join(self.out.text)
+        if self.chat:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": self.out.finish_reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.out.finish_reason}
+            obj = "text_completion"
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model.name,
+            "choices": [choice],
+            "usage": self.usage.model_dump(),
+        }
+        if self.hits:
+            body["citations"] = build_citations(self.hits, self.out.passages_used)
+        return body
+
+    # -- streaming -------------------------------------------------------------------------------
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        payload = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model.name,
+            "choices": choices,
+        }
+        payload.update(extra)
+        return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+    def _delta(
+        self, text: str | None, finish_reason: str | None = None, *, role: bool = False
+    ) -> dict[str, Any]:
+        if self.chat:
+            delta: dict[str, Any] = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+    async def stream(self, include_usage: bool) -> AsyncIterator[bytes]:
+        """Fetch the first chunk now (so errors become 4xx responses), then stream the rest."""
+        try:
+            first = await self._next()
+        except BaseException:
+            await self._close()
+            self._finish()
+            raise
+        return self._events(first, include_usage)
+
+    async def _events(self, first: GenerateChunk | None, include_usage: bool) -> AsyncIterator[bytes]:
+        try:
+            with self._in_flight():
+                if self.chat:
+                    yield self._event([self._delta("", role=True)])
+                chunk = first
+                while chunk is not None:
+                    text = self._take(chunk)
+                    if text:
+                        yield self._event([self._delta(text)])
+                    chunk = await self._next()
+            extra: dict[str, Any] = {}
+            if self.hits:
+                extra["citations"] = build_citations(self.hits, self.out.passages_used)
+            yield self._event([self._delta(None, self.out.finish_reason)], **extra)
+            if include_usage:
+                yield self._event([], usage=self.usage.model_dump())
+        except AdeptError as e:
+            # Headers are gone: the error travels in the stream, as OpenAI does.
+            yield b"data: " + json.dumps(e.to_openai()).encode() + b"\n\n"
+        finally:
+            await self._close()
+            self._finish()
+        yield b"data: [DONE]\n\n"
+
+    async def _close(self) -> None:
+        aclose: Callable[[], Awaitable[None]] | None = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except (RuntimeError, AdeptError):
+                pass

@@ -1,0 +1,278 @@
+"""OpenAI wire models for the gateway, plus Adept's ``rag`` extension and ``citations``.
+
+Requests are strict (unknown fields are 400s naming the field) because a silently ignored
+parameter is a silent wrong answer. Fields that OpenAI defines but Adept cannot honour are
+accepted only at their neutral value (``n=1``, ``echo=false``, ...) and refused otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adept.errors import InvalidRequest
+
+MAX_STOP_SEQUENCES = 4
+
+
+class WireModel(BaseModel):
+    """Request bodies: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(WireModel):
+    """One ``{"type": "text", "text": ...}`` content part (the only kind a text model can read)."""
+
+    type: Literal["text"] = Field(description="Content part type; only `text` is supported.")
+    text: str = Field(description="The text.")
+
+
+class ChatMessage(WireModel):
+    """One chat turn. ``developer`` is OpenAI's newer name for ``system``."""
+
+    role: Literal["system", "developer", "user", "assistant"] = Field(description="Who speaks.")
+    content: str | list[TextPart] = Field(description="Text, or a list of text parts.")
+    name: str | None = Field(None, max_length=64, description="Optional participant name (ignored).")
+
+    def as_llm_message(self) -> dict[str, str]:
+        """The ``{"role", "content"}`` dict the LLM deployment's chat template expects."""
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class RagOptions(WireModel):
+    """Adept extension: answer from the caller's knowledge base and cite the passages used."""
+
+    top_k: int | None = Field(
+        None, ge=1, le=100, description="Passages to retrieve (default: server setting)."
+    )
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = Field(False, description="Send a last chunk carrying `usage` before `[DONE]`.")
+
+
+class SamplingFields(WireModel):
+    """Fields shared by chat and text completions."""
+
+    model: str = Field(
+        min_length=1, max_length=256, description="Base model id, or one of your adapters: `name[@vN]`."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (server limit applies).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 sequences where generation stops.")
+    stream: bool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported.")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
+    user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> list[str]:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(s == "" for s in stops):
+            raise ValueError("stop sequences must not be empty")
+        return stops
+
+    @property
+    def stop_list(self) -> list[str]:
+        return list(self.stop or [])  # type: ignore[arg-type]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(SamplingFields):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Newer alias of `max_tokens`.")
+    rag: RagOptions | bool | None = Field(None, description='Adept extension: `true` or `{"top_k": 4}`.')
+    logprobs: bool = Field(False, description="Not supported; only `false` is accepted.")
+    response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}` is accepted.')
+
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("logprobs are not supported")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("type") != "text":
+            raise ValueError("only response_format {'type': 'text'} is supported")
+        return v
+
+    @model_validator(mode="after")
+    def _one_max(self) -> ChatCompletionRequest:
+        both = self.max_tokens is not None and self.max_completion_tokens is not None
+        if both and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("give max_tokens or max_completion_tokens, not both")
+        return self
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def rag_top_k(self) -> int | Literal[False] | None:
+        """``False`` when RAG is off, ``None`` for the default top_k, else the asked top_k."""
+        if self.rag is None or self.rag is False:
+            return False
+        if self.rag is True:
+            return None
+        return self.rag.top_k
+
+
+class CompletionRequest(SamplingFields):
+    """``POST /v1/completions`` (legacy text completions; one prompt per request)."""
+
+    prompt: str | list[str] = Field(description="The prompt (one string, or a list holding one string).")
+    max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate (OpenAI's default is 16).")
+    echo: bool = Field(False, description="Not supported; only `false` is accepted.")
+    suffix: str | None = Field(None, description="Not supported; only null is accepted.")
+    logprobs: int | None = Field(None, description="Not supported; only null is accepted.")
+    best_of: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str:
+        if isinstance(v, list):
+            if len(v) != 1:
+                raise ValueError("exactly one prompt per request is supported")
+            v = v[0]
+        if not v:
+            raise ValueError("prompt must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> CompletionRequest:
+        if self.echo or self.suffix is not None or self.logprobs is not None:
+            raise ValueError("echo, suffix and logprobs are not supported")
+        return self
+
+
+class EmbeddingRequest(WireModel):
+    """``POST /v1/embeddings``: text in, vectors out (token-id input is not supported)."""
+
+    model: str = Field(min_length=1, max_length=256, description="The embedding model id (see the README).")
+    input: str | list[str] = Field(description="A text or a list of texts.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`float` lists or base64 float32."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension when given.")
+    user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, v: str | list[str]) -> list[str]:
+        texts = [v] if isinstance(v, str) else v
+        if not texts:
+            raise ValueError("input must not be empty")
+        if any(not t for t in texts):
+            raise ValueError("input texts must not be empty strings")
+        return texts
+
+    @property
+    def texts(self) -> list[str]:
+        return list(self.input)  # type: ignore[arg-type]
+
+
+# -- responses -------------------------------------------------------------------------------------
+class Citation(BaseModel):
+    """A passage an answer drew on (Adept extension)."""
+
+    document_id: str
+    chunk_id: str
+    title: str
+    score: float
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> Usage:
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str | None = None
+    version: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+_TYPE_NAMES = frozenset({"str", "bool", "int", "float", "list", "dict", "none"})
+
+
+def _is_union_branch(part: object) -> bool:
+    """Pydantic puts union branch names (``str``, ``list[TextPart]``, ``RagOptions``) in error paths."""
+    return isinstance(part, str) and (part in _TYPE_NAMES or "[" in part or part[:1].isupper())
+
+
+def describe_errors(err: ValidationError) -> tuple[str, str | None]:
+    """One readable message for a request validation failure, and the first bad field."""
+    parts, param = [], None
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"] if not _is_union_branch(p))
+        param = param or loc or None
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(dict.fromkeys(parts)), param
+
+
+def parse_body(cls: type[T], body: bytes | str | dict[str, Any]) -> T:
+    """Decode and validate a request body; every failure is an ``InvalidRequest`` (HTTP 400)."""
+    data: Any = body
+    if isinstance(body, bytes | str):
+        if not body:
+            raise InvalidRequest("request body is empty; expected a JSON object")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        message, param = describe_errors(e)
+        raise InvalidRequest(f"invalid request: {message}", param=param) from None
