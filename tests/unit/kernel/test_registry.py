@@ -22,10 +22,18 @@ BASE = "bundled:smollm2-135m-instruct"
 def make_adapter_dir(path: Path, *, base: str = BASE, seed: int = 0) -> Path:
     """A structurally valid PEFT LoRA directory (the registry never loads the weights)."""
     path.mkdir(parents=True, exist_ok=True)
-    cfg = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "base_model_name_or_path": base}
+    cfg = {
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj"],
+        "base_model_name_or_path": base,
+    }
     (path / "adapter_config.json").write_text(json.dumps(cfg))
     rng = np.random.default_rng(seed)
-    save_file({"lora_A": rng.standard_normal((4, 8)).astype(np.float32)}, str(path / "adapter_model.safetensors"))
+    save_file(
+        {"lora_A": rng.standard_normal((4, 8)).astype(np.float32)}, str(path / "adapter_model.safetensors")
+    )
     return path
 
 
@@ -45,18 +53,31 @@ def registry(request, tmp_path):
 def test_parse_adapter_id():
     assert parse_adapter_id("acme/legal") == ("acme", "legal", None)
     assert parse_adapter_id("acme/legal@v12") == ("acme", "legal", "v12")
-    for bad in ["acme", "acme/", "/legal", "acme/legal@", "acme/legal@3", "../x/legal", "acme/../etc", "a/b/c"]:
+    for bad in [
+        "acme",
+        "acme/",
+        "/legal",
+        "acme/legal@",
+        "acme/legal@3",
+        "../x/legal",
+        "acme/../etc",
+        "a/b/c",
+    ]:
         with pytest.raises(InvalidRequest):
             parse_adapter_id(bad)
 
 
 def test_publish_resolve_versions_and_pinning(registry, src):
-    v1 = registry.publish("acme", "legal", src, {"base_model": BASE, "metrics": {"loss": 1.5}}, expected_base_model=BASE)
+    v1 = registry.publish(
+        "acme", "legal", src, {"base_model": BASE, "metrics": {"loss": 1.5}}, expected_base_model=BASE
+    )
     v2 = registry.publish("acme", "legal", src, {"base_model": BASE})
     assert (v1.id, v2.id) == ("acme/legal@v1", "acme/legal@v2")
     got = registry.resolve("acme", "legal")
     assert got.version == "v2" and got.manifest.version == "v2"
-    assert (got.path / "adapter_model.safetensors").read_bytes() == (src / "adapter_model.safetensors").read_bytes()
+    assert (got.path / "adapter_model.safetensors").read_bytes() == (
+        src / "adapter_model.safetensors"
+    ).read_bytes()
     assert registry.resolve("acme", "legal", "v1").manifest.metrics == {"loss": 1.5}
     # The manifest picks LoRA facts up from adapter_config.json.
     assert (got.manifest.rank, got.manifest.alpha, got.manifest.target_modules) == (4, 8.0, ["q_proj"])
@@ -101,7 +122,7 @@ def test_wrong_base_model_is_refused_naming_both(registry, tmp_path):
 def test_missing_peft_files_and_bad_config(registry, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InvalidRequest, match="adapter_config.json, adapter_model.safetensors"):
+    with pytest.raises(InvalidRequest, match=r"adapter_config\.json, adapter_model\.safetensors"):
         registry.publish("acme", "legal", empty, {"base_model": BASE})
     (empty / "adapter_config.json").write_text("{nope")
     (empty / "adapter_model.safetensors").write_bytes(b"")
@@ -158,7 +179,9 @@ AdapterRegistry(sys.argv[1]).publish("acme", "legal", sys.argv[2], {"base_model"
 
 def test_crash_mid_publish_leaves_no_visible_version(tmp_path, src):
     store = tmp_path / "store"
-    proc = subprocess.run([sys.executable, "-c", CRASH, str(store), str(src)], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, str(store), str(src)], capture_output=True, timeout=120
+    )
     assert proc.returncode == 9, proc.stderr.decode()
     assert any((store / "acme" / "legal").iterdir())  # the half-written temp dir is there...
     registry = AdapterRegistry(str(store))

@@ -31,9 +31,17 @@ def test_lora_adapter_round_trip_gives_identical_outputs(tiny_phi3, tmp_path):
 
     base_id = canonical_model_id(str(tiny_phi3))
     registry = AdapterRegistry(str(tmp_path / "store"))
-    published = registry.publish("acme", "legal", src, {"base_model": base_id}, expected_base_model=str(tiny_phi3))
+    published = registry.publish(
+        "acme", "legal", src, {"base_model": base_id}, expected_base_model=str(tiny_phi3)
+    )
     with pytest.raises(Conflict):
-        registry.publish("acme", "legal", src, {"base_model": "microsoft/Phi-3-mini-4k-instruct"}, expected_base_model=base_id)
+        registry.publish(
+            "acme",
+            "legal",
+            src,
+            {"base_model": "microsoft/Phi-3-mini-4k-instruct"},
+            expected_base_model=base_id,
+        )
 
     got = registry.resolve("acme", "legal")
     assert got.id == published.id == "acme/legal@v1"

@@ -25,7 +25,9 @@ def test_is_a_tenant_store(store):
 
 
 def test_create_authenticate_and_key_is_only_stored_hashed(store, tmp_path):
-    tenant, key = store.create(TenantSpec(name="acme", display_name="ACME", quotas=TenantQuotas(max_adapters=2)))
+    tenant, key = store.create(
+        TenantSpec(name="acme", display_name="ACME", quotas=TenantQuotas(max_adapters=2))
+    )
     assert key.startswith(KEY_PREFIX) and len(key) > 40
     assert tenant.key_prefix == key[: len(tenant.key_prefix)] and len(tenant.key_prefix) < 12
     assert store.authenticate(key).name == "acme"
@@ -40,7 +42,7 @@ def test_create_authenticate_and_key_is_only_stored_hashed(store, tmp_path):
 def test_bad_keys_are_rejected_without_saying_why(store):
     store.create(TenantSpec(name="acme"))
     for bad in ["", "adept-", "adept-" + "x" * 43, "sk-123", "adept-" + "a" * 500, None]:
-        with pytest.raises(AuthenticationError, match="^invalid API key$"):
+        with pytest.raises(AuthenticationError, match=r"^invalid API key$"):
             store.authenticate(bad)
 
 
@@ -74,7 +76,9 @@ def test_duplicate_missing_and_bad_names(store):
 
 def test_update_delete_and_deleted_key_stops_working(store):
     _, key = store.create(TenantSpec(name="acme"))
-    t = store.update(TenantSpec(name="acme", display_name="Acme Inc", quotas=TenantQuotas(requests_per_minute=7)))
+    t = store.update(
+        TenantSpec(name="acme", display_name="Acme Inc", quotas=TenantQuotas(requests_per_minute=7))
+    )
     assert (t.display_name, t.quotas.requests_per_minute) == ("Acme Inc", 7)
     assert store.authenticate(key).display_name == "Acme Inc"
     store.delete("acme")
