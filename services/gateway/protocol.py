@@ -12,7 +12,15 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from adept.errors import InvalidRequest
 
@@ -54,7 +62,9 @@ class RagOptions(WireModel):
 
 
 class StreamOptions(WireModel):
-    include_usage: bool = Field(False, description="Send a last chunk carrying `usage` before `[DONE]`.")
+    include_usage: StrictBool = Field(
+        False, description="Send a last chunk carrying `usage` before `[DONE]`."
+    )
 
 
 class SamplingFields(WireModel):
@@ -68,7 +78,7 @@ class SamplingFields(WireModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(None, description="Seed for reproducible sampling.")
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences where generation stops.")
-    stream: bool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
+    stream: StrictBool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported.")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
@@ -99,8 +109,10 @@ class ChatCompletionRequest(SamplingFields):
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer alias of `max_tokens`.")
-    rag: RagOptions | bool | None = Field(None, description='Adept extension: `true` or `{"top_k": 4}`.')
-    logprobs: bool = Field(False, description="Not supported; only `false` is accepted.")
+    rag: RagOptions | StrictBool | None = Field(
+        None, description='Adept extension: `true` or `{"top_k": 4}`.'
+    )
+    logprobs: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
     response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}` is accepted.')
 
     @field_validator("logprobs")
@@ -143,7 +155,7 @@ class CompletionRequest(SamplingFields):
 
     prompt: str | list[str] = Field(description="The prompt (one string, or a list holding one string).")
     max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate (OpenAI's default is 16).")
-    echo: bool = Field(False, description="Not supported; only `false` is accepted.")
+    echo: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
     suffix: str | None = Field(None, description="Not supported; only null is accepted.")
     logprobs: int | None = Field(None, description="Not supported; only null is accepted.")
     best_of: int = Field(1, ge=1, le=1, description="Only 1 is supported.")

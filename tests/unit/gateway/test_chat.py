@@ -1,0 +1,168 @@
+"""The completion logic layer without HTTP: model resolution, isolation, RAG, streaming, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from adept.errors import InvalidRequest, NotFound, RateLimited
+from services.gateway.chat import build_citations
+from services.gateway.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from services.retrieval.protocol import SearchHit
+from tests.unit.gateway.conftest import BASE
+
+
+def chat_req(**kw):
+    body = {"model": BASE, "messages": [{"role": "user", "content": "hello there"}], **kw}
+    return parse_body(ChatCompletionRequest, body)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def collect(stream) -> list[dict | str]:
+    events = []
+    async for raw in stream:
+        assert raw.startswith(b"data: ") and raw.endswith(b"\n\n")
+        data = raw[6:-2].decode()
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_base_model_chat(service, tenants):
+    svc, llm, _ = service
+    out = run(svc.chat(tenants["acme"][0], chat_req()))
+    assert out["object"] == "chat.completion"
+    assert out["model"] == BASE
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "base: hello there "}
+    assert out["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    assert "citations" not in out
+    assert llm.calls[0][0] == ""  # base model: empty multiplexed id
+    assert llm.calls[0][1].max_tokens == 16  # server default
+
+
+@pytest.mark.parametrize("model", ["legal", "legal@v2", "acme/legal", "acme/legal@v2"])
+def test_own_adapter_resolves_to_latest_or_named_version(service, tenants, model):
+    svc, llm, _ = service
+    out = run(svc.chat(tenants["acme"][0], chat_req(model=model)))
+    assert llm.calls[-1][0] == "acme/legal@v2"
+    assert out["model"] == "legal@v2"
+
+
+def test_pinned_version(service, tenants):
+    svc, llm, _ = service
+    run(svc.chat(tenants["acme"][0], chat_req(model="legal@v1")))
+    assert llm.calls[-1][0] == "acme/legal@v1"
+
+
+@pytest.mark.parametrize(
+    "model", ["secret", "globex/secret", "globex/secret@v1", "nope", "legal@v9", "Bad Name", "a/b/c"]
+)
+def test_unknown_or_foreign_models_are_the_same_404(service, tenants, model):
+    svc, llm, _ = service
+    with pytest.raises(NotFound) as e:
+        run(svc.chat(tenants["acme"][0], chat_req(model=model)))
+    assert e.value.status == 404 and e.value.code == "model_not_found"
+    assert e.value.message == f"The model '{model}' does not exist or you do not have access to it."
+    assert "globex" not in e.value.message.replace(model, "")
+    assert llm.calls == []
+
+
+def test_models_list_shows_only_own_adapters(service, tenants):
+    svc, _, _ = service
+    acme = [m.id for m in svc.catalog.list("acme").data]
+    globex = [m.id for m in svc.catalog.list("globex").data]
+    assert acme == [BASE, "legal"]
+    assert globex == [BASE, "secret"]
+    assert svc.catalog.list("acme").data[1].version == "v2"
+
+
+def test_max_tokens_over_limit_is_400(service, tenants):
+    svc, llm, _ = service
+    with pytest.raises(InvalidRequest) as e:
+        run(svc.chat(tenants["acme"][0], chat_req(max_tokens=65)))
+    assert e.value.param == "max_tokens"
+    run(svc.chat(tenants["acme"][0], chat_req(max_tokens=64)))
+
+
+def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
+    svc, llm, kb = service
+    out = run(svc.chat(tenants["acme"][0], chat_req(rag={"top_k": 2})))
+    assert kb.queries == [("acme", "hello there", 2)]
+    assert llm.calls[0][1].passages == ["Doc 0\ntext 0", "Doc 1\ntext 1"]
+    # The fake LLM reports it used passage 0 only.
+    assert out["citations"] == [
+        {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
+    ]
+    run(svc.chat(tenants["acme"][0], chat_req(rag=True)))
+    assert kb.queries[-1][2] == 3  # default top_k
+    with pytest.raises(InvalidRequest):
+        run(svc.chat(tenants["acme"][0], chat_req(rag={"top_k": 11})))
+
+
+def test_build_citations_ignores_bad_indices():
+    hits = [SearchHit(document_id="d", chunk_id="c", title="t", text="x", score=0.5)]
+    assert build_citations(hits, None) == [{"document_id": "d", "chunk_id": "c", "title": "t", "score": 0.5}]
+    assert build_citations(hits, [3, -1]) == []
+
+
+def test_streaming_chat_assembles_openai_chunks(service, tenants):
+    svc, _, _ = service
+    stream = run_stream(svc, tenants, chat_req(stream=True, rag=True, stream_options={"include_usage": True}))
+    assert stream[-1] == "[DONE]"
+    first, *middle, final, usage_chunk, _ = stream
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"]["content"] for c in middle) == "base: hello there "
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == first["id"] for c in stream[:-1])
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["citations"][0]["document_id"] == "acme-doc0"
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] == 10
+
+
+def run_stream(svc, tenants, req):
+    async def go():
+        return await collect(await svc.chat(tenants["acme"][0], req))
+
+    return asyncio.run(go())
+
+
+def test_streaming_errors_before_first_byte_raise(service, tenants):
+    svc, llm, _ = service
+    llm.fail_with = InvalidRequest("prompt is too long")
+    with pytest.raises(InvalidRequest):
+        run(svc.chat(tenants["acme"][0], chat_req(stream=True)))
+
+
+def test_text_completion_and_length_finish(service, tenants):
+    svc, llm, _ = service
+    req = parse_body(CompletionRequest, {"model": "legal", "prompt": "one two three four", "max_tokens": 2})
+    out = run(svc.complete(tenants["acme"][0], req))
+    assert out["object"] == "text_completion"
+    assert out["choices"][0]["text"] == "acme/legal@v2: one "
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert llm.calls[0][1].prompt == "one two three four" and llm.calls[0][1].messages is None
+
+
+def test_usage_is_charged_to_the_token_quota(service, tenants, store):
+    from adept.config.tenant import TenantQuotas, TenantSpec
+
+    svc, _, _ = service
+    tenant = store.update(TenantSpec(name="acme", quotas=TenantQuotas(tokens_per_minute=15)))
+    svc.quotas.admit(tenant)
+    run(svc.chat(tenant, chat_req()))  # 10 tokens
+    svc.quotas.admit(tenant)
+    run(svc.chat(tenant, chat_req()))  # 20 tokens
+    with pytest.raises(RateLimited):
+        svc.quotas.admit(tenant)
+
+
+def test_metrics_have_labels_but_no_prompt_text(service, tenants):
+    svc, _, _ = service
+    run(svc.chat(tenants["acme"][0], chat_req(model="legal")))
+    text = svc.metrics.render().decode()
+    assert 'adept_generations_total{adapter="legal@v2",tenant="acme"} 1.0' in text
+    assert "hello" not in text
+    assert tenants["acme"][1] not in text
