@@ -81,7 +81,7 @@ def test_models_list_shows_only_own_adapters(service, tenants):
 
 
 def test_max_tokens_over_limit_is_400(service, tenants):
-    svc, llm, _ = service
+    svc, _, _ = service
     with pytest.raises(InvalidRequest) as e:
         run(svc.chat(tenants["acme"][0], chat_req(max_tokens=65)))
     assert e.value.param == "max_tokens"
