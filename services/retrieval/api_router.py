@@ -1,0 +1,156 @@
+"""HTTP routes of the knowledge base (``/v1/kb/...``): thin — parse, call the KB, shape the reply.
+
+The gateway mounts ``build_kb_router(get_tenant, get_kb)``; ``get_tenant`` authenticates the
+caller (``Authorization: Bearer``) and ``get_kb`` returns an object with the ``KnowledgeBase``
+methods as awaitables (a Serve-handle wrapper, or ``AsyncKnowledgeBase`` in tests). The tenant
+is always the caller's: no route takes a tenant from the request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from adept.config.retrieval import RetrievalConfig
+from adept.errors import AdeptError, InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from services.retrieval.protocol import IngestRecordsRequest, IngestResult, SearchRequest
+from services.retrieval.upload import read_capped, split_multipart
+
+
+def adept_error(exc: BaseException) -> AdeptError | None:
+    """The ``AdeptError`` in ``exc`` — also when a Ray/Serve call wrapped it (``.cause``)."""
+    for candidate in (exc, getattr(exc, "cause", None), exc.__cause__):
+        if isinstance(candidate, AdeptError):
+            return candidate
+    return None
+
+
+def error_response(err: AdeptError, **extra: Any) -> JSONResponse:
+    return JSONResponse({**err.to_openai(), **extra}, status_code=err.status, headers=err.headers())
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
+
+
+async def _json_body(request: Request, cap: int) -> Any:
+    body = await read_capped(request.stream(), request.headers.get("content-length"), cap)
+    try:
+        return json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+
+
+def build_kb_router(
+    get_tenant: Callable[..., Any], get_kb: Callable[..., Any], *, config: RetrievalConfig | None = None
+) -> APIRouter:
+    """Routes ``/v1/kb/documents`` (POST, GET), ``/v1/kb/documents/{id}`` (DELETE), ``/v1/kb/search`` (POST).
+
+    Args:
+        get_tenant: FastAPI dependency returning the caller's ``adept.tenancy.Tenant``.
+        get_kb: FastAPI dependency returning the async knowledge-base object.
+        config: Upload limits and top_k bounds (defaults to ``RetrievalConfig()``).
+    """
+    cfg = config or RetrievalConfig()
+    router = APIRouter(prefix="/v1/kb", tags=["knowledge base"])
+
+    async def guarded(call: Callable[[], Any]) -> Any:
+        try:
+            return await call()
+        except Exception as exc:
+            err = adept_error(exc)
+            if err is None:
+                raise
+            return error_response(err)
+
+    @router.post("/documents", summary="Upload files (multipart) or JSON records into the knowledge base")
+    async def ingest(request: Request, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
+        async def run() -> Any:
+            quota = getattr(getattr(tenant, "quotas", None), "max_documents", 0) or 0
+            ctype = request.headers.get("content-type", "")
+            if ctype.startswith("multipart/form-data"):
+                body = await read_capped(
+                    request.stream(), request.headers.get("content-length"), cfg.max_request_bytes
+                )
+                files = [(fn, data) for _, fn, data in split_multipart(body, ctype) if fn is not None]
+                if not files:
+                    raise InvalidRequest(
+                        "no files in the upload (send them as multipart parts with a filename)"
+                    )
+                for name, data in files:
+                    if len(data) > cfg.max_file_bytes:
+                        raise PayloadTooLarge(
+                            f"{name}: {len(data)} bytes; the limit is {cfg.max_file_bytes} bytes per file"
+                        )
+                result = await kb.ingest_files(tenant.name, files, max_documents=quota)
+            elif ctype.startswith("application/json"):
+                raw = await _json_body(request, cfg.max_request_bytes)
+                try:
+                    req = IngestRecordsRequest.model_validate(
+                        {"records": raw} if isinstance(raw, list) else raw
+                    )
+                except ValidationError as e:
+                    raise InvalidRequest(f"invalid records: {_validation_message(e)}") from None
+                result = await kb.ingest_records(tenant.name, req.records, max_documents=quota)
+            else:
+                raise UnsupportedMedia(
+                    f"send multipart/form-data files or application/json records, not {ctype or 'no Content-Type'!r}"
+                )
+            return _ingest_reply(result)
+
+        return await guarded(run)
+
+    @router.get("/documents", summary="List the caller's documents with chunk counts")
+    async def list_documents(tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
+        async def run() -> Any:
+            docs = await kb.list_documents(tenant.name)
+            return {"object": "list", "documents": [_doc(d) for d in docs]}
+
+        return await guarded(run)
+
+    @router.delete("/documents/{document_id:path}", summary="Delete one document and its chunks")
+    async def delete_document(
+        document_id: str, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)
+    ) -> Any:
+        async def run() -> Any:
+            info = await kb.delete_document(tenant.name, document_id)
+            return {"id": info.id, "deleted": True, "chunks": info.chunks}
+
+        return await guarded(run)
+
+    @router.post("/search", summary="Retrieve the caller's chunks most relevant to a query")
+    async def search(request: Request, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
+        async def run() -> Any:
+            raw = await _json_body(request, 1024 * 1024)
+            try:
+                req = SearchRequest.model_validate(raw)
+            except ValidationError as e:
+                raise InvalidRequest(_validation_message(e)) from None
+            hits = await kb.search(tenant.name, req.query, req.top_k, req.filter)
+            return {"object": "list", "results": [h.model_dump() for h in hits]}
+
+        return await guarded(run)
+
+    return router
+
+
+def _doc(d: Any) -> dict[str, Any]:
+    out = {"id": d.id, "title": d.title, "chunks": d.chunks}
+    if d.status:
+        out["status"] = d.status
+    return out
+
+
+def _ingest_reply(result: IngestResult) -> Any:
+    errors = [e.model_dump() for e in result.errors]
+    if not result.documents and errors:
+        # Nothing went in: a 4xx that still lists every file's reason.
+        summary = "; ".join(f"{e['source']}: {e['reason']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return error_response(InvalidRequest(f"nothing ingested: {summary}{more}"), errors=errors)
+    return {"documents": [_doc(d) for d in result.documents], "errors": errors}
