@@ -1,0 +1,223 @@
+"""Fine-tuning job entry point: ``python -m training.finetune --config job.yaml [key=value ...]``.
+
+Made for ``ray job submit --working-dir . -- python -m training.finetune --config job.yaml``:
+inside a Ray job (or wherever ``RAY_ADDRESS`` or a running cluster is found) it joins that
+cluster; otherwise it starts a local Ray with its temp dir under the data dir.
+
+Order matters for fast failure: the config (all errors at once) and the dataset (every bad
+line) are checked before Ray starts; only then are workers started. Re-submitting a job with
+the same run name resumes it from its latest checkpoint, and a finished run is not published twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from adept.errors import AdeptError, Conflict, Unavailable
+
+JOB_STATE = "adept_job.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.finetune", description=__doc__.splitlines()[0])
+    p.add_argument("--config", "-c", required=True, help="job YAML (see training/configs/)")
+    p.add_argument(
+        "--address",
+        default="auto",
+        help="Ray cluster: auto (RAY_ADDRESS or a running cluster, else local), local (always start one), or an address",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate config and dataset, print the plan, train nothing"
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=20 method=qlora"
+    )
+    return p.parse_args(argv)
+
+
+def load_job(path: str, overrides: list[str]) -> Any:
+    from adept.config.base import load_config
+    from adept.config.training import FineTuneJobConfig
+
+    return load_config(FineTuneJobConfig, path, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run_job(load_job(args.config, args.overrides), address=args.address, dry_run=args.dry_run)
+    except AdeptError as e:
+        print(f"error: {e.message}", file=sys.stderr, flush=True)
+        return e.exit_code
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[str, Any]:
+    """Validate, train on Ray, publish; returns a summary (adapter id, metrics, paths)."""
+    from adept.models import canonical_model_id, resolve_model
+    from training.builders import build_tokenizer
+    from training.data import prepare
+
+    started = time.time()
+    model_dir = resolve_model(cfg.base_model, cfg.output.data_dir / "models")
+    base_model_id = canonical_model_id(cfg.base_model)
+    tokenizer = build_tokenizer(model_dir)
+    prepared = prepare(cfg.data, tokenizer, cfg.train.seed)
+    _say(f"dataset {cfg.data.path}: {json.dumps(prepared.stats)}")
+
+    run_dir = f"{cfg.resolved_storage_path.rstrip('/')}/{cfg.resolved_run_name}"
+    state = _read_json(run_dir, JOB_STATE)
+    fingerprint = f"{cfg.fingerprint()}-{prepared.dataset_hash[7:23]}"
+    if state and state.get("fingerprint") != fingerprint:
+        raise Conflict(
+            f"run {cfg.resolved_run_name!r} in {cfg.resolved_storage_path} was started with a different config or "
+            "dataset; resume it unchanged, or start a new run with output.run_name=<new name>"
+        )
+    state = state or {"run_id": f"{cfg.resolved_run_name}-{uuid.uuid4().hex[:8]}", "fingerprint": fingerprint}
+    plan = {
+        "run": cfg.resolved_run_name,
+        "run_dir": run_dir,
+        "model": base_model_id,
+        "method": cfg.method,
+        **prepared.stats,
+    }
+    if dry_run:
+        return {"dry_run": True, **plan}
+    registry = _registry(cfg) if cfg.output.publish else None
+    if registry is not None and state.get("published"):
+        from training.publish import already_published
+
+        done = already_published(registry, cfg.tenant, cfg.adapter, state["run_id"])
+        if done is not None:
+            _say(f"run {cfg.resolved_run_name} already finished and published as {done.id}; nothing to do")
+            return {"adapter": done.id, "path": str(done.path), "run_dir": run_dir, "resumed": True}
+    _write_json(run_dir, JOB_STATE, state)
+
+    stop_ray = _init_ray(address, cfg)
+    try:
+        import ray
+
+        from training.recipes.lora_finetune import fit
+
+        result = fit(
+            cfg,
+            str(model_dir),
+            ray.put(prepared),
+            pad_id=tokenizer.pad_token_id,
+            base_model_id=base_model_id,
+            fault_at_step=int(os.environ.get("ADEPT_TRAIN_FAULT_AT_STEP", "0") or 0),
+        )
+        if result.error is not None:
+            raise Unavailable(f"training failed: {result.error}")
+        if result.checkpoint is None:
+            raise Unavailable("training finished without a checkpoint")
+        summary: dict[str, Any] = {"run_dir": run_dir, "checkpoint": result.checkpoint.path}
+        with result.checkpoint.as_directory() as ckpt:
+            from training.publish import final_summary
+            from training.recipes.lora_finetune import STATE_FILE
+
+            summary.update(final_summary(json.loads((Path(ckpt) / STATE_FILE).read_text())))
+            if registry is not None:
+                from training.publish import publish_adapter
+
+                version = publish_adapter(
+                    registry,
+                    cfg,
+                    Path(ckpt),
+                    run_id=state["run_id"],
+                    base_model_id=base_model_id,
+                    dataset_hash=prepared.dataset_hash,
+                    duration_s=time.time() - started,
+                )
+                summary.update(adapter=version.id, path=str(version.path))
+                _write_json(run_dir, JOB_STATE, {**state, "published": version.id})
+        _say(f"done: {summary.get('adapter', '(not published)')} after {summary['steps']} steps")
+        return summary
+    finally:
+        if stop_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _registry(cfg: Any) -> Any:
+    from adept.adapters import AdapterRegistry
+
+    return AdapterRegistry(cfg.resolved_adapter_store, cache_dir=cfg.output.data_dir / "cache" / "adapters")
+
+
+def _init_ray(address: str, cfg: Any) -> bool:
+    """Connect to a cluster or start a local one; returns True when this process started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address != "local":
+        target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
+        try:
+            ray.init(address=target or "auto", log_to_driver=True)
+            return True
+        except ConnectionError:
+            if address != "auto" or target:
+                raise Unavailable(f"cannot reach the Ray cluster at {target or address}") from None
+    # DeepSpeed JIT-builds its CPU communication op once; keep the build with Adept's data.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cfg.output.data_dir / "cache" / "torch_extensions"))
+    needed = cfg.workers.num_workers * cfg.workers.cpus_per_worker()
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, needed),
+        num_gpus=None if cfg.workers.use_gpu else 0,
+        include_dashboard=False,
+        _temp_dir=_ray_temp_dir(cfg.output.data_dir),
+    )
+    return True
+
+
+def _ray_temp_dir(data_dir: Path) -> str:
+    # Ray's unix socket paths (temp dir + ~65 chars of session/socket names) must stay under 107 bytes.
+    preferred = data_dir / "ray"
+    if len(str(preferred)) <= 40:
+        preferred.mkdir(parents=True, exist_ok=True)
+        return str(preferred)
+    return f"/tmp/adept-ray-{os.getuid()}"
+
+
+def _fs(uri: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().absolute())
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _read_json(run_dir: str, name: str) -> dict[str, Any] | None:
+    import pyarrow.fs
+
+    fs, path = _fs(run_dir)
+    try:
+        with fs.open_input_stream(f"{path}/{name}") as fh:
+            return json.loads(fh.read().decode())
+    except (FileNotFoundError, pyarrow.lib.ArrowIOError, ValueError):
+        return None
+
+
+def _write_json(run_dir: str, name: str, data: dict[str, Any]) -> None:
+    fs, path = _fs(run_dir)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{name}") as fh:
+        fh.write(json.dumps(data, indent=2).encode())
+
+
+def _say(msg: str) -> None:
+    print(f"[adept.finetune] {msg}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
