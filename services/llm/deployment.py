@@ -1,0 +1,136 @@
+"""``LLMDeployment``: the Ray Serve replica around the engine, with ``@serve.multiplexed`` tenant adapters.
+
+Call it as ``handle.options(multiplexed_model_id=model_id, stream=True).generate.remote(req)``;
+``model_id`` is ``""`` for the base model, else a resolved adapter id ``tenant/name@vN`` (the
+gateway checks ownership first). Serve routes a model id to replicas that already hold it and
+unloads the least recently used adapter beyond ``max_adapters_per_replica``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ray import serve
+
+from adept.adapters import AdapterRegistry
+from adept.config.llm import LLMConfig
+from adept.config.platform import PlatformConfig
+from services.llm.adapters import AdapterLoader
+from services.llm.engine import Engine
+from services.llm.metrics import ReplicaMetrics
+from services.llm.protocol import GenerateChunk, GenerateRequest
+
+log = logging.getLogger(__name__)
+MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
+
+
+class LoadedAdapter:
+    """What the multiplexed loader returns. Serve awaits ``__del__`` when it evicts the adapter (LRU).
+
+    ``__del__`` is an instance attribute, not a method: Serve looks it up with ``hasattr`` and
+    awaits it, while the garbage collector (which only calls the class's ``__del__``) never does.
+    """
+
+    def __init__(self, adapter_id: str, unload: Callable[[str], Awaitable[Any]]) -> None:
+        self.adapter_id = adapter_id
+        self._unload = unload
+        self.__del__ = self._evict
+
+    async def _evict(self) -> None:
+        await self._unload(self.adapter_id)
+
+
+@serve.deployment(name="llm", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+class LLMDeployment:
+    """One replica: the base model loaded once, tenants' LoRA adapters multiplexed into it.
+
+    Args:
+        platform: ``PlatformConfig`` (or its dict): model, device, dtype, adapter store.
+        llm: ``LLMConfig`` (or its dict): batching, adapters per replica, limits.
+    """
+
+    def __init__(
+        self, platform: PlatformConfig | dict | None = None, llm: LLMConfig | dict | None = None
+    ) -> None:
+        from adept.models import resolve_model
+
+        self.platform = PlatformConfig.model_validate(platform or {})
+        self.cfg = LLMConfig.model_validate(llm or {})
+        self.metrics = ReplicaMetrics()
+        path = resolve_model(self.platform.model, self.platform.models_dir)
+        self.engine = Engine.from_pretrained(
+            path,
+            device=self.platform.resolved_device(),
+            dtype=self.platform.dtype,
+            max_model_len=self.cfg.max_model_len,
+            max_batch_size=self.cfg.max_batch_size,
+            batch_wait_ms=self.cfg.batch_wait_ms,
+            max_tokens_limit=self.cfg.max_tokens_limit,
+            default_max_tokens=self.cfg.default_max_tokens,
+            rag_instruction=self.cfg.rag_instruction,
+            observer=self.metrics,
+        )
+        registry = AdapterRegistry(
+            self.platform.resolved_adapter_store, cache_dir=self.platform.data_dir / "cache" / "adapters"
+        )
+        self.loader = AdapterLoader(self.engine, registry)
+
+        async def load_adapter(model_id: str) -> LoadedAdapter:
+            seconds = await self.loader.load(model_id)
+            self.metrics.adapter_loaded(model_id, seconds)
+            return LoadedAdapter(model_id, self._evict)
+
+        # Wrapped here, not with a class decorator, because the LRU size comes from the config.
+        self._load_fn = load_adapter
+        self._get_adapter = serve.multiplexed(max_num_models_per_replica=self.cfg.max_adapters_per_replica)(
+            load_adapter
+        )
+        try:
+            self.replica_id = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # constructed outside Serve (tests, tools)
+            self.replica_id = "local"
+        log.info("LLM replica %s ready: %s on %s", self.replica_id, self.platform.model, self.engine.device)
+
+    async def _evict(self, model_id: str) -> None:
+        if await self.engine.unload_adapter(model_id):
+            self.metrics.adapter_evicted(model_id)
+
+    async def generate(self, req: GenerateRequest | dict) -> AsyncIterator[GenerateChunk]:
+        """Stream the answer to ``req`` with the request's multiplexed model id (``""``: base model)."""
+        req = GenerateRequest.model_validate(req)
+        model_id = serve.get_multiplexed_model_id()
+        if model_id:
+            await self._get_adapter(model_id)
+            if model_id not in self.engine.loaded_adapters:
+                await self.loader.load(model_id)  # unloaded behind Serve's back (``unload``): load again
+        async for chunk in self.engine.generate(req, model_id):
+            yield chunk
+
+    async def info(self) -> dict[str, Any]:
+        """``{base_model, max_model_len, loaded_adapters, replica_id}``."""
+        return {
+            "base_model": self.platform.model,
+            "max_model_len": self.engine.max_model_len,
+            "loaded_adapters": self.engine.loaded_adapters,
+            "replica_id": self.replica_id,
+        }
+
+    async def unload(self, model_id: str) -> bool:
+        """Unload an adapter from this replica (after it was deleted); False if it was not loaded here."""
+        wrapper = getattr(self._load_fn, MULTIPLEX_ATTR, None)
+        if wrapper is not None:
+            wrapper.models.pop(model_id, None)  # best effort: Serve has no public API to drop one model
+        unloaded = await self.engine.unload_adapter(model_id)
+        if unloaded:
+            self.metrics.adapter_evicted(model_id)
+        return unloaded
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token counts of ``texts`` with this replica's tokenizer (no special tokens added)."""
+        return self.engine.count_tokens(list(texts))
+
+    async def check_health(self) -> None:
+        """Serve health check: the decode loop must not have died."""
+        self.engine.check_health()

@@ -1,0 +1,70 @@
+"""Prometheus metrics of an LLM replica (Ray Serve metrics, exported by Ray's metrics agent).
+
+Labels are the tenant and the adapter (``name@version``, ``base`` for the base model); never
+prompt or answer text.
+"""
+
+from __future__ import annotations
+
+from services.llm.engine import EngineObserver
+from services.llm.protocol import Usage
+
+LATENCY_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+
+
+def labels(adapter_id: str) -> dict[str, str]:
+    """``{"tenant", "adapter"}`` of an adapter id (``""``: the base model)."""
+    if not adapter_id:
+        return {"tenant": "", "adapter": "base"}
+    tenant, _, rest = adapter_id.partition("/")
+    return {"tenant": tenant, "adapter": rest}
+
+
+class ReplicaMetrics(EngineObserver):
+    """Counters and histograms of one replica, fed by the engine and the adapter loader."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        tags = ("tenant", "adapter")
+        self._tokens = metrics.Counter("adept_llm_generated_tokens", "Tokens generated.", tag_keys=tags)
+        self._requests = metrics.Counter(
+            "adept_llm_requests", "Generations finished, by finish reason.", tag_keys=(*tags, "finish_reason")
+        )
+        self._ttft = metrics.Histogram(
+            "adept_llm_ttft_seconds", "Time to first token.", boundaries=LATENCY_BOUNDARIES, tag_keys=tags
+        )
+        self._latency = metrics.Histogram(
+            "adept_llm_request_seconds", "Generation time.", boundaries=LATENCY_BOUNDARIES, tag_keys=tags
+        )
+        self._waiting = metrics.Gauge("adept_llm_queue_waiting", "Requests waiting to join the batch.")
+        self._running = metrics.Gauge("adept_llm_batch_running", "Rows in the running batch.")
+        self._loads = metrics.Counter("adept_llm_adapter_loads", "Adapter loads.", tag_keys=tags)
+        self._load_seconds = metrics.Histogram(
+            "adept_llm_adapter_load_seconds",
+            "Adapter cold-load time.",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=tags,
+        )
+        self._evictions = metrics.Counter("adept_llm_adapter_evictions", "Adapters unloaded.", tag_keys=tags)
+
+    def queue_depth(self, waiting: int, running: int) -> None:
+        self._waiting.set(waiting)
+        self._running.set(running)
+
+    def first_token(self, adapter_id: str, seconds: float) -> None:
+        self._ttft.observe(seconds, tags=labels(adapter_id))
+
+    def tokens(self, adapter_id: str, n: int) -> None:
+        self._tokens.inc(n, tags=labels(adapter_id))
+
+    def finished(self, adapter_id: str, usage: Usage, finish_reason: str, seconds: float) -> None:
+        self._requests.inc(tags={**labels(adapter_id), "finish_reason": finish_reason})
+        self._latency.observe(seconds, tags=labels(adapter_id))
+
+    def adapter_loaded(self, adapter_id: str, seconds: float) -> None:
+        self._loads.inc(tags=labels(adapter_id))
+        self._load_seconds.observe(seconds, tags=labels(adapter_id))
+
+    def adapter_evicted(self, adapter_id: str) -> None:
+        self._evictions.inc(tags=labels(adapter_id))

@@ -1,0 +1,88 @@
+"""Prompt rendering: chat template, RAG passages fitted under the token budget, exact token counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adept.errors import InvalidRequest
+from services.llm.protocol import GenerateRequest
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: its token ids and which passages went into it (indices, in prompt order)."""
+
+    ids: list[int]
+    passages_used: list[int]
+
+
+class PromptBuilder:
+    """Renders requests with the tokenizer's chat template and fits passages into the context window.
+
+    Args:
+        tokenizer: a transformers tokenizer (ideally with a chat template).
+        max_model_len: the context window in tokens.
+        rag_instruction: text put before the numbered passages.
+    """
+
+    def __init__(self, tokenizer: Any, *, max_model_len: int, rag_instruction: str) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.rag_instruction = rag_instruction
+
+    def encode(self, text: str) -> list[int]:
+        # Templates already contain their special tokens (BOS, role markers): add none.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _context(self, passages: list[str]) -> str:
+        numbered = "\n\n".join(f"[{n}] {p.strip()}" for n, p in enumerate(passages, 1))
+        return f"{self.rag_instruction}\n\n{numbered}"
+
+    def render(self, req: GenerateRequest, passages: list[str]) -> str:
+        """The prompt text of ``req`` with ``passages`` (may be empty) as numbered context."""
+        if req.prompt is not None:
+            return f"{self._context(passages)}\n\n{req.prompt}" if passages else req.prompt
+        messages = [m.model_dump() for m in req.messages or []]
+        if passages:
+            # Context goes into the last user turn: every chat template supports user turns, not all a system one.
+            last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+            if last_user is None:
+                messages.append({"role": "user", "content": self._context(passages)})
+            else:
+                question = messages[last_user]["content"]
+                messages[last_user] = {
+                    "role": "user",
+                    "content": f"{self._context(passages)}\n\nQuestion: {question}",
+                }
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # A base model without a template: a plain transcript that ends where the answer starts.
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
+
+    def build(self, req: GenerateRequest, max_tokens: int) -> Prompt:
+        """Render ``req`` with as many passages as fit in ``max_model_len - max_tokens`` tokens.
+
+        Passages are taken best first; one that does not fit is skipped and smaller later ones may
+        still go in.
+
+        Raises:
+            InvalidRequest: the prompt alone does not leave room for ``max_tokens``.
+        """
+        limit = self.max_model_len - max_tokens
+        ids = self.encode(self.render(req, []))
+        if len(ids) > limit:
+            raise InvalidRequest(
+                f"the prompt is {len(ids)} tokens; with max_tokens={max_tokens} it exceeds the model's "
+                f"context window of {self.max_model_len} tokens: shorten it or lower max_tokens",
+                code="context_length_exceeded",
+                param="messages" if req.messages is not None else "prompt",
+            )
+        used: list[int] = []
+        for i in range(len(req.passages)):
+            candidate = self.encode(self.render(req, [req.passages[j] for j in [*used, i]]))
+            if len(candidate) <= limit:
+                used.append(i)
+                ids = candidate
+        return Prompt(ids=ids, passages_used=used)
