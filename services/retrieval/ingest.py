@@ -243,7 +243,9 @@ def _parse_jsonl(data: bytes, name: str, base_id: str) -> Iterator[ParsedDocumen
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ParseError(f"expected a JSON object, got {type(obj).__name__}")
-            yield record_to_document(IngestRecord.model_validate(obj), f"{base_id}:{lineno}")
+            doc = record_to_document(IngestRecord.model_validate(obj), f"{base_id}:{lineno}")
+            doc.metadata.setdefault("source", where)
+            yield doc
         except json.JSONDecodeError as e:
             yield IngestError(
                 source=where, reason=f"line {lineno}: malformed JSON ({e.msg} at column {e.colno})"
