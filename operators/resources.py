@@ -1,0 +1,342 @@
+"""Pure functions that build what the operator writes: Secrets, Ray job submissions, Adapter objects,
+status conditions. No I/O here, so every one of them is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adept.tenancy import hash_api_key
+from operators.models import API_VERSION
+
+LABEL_TENANT = "adept.dev/tenant"
+LABEL_COMPONENT = "adept.dev/component"
+LABEL_FINETUNEJOB = "adept.dev/finetunejob"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "adept-operator", "app.kubernetes.io/part-of": "adept"}
+KEY_SECRET_COMPONENT = "api-key"
+HASH_SECRET_COMPONENT = "api-key-hash"
+# Shown in status so people can tell keys apart; far too short to guess the rest (256 bits).
+KEY_PREFIX_CHARS = 10
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+def now_iso() -> str:
+    """RFC 3339 UTC timestamp, second precision (what Kubernetes writes)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- conditions ------------------------------------------------------------------------------------
+def build_condition(
+    type_: str, status: bool | str, reason: str, message: str, *, generation: int | None, now: str
+) -> dict[str, Any]:
+    """One Kubernetes-style condition."""
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message[:2000],
+        "lastTransitionTime": now,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def merge_conditions(
+    old: Sequence[Mapping[str, Any]] | None, new: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Replace conditions by type; keep ``lastTransitionTime`` when a condition's status did not change."""
+    by_type = {c.get("type"): dict(c) for c in (old or [])}
+    for cond in new:
+        prev = by_type.get(cond["type"])
+        if prev is not None and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
+            cond = {**cond, "lastTransitionTime": prev["lastTransitionTime"]}
+        by_type[cond["type"]] = cond
+    order = {"Ready": 0, "Progressing": 1, "Failed": 2}
+    return sorted(by_type.values(), key=lambda c: (order.get(c.get("type"), 9), str(c.get("type"))))
+
+
+def build_phase_status(
+    phase: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    old_conditions: Sequence[Mapping[str, Any]] | None = None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """Status fragment for a phase: ``ready``, ``progressing`` or ``failed``.
+
+    The three conditions are always written together, so exactly one of them is True and a
+    client never has to guess from a missing condition.
+    """
+    if phase not in ("ready", "progressing", "failed"):
+        raise ValueError(f"unknown phase {phase!r}")
+    now = now or now_iso()
+    conds = [
+        build_condition("Ready", phase == "ready", reason, message, generation=generation, now=now),
+        build_condition(
+            "Progressing", phase == "progressing", reason, message, generation=generation, now=now
+        ),
+        build_condition("Failed", phase == "failed", reason, message, generation=generation, now=now),
+    ]
+    status: dict[str, Any] = {"conditions": merge_conditions(old_conditions, conds)}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def condition_status(status: Mapping[str, Any] | None, type_: str) -> str | None:
+    """``"True"``/``"False"``/``"Unknown"`` of one condition, or None if absent."""
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond.get("status")
+    return None
+
+
+# --- Tenant ----------------------------------------------------------------------------------------
+def key_secret_name(tenant: str) -> str:
+    return f"adept-tenant-{tenant}-key"
+
+
+def hash_secret_name(tenant: str) -> str:
+    return f"adept-tenant-{tenant}-keyhash"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def build_key_secrets(
+    tenant: str,
+    api_key: str,
+    *,
+    namespace: str,
+    owner: Mapping[str, Any] | None = None,
+    now: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tenant's two Secrets: the key itself (for the tenant's admins) and its sha256 (for gateways).
+
+    Gateways only ever need the hash; keeping it in its own Secret lets RBAC give them that one
+    and not the key.
+    """
+    now = now or now_iso()
+    owners = [build_owner_reference(owner)] if owner and owner.get("metadata", {}).get("uid") else []
+
+    def secret(name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, LABEL_TENANT: tenant, LABEL_COMPONENT: component},
+            "annotations": {"adept.dev/key-prefix": api_key[:KEY_PREFIX_CHARS], "adept.dev/issued-at": now},
+        }
+        if owners:
+            meta["ownerReferences"] = owners
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
+
+    key_secret = secret(key_secret_name(tenant), KEY_SECRET_COMPONENT, {"api-key": _b64(api_key)})
+    hash_secret = secret(
+        hash_secret_name(tenant), HASH_SECRET_COMPONENT, {"sha256": _b64(hash_api_key(api_key))}
+    )
+    return key_secret, hash_secret
+
+
+def decode_secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    """A value from a Secret's ``data`` (base64) or ``stringData``; None when absent."""
+    data = secret.get("data") or {}
+    if key in data and data[key] is not None:
+        return base64.b64decode(data[key]).decode("utf-8")
+    return (secret.get("stringData") or {}).get(key)
+
+
+def build_owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --- FineTuneJob -----------------------------------------------------------------------------------
+def build_submission_id(uid: str, generation: int | None) -> str:
+    """Ray submission id for one generation of a FineTuneJob.
+
+    Deterministic, so an operator that crashed between submitting and recording the submission
+    re-submits with the same id; Ray refuses the duplicate and we adopt the running job.
+    """
+    digest = hashlib.sha256(uid.encode("utf-8")).hexdigest()[:16]
+    return f"adept-ftj-{digest}-g{generation or 1}"
+
+
+def build_job_submission(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int | None,
+    job_config: Mapping[str, Any],
+    config_dir: str,
+    env: Mapping[str, str] | None = None,
+    entrypoint_num_cpus: float | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``JobSubmissionClient.submit_job``.
+
+    The config travels in the job's ``working_dir`` (``config_dir`` holds ``finetune.yaml``), so it
+    reaches a remote cluster without a shared volume; the training code comes from the image.
+    """
+    kwargs: dict[str, Any] = {
+        "entrypoint": "python -m training.finetune --config " + shlex.quote("finetune.yaml"),
+        "submission_id": build_submission_id(uid, generation),
+        "runtime_env": {"working_dir": config_dir, "env_vars": dict(env or {})},
+        "metadata": {
+            "adept.dev/finetunejob": f"{namespace}/{name}",
+            "adept.dev/tenant": str(job_config.get("tenant", "")),
+            "adept.dev/adapter": str(job_config.get("adapter", "")),
+            "adept.dev/generation": str(generation or 1),
+        },
+    }
+    if entrypoint_num_cpus is not None:
+        kwargs["entrypoint_num_cpus"] = entrypoint_num_cpus
+    return kwargs
+
+
+_JSON_LINE = re.compile(r"^\s*(\{.*\})\s*$")
+_STEP = re.compile(r"\bstep[\"']?\s*[=:]?\s*(\d+)")
+# `\b` keeps `eval_loss` out: `_` is a word character, so there is no boundary before its `loss`.
+_LOSS = re.compile(r"\b(?:train_)?loss[\"']?\s*[=:]?\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_VERSION = re.compile(r"\b(?:published|version)\b[^\n]*?\b([a-z0-9][-a-z0-9]*)/([a-z0-9][-a-z0-9_.]*)@(v\d+)")
+
+
+def parse_progress(logs: str) -> dict[str, Any]:
+    """Last ``step`` / ``loss`` and the published adapter version found in a job's logs.
+
+    Understands JSON lines (``{"step": 10, "loss": 1.9}``) and ``step=10 loss=1.9`` text; an
+    unparsable log simply yields no progress.
+    """
+    out: dict[str, Any] = {}
+    for line in logs.splitlines():
+        m = _JSON_LINE.match(line)
+        if m:
+            try:
+                rec = json.loads(m.group(1))
+            except ValueError:
+                rec = None
+            if isinstance(rec, dict):
+                if isinstance(rec.get("step"), int):
+                    out["step"] = rec["step"]
+                loss = rec.get("loss", rec.get("train_loss"))
+                if isinstance(loss, int | float):
+                    out["loss"] = float(loss)
+                if isinstance(rec.get("adapter_id"), str) and "@" in rec["adapter_id"]:
+                    out["adapter_version"] = rec["adapter_id"].rsplit("@", 1)[1]
+                continue
+        if (s := _STEP.search(line)) and (l_ := _LOSS.search(line)):
+            out["step"], out["loss"] = int(s.group(1)), float(l_.group(1))
+        if v := _VERSION.search(line):
+            out["adapter_version"] = v.group(3)
+    return out
+
+
+def build_finetune_status(
+    state: str,
+    *,
+    message: str = "",
+    progress: Mapping[str, Any] | None = None,
+    generation: int | None,
+    old_conditions: Sequence[Mapping[str, Any]] | None = None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """Status for a Ray job state: PENDING/RUNNING progressing, SUCCEEDED ready, FAILED/STOPPED failed."""
+    now = now or now_iso()
+    state = state.upper()
+    phase, reason = {
+        "SUCCEEDED": ("ready", "Succeeded"),
+        "FAILED": ("failed", "JobFailed"),
+        "STOPPED": ("failed", "JobStopped"),
+        "RUNNING": ("progressing", "Running"),
+    }.get(state, ("progressing", "Pending"))
+    text = message or {"ready": "training finished", "progressing": f"Ray job {state.lower()}"}.get(
+        phase, state
+    )
+    status = build_phase_status(
+        phase, reason, text, generation=generation, old_conditions=old_conditions, now=now
+    )
+    status["state"] = state
+    status.update({k: v for k, v in (progress or {}).items() if k in ("step", "loss", "adapter_version")})
+    if "adapter_version" in status:
+        status["adapterVersion"] = status.pop("adapter_version")
+    if state in TERMINAL_STATES:
+        status["finishedAt"] = now
+    return status
+
+
+def adapter_object_name(tenant: str, adapter: str) -> str:
+    """Kubernetes name of the Adapter resource for ``tenant/adapter`` (DNS-1123 subdomain)."""
+    return f"{tenant}-{adapter}".replace("_", "-").lower()[:253]
+
+
+def build_adapter_object(
+    *,
+    tenant: str,
+    adapter: str,
+    version: str,
+    namespace: str,
+    finetunejob: str,
+    base_model: str | None = None,
+) -> dict[str, Any]:
+    """The Adapter resource a finished FineTuneJob creates (or patches to its new version).
+
+    Not owned by the job: deleting a job's record must not delete the adapter it produced.
+    """
+    spec: dict[str, Any] = {"tenant": tenant, "name": adapter, "version": version}
+    if base_model:
+        spec["baseModel"] = base_model
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Adapter",
+        "metadata": {
+            "name": adapter_object_name(tenant, adapter),
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, LABEL_TENANT: tenant, LABEL_FINETUNEJOB: finetunejob},
+        },
+        "spec": spec,
+    }
+
+
+# --- KnowledgeBase ---------------------------------------------------------------------------------
+def kb_document_prefix(kb_name: str) -> str:
+    """Document ids of one KnowledgeBase resource start with this, so removal finds exactly its own."""
+    return f"kb:{kb_name}/"
+
+
+def build_kb_status(
+    *,
+    documents: int,
+    chunks: int,
+    errors: Sequence[Mapping[str, str]],
+    generation: int | None,
+    old_conditions: Sequence[Mapping[str, Any]] | None = None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """Status after a sync: Ready even when some files were skipped (they are listed in ``errors``)."""
+    now = now or now_iso()
+    skipped = f"; {len(errors)} skipped (see status.errors)" if errors else ""
+    msg = f"{documents} documents, {chunks} chunks{skipped}"
+    reason = "SyncedWithErrors" if errors else "Synced"
+    status = build_phase_status(
+        "ready", reason, msg, generation=generation, old_conditions=old_conditions, now=now
+    )
+    status.update(documents=documents, chunks=chunks, lastSync=now, errors=[dict(e) for e in errors][:100])
+    return status
