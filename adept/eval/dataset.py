@@ -1,0 +1,124 @@
+"""Eval sets: JSONL, one question per line, validated with every problem reported at once.
+
+A line looks like::
+
+    {"question": "What is the RS-1 basic charge?", "answer": "$11.40",
+     "reference_documents": ["residential-tariff"], "tags": ["tariff"]}
+
+``answer`` (a short gold answer), ``reference_documents`` (ids of the documents that contain
+the answer, as the knowledge base names them; file stems work) and ``tags`` (for per-tag
+metrics) are optional. Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+
+from adept.config.base import StrictModel, format_validation_error
+from adept.errors import ConfigError
+
+MAX_QUESTIONS = 10_000
+
+
+class EvalItem(StrictModel):
+    """One question of an eval set."""
+
+    question: str = Field(
+        min_length=1, max_length=8000, description="The question, as a tenant's user asks it."
+    )
+    answer: str | None = Field(None, max_length=8000, description="Short gold answer for EM / F1 / ROUGE-L.")
+    reference_documents: list[str] = Field(
+        default_factory=list, description="Ids of the knowledge-base documents that contain the answer."
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Labels for per-tag metrics (`tariff`, `safety`)."
+    )
+    id: str | None = Field(
+        None, max_length=200, description="Optional question id (default: the line number)."
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question must not be blank")
+        return v.strip()
+
+    @field_validator("answer")
+    @classmethod
+    def _answer(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("answer must not be blank (leave it out instead)")
+        return v.strip() if v is not None else None
+
+    @field_validator("reference_documents", "tags")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        if any(not s.strip() for s in v):
+            raise ValueError("entries must not be blank")
+        return list(dict.fromkeys(s.strip() for s in v))
+
+
+class EvalSet(StrictModel):
+    """A validated eval set, with where it came from."""
+
+    source: str = Field(description="File the set was read from.")
+    items: list[EvalItem] = Field(description="The questions, in file order.")
+
+    @property
+    def has_answers(self) -> bool:
+        return any(i.answer for i in self.items)
+
+    @property
+    def has_references(self) -> bool:
+        return any(i.reference_documents for i in self.items)
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted({t for i in self.items for t in i.tags})
+
+
+def parse_eval_lines(text: str, source: str = "<eval set>") -> EvalSet:
+    """Parse JSONL text; raise one ``ConfigError`` listing every bad line (``line N: ...``)."""
+    items: list[EvalItem] = []
+    errors: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            errors.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        try:
+            item = EvalItem.model_validate(obj)
+        except ValidationError as e:
+            errors.extend(f"line {lineno}: {msg}" for msg in format_validation_error(e))
+            continue
+        items.append(item if item.id else item.model_copy(update={"id": str(lineno)}))
+    if not items and not errors:
+        errors.append("no questions: the file is empty")
+    if len(items) > MAX_QUESTIONS:
+        errors.append(f"too many questions: {len(items)} (limit {MAX_QUESTIONS})")
+    if errors:
+        n = len(errors)
+        raise ConfigError(f"{source}: invalid eval set ({n} problem{'s' * (n != 1)}):", errors)
+    return EvalSet(source=source, items=items)
+
+
+def load_eval_set(path: str | Path) -> EvalSet:
+    """Read and validate an eval set file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"eval set not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    return parse_eval_lines(text, str(p))
