@@ -77,10 +77,14 @@ def check(repo_root: Path) -> list[str]:
                 shutil.copytree(repo_root / tree, scratch / tree, ignore=_IGNORE)
         before = _files(scratch, SCRATCH_TREES)
         generators, _ = load_generators()
-        for _, fn in generators:
-            fn(scratch)
+        failed = []
+        for name, fn in generators:
+            try:
+                fn(scratch)
+            except Exception as e:  # report which generator broke, beside the drift of the others
+                failed.append(f"failed: {name}: {type(e).__name__}: {e}")
         after = {str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.is_file()}
-        drifted = [f"removed: {f}" for f in sorted(before - after)]
+        drifted = failed + [f"removed: {f}" for f in sorted(before - after)]
         for rel in sorted(after):
             real = repo_root / rel
             if not real.is_file():

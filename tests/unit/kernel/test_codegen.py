@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
+from pathlib import Path
 
 from adept import codegen
 
@@ -14,21 +12,40 @@ def test_checked_in_generated_files_are_up_to_date(repo_root):
     assert drifted == [], "run `make sync`:\n" + "\n".join(drifted)
 
 
-def test_check_detects_changed_missing_and_stale_files(repo_root, tmp_path):
-    generators, _ = codegen.load_generators()
-    if not generators:
-        pytest.skip("no generator present in this checkout yet")
-    shutil.copytree(repo_root / "charts", tmp_path / "charts", ignore=codegen._IGNORE)
-    codegen.run(tmp_path)
+def write_demo(repo_root: Path) -> list[Path]:
+    """A generator of the same shape as the real ones: owns charts/demo/, removes what it no longer makes."""
+    out = Path(repo_root) / "charts" / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.yaml"):
+        if old.name not in ("a.yaml", "b.yaml"):
+            old.unlink()
+    for name in ("a.yaml", "b.yaml"):
+        (out / name).write_text(f"# generated\nname: {name}\n")
+    return [out / "a.yaml", out / "b.yaml"]
+
+
+def broken(repo_root: Path) -> None:
+    raise FileNotFoundError("values.yaml")
+
+
+def test_check_reports_changed_missing_stale_and_failing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "write_demo"), (__name__, "absent_generator")])
+    (tmp_path / "charts").mkdir()
+    assert codegen.main(["--repo-root", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out  # an absent generator is a note, not an error
     assert codegen.check(tmp_path) == []
-    crds = sorted((tmp_path / "charts" / "adept" / "crds").glob("*.yaml"))
-    if len(crds) < 2:
-        pytest.skip("not enough generated CRDs to tamper with")
-    crds[0].write_text(crds[0].read_text() + "\n# hand edit\n")
-    crds[1].unlink()
+    demo = tmp_path / "charts" / "demo"
+    (demo / "a.yaml").write_text("hand edit\n")
+    (demo / "b.yaml").unlink()
+    (demo / "stale.yaml").write_text("old\n")
+    assert sorted(codegen.check(tmp_path)) == [
+        "changed: charts/demo/a.yaml",
+        "missing: charts/demo/b.yaml",
+        "removed: charts/demo/stale.yaml",
+    ]
     assert codegen.main(["--check", "--repo-root", str(tmp_path)]) == 1
-    drifted = codegen.check(tmp_path)
-    assert f"changed: {crds[0].relative_to(tmp_path)}" in drifted
-    assert f"missing: {crds[1].relative_to(tmp_path)}" in drifted
+    assert "charts/demo/a.yaml" in capsys.readouterr().err
     assert codegen.main(["--repo-root", str(tmp_path)]) == 0  # `make sync` repairs it
     assert codegen.check(tmp_path) == []
+    monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "broken")])
+    assert codegen.check(tmp_path)[0].startswith(f"failed: {__name__}.broken: FileNotFoundError")
