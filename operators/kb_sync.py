@@ -16,6 +16,7 @@ from typing import Any
 from adept.config.retrieval import RetrievalConfig
 from adept.errors import InvalidRequest, NotFound
 from operators.models import KnowledgeBaseSource, KnowledgeBaseSpec
+from operators.resources import kb_document_prefix
 
 
 @dataclass
@@ -90,7 +91,7 @@ def sync(
     from services.retrieval.ingest import document_id_from_name
 
     view = with_overrides(kb, spec.retrieval)
-    prefix = f"{name}/"
+    prefix = kb_document_prefix(name)
     result = SyncResult()
     keep: set[str] = set()
     for i, source in enumerate(spec.sources):
@@ -132,7 +133,7 @@ def remove(kb: Any, tenant: str, name: str) -> int:
     """Delete every document this resource owns; returns how many."""
     removed = 0
     for doc in kb.list_documents(tenant):
-        if doc.id.startswith(f"{name}/"):
+        if doc.id.startswith(kb_document_prefix(name)):
             try:
                 kb.delete_document(tenant, doc.id)
                 removed += 1

@@ -318,7 +318,7 @@ def build_adapter_object(
 # --- KnowledgeBase ---------------------------------------------------------------------------------
 def kb_document_prefix(kb_name: str) -> str:
     """Document ids of one KnowledgeBase resource start with this, so removal finds exactly its own."""
-    return f"kb:{kb_name}/"
+    return f"{kb_name}/"
 
 
 def build_kb_status(

@@ -1,0 +1,209 @@
+"""Every build_* function and the status/condition logic of operators.resources."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from adept.tenancy import hash_api_key
+from operators import resources as R
+
+NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def test_build_condition_shape_and_truncation():
+    c = R.build_condition("Ready", True, "Synced", "x" * 5000, generation=3, now=NOW)
+    assert c == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Synced",
+        "message": "x" * 2000,
+        "lastTransitionTime": NOW,
+        "observedGeneration": 3,
+    }
+    assert "observedGeneration" not in R.build_condition(
+        "Failed", "Unknown", "r", "m", generation=None, now=NOW
+    )
+
+
+@pytest.mark.parametrize("phase", ["ready", "progressing", "failed"])
+def test_phase_status_sets_exactly_one_condition_true(phase):
+    status = R.build_phase_status(phase, "Why", "what", generation=2, now=NOW)
+    true = [c["type"] for c in status["conditions"] if c["status"] == "True"]
+    assert true == [phase.capitalize()]
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Progressing", "Failed"]
+    assert status["observedGeneration"] == 2
+    assert R.condition_status(status, phase.capitalize()) == "True"
+
+
+def test_phase_status_rejects_unknown_phase():
+    with pytest.raises(ValueError, match="unknown phase"):
+        R.build_phase_status("done", "r", "m", generation=1)
+
+
+def test_transition_time_kept_while_status_unchanged_and_moved_on_change():
+    first = R.build_phase_status("progressing", "Pending", "m", generation=1, now=NOW)
+    again = R.build_phase_status(
+        "progressing", "Running", "m2", generation=1, old_conditions=first["conditions"], now=LATER
+    )
+    prog = next(c for c in again["conditions"] if c["type"] == "Progressing")
+    assert prog["lastTransitionTime"] == NOW and prog["reason"] == "Running"
+    done = R.build_phase_status(
+        "ready", "Succeeded", "ok", generation=1, old_conditions=again["conditions"], now=LATER
+    )
+    ready = next(c for c in done["conditions"] if c["type"] == "Ready")
+    assert ready["lastTransitionTime"] == LATER and ready["status"] == "True"
+
+
+def test_merge_conditions_keeps_foreign_types():
+    merged = R.merge_conditions(
+        [{"type": "Custom", "status": "True"}],
+        [R.build_condition("Ready", True, "r", "m", generation=1, now=NOW)],
+    )
+    assert [c["type"] for c in merged] == ["Ready", "Custom"]
+
+
+def test_condition_status_absent():
+    assert R.condition_status({}, "Ready") is None
+    assert R.condition_status(None, "Ready") is None
+
+
+def test_build_key_secrets_store_key_and_hash_separately():
+    owner = {"apiVersion": "adept.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme", "uid": "u-1"}}
+    key_secret, hash_secret = R.build_key_secrets(
+        "acme", "adept-secretvalue", namespace="ns", owner=owner, now=NOW
+    )
+    assert key_secret["metadata"]["name"] == R.key_secret_name("acme") == "adept-tenant-acme-key"
+    assert hash_secret["metadata"]["name"] == R.hash_secret_name("acme")
+    assert R.decode_secret_value(key_secret, "api-key") == "adept-secretvalue"
+    assert R.decode_secret_value(hash_secret, "sha256") == hash_api_key("adept-secretvalue")
+    assert "adept-secretvalue" not in str(hash_secret)  # gateways never see the key itself
+    assert hash_secret["metadata"]["labels"][R.LABEL_COMPONENT] == R.HASH_SECRET_COMPONENT
+    assert key_secret["metadata"]["labels"][R.LABEL_TENANT] == "acme"
+    assert key_secret["metadata"]["annotations"]["adept.dev/key-prefix"] == "adept-secr"
+    ref = key_secret["metadata"]["ownerReferences"][0]
+    assert ref == {
+        "apiVersion": "adept.dev/v1alpha1",
+        "kind": "Tenant",
+        "name": "acme",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_key_secrets_without_owner_uid_have_no_owner_reference():
+    key_secret, _ = R.build_key_secrets(
+        "acme", "adept-x", namespace="ns", owner={"kind": "Tenant", "metadata": {"name": "acme"}}
+    )
+    assert "ownerReferences" not in key_secret["metadata"]
+
+
+def test_decode_secret_value_reads_data_and_string_data():
+    assert R.decode_secret_value({"data": {"k": base64.b64encode(b"v").decode()}}, "k") == "v"
+    assert R.decode_secret_value({"stringData": {"k": "w"}}, "k") == "w"
+    assert R.decode_secret_value({}, "k") is None
+
+
+def test_submission_id_is_deterministic_per_uid_and_generation():
+    a = R.build_submission_id("uid-1", 1)
+    assert a == R.build_submission_id("uid-1", 1)
+    assert a != R.build_submission_id("uid-1", 2)
+    assert a != R.build_submission_id("uid-2", 1)
+    assert a.startswith("adept-ftj-") and a.endswith("-g1")
+    assert R.build_submission_id("uid-1", None) == a  # a missing generation counts as the first
+
+
+def test_build_job_submission():
+    kw = R.build_job_submission(
+        name="ft",
+        namespace="ns",
+        uid="u",
+        generation=2,
+        job_config={"tenant": "acme", "adapter": "a"},
+        config_dir="/tmp/x",
+        env={"ADEPT_DATA_DIR": "/data"},
+        entrypoint_num_cpus=0.5,
+    )
+    assert kw["entrypoint"] == "python -m training.finetune --config finetune.yaml"
+    assert kw["submission_id"] == R.build_submission_id("u", 2)
+    assert kw["runtime_env"] == {"working_dir": "/tmp/x", "env_vars": {"ADEPT_DATA_DIR": "/data"}}
+    assert kw["metadata"]["adept.dev/finetunejob"] == "ns/ft" and kw["metadata"]["adept.dev/tenant"] == "acme"
+    assert kw["entrypoint_num_cpus"] == 0.5
+    assert "entrypoint_num_cpus" not in R.build_job_submission(
+        name="ft", namespace="ns", uid="u", generation=1, job_config={}, config_dir="/d"
+    )
+
+
+def test_parse_progress_reads_training_log_lines():
+    logs = (
+        "[adept.train] step 10/40 train_loss 2.5000 eval_loss 9.9 lr 2.00e-04 tokens 100\n"
+        "noise without numbers\n"
+        "[adept.train] step 20/40 train_loss 1.2500 lr 1.00e-04 tokens 200\n"
+    )
+    assert R.parse_progress(logs) == {"step": 20, "loss": 1.25}
+
+
+def test_parse_progress_json_lines_and_published_version():
+    logs = (
+        '{"step": 3, "loss": 0.5}\n{"adapter_id": "acme/a@v4"}\npublished adapter acme/a@v5\n{broken json\n'
+    )
+    assert R.parse_progress(logs) == {"step": 3, "loss": 0.5, "adapter_version": "v5"}
+    assert R.parse_progress("") == {}
+
+
+@pytest.mark.parametrize(
+    ("state", "ready", "progressing", "failed"),
+    [
+        ("PENDING", "False", "True", "False"),
+        ("RUNNING", "False", "True", "False"),
+        ("SUCCEEDED", "True", "False", "False"),
+        ("FAILED", "False", "False", "True"),
+        ("STOPPED", "False", "False", "True"),
+    ],
+)
+def test_finetune_status_maps_ray_states(state, ready, progressing, failed):
+    st = R.build_finetune_status(
+        state, progress={"step": 5, "loss": 1.0, "adapter_version": "v2"}, generation=1, now=NOW
+    )
+    assert st["state"] == state and st["step"] == 5 and st["loss"] == 1.0 and st["adapterVersion"] == "v2"
+    assert [R.condition_status(st, t) for t in ("Ready", "Progressing", "Failed")] == [
+        ready,
+        progressing,
+        failed,
+    ]
+    assert ("finishedAt" in st) == (state in R.TERMINAL_STATES)
+
+
+def test_finetune_status_message_defaults_and_override():
+    st = R.build_finetune_status("failed", message="OOM", generation=1, now=NOW)
+    assert st["conditions"][2]["message"] == "OOM" and st["conditions"][2]["reason"] == "JobFailed"
+
+
+def test_build_adapter_object_is_not_owned_by_the_job():
+    obj = R.build_adapter_object(
+        tenant="acme", adapter="field_tech", version="v3", namespace="ns", finetunejob="ft", base_model="m"
+    )
+    assert obj["metadata"]["name"] == "acme-field-tech" == R.adapter_object_name("acme", "field_tech")
+    assert obj["spec"] == {"tenant": "acme", "name": "field_tech", "version": "v3", "baseModel": "m"}
+    assert "ownerReferences" not in obj["metadata"]
+    assert obj["metadata"]["labels"][R.LABEL_FINETUNEJOB] == "ft"
+
+
+def test_build_kb_status_lists_errors_but_stays_ready():
+    st = R.build_kb_status(
+        documents=3, chunks=9, errors=[{"source": "a.bin", "reason": "unsupported"}], generation=4, now=NOW
+    )
+    assert st["documents"] == 3 and st["chunks"] == 9 and st["lastSync"] == NOW
+    assert st["errors"] == [{"source": "a.bin", "reason": "unsupported"}]
+    assert R.condition_status(st, "Ready") == "True"
+    assert (
+        st["conditions"][0]["reason"] == "SyncedWithErrors" and "1 skipped" in st["conditions"][0]["message"]
+    )
+    clean = R.build_kb_status(documents=1, chunks=1, errors=[], generation=1, now=NOW)
+    assert clean["conditions"][0]["reason"] == "Synced"
+
+
+def test_kb_document_prefix():
+    assert R.kb_document_prefix("docs") == "docs/"
