@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -22,6 +29,7 @@ class GatewayMetrics:
     """One registry per gateway replica (so tests and several apps in one process never clash)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # `*_created` series double the scrape and tell nobody anything here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -1,0 +1,42 @@
+"""The one builder of Adept's Serve application: gateway (ingress) -> LLM replicas, retrieval.
+
+``adept up`` calls ``build_app(config)``; the chart's RayService uses it as an application
+builder (``import_path: services.app:build_app`` with ``args:`` validated as ``ServingConfig``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from adept.config.base import validate
+from adept.config.serving import ServingConfig
+from adept.tenancy import hash_api_key
+
+
+def load_serving_config(args: dict[str, Any] | ServingConfig | None) -> ServingConfig:
+    """``args`` as a ``ServingConfig``; a bad one is one ``ConfigError`` listing every problem."""
+    if isinstance(args, ServingConfig):
+        return args
+    return validate(ServingConfig, dict(args or {}), source="serving config (build_app args)")
+
+
+def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Application:
+    """Bind the three deployments with their options (replicas, resources, autoscaling) from the config."""
+    from services.gateway.auth import load_or_create_admin_key
+    from services.gateway.deployment import GatewayDeployment
+    from services.llm.deployment import LLMDeployment
+    from services.retrieval.deployment import RetrievalDeployment
+
+    cfg = load_serving_config(args)
+    admin_key, _ = load_or_create_admin_key(cfg.admin_key_path, cfg.gateway.admin_key_env)
+    platform = cfg.platform.model_dump(mode="json")
+    d = cfg.deployments
+    llm = LLMDeployment.options(**d.llm.to_serve_options()).bind(platform, cfg.llm.model_dump(mode="json"))
+    retrieval = RetrievalDeployment.options(**d.retrieval.to_serve_options()).bind(
+        platform, cfg.retrieval.model_dump(mode="json")
+    )
+    return GatewayDeployment.options(**d.gateway.to_serve_options()).bind(
+        cfg.model_dump(mode="json"), llm, retrieval, hash_api_key(admin_key)
+    )

@@ -1,0 +1,215 @@
+"""Embedded mode: the whole platform on this machine — local Ray, Milvus Lite, the Serve application.
+
+``start_platform(config)`` is what ``adept up`` and ``adept eval`` (without ``--url``) run. All
+state lives in the data dir (tenants, documents, adapters, models, Ray's temp dir when its path
+is short enough for unix sockets), so a second start finds everything again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adept.config.serving import ServingConfig
+from adept.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+DEMO_TENANT = "demo"
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "adept" / "demo" / "corpus"
+# Ray puts sockets at <temp>/session_<date>_<pid>/sockets/plasma_store; unix socket paths max out at 107.
+_MAX_RAY_TEMP_CHARS = 40
+Say = Callable[[str], None]
+
+
+@dataclass
+class EmbeddedPlatform:
+    """A running embedded platform. ``stop()`` shuts Serve and Ray down (idempotent)."""
+
+    url: str
+    admin_key: str
+    admin_key_source: str
+    config: ServingConfig
+    ray_temp_dir: Path
+    demo_key: str | None = None
+    demo_key_file: Path | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        import ray
+        from ray import serve
+
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+
+    def __enter__(self) -> EmbeddedPlatform:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def ray_temp_dir(config: ServingConfig) -> Path:
+    """``<data_dir>/ray`` when short enough for Ray's unix sockets, else a short per-data-dir /tmp path."""
+    preferred = config.platform.ray_temp_dir
+    if len(str(preferred)) <= _MAX_RAY_TEMP_CHARS:
+        return preferred
+    digest = hashlib.sha256(str(config.platform.data_dir).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"adept-ray-{digest}"
+
+
+def _wait_healthy(url: str, timeout_s: float, say: Say) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=10)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise Unavailable(f"the platform did not become healthy within {timeout_s:g} s: {last[:300]}")
+
+
+def start_platform(
+    config: ServingConfig,
+    *,
+    demo: bool = False,
+    num_cpus: int | None = None,
+    timeout_s: float = 900.0,
+    say: Say | None = None,
+) -> EmbeddedPlatform:
+    """Start local Ray and Serve, deploy ``build_app(config)``, wait until ``/healthz`` is 200.
+
+    Args:
+        config: The serving configuration (``platform.data_dir`` holds all state).
+        demo: Also create (or reuse) tenant ``demo`` and ingest the bundled demo corpus.
+        num_cpus: CPUs Ray may schedule on (default: all of this machine's).
+        timeout_s: How long to wait for the application to become healthy.
+        say: Progress callback (one line per step); default: the module logger.
+    """
+    import ray
+    from ray import serve
+
+    from adept.models import resolve_model
+    from services.app import build_app
+    from services.gateway.auth import load_or_create_admin_key
+
+    say = say or log.info
+    data_dir = config.platform.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    admin_key, source = load_or_create_admin_key(config.admin_key_path, config.gateway.admin_key_env)
+    # Convert the bundled model here, once, with a visible step, rather than silently inside a replica.
+    say(f"preparing model {config.platform.model}")
+    resolve_model(config.platform.model, config.platform.models_dir)
+
+    temp = ray_temp_dir(config)
+    temp.mkdir(parents=True, exist_ok=True)
+    if ray.is_initialized():
+        raise Unavailable("Ray is already initialized in this process; stop it before starting the platform")
+    say(f"starting Ray (temp dir {temp})")
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        include_dashboard=False,
+        _temp_dir=str(temp),
+        object_store_memory=512 * 1024 * 1024,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    host, port = config.gateway.host, config.gateway.port
+    platform: EmbeddedPlatform | None = None
+    try:
+        serve.start(http_options={"host": host, "port": port}, detached=False)
+        say("deploying the Serve application (gateway, LLM replica, retrieval)")
+        serve.run(build_app(config), name=config.app_name, route_prefix="/")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        platform = EmbeddedPlatform(url, admin_key, source, config, temp)
+        _wait_healthy(url, timeout_s, say)
+        if demo:
+            _start_demo(platform, say)
+        return platform
+    except BaseException:
+        if platform is not None:
+            platform.stop()
+        else:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+        raise
+
+
+def _start_demo(platform: EmbeddedPlatform, say: Say) -> None:
+    """Create tenant ``demo`` (or reuse it, key from ``<data_dir>/demo.key``) and ingest the demo corpus."""
+    import asyncio
+
+    from ray import serve
+
+    from adept.config.tenant import TenantSpec
+    from adept.errors import NotFound
+    from adept.tenancy import open_tenant_store
+
+    cfg = platform.config
+    store = open_tenant_store(cfg.platform)
+    key_file = cfg.platform.data_dir / "demo.key"
+    try:
+        store.get(DEMO_TENANT)
+        key = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
+        if not key:  # the key was never written here (or removed): issue a new one
+            key = store.rotate_key(DEMO_TENANT)
+            _write_secret(key_file, key)
+        say(f"reusing tenant '{DEMO_TENANT}'")
+    except NotFound:
+        _, key = store.create(TenantSpec(name=DEMO_TENANT, display_name="Lumen Grid Co. (demo)"))
+        _write_secret(key_file, key)
+        say(f"created tenant '{DEMO_TENANT}'")
+    platform.demo_key, platform.demo_key_file = key, key_file
+    if not DEMO_CORPUS.is_dir() or not any(DEMO_CORPUS.iterdir()):
+        log.warning(
+            "demo corpus %s not found: the demo tenant starts with an empty knowledge base", DEMO_CORPUS
+        )
+        return
+    say(f"ingesting the demo corpus ({DEMO_CORPUS})")
+    handle = serve.get_deployment_handle("retrieval", app_name=cfg.app_name)
+
+    async def ingest() -> object:
+        return await handle.ingest_paths.remote(DEMO_TENANT, [str(DEMO_CORPUS)])
+
+    try:
+        result = asyncio.run(ingest())
+    except Exception as e:
+        from services.gateway.backends import as_adept_error
+
+        raise as_adept_error(e, "retrieval deployment") from None
+    docs = getattr(result, "documents", [])
+    errors = getattr(result, "errors", [])
+    say(f"demo knowledge base: {len(docs)} documents" + (f", {len(errors)} skipped" if errors else ""))
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (the file is created 0600, never widened)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        from adept.errors import StorageError
+
+        raise StorageError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,97 @@
+"""Tenant-facing routes (thin): authenticate, admit under quota, parse, call the logic layer, reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from adept.tenancy import Tenant
+from services.gateway.chat import model_not_found
+from services.gateway.context import GatewayContext
+from services.gateway.metrics import CONTENT_TYPE
+from services.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_body
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
+    """FastAPI dependency: the calling tenant (401 without a valid key), admitted under its quota (429)."""
+
+    def current_tenant(request: Request, authorization: str | None = Header(None)) -> Tenant:
+        tenant = ctx.auth.tenant(authorization)
+        request.state.tenant = tenant.name  # for the request metrics' tenant label
+        ctx.admit(tenant)
+        return tenant
+
+    return current_tenant
+
+
+def _reply(result: dict[str, Any] | Any) -> Response:
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def _body_schema(model: type) -> dict[str, Any]:
+    # Bodies are parsed by protocol.parse_body (400s, not 422s); this keeps them in the OpenAPI document.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def build_api_router(ctx: GatewayContext) -> APIRouter:
+    """``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/v1/embeddings``, ``/healthz``, ``/metrics``."""
+    router = APIRouter()
+    tenant_dep = tenant_dependency(ctx)
+
+    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=_body_schema(ChatCompletionRequest))
+    async def chat_completions(request: Request, tenant: Tenant = Depends(tenant_dep)) -> Response:
+        req = parse_body(ChatCompletionRequest, await request.body())
+        return _reply(await ctx.completions.chat(tenant, req))
+
+    @router.post("/v1/completions", tags=["openai"], openapi_extra=_body_schema(CompletionRequest))
+    async def completions(request: Request, tenant: Tenant = Depends(tenant_dep)) -> Response:
+        req = parse_body(CompletionRequest, await request.body())
+        return _reply(await ctx.completions.complete(tenant, req))
+
+    @router.get("/v1/models", tags=["openai"])
+    async def list_models(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+        models = await asyncio.to_thread(ctx.catalog.list, tenant.name)
+        return models.model_dump(exclude_none=True)
+
+    @router.get("/v1/models/{model:path}", tags=["openai"])
+    async def get_model(model: str, tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+        models = await asyncio.to_thread(ctx.catalog.list, tenant.name)
+        for card in models.data:
+            if card.id == model:
+                return card.model_dump(exclude_none=True)
+        raise model_not_found(model)
+
+    @router.post("/v1/embeddings", tags=["openai"], openapi_extra=_body_schema(EmbeddingRequest))
+    async def embeddings(request: Request, tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+        req = parse_body(EmbeddingRequest, await request.body())
+        out = await ctx.embeddings.embed(req)
+        ctx.charge(tenant, out["usage"]["total_tokens"])
+        return out
+
+    @router.get("/healthz", tags=["operations"])
+    async def healthz() -> JSONResponse:
+        deployments = await ctx.health()
+        ready = all(state == "ready" for state in deployments.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "deployments": deployments},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+    return router
