@@ -50,6 +50,12 @@ def eval_command(
         str | None,
         typer.Option("--system-prompt", help="System message for every route (default: answer briefly)."),
     ] = None,
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--corpus", help="Files or folders to ingest into the tenant's knowledge base first (repeatable)."
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Directory for report.json, report.md and charts.")
     ] = Path("eval-report"),
@@ -66,7 +72,7 @@ def eval_command(
     from adept.eval.dataset import load_eval_set
     from adept.eval.report import print_report, write_report
     from adept.eval.routes import DEFAULT_SYSTEM_PROMPT, Decoding, parse_route_names
-    from adept.eval.runner import EvalOptions, embedded_platform
+    from adept.eval.runner import EvalOptions, corpus_files, embedded_platform
 
     # Everything that can be checked locally is checked before any platform starts.
     eval_set = load_eval_set(questions)
@@ -88,21 +94,31 @@ def eval_command(
     if url and not api_key:
         raise InvalidRequest("--url needs --api-key (or ADEPT_API_KEY): the tenant's key")
 
+    if corpus:
+        corpus_files(list(corpus))  # a missing path fails before any platform starts or upload begins
+
     if url:
-        report = _run(url, api_key or "", eval_set, options, not no_progress)
+        report = _run(url, api_key or "", eval_set, options, corpus, not no_progress)
     else:
         err_console.print("starting an embedded platform with the demo tenant (this takes a minute)...")
         with embedded_platform(data_dir, overrides) as (emb_url, demo_key):
-            report = _run(emb_url, api_key or demo_key, eval_set, options, not no_progress)
+            report = _run(emb_url, api_key or demo_key, eval_set, options, corpus, not no_progress)
 
     print_report(report, console)
     paths = write_report(report, out)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
 
 
-def _run(url: str, api_key: str, eval_set, options, progress: bool) -> dict:
+def _run(url: str, api_key: str, eval_set, options, corpus: list[Path] | None, progress: bool) -> dict:
     from adept.eval.client import PlatformClient
-    from adept.eval.runner import run_eval
+    from adept.eval.runner import ingest_corpus, run_eval
 
     with PlatformClient(url, api_key) as client:
+        if corpus:
+            done = ingest_corpus(client, list(corpus))
+            err_console.print(
+                f"ingested {len(done['documents'])} documents from {done['files']} files", highlight=False
+            )
+            for e in done["errors"]:
+                err_console.print(f"[yellow]skipped[/] {e.get('source')}: {e.get('reason')}", highlight=False)
         return run_eval(client, eval_set, options, progress=progress)

@@ -77,6 +77,11 @@ class PlatformClient:
         """``GET /v1/kb/documents`` → the tenant's documents."""
         return list(self._request("GET", "/v1/kb/documents").get("documents", []))
 
+    def ingest(self, files: list[tuple[str, bytes]]) -> dict[str, Any]:
+        """``POST /v1/kb/documents`` (multipart): ``(name, content)`` files → ``{"documents", "errors"}``."""
+        parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
+        return self._request("POST", "/v1/kb/documents", files=parts)
+
     def search(self, query: str, top_k: int) -> list[dict[str, Any]]:
         """``POST /v1/kb/search`` → ranked hits (``document_id``, ``chunk_id``, ``text``, ``score``)."""
         return list(

@@ -165,6 +165,37 @@ def _route_dict(r: RouteResult) -> dict[str, Any]:
     }
 
 
+def corpus_files(paths: list[str | Path]) -> list[tuple[str, Path]]:
+    """``(name, path)`` per file; a directory's files are named relative to its parent (``docs/a.md``),
+
+    the same names the knowledge base derives document ids from when it ingests a folder.
+    """
+    out = []
+    for raw in paths:
+        root = Path(raw)
+        if root.is_dir():
+            for p in sorted(root.rglob("*")):
+                rel = p.relative_to(root.parent)
+                if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    out.append((rel.as_posix(), p))
+        elif root.is_file():
+            out.append((root.name, root))
+        else:
+            raise NotFound(f"corpus path not found: {root}")
+    return out
+
+
+def ingest_corpus(client: PlatformClient, paths: list[str | Path], batch: int = 8) -> dict[str, Any]:
+    """Upload files into the tenant's knowledge base (unchanged documents are not re-ingested)."""
+    files = corpus_files(paths)
+    documents, errors = [], []
+    for i in range(0, len(files), batch):
+        reply = client.ingest([(name, p.read_bytes()) for name, p in files[i : i + batch]])
+        documents += reply.get("documents", [])
+        errors += reply.get("errors", [])
+    return {"files": len(files), "documents": documents, "errors": errors}
+
+
 @contextlib.contextmanager
 def embedded_platform(
     data_dir: str | Path | None, overrides: list[str] | None = None

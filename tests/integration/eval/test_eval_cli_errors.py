@@ -43,6 +43,10 @@ def test_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown route(s) ['magic']" in result.output
     result = _eval("--questions", str(q), "--url", "http://x", "--api-key", "k", "--data-dir", str(tmp_path))
     assert result.exit_code == 2 and "not both" in result.output
+    result = _eval(
+        "--questions", str(q), "--url", "http://x", "--api-key", "k", "--corpus", str(tmp_path / "none")
+    )
+    assert result.exit_code == 4 and "corpus path not found" in result.output
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
