@@ -100,11 +100,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       name: {{ include "adept.adminSecretName" . }}
       key: {{ .Values.auth.secretKey }}
 {{- if and (not .Values.milvus.enabled) .Values.externalMilvus.existingSecret }}
-- name: ADEPT_PLATFORM__MILVUS_TOKEN
+{{- range list "ADEPT_MILVUS_TOKEN" "ADEPT_PLATFORM__MILVUS_TOKEN" }}
+- name: {{ . }}
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalMilvus.existingSecret }}
-      key: {{ .Values.externalMilvus.tokenKey }}
+      name: {{ $.Values.externalMilvus.existingSecret }}
+      key: {{ $.Values.externalMilvus.tokenKey }}
+{{- end }}
 {{- end }}
 {{- if eq .Values.adapterStore.type "s3" }}
 {{- with .Values.adapterStore.s3 }}

@@ -1,0 +1,153 @@
+"""RayService: the Serve application, GPU worker group, autoscaler and zero-downtime upgrades."""
+
+import pytest
+import yaml
+
+from tests.charts.chart_render import one, render_objects, values_for, worker_group
+
+pytestmark = pytest.mark.charts
+
+
+def serve_config(objs):
+    return yaml.safe_load(one(objs, "RayService")["spec"]["serveConfigV2"])
+
+
+def test_gpu_worker_group_requests_gpus(default_objects):
+    group = worker_group(one(default_objects, "RayService"), "gpu-workers")
+    pod = group["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == 1 and res["requests"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_gpu_pool_placement_comes_from_values():
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["h100"]}]}
+                ]
+            }
+        }
+    }
+    objs = render_objects(
+        {
+            "serving": {
+                "gpuWorkers": {
+                    "gpusPerWorker": 4,
+                    "nodeSelector": {"pool": "gpu"},
+                    "affinity": affinity,
+                    "image": "repo/adept:gpu",
+                    "tolerations": [
+                        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+                    ],
+                }
+            }
+        }
+    )
+    pod = worker_group(one(objs, "RayService"), "gpu-workers")["template"]["spec"]
+    # Helm merges maps: the default GPU label stays unless set to null.
+    assert pod["nodeSelector"]["pool"] == "gpu" and pod["affinity"] == affinity
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["containers"][0]["image"] == "repo/adept:gpu"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 4
+
+
+def test_autoscaling_is_on(profile_objects):
+    rs = one(profile_objects, "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    for group in cluster.get("workerGroupSpecs", []):
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    deployments = {d["name"]: d for d in serve_config(profile_objects)["applications"][0]["deployments"]}
+    assert set(deployments) == {"gateway", "llm", "retrieval"}
+    assert any("autoscaling_config" in d for d in deployments.values())
+
+
+def test_default_replicas_scale_between_min_and_max(default_objects):
+    gpu = worker_group(one(default_objects, "RayService"), "gpu-workers")
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (1, 4)
+    llm = next(
+        d for d in serve_config(default_objects)["applications"][0]["deployments"] if d["name"] == "llm"
+    )
+    assert llm["autoscaling_config"]["max_replicas"] == 4 and llm["ray_actor_options"]["num_gpus"] == 1
+
+
+def test_serve_application_runs_build_app(profile_objects):
+    app = serve_config(profile_objects)["applications"][0]
+    assert app["import_path"] == "services.app:build_app"
+    assert app["route_prefix"] == "/"
+
+
+def test_serve_args_validate_against_serving_config(profile_objects):
+    serving = pytest.importorskip("adept.config.serving", reason="ServingConfig not landed yet")
+    args = serve_config(profile_objects)["applications"][0]["args"]
+    cfg = serving.ServingConfig.model_validate(args)
+    assert cfg.gateway.host == "0.0.0.0" and cfg.gateway.port == 8000
+    assert cfg.platform.milvus_uri.startswith("http://")  # a Milvus server, never Lite, in the cluster
+    app_deployments = {d["name"]: d for d in serve_config(profile_objects)["applications"][0]["deployments"]}
+    # serveConfigV2's overrides and the builder's args carry the same options.
+    assert (
+        app_deployments["llm"]["ray_actor_options"]["num_gpus"]
+        == cfg.deployments.llm.ray_actor_options.num_gpus
+    )
+
+
+def test_serve_config_is_valid_for_ray_serve(profile_objects):
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(serve_config(profile_objects))
+
+
+def test_production_defaults():
+    args = serve_config(render_objects())["applications"][0]["args"]["platform"]
+    assert args["model"] == "microsoft/Phi-3-mini-4k-instruct"
+    assert (args["dtype"], args["device"]) == ("bfloat16", "cuda")
+
+
+def test_cpu_dev_has_no_gpu():
+    objs = render_objects(values_for("cpu-dev"))
+    rs = one(objs, "RayService")
+    assert "gpu-workers" not in {g["groupName"] for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert "nvidia.com/gpu" not in str(rs)
+    assert serve_config(objs)["applications"][0]["args"]["platform"]["device"] == "cpu"
+
+
+def test_user_args_merge_over_generated_ones():
+    objs = render_objects(
+        {"serving": {"args": {"llm": {"max_batch_size": 32}, "platform": {"collection": "acme"}}}}
+    )
+    args = serve_config(objs)["applications"][0]["args"]
+    assert args["llm"]["max_batch_size"] == 32
+    assert args["platform"]["collection"] == "acme" and args["platform"]["model"]  # generated keys kept
+
+
+def test_deployment_options_belong_in_serving_deployments():
+    import helm_python
+
+    from tests.charts.chart_render import render
+
+    with pytest.raises(helm_python.HelmError, match=r"serving\.deployments"):
+        render({"serving": {"args": {"deployments": {"llm": {"num_replicas": 2}}}}})
+
+
+def test_zero_downtime_upgrades(default_objects):
+    spec = one(default_objects, "RayService")["spec"]
+    assert spec["upgradeStrategy"] == {"type": "NewCluster"}
+    assert spec["rayClusterDeletionDelaySeconds"] > 0
+
+
+def test_head_keeps_replicas_off_in_production(default_objects):
+    head = one(default_objects, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert all(isinstance(v, str) for v in head["rayStartParams"].values())  # KubeRay wants strings
+
+
+def test_ray_pods_share_storage_and_model_cache(default_objects):
+    pod = one(default_objects, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    assert claims["data"] == "adept-data" and claims["models"] == "adept-models"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["HF_HOME"]["value"] == "/models/hf"
+    assert env["ADEPT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "adept-admin"
