@@ -52,6 +52,7 @@ class KnowledgeBase:
         embedding_model: sentence-transformers reference (``bundled:all-minilm-l6-v2``, a path, an id).
         device: ``cpu`` or ``cuda`` for the embedding model.
         milvus_token: Token for a secured Milvus server.
+        embedder: An already loaded ``Embedder`` to use instead of loading ``embedding_model``.
     """
 
     def __init__(
@@ -63,9 +64,13 @@ class KnowledgeBase:
         embedding_model: str = "bundled:all-minilm-l6-v2",
         device: str = "cpu",
         milvus_token: str | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.config = config or RetrievalConfig()
-        self.embedder = Embedder(embedding_model, device=device, batch_size=self.config.embedding_batch_size)
+        # An Embedder may be shared (tests, benchmarks); a replica builds its own, once.
+        self.embedder = embedder or Embedder(
+            embedding_model, device=device, batch_size=self.config.embedding_batch_size
+        )
         self.chunker = Chunker(
             self.embedder.tokenizer,
             self.config.chunk_size_tokens,
