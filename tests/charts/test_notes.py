@@ -15,7 +15,7 @@ def test_notes_walk_through_first_steps():
     text = notes()
     assert "kubectl -n adept get secret adept-admin" in text
     assert "port-forward svc/adept-serve-svc 8000:8000" in text
-    assert "adept tenant create" in text
+    assert "-X POST $ADEPT_URL/admin/tenants" in text
     assert "/v1/chat/completions" in text
     assert "ray job submit --address http://127.0.0.1:8265" in text
 

@@ -151,3 +151,14 @@ def test_ray_pods_share_storage_and_model_cache(default_objects):
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["HF_HOME"]["value"] == "/models/hf"
     assert env["ADEPT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "adept-admin"
+
+
+def test_deployment_names_match_the_application(default_objects):
+    """serveConfigV2 overrides name deployments; a name the application lacks fails the deploy."""
+    pytest.importorskip("services.app", reason="the Serve application has not landed yet")
+    from services.gateway.deployment import GatewayDeployment
+    from services.llm.deployment import LLMDeployment
+    from services.retrieval.deployment import RetrievalDeployment
+
+    names = {d["name"] for d in serve_config(default_objects)["applications"][0]["deployments"]}
+    assert names == {GatewayDeployment.name, LLMDeployment.name, RetrievalDeployment.name}
