@@ -241,8 +241,10 @@ class Engine:
                     seq.queue.put_nowait(e)
                 await self._release(dropped)
                 continue
+            await self._release(
+                dropped
+            )  # first, so an adapter unloaded mid-request is gone when its answer ends
             self._deliver(events)
-            await self._release(dropped)
 
     async def _release(self, seqs: list[Sequence]) -> None:
         for seq in seqs:
