@@ -67,7 +67,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 sync: $(STAMP) ## regenerate generated files (CRDs, values.schema.json) from the pydantic models
 	$(BIN)/python -m adept.codegen
 
-chart-deps: ## helm dependency build (needs a helm binary and network)
+chart-deps: ## helm dependency build (needs a helm binary and network; the repos must be known to helm)
+	helm repo add kuberay https://ray-project.github.io/kuberay-helm/ --force-update
+	helm repo add zilliztech https://zilliztech.github.io/milvus-helm/ --force-update
 	helm dependency build charts/adept
 
 clean: ## remove the virtualenv, caches and local data
