@@ -16,7 +16,9 @@ Packing concatenates short examples into rows of up to ``max_seq_length`` tokens
 restart at 0 for each example and no attention mask is passed: transformers (5.x) then builds a
 block-diagonal causal mask from the position ids (``find_packed_sequence_indices``) for the sdpa
 and eager kernels, and flash-attention uses the same position ids as varlen boundaries, so an
-example never attends to its neighbours. The trade-off: a 4D block mask costs O(L^2) memory on
+example never attends to its neighbours (only without a KV cache: the recipe passes
+``use_cache=False``, since transformers skips packed-sequence detection when a cache is present).
+The trade-off: a 4D block mask costs O(L^2) memory on
 sdpa/eager (as any causal mask does), and a model whose attention ignores position ids for masking
 would leak; Phi-3 and llama-style models are covered by a unit test comparing packed and unpacked
 logits.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,7 +215,7 @@ def render_example(
         prompt_text = _template(tokenizer, msgs[:i], True) if i else ""
         # A template may end a conversation differently from a turn (Phi-3 appends EOS only at the
         # very end): the turn ends where the text up to it stops agreeing with the full text.
-        end = len(os.path.commonprefix([_template(tokenizer, msgs[: i + 1], False), full]))
+        end = _common_prefix_len(_template(tokenizer, msgs[: i + 1], False), full)
         end = _special_token_start(full, end, specials)
         if not full.startswith(prompt_text) or end <= len(prompt_text):
             raise DatasetError(
@@ -237,6 +238,14 @@ def render_example(
         cursor = max(cursor, end)
     truncated = len(ids) > max_seq_length
     return ids[:max_seq_length], labels[:max_seq_length], truncated
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _special_token_start(text: str, pos: int, specials: list[str]) -> int:
@@ -340,7 +349,7 @@ def prepare(data_cfg: Any, tokenizer: Any, seed: int) -> PreparedData:
         rng.shuffle(train_ex)
     else:
         rng.shuffle(train_ex)
-        n_eval = int(round(len(train_ex) * data_cfg.validation_split))
+        n_eval = round(len(train_ex) * data_cfg.validation_split)
         n_eval = min(n_eval, len(train_ex) - 1)
         eval_ex, train_ex = train_ex[:n_eval], train_ex[n_eval:]
     stats: dict[str, Any] = {"invalid_lines": len(skipped), "truncated": 0, "dropped_too_long": 0}

@@ -112,7 +112,7 @@ class LoRAFinetuneRecipe:
         self.data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
         self.steps_per_epoch = max(1, self._micro_per_epoch() // t.grad_accum_steps)
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
-        warmup = int(round(t.warmup_ratio * self.total_steps))
+        warmup = round(t.warmup_ratio * self.total_steps)
 
         model = build_lora_model(
             self.loop_config["model_dir"],
