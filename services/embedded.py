@@ -136,7 +136,11 @@ def start_platform(
     try:
         serve.start(http_options={"host": host, "port": port}, detached=False)
         say("deploying the Serve application (gateway, LLM replica, retrieval)")
-        serve.run(build_app(config), name=config.app_name, route_prefix="/")
+        try:
+            serve.run(build_app(config), name=config.app_name, route_prefix="/")
+        except RuntimeError as e:
+            logs = temp / "session_latest" / "logs" / "serve"
+            raise Unavailable(f"{e} (replica logs: {logs})") from None
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         platform = EmbeddedPlatform(url, admin_key, source, config, temp)
         _wait_healthy(url, timeout_s, say)

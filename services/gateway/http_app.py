@@ -185,5 +185,9 @@ def mount_console(app: FastAPI, ctx: Any) -> bool:
         if e.name in (CONSOLE_MODULE, CONSOLE_MODULE.rsplit(".", 1)[0]):
             return False
         raise
-    module.mount_console(app, ctx)
+    try:
+        module.mount_console(app, ctx)
+    except Exception:  # a broken console must not take the API down with it
+        log.exception("the web console could not be mounted; serving the API without /ui")
+        return False
     return True

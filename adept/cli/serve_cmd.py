@@ -1,0 +1,254 @@
+"""``adept up`` runs the whole platform on this machine; ``adept ask`` streams an answer from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from adept.cli.common import console, err_console, handle_errors
+
+app = typer.Typer(no_args_is_help=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _serving_config(config: Path | None, overrides: list[str]) -> Any:
+    from adept.config.base import load_config
+    from adept.config.serving import ServingConfig
+
+    return load_config(ServingConfig, config, overrides)
+
+
+def _use_local_gpu(cfg: Any) -> Any:
+    """With ``--device auto`` on a machine with a GPU, give the LLM replica one (Ray hides GPUs otherwise)."""
+    llm = cfg.deployments.llm
+    if (
+        cfg.platform.device == "auto"
+        and llm.ray_actor_options.num_gpus == 0
+        and cfg.platform.resolved_device() == "cuda"
+    ):
+        llm.ray_actor_options.num_gpus = 1
+    return cfg
+
+
+@app.command("up")
+@handle_errors
+def up(
+    data_dir: Annotated[
+        str | None,
+        typer.Option("--data-dir", help="Where all state lives (default: $ADEPT_DATA_DIR or ~/.adept)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: all interfaces).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8000,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Base model: bundled:NAME, a directory or a cached hub id.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda [default: auto].")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Create tenant 'demo' with the sample knowledge base.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Serving config YAML (see README).", show_default=False),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a serving setting: key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Start local Ray, Milvus Lite and the Serve application; Ctrl-C stops everything."""
+    from services.embedded import start_platform
+
+    # Only options given on the command line override the config file and ADEPT_* variables.
+    given = {
+        "platform.data_dir": data_dir,
+        "gateway.host": host,
+        "gateway.port": port,
+        "platform.model": model,
+    }
+    given["platform.device"] = device
+    ov = [f"{k}={v}" for k, v in given.items() if v is not None]
+    cfg = _use_local_gpu(_serving_config(config, [*ov, *(overrides or [])]))
+
+    def stop_on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds into the finally below, from wherever the main thread is
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    err_console.print(f"[dim]data dir: {cfg.platform.data_dir}[/]", highlight=False, soft_wrap=True)
+    platform = None
+    try:
+        platform = start_platform(
+            cfg, demo=demo, say=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False, soft_wrap=True)
+        )
+        # ray.init installed its own SIGTERM handler (a crash dump, no cleanup): take SIGTERM back.
+        signal.signal(signal.SIGTERM, stop_on_signal)
+        _print_banner(platform)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        err_console.print("stopping ...")
+    finally:
+        if platform is not None:
+            platform.stop()
+    err_console.print("stopped.")
+
+
+def _print_banner(p: Any) -> None:
+    admin = "$" + p.admin_key_source[4:] if p.admin_key_source.startswith("env:") else p.admin_key_source
+    console.print(
+        f"\n[bold green]Adept is up[/] at [bold]{p.url}[/]  (OpenAI-compatible: {p.url}/v1)", highlight=False
+    )
+    console.print(f"admin key: {admin}   (admin API: {p.url}/admin/...)", highlight=False, soft_wrap=True)
+    key = "$ADEPT_API_KEY"
+    if p.demo_key:
+        console.print(
+            f"demo tenant key: {p.demo_key}   (also in {p.demo_key_file})", highlight=False, soft_wrap=True
+        )
+        key = p.demo_key
+    else:
+        console.print(
+            f'create a tenant: curl -s -X POST {p.url}/admin/tenants -H "Authorization: Bearer $(cat {admin})" '
+            "-H 'Content-Type: application/json' -d '{\"name\": \"acme\"}'",
+            highlight=False,
+            soft_wrap=True,
+        )
+    from services.gateway.deployment import base_model_names
+
+    model = base_model_names(p.config.platform.model)[0]
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "How do I report an outage?"}], "rag": True}
+    )
+    console.print("\ntry it:", highlight=False, soft_wrap=True)
+    console.print(
+        f"curl -s {p.url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        "\nCtrl-C stops the platform; your data stays in the data dir.", highlight=False, soft_wrap=True
+    )
+
+
+def _error_from(status: int, body: bytes) -> Any:
+    from adept import errors
+
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace")[:300] or f"HTTP {status}"
+    classes = {
+        400: errors.InvalidRequest,
+        401: errors.AuthenticationError,
+        403: errors.PermissionDenied,
+        404: errors.NotFound,
+        409: errors.Conflict,
+        413: errors.PayloadTooLarge,
+        429: errors.RateLimited,
+    }
+    return classes.get(status, errors.Unavailable)(f"{message} (HTTP {status})")
+
+
+def _default_key(data_dir: str | None) -> str | None:
+    from adept.config.platform import default_data_dir
+
+    key_file = Path(data_dir).expanduser() / "demo.key" if data_dir else default_data_dir() / "demo.key"
+    return key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else None
+
+
+@app.command("ask")
+@handle_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", "-a", help="One of your adapters: name[@vN].")
+    ] = None,
+    rag: Annotated[
+        bool, typer.Option("--rag", help="Answer from your knowledge base, with citations.")
+    ] = False,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages to retrieve with --rag.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens to generate.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
+    url: Annotated[
+        str | None, typer.Option("--url", help=f"Adept URL (default: $ADEPT_URL or {DEFAULT_URL}).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key", help="Tenant key (default: $ADEPT_API_KEY, else the demo key in the data dir)."
+        ),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Where to find demo.key.")] = None,
+) -> None:
+    """Stream an answer in the terminal, then list the citations."""
+    import httpx
+
+    from adept.errors import AuthenticationError
+
+    base = (url or os.environ.get("ADEPT_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key or os.environ.get("ADEPT_API_KEY") or _default_key(data_dir)
+    if not key:
+        raise AuthenticationError("no API key: pass --api-key or set ADEPT_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=600.0)) as client:
+        try:
+            model = adapter or _base_model(client)
+            body: dict[str, Any] = {
+                "model": model,
+                "messages": [{"role": "user", "content": question}],
+                "stream": True,
+                "temperature": temperature,
+            }
+            if max_tokens:
+                body["max_tokens"] = max_tokens
+            if rag:
+                body["rag"] = {"top_k": top_k} if top_k else True
+            citations = _stream(client, body)
+        except httpx.TransportError as e:
+            from adept.errors import Unavailable
+
+            raise Unavailable(f"cannot reach Adept at {base}: {e} (is `adept up` running?)") from None
+    if citations:
+        console.print("\n[bold]Sources[/]", highlight=False, soft_wrap=True)
+        for i, c in enumerate(citations, 1):
+            console.print(
+                f"  [{i}] {c['title']}  ({c['document_id']}, {c['chunk_id']}, score {c['score']:.3f})",
+                highlight=False,
+            )
+
+
+def _base_model(client: Any) -> str:
+    r = client.get("/v1/models")
+    if r.status_code != 200:
+        raise _error_from(r.status_code, r.content)
+    return r.json()["data"][0]["id"]
+
+
+def _stream(client: Any, body: dict[str, Any]) -> list[dict[str, Any]]:
+    citations: list[dict[str, Any]] = []
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            raise _error_from(r.status_code, r.read())
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise _error_from(503, data.encode())
+            for choice in event.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+            citations = event.get("citations", citations)
+    console.print()
+    return citations
