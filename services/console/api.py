@@ -1,0 +1,141 @@
+"""JSON routes the console needs that the API lacked (thin; logic in ``inventory``).
+
+Tenant routes (``/v1/adapters``, ``/v1/usage``) use the gateway's own tenant dependency (key,
+quota admission); admin routes (``/admin/replicas``, ``/admin/jobs``) use the same
+``Authenticator.admin`` check as the admin router. A tenant only ever sees its own adapters;
+another tenant's adapter is a 404 worded as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+
+from adept.config.adapter import VERSION_RE, check_adapter_name
+from adept.errors import NotFound
+from adept.tenancy import Tenant
+from services.console import inventory
+from services.gateway.api_router import tenant_dependency
+
+Status = Callable[[], Awaitable[Any]]
+
+
+def _registry(ctx: Any) -> Any:
+    return ctx.admin.registry
+
+
+async def _serve_status() -> tuple[Any, str | None]:
+    """``serve.status()`` and this application's name, from inside a Serve replica; (None, None) elsewhere."""
+    if "ray.serve" not in sys.modules:  # not inside a Serve replica: do not import Ray just to find out
+        return None, None
+    try:
+        from ray import serve
+
+        app_name = serve.get_replica_context().app_name
+        return await asyncio.wait_for(asyncio.to_thread(serve.status), 10), app_name
+    except Exception:  # not in a replica (tests, tools) or the controller is busy: show what we can
+        return None, None
+
+
+def _llm_info(ctx: Any) -> Callable[[], Awaitable[dict[str, Any]]] | None:
+    info = getattr(getattr(ctx.completions, "llm", None), "info", None)
+    return info if callable(info) else None
+
+
+def build_console_api_router(
+    ctx: Any,
+    *,
+    serve_status: Callable[[], Awaitable[tuple[Any, str | None]]] = _serve_status,
+    job_roots: list[Path] | None = None,
+) -> APIRouter:
+    """``GET /v1/adapters``, ``/v1/adapters/{name}/{version}/{loss_curve.png|metrics}``, ``/v1/usage``,
+    ``/admin/replicas``, ``/admin/jobs``.
+
+    Args:
+        ctx: The gateway's ``GatewayContext``.
+        serve_status: Returns ``(serve.status(), app_name)``; injectable for tests.
+        job_roots: Training storage directories to scan for runs; default ``<data_dir>/training``.
+    """
+    tenant_dep = tenant_dependency(ctx)
+    roots = job_roots if job_roots is not None else inventory.training_roots(_registry(ctx))
+
+    def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
+        ctx.auth.admin(authorization)
+        request.state.tenant = "admin"
+
+    router = APIRouter()
+    admin_only = {"tags": ["admin"], "dependencies": [Depends(require_admin)]}
+
+    @router.get(
+        "/v1/adapters", tags=["console"], summary="The caller's adapters with versions, manifests and metrics"
+    )
+    async def list_adapters(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+        data = await asyncio.to_thread(inventory.adapter_listing, _registry(ctx), tenant.name)
+        return {"object": "list", "data": data}
+
+    async def _version(tenant: Tenant, name: str, version: str) -> Any:
+        try:
+            check_adapter_name(name)
+        except ValueError:
+            raise NotFound(f"adapter {name}@{version} not found", code="model_not_found") from None
+        if not VERSION_RE.fullmatch(version):
+            raise NotFound(f"adapter {name}@{version} not found", code="model_not_found")
+        return await asyncio.to_thread(inventory.find_version, _registry(ctx), tenant.name, name, version)
+
+    @router.get(
+        "/v1/adapters/{name}/{version}/loss_curve.png", tags=["console"], summary="Training loss curve (PNG)"
+    )
+    async def loss_curve(name: str, version: str, tenant: Tenant = Depends(tenant_dep)) -> Response:
+        v = await _version(tenant, name, version)
+        png = await asyncio.to_thread(inventory.read_extra, v, "loss_curve.png")
+        if png is None:
+            raise NotFound(f"adapter {name}@{version} has no loss curve")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    @router.get(
+        "/v1/adapters/{name}/{version}/metrics", tags=["console"], summary="Training metrics and loss history"
+    )
+    async def metrics(name: str, version: str, tenant: Tenant = Depends(tenant_dep)) -> Any:
+        import json
+
+        v = await _version(tenant, name, version)
+        raw = await asyncio.to_thread(inventory.read_extra, v, "metrics.json")
+        data = {}
+        if raw:
+            with contextlib.suppress(ValueError):
+                data = json.loads(raw)
+        return {"id": v.id, "metrics": v.manifest.metrics, **(data if isinstance(data, dict) else {})}
+
+    @router.get("/v1/usage", tags=["console"], summary="The caller's use against its quotas")
+    async def usage(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+        documents = None
+        with contextlib.suppress(Exception):  # retrieval down: the page shows "unknown"
+            documents = int(await ctx.kb.count_documents(tenant.name))
+        adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
+        return inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
+
+    @router.get(
+        "/admin/replicas", **admin_only, summary="Deployments, and the adapters loaded on each LLM replica"
+    )
+    async def replicas() -> dict[str, Any]:
+        status, app_name = await serve_status()
+        deployments = inventory.deployment_overview(status, app_name)
+        llm = next((d for d in deployments if d["name"] == "llm"), None)
+        running = (llm or {}).get("replicas", {}).get("RUNNING", 1)
+        info = _llm_info(ctx)
+        found = await inventory.sample_replicas(info, running) if info is not None else []
+        return {"deployments": deployments, "llm_replicas": found, "llm_replicas_running": running}
+
+    @router.get("/admin/jobs", **admin_only, summary="Recent fine-tuning runs in training storage")
+    async def jobs(limit: int = 50) -> dict[str, Any]:
+        found = await asyncio.to_thread(inventory.recent_jobs, roots, limit=max(1, min(limit, 500)))
+        return {"object": "list", "data": found, "storage": [str(r) for r in roots]}
+
+    return router

@@ -1,0 +1,246 @@
+"""What the console shows that the API does not list yet: adapters with manifests, usage, replicas, jobs.
+
+Logic only (no FastAPI): every function takes the objects it reads — the adapter registry, the
+quota counters, a directory — so it is tested without HTTP. A tenant is always passed in by the
+caller's authenticated identity, never taken from a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from adept.errors import NotFound
+
+EXTRA_FILES = ("loss_curve.png", "metrics.json")
+
+
+# -- adapters -------------------------------------------------------------------------------------
+def adapter_listing(registry: Any, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's adapters, each with its versions (manifest, metrics, whether a loss curve exists)."""
+    by_name: dict[str, list[Any]] = {}
+    for v in registry.list(tenant):
+        by_name.setdefault(v.name, []).append(v)
+    out = []
+    for name, versions in sorted(by_name.items()):
+        active = registry.active_version(tenant, name)
+        out.append(
+            {
+                "name": name,
+                "active_version": active,
+                "serving_version": active or versions[-1].version,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "id": v.id,
+                        "manifest": v.manifest.model_dump(mode="json"),
+                        "has_loss_curve": read_extra(v, "loss_curve.png", probe=True) is not None,
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return out
+
+
+def find_version(registry: Any, tenant: str, name: str, version: str) -> Any:
+    """One listed version of the tenant's adapter; NotFound (same words for absent and foreign ones)."""
+    for v in registry.list(tenant):
+        if v.name == name and v.version == version:
+            return v
+    raise NotFound(f"adapter {name}@{version} not found", code="model_not_found")
+
+
+def read_extra(version: Any, filename: str, *, probe: bool = False) -> bytes | None:
+    """A file published beside the PEFT weights (``loss_curve.png``, ``metrics.json``), or None.
+
+    Local stores are read in place; object stores through fsspec (training puts the extras there).
+    With ``probe`` only existence is checked and ``b""`` stands for "present".
+    """
+    if filename not in EXTRA_FILES:
+        return None
+    local = Path(version.path) / filename
+    if local.is_file():
+        return b"" if probe else local.read_bytes()
+    uri = getattr(version, "uri", "") or ""
+    if "://" not in uri or uri.startswith("file://"):
+        return None
+    import fsspec
+
+    target = f"{uri.rstrip('/')}/{filename}"
+    try:
+        fs, path = fsspec.core.url_to_fs(target)
+        if probe:
+            return b"" if fs.exists(path) else None
+        with fs.open(path, "rb") as fh:
+            return fh.read()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+# -- usage ----------------------------------------------------------------------------------------
+def window_usage(quotas: Any, tenant: str) -> tuple[int, int]:
+    """Requests and tokens the tenant used in the quota window (0, 0 when quotas are off)."""
+    if quotas is None:
+        return 0, 0
+    usage = getattr(quotas, "usage", None)
+    if callable(usage):
+        return tuple(usage(tenant))  # type: ignore[return-value]
+    # QuotaEnforcer has no public read-out yet: read its windows under its own lock.
+    with quotas._lock:
+        now = quotas._clock()
+        requests = quotas._requests.get(tenant)
+        tokens = quotas._tokens.get(tenant)
+        return (requests.used(now) if requests else 0, tokens.used(now) if tokens else 0)
+
+
+def usage_report(tenant: Any, quotas: Any, *, documents: int | None, adapters: int) -> dict[str, Any]:
+    """Use against each quota; ``limit`` 0 means unlimited."""
+    q = tenant.quotas
+    requests, tokens = window_usage(quotas, tenant.name)
+    return {
+        "tenant": tenant.name,
+        "display_name": tenant.display_name,
+        "window_s": int(getattr(quotas, "window_s", 60) or 60),
+        "enforced": quotas is not None,
+        "quotas": {
+            "requests_per_minute": {"used": requests, "limit": q.requests_per_minute},
+            "tokens_per_minute": {"used": tokens, "limit": q.tokens_per_minute},
+            "documents": {"used": documents, "limit": q.max_documents},
+            "adapters": {"used": adapters, "limit": q.max_adapters},
+        },
+    }
+
+
+# -- replicas -------------------------------------------------------------------------------------
+async def sample_replicas(
+    info: Callable[[], Awaitable[dict[str, Any]]], expected: int, *, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """``info()`` of every LLM replica that answers, found by asking concurrently and de-duplicating.
+
+    Serve routes each call to some replica; asking ``rounds`` times per expected replica, all at
+    once, reaches each of a handful of replicas with high probability. A replica missed here
+    still serves; the page says how many Serve reports as running.
+    """
+    calls = max(1, expected) * rounds
+    results = await asyncio.gather(*(info() for _ in range(calls)), return_exceptions=True)
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if isinstance(r, dict) and r.get("replica_id"):
+            seen.setdefault(str(r["replica_id"]), r)
+    return [
+        {
+            "replica_id": rid,
+            "base_model": r.get("base_model"),
+            "max_model_len": r.get("max_model_len"),
+            "loaded_adapters": sorted(r.get("loaded_adapters") or []),
+        }
+        for rid, r in sorted(seen.items())
+    ]
+
+
+def deployment_overview(status: Any, app_name: str | None) -> list[dict[str, Any]]:
+    """``[{name, status, replicas: {state: n}}]`` from ``serve.status()`` for this application."""
+    if status is None:
+        return []
+    apps = getattr(status, "applications", {}) or {}
+    app = apps.get(app_name) if app_name else next(iter(apps.values()), None)
+    if app is None:
+        return []
+    out = []
+    for name, d in sorted(app.deployments.items()):
+        state = d.status.value if hasattr(d.status, "value") else str(d.status)
+        replicas = {
+            (k.value if hasattr(k, "value") else str(k)): int(n)
+            for k, n in (getattr(d, "replica_states", None) or {}).items()
+        }
+        out.append({"name": name, "status": state, "message": d.message or "", "replicas": replicas})
+    return out
+
+
+# -- fine-tuning jobs -----------------------------------------------------------------------------
+JOB_STATE_FILE = "adept_job.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+# A run whose files changed this recently, and is not published, is reported as running.
+RUNNING_WITHIN_S = 600.0
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _job(run_dir: Path, now: float) -> dict[str, Any] | None:
+    state = _read_json(run_dir / JOB_STATE_FILE)
+    if not state:
+        return None
+    checkpoints = sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir())
+    latest = _read_json(checkpoints[-1] / TRAINER_STATE_FILE) if checkpoints else {}
+    history = latest.get("history") or []
+    last = history[-1] if history else {}
+    last_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
+    mtimes = [p.stat().st_mtime for p in [run_dir / JOB_STATE_FILE, *checkpoints] if p.exists()]
+    updated = max(mtimes, default=0.0)
+    published = state.get("published")
+    step = int(latest.get("step") or 0)
+    total = state.get("total_steps")
+    if state.get("state"):
+        status = str(state["state"])
+    elif published:
+        status = "succeeded"
+    else:
+        status = "running" if now - updated < RUNNING_WITHIN_S else "stopped"
+    if published:
+        progress: float | None = 1.0
+    elif isinstance(total, int) and total > 0:
+        progress = min(1.0, step / total)
+    else:
+        progress = None
+    tenant, adapter = state.get("tenant"), state.get("adapter")
+    if published and not tenant:
+        tenant, _, rest = str(published).partition("/")
+        adapter = rest.partition("@")[0]
+    return {
+        "run": run_dir.name,
+        "run_id": state.get("run_id"),
+        "tenant": tenant,
+        "adapter": adapter,
+        "state": status,
+        "step": step,
+        "total_steps": total if isinstance(total, int) else None,
+        "progress": progress,
+        "train_loss": last.get("train_loss"),
+        "eval_loss": last_eval.get("eval_loss"),
+        "published": published,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(updated)) if updated else None,
+        "_updated": updated,
+    }
+
+
+def recent_jobs(roots: list[Path], *, limit: int = 50, now: float | None = None) -> list[dict[str, Any]]:
+    """Fine-tuning runs found in local training storage, most recently updated first."""
+    now = time.time() if now is None else now
+    jobs = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for run_dir in root.iterdir():
+            if run_dir.is_dir() and (job := _job(run_dir, now)) is not None:
+                jobs.append(job)
+    jobs.sort(key=lambda j: j["_updated"], reverse=True)
+    return [{k: v for k, v in j.items() if k != "_updated"} for j in jobs[:limit]]
+
+
+def training_roots(registry: Any) -> list[Path]:
+    """Where ``training.finetune`` keeps runs by default: ``<data_dir>/training``, beside ``<data_dir>/adapters``."""
+    uri = str(getattr(registry, "store_uri", "") or "")
+    if not uri or ("://" in uri and not uri.startswith("file://")):
+        return []
+    return [Path(uri.removeprefix("file://")).expanduser().absolute().parent / "training"]

@@ -1,0 +1,172 @@
+"""The console's JSON routes on the gateway's real app: same auth, tenant isolation, admin-only views."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from services.console import inventory
+from tests.unit.console.conftest import ADMIN_KEY, bearer
+
+
+async def test_adapters_lists_only_the_callers_own(client, platform) -> None:
+    r = await client.get("/v1/adapters", headers=bearer(platform["acme"]))
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert [a["name"] for a in data] == ["legal"]
+    versions = data[0]["versions"]
+    assert [v["version"] for v in versions] == ["v1", "v2"]
+    assert data[0]["serving_version"] == "v2"
+    assert versions[0]["manifest"]["metrics"] == {"eval_loss": 1.5}
+    assert [v["has_loss_curve"] for v in versions] == [False, True]
+    assert "secret" not in r.text and "globex" not in r.text
+
+    other = await client.get("/v1/adapters", headers=bearer(platform["globex"]))
+    assert [a["name"] for a in other.json()["data"]] == ["secret"]
+
+
+async def test_loss_curve_is_served_to_its_owner_only(client, platform) -> None:
+    r = await client.get("/v1/adapters/legal/v2/loss_curve.png", headers=bearer(platform["acme"]))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content.startswith(b"\x89PNG")
+    missing = await client.get("/v1/adapters/legal/v1/loss_curve.png", headers=bearer(platform["acme"]))
+    assert missing.status_code == 404
+    # Another tenant's adapter reads exactly like one that does not exist.
+    foreign = await client.get("/v1/adapters/secret/v1/loss_curve.png", headers=bearer(platform["acme"]))
+    absent = await client.get("/v1/adapters/nothing/v1/loss_curve.png", headers=bearer(platform["acme"]))
+    assert foreign.status_code == absent.status_code == 404
+    assert foreign.json()["error"]["message"].replace("secret", "X") == absent.json()["error"][
+        "message"
+    ].replace("nothing", "X")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/adapters/..%2f..%2fglobex%2fsecret/v1/loss_curve.png",
+        "/v1/adapters/legal/..%2fv1/loss_curve.png",
+        "/v1/adapters/legal/v2/manifest.json",
+        "/v1/adapters/legal/latest/loss_curve.png",
+        "/v1/adapters/LEGAL/v2/loss_curve.png",
+    ],
+)
+async def test_adapter_files_cannot_be_reached_sideways(client, platform, path: str) -> None:
+    r = await client.get(path, headers=bearer(platform["acme"]))
+    assert r.status_code == 404
+
+
+async def test_metrics_route(client, platform) -> None:
+    r = await client.get("/v1/adapters/legal/v1/metrics", headers=bearer(platform["acme"]))
+    assert r.status_code == 200 and r.json()["metrics"] == {"eval_loss": 1.5}
+    assert r.json()["id"] == "acme/legal@v1"
+
+
+async def test_usage_counts_against_the_callers_quotas(client, platform) -> None:
+    headers = bearer(platform["acme"])
+    await client.get("/v1/models", headers=headers)
+    r = await client.get("/v1/usage", headers=headers)
+    assert r.status_code == 200
+    u = r.json()
+    assert u["tenant"] == "acme" and u["enforced"] is True
+    q = u["quotas"]
+    assert q["requests_per_minute"] == {"used": 2, "limit": 100}
+    assert q["documents"] == {"used": 1, "limit": 10_000}
+    assert q["adapters"] == {"used": 1, "limit": 10}
+    other = (await client.get("/v1/usage", headers=bearer(platform["globex"]))).json()
+    assert other["tenant"] == "globex" and other["quotas"]["requests_per_minute"]["used"] == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/adapters", "/v1/usage", "/v1/adapters/legal/v2/loss_curve.png"])
+async def test_tenant_routes_need_a_tenant_key(client, path: str) -> None:
+    assert (await client.get(path)).status_code == 401
+    assert (await client.get(path, headers=bearer("adept-wrong"))).status_code == 401
+    # The admin key is not a tenant key.
+    assert (await client.get(path, headers=bearer(ADMIN_KEY))).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/admin/replicas", "/admin/jobs"])
+async def test_admin_routes_need_the_admin_key(client, platform, path: str) -> None:
+    assert (await client.get(path)).status_code == 401
+    assert (await client.get(path, headers=bearer(platform["acme"]))).status_code == 403
+    assert (await client.get(path, headers=bearer(ADMIN_KEY))).status_code == 200
+
+
+async def test_replicas_reports_loaded_adapters(client) -> None:
+    r = await client.get("/admin/replicas", headers=bearer(ADMIN_KEY))
+    body = r.json()
+    assert body["llm_replicas"] == [
+        {
+            "replica_id": "r1",
+            "base_model": "bundled:test-base",
+            "max_model_len": 2048,
+            "loaded_adapters": ["acme/legal@v2"],
+        }
+    ]
+    assert body["deployments"] == []  # no Serve controller in this test
+
+
+async def test_jobs_scans_training_storage(client, platform) -> None:
+    run = platform["tmp"] / "training" / "acme-legal"
+    (run / "checkpoint-0000004").mkdir(parents=True)
+    (run / "adept_job.json").write_text('{"run_id": "acme-legal-1", "published": "acme/legal@v2"}')
+    (run / "checkpoint-0000004" / "trainer_state.json").write_text(
+        '{"step": 4, "history": [{"step": 4, "train_loss": 2.0, "eval_loss": 2.5}]}'
+    )
+    r = await client.get("/admin/jobs", headers=bearer(ADMIN_KEY))
+    [job] = r.json()["data"]
+    assert job["run"] == "acme-legal" and job["state"] == "succeeded" and job["progress"] == 1.0
+    assert (job["tenant"], job["adapter"], job["step"]) == ("acme", "legal", 4)
+    assert (job["train_loss"], job["eval_loss"]) == (2.0, 2.5)
+
+
+def test_job_states_from_files(tmp_path: Path) -> None:
+    root = tmp_path / "training"
+    running = root / "fresh"
+    (running / "checkpoint-0000002").mkdir(parents=True)
+    (running / "adept_job.json").write_text(
+        '{"run_id": "a", "tenant": "t", "adapter": "x", "total_steps": 8}'
+    )
+    (running / "checkpoint-0000002" / "trainer_state.json").write_text('{"step": 2, "history": []}')
+    stale = root / "stale"
+    stale.mkdir()
+    (stale / "adept_job.json").write_text('{"run_id": "b"}')
+    old = time.time() - 3600
+    os.utime(stale / "adept_job.json", (old, old))
+    (root / "not-a-run").mkdir()
+    (root / "broken").mkdir()
+    (root / "broken" / "adept_job.json").write_text("{not json")
+    jobs = {j["run"]: j for j in inventory.recent_jobs([root, tmp_path / "absent"])}
+    assert set(jobs) == {"fresh", "stale"}
+    assert jobs["fresh"]["state"] == "running" and jobs["fresh"]["progress"] == 0.25
+    assert jobs["stale"]["state"] == "stopped" and jobs["stale"]["progress"] is None
+    assert list(jobs) == ["fresh", "stale"]  # most recently updated first
+
+
+async def test_sample_replicas_deduplicates() -> None:
+    calls = iter(["a", "b", "a", "a", "b", "c"])
+
+    async def info() -> dict:
+        rid = next(calls)
+        if rid == "c":
+            raise RuntimeError("replica gone")
+        return {"replica_id": rid, "loaded_adapters": ["t/z@v1", "t/a@v1"]}
+
+    found = await inventory.sample_replicas(info, 2)
+    assert [r["replica_id"] for r in found] == ["a", "b"]
+    assert found[0]["loaded_adapters"] == ["t/a@v1", "t/z@v1"]
+
+
+async def test_console_adds_no_unprotected_api_route(platform) -> None:
+    """Every non-/ui route the console mounts sits behind the tenant or the admin dependency."""
+    from fastapi.routing import APIRoute
+
+    from services.console.api import build_console_api_router
+
+    router = build_console_api_router(platform["ctx"])
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        deps = [d.call.__name__ for d in route.dependant.dependencies]
+        assert deps and deps[0] in ("current_tenant", "require_admin"), (route.path, deps)
