@@ -101,7 +101,8 @@ def eval_command(
         report = _run(url, api_key or "", eval_set, options, corpus, not no_progress)
     else:
         err_console.print("starting an embedded platform with the demo tenant (this takes a minute)...")
-        with embedded_platform(data_dir, overrides) as (emb_url, demo_key):
+        say = lambda line: err_console.print(line, highlight=False)  # noqa: E731
+        with embedded_platform(data_dir, overrides, say=say) as (emb_url, demo_key):
             report = _run(emb_url, api_key or demo_key, eval_set, options, corpus, not no_progress)
 
     print_report(report, console)

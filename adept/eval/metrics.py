@@ -16,8 +16,8 @@ Definitions:
   * hit@k: 1 if any of the top-k retrieved chunks belongs to a reference document;
   * MRR: 1 / rank of the first retrieved chunk from a reference document (0 if none);
   * citation precision: share of the distinct cited documents that are reference documents;
-  * groundedness: share of the answer's content tokens (normalised, stop-words removed) that
-    occur in the passages retrieved for the question.
+  * groundedness: share of the answer's content tokens (normalised, stop-words and tokens
+    copied from the question removed) that occur in the passages retrieved for the question.
 """
 
 from __future__ import annotations
@@ -283,9 +283,14 @@ def content_tokens(text: str) -> list[str]:
     return [t for t in tokens(text) if t not in STOP_WORDS]
 
 
-def groundedness(prediction: str, passages: Sequence[str]) -> float | None:
-    """Share of the prediction's content tokens that occur in ``passages``; None if either is empty."""
-    content = content_tokens(prediction)
+def groundedness(prediction: str, passages: Sequence[str], question: str = "") -> float | None:
+    """Share of the prediction's content tokens that occur in ``passages``; None if either is empty.
+
+    Tokens the answer merely repeats from ``question`` are left out: echoing the question is
+    not support from the documents, and would make any answer look grounded.
+    """
+    echoed = set(tokens(question))
+    content = [t for t in content_tokens(prediction) if t not in echoed]
     if not content or not passages:
         return None
     vocabulary = set(tokens(" ".join(passages)))

@@ -24,30 +24,30 @@ def _secs(v: float | None) -> str:
 
 
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-route summary (shared by the terminal and Markdown tables)."""
-    present = [k for k in METRICS if any(k in r["summary"].get("metrics", {}) for r in report["routes"])]
-    header = ["route", *[METRICS[k] for k in present], "p50 s", "p95 s", "tokens in/out", "errors"]
+    """Metrics as rows, routes that ran as columns (fits a terminal however many metrics there are)."""
+    ran = [r for r in report["routes"] if not r["skipped"]]
+    header = ["metric", *[r["label"] for r in ran]]
     rows = []
-    for r in report["routes"]:
-        if r["skipped"]:
-            rows.append([r["label"], f"skipped: {r['skipped']}", *[""] * (len(header) - 2)])
-            continue
-        s = r["summary"]
-        tok = s["tokens"]
-        tokens = (
-            "–" if tok["prompt_mean"] is None else f"{tok['prompt_mean']:.0f}/{tok['completion_mean']:.0f}"
+    for key, label in METRICS.items():
+        entries = [r["summary"]["metrics"].get(key) for r in ran]
+        if any(entries):
+            headline = key == report["headline"]
+            rows.append([f"{label} *" if headline else label, *[_cell(e, ci=headline) for e in entries]])
+    rows.append(["latency p50 s", *[_secs(r["summary"]["latency_s"]["p50"]) for r in ran]])
+    rows.append(["latency p95 s", *[_secs(r["summary"]["latency_s"]["p95"]) for r in ran]])
+    tokens = []
+    for r in ran:
+        tok = r["summary"]["tokens"]
+        tokens.append(
+            "–" if tok["prompt_mean"] is None else f"{tok['prompt_mean']:.0f} / {tok['completion_mean']:.0f}"
         )
-        rows.append(
-            [
-                r["label"],
-                *[_cell(s["metrics"].get(k), ci=k == report["headline"]) for k in present],
-                _secs(s["latency_s"]["p50"]),
-                _secs(s["latency_s"]["p95"]),
-                tokens,
-                str(s["errors"]),
-            ]
-        )
+    rows.append(["tokens in / out", *tokens])
+    rows.append(["errors", *[str(r["summary"]["errors"]) for r in ran]])
     return header, rows
+
+
+def skipped_lines(report: dict[str, Any]) -> list[str]:
+    return [f"{r['label']}: skipped — {r['skipped']}" for r in report["routes"] if r["skipped"]]
 
 
 def print_report(report: dict[str, Any], console: Any | None = None) -> None:
@@ -57,12 +57,16 @@ def print_report(report: dict[str, Any], console: Any | None = None) -> None:
 
     console = console or Console()
     header, rows = table_rows(report)
-    table = Table(title=f"adept eval — {report['questions']} questions, top_k={report['decoding']['top_k']}")
-    for h in header:
-        table.add_column(h, overflow="fold")
+    title = f"adept eval — {report['questions']} questions, top_k={report['decoding']['top_k']}"
+    table = Table(title=title, caption="* headline metric, with its 95% bootstrap interval")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    if len(header) > 1:
+        console.print(table)
+    for line in skipped_lines(report):
+        console.print(f"[yellow]{line}[/]", highlight=False)
     rec = report["recommendation"]
     if rec.get("route"):
         console.print(f"[bold green]Recommended route:[/] {rec['label']}")
@@ -86,11 +90,13 @@ def write_markdown(report: dict[str, Any], path: Path, charts: list[Path]) -> Pa
         f"- questions: `{report['source']}` ({report['questions']})",
         f"- server: {report['url']}",
         f"- decoding: {json.dumps(report['decoding'], ensure_ascii=False)}",
-        f"- headline metric: {METRICS.get(report['headline'] or '', 'none')} (95% bootstrap interval in brackets)",
+        f"- headline metric (*): {METRICS.get(report['headline'] or '', 'none')}, with its 95% bootstrap interval",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
         *["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows],
+        "",
+        *[f"- {line}" for line in skipped_lines(report)],
         "",
         f"## Recommendation: {rec.get('label') or 'none'}",
         "",

@@ -198,7 +198,7 @@ def ingest_corpus(client: PlatformClient, paths: list[str | Path], batch: int = 
 
 @contextlib.contextmanager
 def embedded_platform(
-    data_dir: str | Path | None, overrides: list[str] | None = None
+    data_dir: str | Path | None, overrides: list[str] | None = None, say: Any | None = None
 ) -> Iterator[tuple[str, str]]:
     """Start the embedded platform with the demo tenant for one run; yields ``(url, demo API key)``."""
     try:
@@ -210,8 +210,8 @@ def embedded_platform(
 
     ov = [f"platform.data_dir={data_dir}"] if data_dir else []
     config = load_config(ServingConfig, os.environ.get("ADEPT_CONFIG"), [*ov, *(overrides or [])])
-    platform = start_platform(config, demo=True)
+    platform = start_platform(config, demo=True, say=say)
     try:
-        yield platform.url, platform.demo_key
+        yield platform.url, platform.demo_key or ""
     finally:
         platform.stop()

@@ -45,6 +45,7 @@ class QuestionResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cited_documents: list[str] = field(default_factory=list)
+    retrieved_documents: list[str] = field(default_factory=list)
     scores: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -93,12 +94,15 @@ def score_question(
         s[key] = None if not gold else 0.0 if error is not None else fn(pred, gold)
     # Retrieval quality only means something on the routes that retrieve.
     ranked = retrieved.document_ids if (retrieved and route.rag) else None
+    result.retrieved_documents = list(ranked or [])
     s["hit_at_k"] = m.hit_at_k(ranked, refs, k) if ranked is not None else None
     s["mrr"] = m.reciprocal_rank(ranked, refs) if ranked is not None else None
     s["citation_precision"] = m.citation_precision(result.cited_documents, refs) if route.rag else None
     # Groundedness is measured against the same retrieved passages on every route, so the
     # routes are compared on one scale: how much of the answer the tenant's documents support.
-    s["groundedness"] = m.groundedness(pred, retrieved.passages) if (retrieved and error is None) else None
+    s["groundedness"] = (
+        m.groundedness(pred, retrieved.passages, item.question) if (retrieved and error is None) else None
+    )
     result.scores = s
     return result
 

@@ -79,6 +79,8 @@ def test_groundedness_ignores_stop_words() -> None:
     passages = ["The RS-1 basic service charge is $11.40 per month."]
     # content tokens of the answer: basic, charge, 1140, euros -> 3 of 4 in the passage
     assert m.groundedness("The basic charge is 11.40 euros", passages) == pytest.approx(3 / 4)
+    # Words copied from the question do not count as support.
+    assert m.groundedness("The basic charge is 11.40 euros", passages, "What is the basic charge?") == 0.5
     assert m.groundedness("the of and", passages) is None
     assert m.groundedness("anything", []) is None
 

@@ -43,7 +43,7 @@ def test_write_report_creates_every_output(tmp_path: Path) -> None:
     assert loaded["recommendation"]["route"] == "rag"
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Recommendation: base+RAG" in md
-    assert "skipped: the tenant has no adapter" in md
+    assert "adapter: skipped — the tenant has no adapter" in md and "| F1 * |" in md
     assert "![metrics](metrics.png)" in md and "| even |" in md
 
 
