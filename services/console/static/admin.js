@@ -2,7 +2,7 @@
 import { api } from "./api.js";
 import { confirmDialog, fmt, h, notice, replace, table } from "./dom.js";
 
-const NAME_PATTERN = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?";
+const NAME_PATTERN = "[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?"; // valid in the v-flag syntax browsers use
 
 export async function renderTenants(main) {
   const status = h("div", { class: "notice", role: "status", hidden: true });

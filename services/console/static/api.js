@@ -66,6 +66,15 @@ export async function blobUrl(path) {
 
 /** Which kind of key this is: "tenant", "admin", or an ApiError. */
 export async function identify(key) {
+  // Admin keys usually carry their prefix: ask the admin API first then, sparing a 401.
+  if (key.startsWith("adept-admin-")) {
+    try {
+      await api("/admin/tenants", { key });
+      return "admin";
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401) throw err;
+    }
+  }
   try {
     await api("/v1/models", { key });
     return "tenant";
