@@ -1,0 +1,193 @@
+"""The HTTP layer's error mapping, body limits and routing, on the real FastAPI app with small fakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adept.config.tenant import TenantQuotas, TenantSpec
+from adept.tenancy import hash_api_key
+from services.gateway.admin import PlatformAdmin
+from services.gateway.auth import Authenticator
+from services.gateway.context import GatewayContext
+from services.gateway.embeddings import EmbeddingService
+from services.gateway.http_app import build_http_app
+from tests.unit.gateway.conftest import BASE
+
+ADMIN = "admin-secret"
+
+
+class FakeEmbedder:
+    async def embed(self, texts):
+        return [[float(len(t)), 0.5] for t in texts]
+
+
+@pytest.fixture
+def http(service, store, registry, tenants, clock):
+    svc, _, kb = service
+    health = {"llm": "ready", "retrieval": "ready"}
+
+    async def report():
+        return dict(health)
+
+    ctx = GatewayContext(
+        auth=Authenticator(store, hash_api_key(ADMIN)),
+        catalog=svc.catalog,
+        completions=svc,
+        embeddings=EmbeddingService(FakeEmbedder(), "bundled:all-minilm-l6-v2"),
+        admin=PlatformAdmin(store=store, registry=registry, kb=None, unload=None, base_model_id=BASE),
+        kb=kb,
+        metrics=svc.metrics,
+        quotas=svc.quotas,
+        max_request_bytes=2048,
+        max_upload_bytes=4096,
+        health=report,
+    )
+    client = TestClient(build_http_app(ctx), raise_server_exceptions=False)
+    client.health = health
+    return client
+
+
+def auth(tenants, name="acme"):
+    return {"Authorization": f"Bearer {tenants[name][1]}"}
+
+
+def error_of(r, status):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body["error"]) == {"message", "type", "code", "param"}
+    return body["error"]
+
+
+CHAT = {"model": BASE, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_malformed_json_and_missing_fields_are_400(http, tenants):
+    h = {**auth(tenants), "Content-Type": "application/json"}
+    assert (
+        error_of(http.post("/v1/chat/completions", content=b"{oops", headers=h), 400)["type"]
+        == "invalid_request_error"
+    )
+    assert (
+        error_of(http.post("/v1/chat/completions", json={"model": BASE}, headers=h), 400)["param"]
+        == "messages"
+    )
+    assert error_of(http.post("/v1/completions", json={"model": BASE}, headers=h), 400)["param"] == "prompt"
+    assert error_of(http.post("/v1/embeddings", json={"input": "x"}, headers=h), 400)["param"] == "model"
+
+
+def test_unknown_route_and_method(http, tenants):
+    err = error_of(http.get("/v2/whatever", headers=auth(tenants)), 404)
+    assert err["code"] == "unknown_url"
+    error_of(http.get("/v1/chat/completions", headers=auth(tenants)), 405)
+
+
+def test_auth_errors(http, tenants):
+    assert error_of(http.post("/v1/chat/completions", json=CHAT), 401)["code"] == "missing_api_key"
+    error_of(
+        http.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer adept-nope"}), 401
+    )
+    error_of(http.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {ADMIN}"}), 401)
+    error_of(http.get("/admin/tenants", headers=auth(tenants)), 403)
+    assert http.get("/admin/tenants", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+
+
+def test_body_limit_by_header_and_by_stream(http, tenants):
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 3000}]}
+    error_of(http.post("/v1/chat/completions", json=big, headers=auth(tenants)), 413)
+
+    def chunks():  # no Content-Length: the limit applies while the body streams in
+        yield json.dumps(big).encode()
+
+    error_of(http.post("/v1/chat/completions", content=chunks(), headers=auth(tenants)), 413)
+
+
+def test_chat_json_and_sse(http, tenants):
+    r = http.post("/v1/chat/completions", json=CHAT, headers=auth(tenants))
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("base:")
+    r = http.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth(tenants))
+    assert r.headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in r.text.split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_quota_429_carries_retry_after(http, tenants):
+    for _ in range(2):  # globex: 2 requests per minute
+        assert http.get("/v1/models", headers=auth(tenants, "globex")).status_code == 200
+    r = http.get("/v1/models", headers=auth(tenants, "globex"))
+    assert error_of(r, 429)["type"] == "rate_limit_error"
+    assert r.headers["Retry-After"] == "60"  # the fake clock does not move
+
+
+def test_embeddings_float_and_base64(http, tenants):
+    import base64
+    import struct
+
+    r = http.post(
+        "/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": ["ab", "c"]}, headers=auth(tenants)
+    )
+    assert [d["embedding"] for d in r.json()["data"]] == [[2.0, 0.5], [1.0, 0.5]]
+    r = http.post(
+        "/v1/embeddings",
+        json={"model": "embedding", "input": "ab", "encoding_format": "base64"},
+        headers=auth(tenants),
+    )
+    assert struct.unpack("<2f", base64.b64decode(r.json()["data"][0]["embedding"])) == (2.0, 0.5)
+    error_of(http.post("/v1/embeddings", json={"model": BASE, "input": "x"}, headers=auth(tenants)), 404)
+
+
+def test_healthz_is_503_until_every_deployment_is_ready(http):
+    assert http.get("/healthz").status_code == 200
+    http.health["llm"] = "UPDATING"
+    r = http.get("/healthz")
+    assert r.status_code == 503 and r.json()["deployments"]["llm"] == "UPDATING"
+
+
+def test_admin_tenant_crud(http, tenants):
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    r = http.post(
+        "/admin/tenants", json={"name": "new-co", "quotas": {"requests_per_minute": 5}}, headers=admin
+    )
+    assert r.status_code == 201 and r.json()["api_key"].startswith("adept-")
+    key = r.json()["api_key"]
+    assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    error_of(http.post("/admin/tenants", json={"name": "new-co"}, headers=admin), 409)
+    error_of(http.post("/admin/tenants", json={"name": "Bad Name"}, headers=admin), 400)
+    assert [t["name"] for t in http.get("/admin/tenants", headers=admin).json()["data"]] == [
+        "acme",
+        "globex",
+        "new-co",
+    ]
+    assert "api_key" not in http.get("/admin/tenants/new-co", headers=admin).json()
+    assert http.delete("/admin/tenants/new-co", headers=admin).status_code == 200
+    error_of(http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}), 401)
+    error_of(http.delete("/admin/tenants/new-co", headers=admin), 404)
+
+
+def test_metrics_route_labels(http, tenants):
+    http.get("/v1/nope/secret-path", headers=auth(tenants))
+    http.get("/v1/models", headers=auth(tenants))
+    text = http.get("/metrics").text
+    assert 'adept_requests_total{route="unmatched",status="404",tenant="-"} 1.0' in text
+    assert 'adept_requests_total{route="/v1/models",status="200",tenant="acme"} 1.0' in text
+    assert "secret-path" not in text and tenants["acme"][1] not in text
+
+
+def test_unexpected_errors_are_generic_500(http, tenants, service):
+    _, llm, _ = service
+    llm.fail_with = RuntimeError("boom with secret detail")
+    r = http.post("/v1/chat/completions", json=CHAT, headers=auth(tenants))
+    err = error_of(r, 500)
+    assert err["type"] == "server_error" and "secret" not in err["message"]
+
+
+def test_update_quotas_via_admin(http, tenants, store):
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    spec = TenantSpec(name="acme", quotas=TenantQuotas(requests_per_minute=7)).model_dump()
+    assert (
+        http.put("/admin/tenants/acme", json=spec, headers=admin).json()["quotas"]["requests_per_minute"] == 7
+    )
+    error_of(http.put("/admin/tenants/globex", json=spec, headers=admin), 400)

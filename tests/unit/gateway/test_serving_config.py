@@ -1,0 +1,103 @@
+"""ServingConfig validation and the application builder's use of it (no Ray needed to bind)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adept.config.base import validate
+from adept.config.serving import DeploymentOptions, ServingConfig
+from adept.errors import ConfigError
+
+
+def test_defaults_fit_a_two_core_machine():
+    cfg = ServingConfig()
+    cpus = sum(
+        getattr(cfg.deployments, d).ray_actor_options.num_cpus for d in ("gateway", "llm", "retrieval")
+    )
+    assert cpus <= 1.0  # three deployments schedule on ray.init(num_cpus=2) with room to spare
+    assert cfg.deployments.llm.to_serve_options()["num_replicas"] == 1
+
+
+def test_every_field_is_described():
+    def walk(model):
+        for name, f in model.model_fields.items():
+            assert f.description, f"{model.__name__}.{name} has no description"
+            ann = f.annotation
+            for sub in getattr(ann, "__args__", (ann,)):
+                if (
+                    isinstance(sub, type)
+                    and hasattr(sub, "model_fields")
+                    and sub.__module__ == "adept.config.serving"
+                ):
+                    walk(sub)
+
+    walk(ServingConfig)
+
+
+def test_all_errors_at_once_with_field_paths():
+    with pytest.raises(ConfigError) as e:
+        validate(
+            ServingConfig,
+            {
+                "gateway": {"port": 0, "max_request_bytes": 10, "colour": "red"},
+                "deployments": {"llm": {"num_replicas": 2, "autoscaling_config": {"min_replicas": 1}}},
+            },
+        )
+    text = str(e.value)
+    for needle in ("gateway.port", "gateway.max_request_bytes", "gateway.colour", "deployments.llm"):
+        assert needle in text
+
+
+def test_autoscaling_bounds_and_serve_options():
+    opts = DeploymentOptions.model_validate(
+        {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}}
+    )
+    serve_opts = opts.to_serve_options()
+    assert "num_replicas" not in serve_opts
+    assert serve_opts["autoscaling_config"]["max_replicas"] == 3
+    assert opts.max_replicas == 3
+    with pytest.raises(ValueError):
+        DeploymentOptions.model_validate({"autoscaling_config": {"min_replicas": 4, "max_replicas": 2}})
+
+
+def test_milvus_lite_allows_one_retrieval_replica(tmp_path):
+    bad = {"platform": {"data_dir": str(tmp_path)}, "deployments": {"retrieval": {"num_replicas": 2}}}
+    with pytest.raises(ValueError, match="Milvus Lite"):
+        ServingConfig.model_validate(bad)
+    ok = {**bad, "platform": {"data_dir": str(tmp_path), "milvus_uri": "http://milvus:19530"}}
+    assert ServingConfig.model_validate(ok).deployments.retrieval.max_replicas == 2
+
+
+def test_cuda_needs_a_gpu_reservation():
+    with pytest.raises(ValueError, match="num_gpus"):
+        ServingConfig.model_validate({"platform": {"device": "cuda"}})
+    ServingConfig.model_validate(
+        {"platform": {"device": "cuda"}, "deployments": {"llm": {"ray_actor_options": {"num_gpus": 1}}}}
+    )
+
+
+def test_build_app_applies_deployment_options(tmp_path, monkeypatch):
+    from services.app import build_app
+
+    monkeypatch.delenv("ADEPT_ADMIN_KEY", raising=False)
+    app = build_app(
+        {
+            "platform": {"data_dir": str(tmp_path)},
+            "deployments": {
+                "llm": {
+                    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2},
+                    "max_ongoing_requests": 32,
+                },
+                "gateway": {"num_replicas": 2},
+            },
+        }
+    )
+    gateway = app._bound_deployment
+    assert gateway.num_replicas == 2
+    llm = gateway.init_args[1]._bound_deployment  # (config, llm, retrieval, admin hash)
+    assert llm.max_ongoing_requests == 32
+    assert llm._deployment_config.autoscaling_config.max_replicas == 2
+    assert len(gateway.init_args[3]) == 64  # only the admin key's sha256 travels to the replica
+    assert (tmp_path / "admin.key").is_file()
+    with pytest.raises(ConfigError, match=r"gateway\.port"):
+        build_app({"gateway": {"port": "eighty"}})
