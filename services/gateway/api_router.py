@@ -92,6 +92,8 @@ def build_api_router(ctx: GatewayContext) -> APIRouter:
 
     @router.get("/metrics", tags=["operations"])
     async def metrics() -> Response:
+        if ctx.refresh_metrics is not None:
+            await ctx.refresh_metrics()
         return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
 
     return router

@@ -42,6 +42,8 @@ class GatewayContext:
     max_request_bytes: int = 4 * MiB
     max_upload_bytes: int = 100 * MiB
     health: Callable[[], Awaitable[dict[str, str]]] = _always_ready
+    # Called before each /metrics scrape to pull state from the LLM replicas (loaded adapters).
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None
 
     def admit(self, tenant: Tenant) -> None:
         """Apply the tenant's request quota (429 when over)."""

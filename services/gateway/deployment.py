@@ -89,12 +89,24 @@ class GatewayDeployment:
             max_request_bytes=cfg.gateway.max_request_bytes,
             max_upload_bytes=cfg.upload_limit,
             health=self.health,
+            refresh_metrics=self.refresh_metrics,
         )
 
     def __serve_build_asgi_app__(self) -> Any:
         from services.gateway.http_app import build_http_app
 
         return build_http_app(self.ctx)
+
+    async def refresh_metrics(self) -> None:
+        """Ask the LLM replicas which adapters they hold; a few calls reach every replica with high odds."""
+        calls = min(16, 2 * self.cfg.deployments.llm.max_replicas)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self.llm.info(), self.cfg.gateway.health_timeout_s) for _ in range(calls)),
+            return_exceptions=True,
+        )
+        loaded = {r["replica_id"]: list(r.get("loaded_adapters", [])) for r in results if isinstance(r, dict)}
+        if loaded:
+            self.ctx.metrics.observe_replicas(loaded)
 
     async def health(self) -> dict[str, str]:
         """``{deployment: "ready" | <why not>}`` for every deployment of this application."""

@@ -90,6 +90,14 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.adapters_loaded = Gauge(
+            "adept_llm_adapters_loaded",
+            "LLM replicas holding the adapter, as seen at the last scrape.",
+            ["tenant", "adapter"],
+            registry=r,
+        )
+        self._seen: dict[str, set[str]] = {}
+
     def observe_request(self, *, route: str, tenant: str, status: int, seconds: float) -> None:
         self.requests.labels(tenant or "-", route, str(status)).inc()
         if status >= 400:
@@ -120,6 +128,30 @@ class GatewayMetrics:
         metric = self.adapter_loads if event == "load" else self.adapter_evictions
         metric.labels(tenant, adapter).inc(count)
 
+    def observe_replicas(self, loaded: dict[str, list[str]]) -> None:
+        """Update adapter gauges and load/eviction counts from ``{replica_id: loaded adapter ids}``.
+
+        Loads and evictions are the differences between successive snapshots of a replica, so
+        an adapter loaded and evicted between two scrapes is missed; the LLM replicas' own
+        ``adept_llm_adapter_loads`` (exported by Ray's metrics agent) count every event.
+        """
+        holders: dict[tuple[str, str], int] = {}
+        for replica, ids in loaded.items():
+            now = set(ids)
+            before = self._seen.get(replica)
+            if before is not None:
+                for adapter_id in now - before:
+                    self.adapter_event(**_split(adapter_id), event="load")
+                for adapter_id in before - now:
+                    self.adapter_event(**_split(adapter_id), event="eviction")
+            self._seen[replica] = now
+            for adapter_id in now:
+                key = tuple(_split(adapter_id).values())
+                holders[key] = holders.get(key, 0) + 1
+        self.adapters_loaded.clear()
+        for (tenant, adapter), n in holders.items():
+            self.adapters_loaded.labels(tenant, adapter).set(n)
+
     @contextmanager
     def in_flight(self, tenant: str, adapter: str) -> Iterator[None]:
         gauge = self.queue_depth.labels(tenant, adapter)
@@ -131,3 +163,9 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _split(adapter_id: str) -> dict[str, str]:
+    """``tenant/name@v1`` -> ``{"tenant": "tenant", "adapter": "name@v1"}``."""
+    tenant, _, adapter = adapter_id.partition("/")
+    return {"tenant": tenant, "adapter": adapter or adapter_id}

@@ -238,6 +238,7 @@ def test_metrics_have_labels_and_no_secrets(env):
     assert 'adept_requests_total{route="/v1/chat/completions",status="200",tenant="acme"}' in text
     assert 'adept_generations_total{adapter="support@v1",tenant="acme"}' in text
     assert "adept_time_to_first_token_seconds_bucket" in text
+    assert 'adept_llm_adapters_loaded{adapter="support@v1",tenant="acme"} 1.0' in text
     assert 'route="unmatched"' in text and "nothing-here" not in text
     for secret in (*env.keys.values(), "adept-admin-integration-test-key", "TX-9", "torque"):
         assert secret not in text

@@ -166,3 +166,16 @@ def test_metrics_have_labels_but_no_prompt_text(service, tenants):
     assert 'adept_generations_total{adapter="legal@v2",tenant="acme"} 1.0' in text
     assert "hello" not in text
     assert tenants["acme"][1] not in text
+
+
+def test_replica_snapshots_become_adapter_metrics():
+    from services.gateway.metrics import GatewayMetrics
+
+    m = GatewayMetrics()
+    m.observe_replicas({"r1": ["acme/a@v1"], "r2": ["acme/a@v1", "globex/b@v2"]})
+    m.observe_replicas({"r1": ["globex/b@v2"], "r2": ["acme/a@v1", "globex/b@v2"]})
+    text = m.render().decode()
+    assert 'adept_llm_adapters_loaded{adapter="b@v2",tenant="globex"} 2.0' in text
+    assert 'adept_llm_adapters_loaded{adapter="a@v1",tenant="acme"} 1.0' in text
+    assert 'adept_adapter_loads_total{adapter="b@v2",tenant="globex"} 1.0' in text
+    assert 'adept_adapter_evictions_total{adapter="a@v1",tenant="acme"} 1.0' in text
