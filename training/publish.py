@@ -26,6 +26,7 @@ def final_summary(state: dict[str, Any]) -> dict[str, Any]:
         "label_tokens": state.get("label_tokens", 0),
         "train_seconds": round(state.get("train_seconds", 0.0), 2),
         "restarts": len(state.get("restarts", [])),
+        "peak_memory_mb": round(state.get("peak_memory_mb", 0.0), 1),
         "train_loss": history[-1]["train_loss"] if history else None,
     }
     if last_eval:

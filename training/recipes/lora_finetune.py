@@ -271,8 +271,9 @@ class LoRAFinetuneRecipe:
             self.state["tokens_seen"] += int(tokens.item())
             self.state["label_tokens"] += int(label_count)
             self.state["train_seconds"] += time.monotonic() - started
+            self.state["peak_memory_mb"] = max(self.state.get("peak_memory_mb", 0.0), self._peak_memory_mb())
             if fault_at and step == fault_at and not resumed and self.rank == self.world - 1:
-                os._exit(1)  # fault injection for tests: a worker process dies for real, mid-run
+                self._die_after_checkpoint_is_registered()
 
             done = step >= self.total_steps
             metrics: dict[str, Any] = {
@@ -316,24 +317,36 @@ class LoRAFinetuneRecipe:
             return {}
         from training.data import collate
 
-        mine = self._shard(list(range(len(rows))))
-        real = set(mine) if len(rows) >= self.world else {mine[0]} if self.rank < len(rows) else set()
+        # Every row exactly once over all ranks; ranks short of rows re-run row 0 with no labels, so
+        # every rank does the same number of forwards (ZeRO-3 gathers parameters collectively).
+        n, bs = len(rows), self.cfg.train.batch_size
+        mine = [self.rank + self.world * k for k in range(math.ceil(n / self.world))]
         loss_sum = torch.zeros(1, device=self.device)
         count = torch.zeros(1, device=self.device)
         self.model.eval()
         with torch.no_grad():
-            bs = self.cfg.train.batch_size
             for i in range(0, len(mine), bs):
                 idx = mine[i : i + bs]
-                batch = collate([rows[j] for j in idx], self.loop_config["pad_id"], self.cfg.data.packing)
-                loss = self._token_loss_sum(batch)
-                if all(j in real for j in idx):  # duplicated rows (tiny eval sets) are run but not counted
-                    loss_sum += loss.float()
-                    count += float((batch["labels"][:, 1:] != -100).sum())
+                batch = collate([rows[j % n] for j in idx], self.loop_config["pad_id"], self.cfg.data.packing)
+                for b, j in enumerate(idx):
+                    if j >= n:
+                        batch["labels"][b] = -100
+                loss_sum += self._token_loss_sum(batch).float()
+                count += float((batch["labels"][:, 1:] != -100).sum())
         self.model.train()
         loss_sum, count = self._all_reduce(loss_sum), self._all_reduce(count)
         eval_loss = (loss_sum / count.clamp(min=1)).item()
         return {"eval_loss": eval_loss, "eval_perplexity": math.exp(min(eval_loss, 50.0))}
+
+    def _peak_memory_mb(self) -> float:
+        """Peak GPU memory allocated on GPU workers, peak resident set size on CPU workers."""
+        import resource
+
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def _all_reduce(self, x: Any) -> Any:
         import torch.distributed as dist
@@ -389,6 +402,22 @@ class LoRAFinetuneRecipe:
             with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
                 return {n: p.detach().to("cpu", copy=True) for n, p in named}
         return {n: p.detach().to("cpu", copy=True) for n, p in named}
+
+    def _die_after_checkpoint_is_registered(self) -> None:
+        """Fault injection for tests (``ADEPT_TRAIN_FAULT_AT_STEP``): this worker process dies for real.
+
+        It first waits until Ray Train has registered the latest checkpoint (the controller does so
+        asynchronously), so the test observes a resume from that checkpoint rather than a race.
+        """
+        every = self.cfg.checkpoint.every_steps
+        last = (self.state["step"] // every) * every
+        snapshot = Path(self.cfg.resolved_storage_path) / self.cfg.resolved_run_name / "checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 120
+        while last and time.monotonic() < deadline:
+            if snapshot.is_file() and f"checkpoint-{last:07d}" in snapshot.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        os._exit(1)
 
     # -- cleanup -----------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -1,0 +1,86 @@
+"""``adept finetune``: run a fine-tuning job here, or submit it to a Ray cluster and follow its logs."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from adept.cli.common import console, handle_errors
+from adept.errors import ConfigError, Unavailable
+
+app = typer.Typer()
+
+# Never upload these with the job: environments, caches, local data, results.
+_EXCLUDES = [".venv", ".git", ".cache", ".adept", "bench/results", "node_modules", "**/__pycache__", "*.egg-info"]
+
+
+def _repo_root() -> Path:
+    import training
+
+    return Path(training.__file__).resolve().parent.parent
+
+
+@app.command()
+@handle_errors
+def finetune(
+    config: Path = typer.Option(..., "--config", "-c", help="Job YAML (see training/configs/)."),
+    overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. train.max_steps=20 method=qlora"),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray dashboard/jobs address (http://head:8265) to submit to; default: run here."
+    ),
+    follow: bool = typer.Option(True, help="With --address: stream the job's logs until it ends."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate config and dataset, print the plan, train nothing."),
+) -> None:
+    """Fine-tune a LoRA/QLoRA adapter and publish it to the adapter registry."""
+    from training.finetune import load_job
+
+    overrides = list(overrides or [])
+    cfg = load_job(str(config), overrides)  # every config error, before anything starts
+    if address is None:
+        import json
+
+        from training.finetune import run_job
+
+        result = run_job(cfg, address="auto", dry_run=dry_run)
+        console.print_json(json.dumps(result))
+        return
+    _submit(config, overrides, address, follow=follow, dry_run=dry_run)
+
+
+def _submit(config: Path, overrides: list[str], address: str, *, follow: bool, dry_run: bool) -> None:
+    """Submit ``python -m training.finetune`` with the repository as the job's working dir."""
+    root = _repo_root()
+    try:
+        rel = config.resolve().relative_to(root)
+    except ValueError:
+        raise ConfigError(
+            f"{config} is outside {root}: a submitted job sees only the working dir; put the config inside it"
+        ) from None
+    entry = ["python", "-m", "training.finetune", "--config", str(rel), *(["--dry-run"] if dry_run else []), *overrides]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise Unavailable(f"cannot reach the Ray jobs API at {address}: {e}") from None
+    job_id = client.submit_job(
+        entrypoint=shlex.join(entry),
+        runtime_env={"working_dir": str(root), "excludes": _EXCLUDES},
+        metadata={"adept": "finetune", "config": str(rel)},
+    )
+    console.print(f"submitted [bold]{job_id}[/] to {address}")
+    if not follow:
+        return
+    import asyncio
+
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            console.out(lines, end="", highlight=False)
+
+    asyncio.run(tail())
+    status = client.get_job_status(job_id)
+    if status != JobStatus.SUCCEEDED:
+        raise Unavailable(f"job {job_id} ended {status}: {client.get_job_info(job_id).message or ''}".strip())
+    console.print(f"job {job_id} [green]succeeded[/]")
