@@ -75,6 +75,8 @@ def up(
     }
     given["platform.device"] = device
     ov = [f"{k}={v}" for k, v in given.items() if v is not None]
+    if device == "cuda" and not any("num_gpus" in o for o in overrides or []):
+        ov.append("deployments.llm.ray_actor_options.num_gpus=1")  # Ray hides GPUs from replicas without one
     cfg = _use_local_gpu(_serving_config(config, [*ov, *(overrides or [])]))
 
     def stop_on_signal(signum: int, _frame: Any) -> None:

@@ -307,8 +307,9 @@ class _Run:
         return chunk.text
 
     async def _next(self) -> GenerateChunk | None:
+        remaining = self.started + self.svc.limits.timeout_s - self.svc._clock()
         try:
-            async with asyncio.timeout(self.svc.limits.timeout_s):
+            async with asyncio.timeout(max(0.0, remaining)):
                 return await anext(self._stream)
         except StopAsyncIteration:
             return None

@@ -150,6 +150,26 @@ def test_concurrent_mixed_tenant_requests_all_succeed(env):
     ]
 
 
+def test_lru_eviction_and_reload_give_the_same_answers(env):
+    # Two adapter slots per replica (conftest): a third adapter evicts the least recently used one.
+    path = str(env.adapters_dir / "legal")
+    assert (
+        env.admin.post("/admin/adapters", json={"tenant": "acme", "name": "extra", "path": path}).status_code
+        == 201
+    )
+    first = {
+        m: chat(env, "acme", m, max_tokens=8).json()["choices"][0]["message"]["content"]
+        for m in ("support", "extra")
+    }
+    legal = chat(env, "globex", "legal", max_tokens=8).json()["choices"][0]["message"]["content"]
+    assert first["extra"] == legal  # same weights under two tenants' names, loaded separately
+    for model, text in first.items():  # reloaded after eviction, each answers as before
+        assert chat(env, "acme", model, max_tokens=8).json()["choices"][0]["message"]["content"] == text
+    text = httpx.get(f"{env.url}/metrics").text
+    assert "adept_llm_adapters_loaded" in text
+    assert env.admin.delete("/admin/adapters/acme/extra").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("case", "status"),
     [
