@@ -33,6 +33,8 @@ KINDS = {
     "adapter-manifest": "adept.config.adapter:AdapterManifest",
     "retrieval": "adept.config.retrieval:RetrievalConfig",
     "finetune": "adept.config.training:FineTuneJobConfig",
+    "serving": "adept.config.serving:ServingConfig",
+    "llm": "adept.config.llm:LLMConfig",
 }
 
 
