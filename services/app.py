@@ -10,16 +10,21 @@ from typing import Any
 
 from ray import serve
 
-from adept.config.base import validate
+from adept.config.base import deep_merge, env_overrides, validate
 from adept.config.serving import ServingConfig
 from adept.tenancy import hash_api_key
 
 
 def load_serving_config(args: dict[str, Any] | ServingConfig | None) -> ServingConfig:
-    """``args`` as a ``ServingConfig``; a bad one is one ``ConfigError`` listing every problem."""
+    """``args`` as a ``ServingConfig``; a bad one is one ``ConfigError`` listing every problem.
+
+    ``ADEPT_*`` environment overrides apply on top of dict args: the chart injects secrets that
+    way (``ADEPT_PLATFORM__MILVUS_TOKEN`` from a Secret) instead of writing them into ``args``.
+    """
     if isinstance(args, ServingConfig):
         return args
-    return validate(ServingConfig, dict(args or {}), source="serving config (build_app args)")
+    data = deep_merge(dict(args or {}), env_overrides(ServingConfig))
+    return validate(ServingConfig, data, source="serving config (build_app args)")
 
 
 def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Application:
