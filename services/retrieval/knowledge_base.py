@@ -237,7 +237,7 @@ class KnowledgeBase:
                 "generation": generation,
                 "title": doc.title[:1000],
                 "heading_path": " > ".join(c.heading_path)[:1000],
-                "text": c.text,
+                "text": c.text[:16000],  # Milvus VARCHAR max 65535 bytes; only [UNK]-long "words" get here
                 "metadata": doc.metadata,
                 "content_hash": doc.content_hash,
             }
