@@ -43,6 +43,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     logger.info("adept operator ready: ray=%s shared=%s", memo.config.ray_address, memo.config.shared_dir)
 
 
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Release the Milvus client (a Lite file stays locked while it is open)."""
+    kb = getattr(memo, "kb", None)
+    if kb is not None:
+        kb.close()
+        memo.kb = None
+
+
 def _registry(memo: kopf.Memo) -> Any:
     with _lazy_lock:
         if getattr(memo, "registry", None) is None:
@@ -173,15 +182,7 @@ def reconcile_tenant(
                 if old is None:
                     kube.create_secret(new)
                 else:
-                    kube.replace_secret(
-                        {
-                            **new,
-                            "metadata": {
-                                **new["metadata"],
-                                "resourceVersion": old["metadata"].get("resourceVersion"),
-                            },
-                        }
-                    )
+                    kube.patch_secret(new)
             key_secret = new_key
         elif hash_secret is None:
             # The key survives, its hash was deleted: rebuild it so gateways can authenticate again.
@@ -375,6 +376,7 @@ def submit_finetune_job(
                 job_config=job.model_dump(mode="json"),
                 config_dir=tmp,
                 env=memo.config.job_env,
+                entrypoint=memo.config.job_entrypoint,
             )
             try:
                 client.submit_job(**kwargs)

@@ -62,10 +62,11 @@ class Kube:
         with _api_errors(f"Secret {meta['namespace']}/{meta['name']}"):
             self.core.create_namespaced_secret(meta["namespace"], body)
 
-    def replace_secret(self, body: dict[str, Any]) -> None:
+    def patch_secret(self, body: dict[str, Any]) -> None:
+        """Merge ``body`` (data, labels, annotations) into the existing Secret."""
         meta = body["metadata"]
         with _api_errors(f"Secret {meta['namespace']}/{meta['name']}"):
-            self.core.replace_namespaced_secret(meta["name"], meta["namespace"], body)
+            self.core.patch_namespaced_secret(meta["name"], meta["namespace"], body)
 
     def delete_secret(self, namespace: str, name: str) -> bool:
         """Delete; False when it was already gone."""

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -190,6 +189,7 @@ def build_job_submission(
     config_dir: str,
     env: Mapping[str, str] | None = None,
     entrypoint_num_cpus: float | None = None,
+    entrypoint: str = "python -m training.finetune --config finetune.yaml",
 ) -> dict[str, Any]:
     """Keyword arguments for ``JobSubmissionClient.submit_job``.
 
@@ -197,7 +197,7 @@ def build_job_submission(
     reaches a remote cluster without a shared volume; the training code comes from the image.
     """
     kwargs: dict[str, Any] = {
-        "entrypoint": "python -m training.finetune --config " + shlex.quote("finetune.yaml"),
+        "entrypoint": entrypoint,
         "submission_id": build_submission_id(uid, generation),
         "runtime_env": {"working_dir": config_dir, "env_vars": dict(env or {})},
         "metadata": {
@@ -239,8 +239,10 @@ def parse_progress(logs: str) -> dict[str, Any]:
                 loss = rec.get("loss", rec.get("train_loss"))
                 if isinstance(loss, int | float):
                     out["loss"] = float(loss)
-                if isinstance(rec.get("adapter_id"), str) and "@" in rec["adapter_id"]:
-                    out["adapter_version"] = rec["adapter_id"].rsplit("@", 1)[1]
+                # training.finetune ends with a JSON summary whose `adapter` is the published id.
+                adapter_id = rec.get("adapter_id") or rec.get("adapter")
+                if isinstance(adapter_id, str) and "@" in adapter_id:
+                    out["adapter_version"] = adapter_id.rsplit("@", 1)[1]
                 continue
         if (s := _STEP.search(line)) and (l_ := _LOSS.search(line)):
             out["step"], out["loss"] = int(s.group(1)), float(l_.group(1))

@@ -35,6 +35,10 @@ class OperatorConfig(StrictModel):
         default_factory=list,
         description="Base models FineTuneJobs may use; default: the platform's serving model only.",
     )
+    job_entrypoint: str = Field(
+        "python -m training.finetune --config finetune.yaml",
+        description="Command a FineTuneJob runs; the job config is `finetune.yaml` in its working dir.",
+    )
     job_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment variables for training jobs (e.g. ADEPT_DATA_DIR).",
@@ -76,6 +80,9 @@ def configure(settings: Any) -> None:
     settings.networking.request_timeout = 60
     # Server-side watch timeout: re-list every 10 min so missed events self-heal.
     settings.watching.server_timeout = 600
+    # No namespace/CRD scanning: we watch exact namespaces (or all), and the chart installs CRDs first, so
+    # the operator needs no cluster-wide list/watch on namespaces and CRDs (a namespaced Role suffices).
+    settings.scanning.disabled = True
     # Peering: a replica that stops heartbeating is considered gone after 60 s (kopf default) — unchanged.
     # Two replicas: the one with higher priority acts; both run with the same priority by default.
     settings.peering.priority = int(os.environ.get("ADEPT_OPERATOR_PRIORITY", "0"))

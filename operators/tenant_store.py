@@ -109,8 +109,7 @@ class KubernetesTenantStore:
             if existing is None:
                 self.kube.create_secret(secret)
             else:  # leftovers of a tenant deleted while the operator was down
-                secret["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
-                self.kube.replace_secret(secret)
+                self.kube.patch_secret(secret)
         body = {
             "apiVersion": API_VERSION,
             "kind": "Tenant",
@@ -153,7 +152,6 @@ class KubernetesTenantStore:
             if existing is None:
                 self.kube.create_secret(secret)
             else:
-                secret["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
-                self.kube.replace_secret(secret)
+                self.kube.patch_secret(secret)
         self._hash_table(refresh=True)
         return api_key

@@ -1,0 +1,242 @@
+"""The real operator against kmock's Kubernetes emulator, a local Ray head and Milvus Lite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from operators import resources as R
+
+pytestmark = pytest.mark.integration
+
+
+def tenant(name: str, **spec):
+    return {"apiVersion": "adept.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
+
+
+def failed_message(obj) -> str:
+    cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Failed")
+    assert cond["status"] == "True", obj["status"]
+    return cond["message"]
+
+
+def test_tenant_gets_a_key_that_authenticates_and_rotates(cluster, operator):
+    from operators.tenant_store import KubernetesTenantStore
+
+    cluster.apply(tenant("acme", displayName="Acme", quotas={"max_documents": 50}))
+    obj = cluster.wait_condition("Tenant", "acme")
+    assert obj["status"]["secretName"] == R.key_secret_name("acme")
+    assert obj["status"]["observedGeneration"] == 1
+    key = R.decode_secret_value(cluster.kube.get_secret("adept-test", R.key_secret_name("acme")), "api-key")
+    assert obj["status"]["keyPrefix"] == key[: R.KEY_PREFIX_CHARS]
+    store = KubernetesTenantStore("adept-test", kube=cluster.kube, cache_ttl=0)
+    assert store.authenticate(key).name == "acme"
+    assert store.get("acme").quotas.max_documents == 50
+
+    cluster.update_spec("Tenant", "acme", {"keyRotation": 1})
+    cluster.wait("rotation", lambda: cluster.get("Tenant", "acme")["status"].get("keyRotation") == 1)
+    new = R.decode_secret_value(cluster.kube.get_secret("adept-test", R.key_secret_name("acme")), "api-key")
+    assert new != key
+    assert store.authenticate(new).name == "acme"
+    from adept.errors import AuthenticationError
+
+    with pytest.raises(AuthenticationError):
+        store.authenticate(key)
+    operator.restart()  # the key is never in the operator's output
+    assert key not in operator.outputs[-1] and new not in operator.outputs[-1]
+
+
+def test_bad_quota_is_a_failed_condition_not_a_retry_loop(cluster, operator):
+    cluster.apply(tenant("broke", quotas={"requests_per_minute": -5}))
+    obj = cluster.wait_condition("Tenant", "broke", "Failed")
+    assert "quotas.requests_per_minute" in failed_message(obj) and "-5" in failed_message(obj)
+    assert cluster.kube.get_secret("adept-test", R.key_secret_name("broke")) is None
+
+
+def kb(name: str, tenant: str, sources, **spec):
+    return {
+        "apiVersion": "adept.dev/v1alpha1",
+        "kind": "KnowledgeBase",
+        "metadata": {"name": name},
+        "spec": {"tenant": tenant, "sources": sources, **spec},
+    }
+
+
+def test_knowledge_base_ingests_reports_and_resyncs(cluster, operator, env):
+    docs = env["shared"] / "acme-docs"
+    docs.mkdir()
+    (docs / "outages.md").write_text(
+        "# Outages\n\nCrews are dispatched within 45 minutes of a reported outage.\n"
+    )
+    (docs / "tariffs.txt").write_text(
+        "The night tariff applies from 23:00 to 07:00 for residential meters.\n"
+    )
+    (docs / "scan.bin").write_bytes(b"\x00\x01binary")
+    cluster.apply(tenant("kbt"))
+    inline = {"documents": [{"id": "hotline", "title": "Hotline", "text": "Call 0800-LUMEN-24 for outages."}]}
+    cluster.apply(kb("manuals", "kbt", [{"path": "acme-docs"}, inline]))
+    obj = cluster.wait_condition("KnowledgeBase", "manuals")
+    st = obj["status"]
+    assert (st["documents"], st["observedGeneration"]) == (3, 1) and st["chunks"] >= 3 and st["lastSync"]
+    assert [e["source"] for e in st["errors"]] == ["scan.bin"] and "unsupported" in st["errors"][0]["reason"]
+
+    cluster.update_spec(
+        "KnowledgeBase", "manuals", {"sources": [{"path": "acme-docs"}]}
+    )  # drop the inline one
+    cluster.wait(
+        "resync after spec change",
+        lambda: cluster.get("KnowledgeBase", "manuals")["status"].get("documents") == 2,
+    )
+
+    (docs / "safety.md").write_text("# Safety\n\nAlways ground a line before touching it.\n")
+    cluster.update_spec("KnowledgeBase", "manuals", {"resyncPeriod": 1})  # the period picks up new files
+    cluster.wait(
+        "periodic resync", lambda: cluster.get("KnowledgeBase", "manuals")["status"].get("documents") == 3
+    )
+    cluster.delete("KnowledgeBase", "manuals")
+    cluster.wait_gone("KnowledgeBase", "manuals")
+
+
+def test_knowledge_base_waits_for_its_tenant_and_refuses_escapes(cluster, operator):
+    cluster.apply(kb("orphan", "nobody", [{"documents": [{"text": "x"}]}]))
+    obj = cluster.wait_condition("KnowledgeBase", "orphan", "Progressing")
+    assert "Tenant 'nobody' does not exist" in obj["status"]["conditions"][1]["message"]
+    cluster.apply(tenant("esc"))
+    cluster.apply(kb("escape", "esc", [{"path": "/../../etc"}]))
+    obj = cluster.wait_condition("KnowledgeBase", "escape", "Failed")
+    assert "no '..'" in failed_message(obj)
+    cluster.delete("KnowledgeBase", "orphan")
+    cluster.wait_gone("KnowledgeBase", "orphan")
+
+
+def ftj(name: str, tenant_name: str, adapter: str, /, **config):
+    config = {"data": {"path": "/data/train.jsonl"}, **config}
+    return {
+        "apiVersion": "adept.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {"tenant": tenant_name, "adapter": adapter, "config": config},
+    }
+
+
+def ray_jobs_of(ray_head: str, name: str) -> list:
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(ray_head).list_jobs()
+    return [j for j in jobs if (j.metadata or {}).get("adept.dev/finetunejob") == f"adept-test/{name}"]
+
+
+def test_finetune_job_survives_an_operator_restart_and_yields_an_adapter(cluster, operator, env, ray_head):
+    cluster.apply(tenant("ft"))
+    cluster.wait_condition("Tenant", "ft")
+    cluster.apply(ftj("tech-run", "ft", "tech", description="gated"))  # held at a gate until we reopen it
+    cluster.wait(
+        "job running",
+        lambda: (cluster.get("FineTuneJob", "tech-run").get("status") or {}).get("step") == 1,
+        90,
+    )
+    operator.restart()
+    env["gate"].touch()
+    obj = cluster.wait_condition("FineTuneJob", "tech-run", timeout=90)
+    assert obj["status"]["state"] == "SUCCEEDED" and obj["status"]["adapterVersion"] == "v1"
+    assert (obj["status"]["step"], obj["status"]["loss"]) == (4, 1.25)
+    assert len(ray_jobs_of(ray_head, "tech-run")) == 1  # the restart did not submit again
+    adapter = cluster.wait_condition("Adapter", R.adapter_object_name("ft", "tech"))
+    assert adapter["status"]["activeVersion"] == "v1" and adapter["status"]["versions"] == ["v1"]
+    from adept.adapters import AdapterRegistry
+
+    assert AdapterRegistry(str(env["data"] / "adapters")).resolve("ft", "tech").version == "v1"
+
+
+def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operator, env, ray_head, tmp_path):
+    """The operator died after submit_job and before writing status: the same id is refused, we adopt."""
+    import os
+
+    import yaml
+    from ray.job_submission import JobSubmissionClient
+
+    from operators.models import FineTuneJobSpec
+
+    body = ftj("adopt-run", "ft", "adopted")
+    uid = "0f0f0f0f-uid-of-adopt-run"
+    body["metadata"]["uid"] = uid
+    job = FineTuneJobSpec.model_validate(body["spec"]).job_config(
+        adapter_store_uri=str(env["data"] / "adapters")
+    )
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(job.model_dump(mode="json")))
+    kwargs = R.build_job_submission(
+        name="adopt-run",
+        namespace="adept-test",
+        uid=uid,
+        generation=1,
+        job_config=job.model_dump(mode="json"),
+        config_dir=str(tmp_path),
+        env=json.loads(os.environ["ADEPT_JOB_ENV"]),
+        entrypoint=os.environ["ADEPT_JOB_ENTRYPOINT"],
+    )
+    JobSubmissionClient(ray_head).submit_job(**kwargs)
+    cluster.apply(body)
+    obj = cluster.wait_condition("FineTuneJob", "adopt-run", timeout=90)
+    assert obj["status"]["jobId"] == kwargs["submission_id"]
+    assert len(ray_jobs_of(ray_head, "adopt-run")) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"base_model": "acme/unknown-7b"}, "unknown base model 'acme/unknown-7b'"),
+        ({"tenant": "other"}, "config.tenant: 'other' differs from spec.tenant 'ft'"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+    ],
+)
+def test_invalid_finetune_jobs_fail_with_a_readable_condition(cluster, operator, ray_head, config, message):
+    name = "bad-" + next(iter(config)).replace("_", "-")
+    cluster.apply(ftj(name, "ft", "x", **config))
+    obj = cluster.wait_condition("FineTuneJob", name, "Failed")
+    assert message in failed_message(obj)
+    assert ray_jobs_of(ray_head, name) == []
+
+
+def test_deleting_a_tenant_leaves_nothing_behind(cluster, operator, env):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    src = env["shared"] / "gone-adapter"
+    src.mkdir()
+    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(src / "adapter_model.safetensors"))
+    cluster.apply(tenant("gone"))
+    cluster.apply(
+        kb("gone-kb", "gone", [{"documents": [{"id": "a", "text": "Gone tenant's only document."}]}])
+    )
+    cluster.apply(
+        {
+            "apiVersion": "adept.dev/v1alpha1",
+            "kind": "Adapter",
+            "metadata": {"name": "gone-style"},
+            "spec": {"tenant": "gone", "name": "style", "source": "gone-adapter"},
+        }
+    )
+    assert cluster.wait_condition("KnowledgeBase", "gone-kb")["status"]["documents"] == 1
+    assert cluster.wait_condition("Adapter", "gone-style")["status"]["activeVersion"] == "v1"
+    assert (env["data"] / "adapters" / "gone" / "style").is_dir()
+
+    cluster.delete("Tenant", "gone")
+    for kind, name in (("Tenant", "gone"), ("KnowledgeBase", "gone-kb"), ("Adapter", "gone-style")):
+        cluster.wait_gone(kind, name)
+    assert cluster.kube.get_secret("adept-test", R.key_secret_name("gone")) is None
+    assert cluster.kube.get_secret("adept-test", R.hash_secret_name("gone")) is None
+    assert not (env["data"] / "adapters" / "gone").exists()
+    operator.stop()  # releases the Milvus Lite file
+    from adept.config.platform import PlatformConfig
+    from services.retrieval.knowledge_base import KnowledgeBase
+
+    store = KnowledgeBase.from_platform(PlatformConfig())
+    try:
+        assert store.list_documents("gone") == []
+        assert [
+            d.id for d in store.list_documents("kbt")
+        ] == []  # the deleted KnowledgeBase took its documents
+    finally:
+        store.close()
