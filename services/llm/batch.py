@@ -31,6 +31,7 @@ class Sequence:
     stream: TextStream
     queue: asyncio.Queue
     passages_used: list[int]
+    ignore_eos: bool = False
     submitted: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     generated: list[int] = field(default_factory=list)

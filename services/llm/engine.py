@@ -172,6 +172,7 @@ class Engine:
             stream=TextStream(self.tokenizer, req.stop),
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
+            ignore_eos=req.ignore_eos,
         )
         self._users[slot] += 1
         self._waiting.append(seq)
@@ -262,7 +263,7 @@ class Engine:
             if len(seq.generated) == 1:
                 self.observer.first_token(seq.adapter_id, now - seq.submitted)
             if finish is None:
-                if delta:
+                if delta or len(seq.generated) == 1:  # the first token always goes out: it marks TTFT
                     seq.queue.put_nowait(GenerateChunk(text=delta))
                 continue
             usage = Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated))
@@ -283,11 +284,10 @@ class Engine:
         with torch.inference_mode():
             if self._batch.rows:
                 self._decode(events)
-            for seq in newcomers:
-                if seq.cancelled:
-                    dropped.append(seq)
-                    continue
-                self._batch.merge(self._prefill(seq, events))
+            dropped += [seq for seq in newcomers if seq.cancelled]
+            fresh = [seq for seq in newcomers if not seq.cancelled]
+            if fresh:
+                self._batch.merge(self._prefill(fresh, events))
         dropped += self._drop(lambda s: s.finish_reason is not None)
         return events, dropped
 
@@ -310,17 +310,47 @@ class Engine:
             adapter_names=slots,
         )
 
-    def _prefill(self, seq: Sequence, events: list) -> Batch:
+    def _prefill(self, seqs: list[Sequence], events: list) -> Batch:
+        """Prefill ``seqs`` in one forward pass and return them as a left-padded batch.
+
+        Prompts are right-padded for the pass, so every real token attends only to real tokens
+        (causal) and no query row is fully masked; then each row's cache is rotated so its
+        padding sits on the left, the layout decode steps extend.
+        """
         from transformers import DynamicCache
 
-        n = len(seq.prompt_ids)
-        ids = torch.tensor([seq.prompt_ids], device=self.device)
-        mask = torch.ones((1, n), dtype=torch.long, device=self.device)
+        lens = [len(s.prompt_ids) for s in seqs]
+        width = max(lens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, : lens[i]] = torch.tensor(seq.prompt_ids)
+        cols = torch.arange(width)
+        right_mask = (cols[None, :] < torch.tensor(lens)[:, None]).long()
+        last = sorted(set(n - 1 for n in lens))  # logits only where some row's prompt ends
         cache = DynamicCache()
-        out = self._forward(ids, mask, torch.arange(n, device=self.device)[None], cache, [seq.slot])
-        seq.cache_len = n
-        events.append(self._advance(seq, out.logits[0, -1]))
-        return Batch([seq], cache, mask)
+        out = self.slots.forward(
+            input_ids=ids.to(self.device),
+            attention_mask=right_mask.to(self.device),
+            position_ids=cols[None, :].expand(len(seqs), -1).to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(last, device=self.device),
+            adapter_names=[s.slot for s in seqs],
+        )
+        logits = out.logits[torch.arange(len(seqs)), torch.tensor([last.index(n - 1) for n in lens])]
+        shift = torch.tensor([width - n for n in lens])
+        src = ((cols[None, :] - shift[:, None]) % width).to(
+            self.device
+        )  # new column j holds old column j - shift
+        for layer in cache.layers:
+            gather = src[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            layer.keys = layer.keys.gather(2, gather)
+            layer.values = layer.values.gather(2, gather)
+        for seq, n in zip(seqs, lens, strict=True):
+            seq.cache_len = n
+        self._sample_into(seqs, logits, events)
+        return Batch(list(seqs), cache, right_mask.flip(1).to(self.device))
 
     def _decode(self, events: list) -> None:
         batch = self._batch
@@ -329,15 +359,23 @@ class Engine:
         positions = torch.tensor([[s.cache_len] for s in batch.rows], device=self.device)
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=1)
         out = self._forward(ids, batch.mask, positions, batch.cache, [s.slot for s in batch.rows])
-        logits = out.logits[:, -1]
-        for i, seq in enumerate(batch.rows):
+        for seq in batch.rows:
             seq.cache_len += 1
-            events.append(self._advance(seq, logits[i]))
+        self._sample_into(batch.rows, out.logits[:, -1], events)
 
-    def _advance(self, seq: Sequence, logits: torch.Tensor) -> tuple[Sequence, str, str | None]:
-        token = sample(logits.float().cpu(), seq.temperature, seq.top_p, seq.generator)
+    def _sample_into(self, seqs: list[Sequence], logits: torch.Tensor, events: list) -> None:
+        """Next token of every row: greedy rows in one argmax (one device sync), sampled rows one by one."""
+        greedy = torch.argmax(logits, dim=-1).tolist()
+        sampled = [i for i, s in enumerate(seqs) if s.temperature > 0]
+        rows = logits[sampled].float().cpu() if sampled else None
+        for k, i in enumerate(sampled):
+            greedy[i] = sample(rows[k], seqs[i].temperature, seqs[i].top_p, seqs[i].generator)
+        for seq, token in zip(seqs, greedy, strict=True):
+            events.append(self._advance(seq, token))
+
+    def _advance(self, seq: Sequence, token: int) -> tuple[Sequence, str, str | None]:
         seq.generated.append(token)
-        if token in self._eos:
+        if token in self._eos and not seq.ignore_eos:
             seq.finish_reason = "stop"
             return seq, seq.stream.flush(), "stop"
         delta, stopped = seq.stream.push(token)

@@ -36,6 +36,9 @@ class GenerateRequest(StrictModel):
     stop: list[str] = Field(
         default_factory=list, max_length=16, description="Stop strings; the output ends before the first one."
     )
+    ignore_eos: bool = Field(
+        False, description="Keep generating past end-of-sequence until max_tokens (benchmarks, load tests)."
+    )
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="For logs and tracing.")
 
     @model_validator(mode="after")

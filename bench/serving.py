@@ -1,0 +1,270 @@
+"""Serving: mixed-adapter continuous batching vs a naive one-request-at-a-time server.
+
+8 tenants, each with its own real LoRA adapter (random non-zero weights, PEFT format), send N
+requests each; every fourth request asks for the base model instead. All requests arrive at
+once. The same model (the bundled SmolLM2-135M-Instruct), prompts and token counts
+(``ignore_eos``: every request generates exactly ``max_tokens``) go through:
+
+(a) ``services.llm.engine.Engine``: one decode loop, rows of different adapters in one batch
+    (peft ``adapter_names``), new requests merged into the running batch at step boundaries;
+(b) the baseline: a PeftModel holding the same adapters that serves requests one by one with
+    ``set_adapter`` (``disable_adapter`` for base) and ``generate``.
+
+Reports throughput (generated tokens/s) and its ratio, p50/p99 latency and time to first token
+(from arrival), and adapter cold-load time.
+
+    python bench/serving.py [--quick] [--requests-per-tenant N] [--max-tokens T] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench._common import percentile, print_table, write_result
+
+REPO = Path(__file__).resolve().parents[1]
+TENANTS = 8
+QUESTIONS = [
+    "What should a line crew check before restoring power after a storm?",
+    "Explain what a transformer does on the distribution grid.",
+    "How is a residential electricity tariff usually structured?",
+    "Which protective equipment does a lineworker wear near energized lines?",
+    "Why do utilities trim trees near power lines?",
+    "What does a circuit breaker do when a fault occurs?",
+    "How can a customer read their electricity meter?",
+    "What is the difference between voltage and current?",
+]
+
+
+def make_adapters(model, dest: Path, n: int) -> dict[str, Path]:
+    """``n`` real LoRA adapters for ``model`` (random, non-zero B so they change outputs), saved as PEFT dirs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    out = {}
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        config = LoraConfig(
+            r=16,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            init_lora_weights=False,
+        )
+        peft_model = get_peft_model(copy.deepcopy(model), config)
+        # Small random B: outputs change, yet the model still writes text.
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.002)
+        peft_model.save_pretrained(dest / f"t{i}")
+        out[f"tenant{i}/expert@v1"] = dest / f"t{i}"
+    return out
+
+
+def workload(adapter_ids: list[str], per_tenant: int) -> list[tuple[str, str]]:
+    """(adapter id or "" for base, question) in arrival order: tenants interleaved, every 4th request base."""
+    jobs = []
+    for r in range(per_tenant):
+        for t, adapter_id in enumerate(adapter_ids):
+            k = r * len(adapter_ids) + t
+            jobs.append(("" if k % 4 == 3 else adapter_id, QUESTIONS[(t + r) % len(QUESTIONS)]))
+    return jobs
+
+
+async def run_engine(engine, jobs, max_tokens: int) -> tuple[float, list[float], list[float], int]:
+    from services.llm.protocol import GenerateRequest
+
+    t0 = time.perf_counter()
+
+    async def one(adapter_id: str, question: str) -> tuple[float, float, int]:
+        req = GenerateRequest(
+            messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens,
+            temperature=0,
+            ignore_eos=True,
+        )
+        first, tokens = None, 0
+        async for chunk in engine.generate(req, adapter_id):
+            first = first or time.perf_counter() - t0
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return time.perf_counter() - t0, first, tokens
+
+    results = await asyncio.gather(*(one(a, q) for a, q in jobs))
+    wall = time.perf_counter() - t0
+    return wall, [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results)
+
+
+def run_naive(peft_model, tokenizer, jobs, max_tokens: int) -> tuple[float, list[float], list[float], int]:
+    """One request at a time, ``set_adapter`` per request; all requests arrived at t0."""
+    import contextlib
+
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class FirstToken(BaseStreamer):
+        def __init__(self) -> None:
+            self.calls, self.at = 0, None
+
+        def put(self, value) -> None:
+            self.calls += 1
+            if self.calls == 2:  # the first put is the prompt
+                self.at = time.perf_counter()
+
+        def end(self) -> None: ...
+
+    device = next(peft_model.parameters()).device
+    latencies, ttfts, tokens = [], [], 0
+    t0 = time.perf_counter()
+    for adapter_id, question in jobs:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+        streamer = FirstToken()
+        ctx = peft_model.disable_adapter() if not adapter_id else contextlib.nullcontext()
+        if adapter_id:
+            peft_model.set_adapter(adapter_id.replace("/", "_").replace("@", "_"))
+        with ctx, torch.inference_mode():
+            out = peft_model.generate(
+                **ids,
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=False,
+                streamer=streamer,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        tokens += out.shape[1] - ids["input_ids"].shape[1]
+        latencies.append(time.perf_counter() - t0)
+        ttfts.append((streamer.at or time.perf_counter()) - t0)
+    return time.perf_counter() - t0, latencies, ttfts, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2 requests per tenant, 16 tokens (smoke test)")
+    ap.add_argument("--requests-per-tenant", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 where supported), float32, bfloat16")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--model", default="bundled:smollm2-135m-instruct", help="model reference (adept.models)")
+    ap.add_argument(
+        "--models-dir", type=Path, default=REPO / ".adept" / "models", help="where bundled models are cached"
+    )
+    args = ap.parse_args()
+    per_tenant, max_tokens = (2, 16) if args.quick else (args.requests_per_tenant, args.max_tokens)
+
+    import torch
+    from peft import PeftModel
+
+    from adept.models import load_causal_lm, load_tokenizer, resolve_dtype, resolve_model
+    from services.llm.engine import Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    def stage(what: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {what}", flush=True)
+
+    path = resolve_model(args.model, args.models_dir)
+    tokenizer = load_tokenizer(path)
+    with tempfile.TemporaryDirectory(prefix="adept-bench-serving-") as tmp:
+        adapters = make_adapters(load_causal_lm(path, device="cpu", dtype="float32"), Path(tmp), TENANTS)
+        jobs = workload(list(adapters), per_tenant)
+        stage(f"{len(adapters)} adapters written; running our engine on {len(jobs)} requests")
+
+        # (a) our engine: cold-load every adapter (timed), then the whole workload at once.
+        engine = Engine(
+            load_causal_lm(path, device=args.device, dtype=args.dtype),
+            tokenizer,
+            max_batch_size=args.max_batch_size,
+            batch_wait_ms=0,
+            max_tokens_limit=max(max_tokens, 64),
+            default_max_tokens=max_tokens,
+        )
+
+        async def ours():
+            loads = []
+            for adapter_id, adapter_dir in adapters.items():
+                started = time.perf_counter()
+                await engine.load_adapter(adapter_id, adapter_dir)
+                loads.append(time.perf_counter() - started)
+            await run_engine(engine, jobs[:2], 4)  # warm-up (first forward pass allocations)
+            result = await run_engine(engine, jobs, max_tokens)
+            await engine.close()
+            return loads, result
+
+        loads, (a_wall, a_lat, a_ttft, a_tokens) = asyncio.run(ours())
+
+        stage(f"ours: {a_tokens} tokens in {a_wall:.1f}s; running the naive baseline")
+        # (b) naive: same weights, one request at a time, set_adapter per request.
+        base = load_causal_lm(path, device=args.device, dtype=args.dtype)
+        names = iter(adapters.items())
+        first_id, first_dir = next(names)
+        naive = PeftModel.from_pretrained(
+            base, first_dir, adapter_name=first_id.replace("/", "_").replace("@", "_")
+        )
+        for adapter_id, adapter_dir in names:
+            naive.load_adapter(adapter_dir, adapter_name=adapter_id.replace("/", "_").replace("@", "_"))
+        naive.eval()
+        run_naive(naive, tokenizer, jobs[:1], 4)  # warm-up
+        b_wall, b_lat, b_ttft, b_tokens = run_naive(naive, tokenizer, jobs, max_tokens)
+
+    stage("done")
+    assert a_tokens == b_tokens == len(jobs) * max_tokens, (a_tokens, b_tokens)
+    a_tps, b_tps = a_tokens / a_wall, b_tokens / b_wall
+    ratio = a_tps / b_tps
+    dtype = str(resolve_dtype(args.device, args.dtype)).removeprefix("torch.")
+    rows = [
+        ("continuous mixed-adapter batching", a_tps, percentile(a_lat, 50), percentile(a_lat, 99),
+         percentile(a_ttft, 50), percentile(a_ttft, 99), a_wall),
+        ("naive: one at a time + set_adapter", b_tps, percentile(b_lat, 50), percentile(b_lat, 99),
+         percentile(b_ttft, 50), percentile(b_ttft, 99), b_wall),
+    ]  # fmt: skip
+    print_table(
+        f"{len(jobs)} requests ({TENANTS} tenants x {per_tenant}, 1/4 base), {max_tokens} tokens each, "
+        f"{args.model} {dtype} on {args.device}",
+        ["server", "tokens/s", "p50 latency s", "p99 latency s", "p50 TTFT s", "p99 TTFT s", "wall s"],
+        rows,
+    )
+    print(f"throughput ratio: {ratio:.2f}x (goal >= 4x)")
+    print(f"adapter cold load: mean {sum(loads) / len(loads) * 1000:.0f} ms, max {max(loads) * 1000:.0f} ms")
+    write_result(
+        "serving",
+        {
+            "model": args.model,
+            "device": args.device,
+            "dtype": dtype,
+            "tenants": TENANTS,
+            "requests": len(jobs),
+            "max_tokens": max_tokens,
+            "max_batch_size": args.max_batch_size,
+            "quick": args.quick,
+            "ours": {"tokens_per_s": a_tps, "wall_s": a_wall, "latency_p50_s": percentile(a_lat, 50),
+                     "latency_p99_s": percentile(a_lat, 99), "ttft_p50_s": percentile(a_ttft, 50),
+                     "ttft_p99_s": percentile(a_ttft, 99)},
+            "naive": {"tokens_per_s": b_tps, "wall_s": b_wall, "latency_p50_s": percentile(b_lat, 50),
+                      "latency_p99_s": percentile(b_lat, 99), "ttft_p50_s": percentile(b_ttft, 50),
+                      "ttft_p99_s": percentile(b_ttft, 99)},
+            "throughput_ratio": ratio,
+            "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
+        },
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
