@@ -14,6 +14,7 @@ import random
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -100,11 +101,13 @@ def _leaks(
     text = r.text
     found = []
     for other in others:
-        for marker in other.markers():
+        for marker in [*other.canaries, *(f"{other.name}/{a}" for a in other.adapters)]:
             if marker in text and marker not in sent:
                 found.append(f"{other.name}'s marker {marker!r}")
         if path != "/metrics" and other.name in text and other.name not in sent:
             found.append(f"tenant name {other.name!r}")
+        if path == "/metrics" and f'tenant="{other.name}"' in text:
+            found.append(f"metrics series of tenant {other.name!r}")
     if r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"):
         data = r.json()
         mine_docs = set(attacker.documents)
@@ -152,7 +155,12 @@ def cross_tenant(
                     continue
                 done += 1
                 r = c.request(method, path, headers=attacker.headers(), **kwargs)
-                sent = path + str(kwargs)
+                sent = unquote(path) + str(kwargs)
+                if method == "POST" and path == "/v1/kb/documents" and r.status_code == 200:
+                    # Ids are per tenant: the attacker made its own document under the victim's id.
+                    # Remove it again, so the victim's data and everyone's snapshots stay comparable.
+                    for d in r.json()["documents"]:
+                        c.delete(f"/v1/kb/documents/{d['id']}", headers=attacker.headers())
                 problem = response_problem(r.status_code, r.content, r.headers.get("content-type", ""))
                 if problem:
                     out.fail(f"{attacker.name} {method} {path}: {problem}")
