@@ -199,6 +199,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
+    """The dashboard answers before its job agent is up ("No available agent"): submit a probe until it runs."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            probe = client.submit_job(entrypoint=f"{sys.executable} -c pass")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    while client.get_job_status(probe) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, "Ray Jobs API probe did not finish"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[str]:
     """One local Ray cluster with the dashboard (Jobs API) for the whole session; shut down after."""
@@ -214,8 +233,10 @@ def ray_head() -> Iterator[str]:
         _temp_dir=temp,
         configure_logging=False,
     )
+    address = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        _wait_for_jobs_api(address)
+        yield address
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
