@@ -13,7 +13,16 @@ from adept.errors import ConfigError, Unavailable
 app = typer.Typer()
 
 # Never upload these with the job: environments, caches, local data, results.
-_EXCLUDES = [".venv", ".git", ".cache", ".adept", "bench/results", "node_modules", "**/__pycache__", "*.egg-info"]
+_EXCLUDES = [
+    ".venv",
+    ".git",
+    ".cache",
+    ".adept",
+    "bench/results",
+    "node_modules",
+    "**/__pycache__",
+    "*.egg-info",
+]
 
 
 def _repo_root() -> Path:
@@ -26,12 +35,18 @@ def _repo_root() -> Path:
 @handle_errors
 def finetune(
     config: Path = typer.Option(..., "--config", "-c", help="Job YAML (see training/configs/)."),
-    overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. train.max_steps=20 method=qlora"),
+    overrides: list[str] = typer.Argument(
+        None, help="key.sub=value overrides, e.g. train.max_steps=20 method=qlora"
+    ),
     address: str | None = typer.Option(
-        None, "--address", help="Ray dashboard/jobs address (http://head:8265) to submit to; default: run here."
+        None,
+        "--address",
+        help="Ray dashboard/jobs address (http://head:8265) to submit to; default: run here.",
     ),
     follow: bool = typer.Option(True, help="With --address: stream the job's logs until it ends."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate config and dataset, print the plan, train nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate config and dataset, print the plan, train nothing."
+    ),
 ) -> None:
     """Fine-tune a LoRA/QLoRA adapter and publish it to the adapter registry."""
     from training.finetune import load_job
@@ -58,7 +73,15 @@ def _submit(config: Path, overrides: list[str], address: str, *, follow: bool, d
         raise ConfigError(
             f"{config} is outside {root}: a submitted job sees only the working dir; put the config inside it"
         ) from None
-    entry = ["python", "-m", "training.finetune", "--config", str(rel), *(["--dry-run"] if dry_run else []), *overrides]
+    entry = [
+        "python",
+        "-m",
+        "training.finetune",
+        "--config",
+        str(rel),
+        *(["--dry-run"] if dry_run else []),
+        *overrides,
+    ]
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:

@@ -411,7 +411,11 @@ class LoRAFinetuneRecipe:
         """
         every = self.cfg.checkpoint.every_steps
         last = (self.state["step"] // every) * every
-        snapshot = Path(self.cfg.resolved_storage_path) / self.cfg.resolved_run_name / "checkpoint_manager_snapshot.json"
+        snapshot = (
+            Path(self.cfg.resolved_storage_path)
+            / self.cfg.resolved_run_name
+            / "checkpoint_manager_snapshot.json"
+        )
         deadline = time.monotonic() + 120
         while last and time.monotonic() < deadline:
             if snapshot.is_file() and f"checkpoint-{last:07d}" in snapshot.read_text(errors="replace"):

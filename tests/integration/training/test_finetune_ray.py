@@ -93,7 +93,7 @@ def _eval_loss_of_published(model: Path, adapter_path: Path, cfg: FineTuneJobCon
     return total / count
 
 
-def _check_published(result: dict, cfg: FineTuneJobConfig, *, steps: int) -> dict:
+def _check_published(result: dict, cfg: FineTuneJobConfig, *, steps: int, evaluated: bool = True) -> dict:
     path = Path(result["path"])
     for name in (
         "adapter_config.json",
@@ -109,7 +109,7 @@ def _check_published(result: dict, cfg: FineTuneJobConfig, *, steps: int) -> dic
     assert (
         manifest["steps"] == steps and manifest["method"] == cfg.method and manifest["rank"] == cfg.lora.rank
     )
-    assert {"train_loss", "eval_loss"} <= manifest["metrics"].keys()
+    assert {"train_loss", *(["eval_loss"] if evaluated else [])} <= manifest["metrics"].keys()
     history = json.loads((path / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == list(range(1, steps + 1))
     return {"manifest": manifest, "history": history}
@@ -170,13 +170,13 @@ def test_qlora_on_the_bundled_model(ray_cluster, bundled_model, tmp_path) -> Non
         tmp_path,
         method="qlora",
         adapter="grid-q",
-        data={"max_seq_length": 192},
-        train={"max_steps": 3, "batch_size": 1, "learning_rate": 1e-3, "eval_every_steps": 0},
+        data={"max_seq_length": 128, "validation_split": 0.0},  # no eval pass: 4-bit CPU matmuls are slow
+        train={"max_steps": 2, "batch_size": 1, "learning_rate": 1e-3, "eval_every_steps": 0},
         workers={"num_workers": 1, "resources_per_worker": {"CPU": 2}},
-        checkpoint={"every_steps": 3},
+        checkpoint={"every_steps": 2},
     )
     result = run_job(cfg)
-    out = _check_published(result, cfg, steps=3)
+    out = _check_published(result, cfg, steps=2, evaluated=False)
     assert out["manifest"]["method"] == "qlora"
     assert all(math.isfinite(h["train_loss"]) for h in out["history"])
     adapter_cfg = json.loads((Path(result["path"]) / "adapter_config.json").read_text())
