@@ -610,7 +610,7 @@ def _unload(memo: kopf.Memo, adapter_id: str, logger: Any) -> None:
 
     try:
         r = httpx.post(
-            url.rstrip("/") + "/v1/admin/adapters/unload",
+            url.rstrip("/") + "/admin/adapters/unload",
             json={"model": adapter_id},
             headers={"Authorization": f"Bearer {key}"} if key else {},
             timeout=10,
@@ -627,12 +627,16 @@ def delete_adapter(spec: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     tenant, name = (spec or {}).get("tenant"), (spec or {}).get("name")
     if not tenant or not name:
         return
+    registry = _registry(memo)
     try:
-        _registry(memo).delete(tenant, name)
+        # Exact ids, listed before the delete: afterwards the gateway could not expand a bare name.
+        loaded = [f"{tenant}/{name}@{v}" for v in registry.versions(tenant, name)]
+        registry.delete(tenant, name)
     except (NotFound, InvalidRequest):
-        pass
+        loaded = []
     except (StorageError, OSError) as e:
         raise kopf.TemporaryError(
             f"cannot delete {tenant}/{name}: {e}", delay=memo.config.retry_delay
         ) from None
-    _unload(memo, f"{tenant}/{name}", logger)
+    for adapter_id in loaded:
+        _unload(memo, adapter_id, logger)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from adept.adapters import parse_adapter_id
 from adept.config.adapter import check_adapter_name
 from adept.config.base import StrictModel
 from adept.config.tenant import TenantSpec, check_tenant_name
@@ -36,6 +37,12 @@ class PublishAdapterRequest(StrictModel):
     )
     description: str = Field("", max_length=2000, description="Free text stored in the manifest.")
     activate: bool = Field(False, description="Pin the new version as the active one (default: latest wins).")
+
+
+class UnloadAdapterRequest(StrictModel):
+    """``POST /admin/adapters/unload``: drop an adapter from the LLM replicas (the registry is untouched)."""
+
+    model: str = Field(min_length=3, max_length=200, description="Adapter id `<tenant>/<name>[@v<N>]`.")
 
 
 def _check_names(tenant: str, name: str | None = None) -> None:
@@ -160,6 +167,20 @@ class PlatformAdmin:
         # Unload after deleting: a request racing the delete can no longer resolve and reload it.
         await self._unload_all([v.id for v in versions])
         return {"id": f"{tenant}/{name}", "deleted": True, "versions": [v.version for v in versions]}
+
+    async def unload_adapter(self, model_id: str) -> dict[str, Any]:
+        """Drop ``tenant/name[@vN]`` from the LLM replicas without touching the registry.
+
+        The operator calls this when an Adapter's active version moves on; without a version,
+        every published version of the adapter is unloaded.
+        """
+        tenant, name, version = parse_adapter_id(model_id)
+        if version:
+            ids = [f"{tenant}/{name}@{version}"]
+        else:
+            ids = [v.id for v in await asyncio.to_thread(self.registry.list, tenant) if v.name == name]
+        await self._unload_all(ids)
+        return {"id": model_id, "unloaded": ids}
 
     async def _unload_all(self, model_ids: list[str]) -> None:
         if self._unload is not None and model_ids:

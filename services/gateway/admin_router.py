@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from adept.config.tenant import TenantSpec
 from adept.errors import InvalidRequest
-from services.gateway.admin import PublishAdapterRequest, adapter_view
+from services.gateway.admin import PublishAdapterRequest, UnloadAdapterRequest, adapter_view
 from services.gateway.context import GatewayContext
 from services.gateway.protocol import parse_body
 
@@ -59,6 +59,11 @@ def build_admin_router(ctx: GatewayContext) -> APIRouter:
         req = parse_body(PublishAdapterRequest, await request.body())
         version = await ctx.admin.publish_adapter(req)
         return JSONResponse(adapter_view(version), status_code=201)
+
+    @router.post("/adapters/unload", openapi_extra={"requestBody": _schema(UnloadAdapterRequest)})
+    async def unload_adapter(request: Request) -> dict[str, Any]:
+        req = parse_body(UnloadAdapterRequest, await request.body())
+        return await ctx.admin.unload_adapter(req.model)
 
     @router.get("/adapters/{tenant}")
     async def list_adapters(tenant: str) -> dict[str, Any]:

@@ -339,3 +339,22 @@ def test_restart_on_the_same_data_dir_finds_everything(env):
         assert [m["id"] for m in c.get("/v1/models").json()["data"]] == [env.base_model, "support"]
         assert [d["id"] for d in c.get("/v1/kb/documents").json()["documents"]] == ["clamps"]
     assert chat(env, "acme", "support", max_tokens=2).status_code == 200
+
+
+def test_unload_route_drops_an_adapter_from_replicas_but_keeps_it_published(env):
+    path = str(env.adapters_dir / "legal")
+    assert (
+        env.admin.post("/admin/adapters", json={"tenant": "acme", "name": "swap", "path": path}).status_code
+        == 201
+    )
+    before = chat(env, "acme", "swap", max_tokens=4).json()["choices"][0]["message"]["content"]
+    r = env.admin.post("/admin/adapters/unload", json={"model": "acme/swap@v1"})
+    assert r.status_code == 200 and r.json()["unloaded"] == ["acme/swap@v1"]
+    r = env.admin.post("/admin/adapters/unload", json={"model": "acme/swap"})  # every version
+    assert r.json()["unloaded"] == ["acme/swap@v1"]
+    # Still published: the next request loads it again and answers the same.
+    assert chat(env, "acme", "swap", max_tokens=4).json()["choices"][0]["message"]["content"] == before
+    assert_openai_error(env.admin.post("/admin/adapters/unload", json={"model": "../etc"}), 400)
+    with httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {env.keys['acme']}"}) as c:
+        assert_openai_error(c.post("/admin/adapters/unload", json={"model": "acme/swap"}), 403)
+    assert env.admin.delete("/admin/adapters/acme/swap").status_code == 200
