@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv run test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability clean
+.PHONY: help venv run eval test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ bench: $(STAMP) ## run every bench/*.py; each prints a table and writes bench/re
 
 reliability: $(STAMP) ## load, fault, fuzz and isolation suite with one summary table
 	$(BIN)/python -m bench.reliability
+
+eval: $(STAMP) ## compare routes on the demo questions against a running `make run`
+	$(BIN)/adept eval --questions adept/demo/eval_questions.jsonl --url http://127.0.0.1:8000 \
+		--api-key "$$(cat $(DATA_DIR)/demo.key)" --out eval-report
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
