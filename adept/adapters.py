@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from adept.config.adapter import VERSION_RE, AdapterManifest, check_adapter_name
 from adept.config.base import validate
 from adept.config.tenant import check_tenant_name
-from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, StorageError
+from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, StorageError, Unavailable
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -138,10 +138,19 @@ class AdapterRegistry:
         return pinned if pinned and pinned in self.versions(tenant, name) else None
 
     def _manifest(self, rel: str) -> AdapterManifest:
-        text = self._store.read_text(f"{rel}/{MANIFEST_FILE}")
-        if text is None:
-            raise NotFound(f"adapter {rel} has no manifest")
-        return AdapterManifest.model_validate(json.loads(text))
+        try:
+            text = self._store.read_text(f"{rel}/{MANIFEST_FILE}")
+            if text is None:
+                raise NotFound(f"adapter {rel} has no manifest")
+            return AdapterManifest.model_validate(json.loads(text))
+        except (ValueError, UnicodeDecodeError) as e:  # pydantic's ValidationError is a ValueError
+            # A damaged file in the store must be that adapter's clear error, not a 500 for its tenant.
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise Unavailable(
+                f"adapter {rel} is damaged in the adapter store ({MANIFEST_FILE} is unreadable: {reason}); "
+                "publish it again",
+                code="adapter_damaged",
+            ) from None
 
     def _version(self, tenant: str, name: str, version: str, *, fetch: bool) -> AdapterVersion:
         rel = f"{tenant}/{name}/{version}"
@@ -173,7 +182,11 @@ class AdapterRegistry:
                 check_adapter_name(name)
             except ValueError:
                 continue  # temp/trash entries and foreign files
-            out.extend(self._version(tenant, name, v, fetch=False) for v in self.versions(tenant, name))
+            for v in self.versions(tenant, name):
+                try:
+                    out.append(self._version(tenant, name, v, fetch=False))
+                except Unavailable as e:
+                    log.warning("skipping %s", e.message)  # one damaged version must not hide the rest
         return out
 
     def count_adapters(self, tenant: str) -> int:
