@@ -75,7 +75,9 @@ def seed_tenants(
     with httpx.Client(base_url=url, timeout=120) as c:
         for i in range(n):
             name = f"{prefix}{i}-{secrets.token_hex(2)}"
-            r = c.post("/admin/tenants", json={"name": name}, headers=admin)
+            # Unlimited quotas: these tenants measure faults and load, not rate limiting.
+            quotas = {"requests_per_minute": 0, "max_adapters": 0}
+            r = c.post("/admin/tenants", json={"name": name, "quotas": quotas}, headers=admin)
             r.raise_for_status()
             t = SeededTenant(name, r.json()["api_key"])
             adapter = f"ad{i}-{secrets.token_hex(3)}"
