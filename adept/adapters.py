@@ -17,6 +17,7 @@ A version directory is standard PEFT: ``PeftModel.from_pretrained(base, path)`` 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -347,7 +348,9 @@ class LocalStore:
             _write_durable(tmp, text.encode("utf-8"))
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            # On a read-only filesystem even unlinking a missing file fails (EROFS): keep the first error.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise _storage_error(path, e) from None
 
     def remove(self, rel: str) -> None:
