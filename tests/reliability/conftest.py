@@ -1,4 +1,4 @@
-"""One in-process platform per module: the gateway's real app over the real engine, KB and stores."""
+"""One in-process platform per session (tests clean up after themselves): the gateway's real app over the real engine, KB and stores."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def lora_dir(tiny_phi3: Path, tmp_path_factory) -> Path:
     return make_lora(tiny_phi3, tmp_path_factory.mktemp("lora") / "lora", seed=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def platform(tiny_phi3: Path, tmp_path_factory, embedder):
     cfg = serving_config(tmp_path_factory.mktemp("data"), tiny_phi3)
     p = start_inprocess(cfg, "adept-admin-" + secrets.token_urlsafe(24), embedder=embedder)
@@ -31,6 +31,6 @@ def platform(tiny_phi3: Path, tmp_path_factory, embedder):
     p.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tenants(platform, lora_dir):
     return seed_tenants(platform.url, platform.admin_key, lora_dir, n=3)

@@ -6,6 +6,8 @@ when the fix lands they pass, and strict xfail turns that into a reminder to dro
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -74,6 +76,9 @@ def test_every_route_with_and_without_keys(platform, tenants):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("ADEPT_RELIABILITY_HEAVY"), reason="~75 s; set ADEPT_RELIABILITY_HEAVY=1"
+)
 def test_schemathesis_every_route(platform, tenants):
     keys = {"tenant": tenants[0].key, "admin": platform.admin_key}
     out = schema_fuzz(platform.url, keys, examples_per_operation=1, seed=1)
