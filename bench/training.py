@@ -157,7 +157,7 @@ def worker_trl(spec: dict) -> dict:
         num_train_epochs=1,
         learning_rate=lr,
         lr_scheduler_type="cosine",
-        warmup_ratio=a["warmup_ratio"],
+        warmup_steps=a["warmup_ratio"],  # transformers 5: a float < 1 is a ratio
         logging_steps=5,
         save_strategy="no",
         report_to="none",
@@ -225,7 +225,8 @@ def worker_memory(spec: dict) -> dict:
         compute_dtype="bfloat16",
     )
     opt = build_optimizer(trainable_parameters(model), lr=1e-4, weight_decay=0.0)
-    ids = torch.randint(100, 1000, (spec["batch"], spec["seq"]), device=device)
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(10, vocab, (spec["batch"], spec["seq"]), device=device)
     for _ in range(spec["steps"]):
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
@@ -290,6 +291,7 @@ def main() -> None:
             runs[kind] = _spawn(kind, {**spec, "workdir": str(Path(tmp) / kind)})
             runs[kind]["eval_loss"] = eval_loss(model, Path(runs[kind]["adapter"]), evals, max_len)
             runs[kind]["tokens_per_s"] = runs[kind]["tokens"] / runs[kind]["seconds"]
+            print(kind, json.dumps(runs[kind]), flush=True)
         mem_spec = {"model": str(model), "batch": 2, "seq": 128 if args.quick else 256, "steps": 2}
         memory = {m: _spawn("memory", {**mem_spec, "method": m}) for m in ("lora", "qlora")}
 
