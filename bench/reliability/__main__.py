@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench._common import print_table, write_result
+from bench._common import write_result
 from bench.reliability.report import COLUMNS, Outcome
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train", lambda: kill_train_worker(model, work / "train", ray_temp=work / "rt")
             )
 
-    print_table("Adept reliability", COLUMNS, [o.row() for o in outcomes])
+    _print_wide("Adept reliability", COLUMNS, [o.row() for o in outcomes])
     for o in outcomes:
         for problem in o.problems[:10]:
             print(f"  {o.scenario}: {problem}")
@@ -125,6 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 1 if failed else 0
+
+
+def _print_wide(title: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """The summary table at a fixed width, so scenario names stay on one line in logs and CI."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=col == "scenario")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    Console(width=180).print(table)
 
 
 def _serve_scenarios(
@@ -164,7 +177,7 @@ def _serve_scenarios(
                 step["error_rate"] == 0, f"c={step['concurrency']}: error rate {step['error_rate']:.2%}"
             )
         load.details = {"degrades_at": load_result["degrades_at"]}
-        kill = kill_llm_replica_under_load(platform.url, tenants, requests=24 if args.quick else 48)
+        kill = kill_llm_replica_under_load(platform.url, tenants, requests=64 if args.quick else 160)
         return [load, kill]
     finally:
         platform.stop()

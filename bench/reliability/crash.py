@@ -115,6 +115,7 @@ def kill_during_writes(
     started = time.monotonic()
     admin_key = "adept-admin-" + secrets.token_urlsafe(24)
     data_dir = workdir / "data"
+    workdir.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(data_dir, model, admin_key, workdir / "server.log")
     try:
         url = server.start()

@@ -507,7 +507,9 @@ def targeted_fuzz(url: str, tenant: Any, admin_key: str, model: str, *, data_dir
                 headers = {**headers, "Authorization": f"Bearer {admin_key}"}
             out.bad_inputs += 1
             try:
-                r = c.request(method, path, headers=headers, **kwargs)
+                # A fresh connection per case: one case's broken connection must not fail the next.
+                with httpx.Client(base_url=url, timeout=120) as one:
+                    r = one.request(method, path, headers=headers, **kwargs)
             except httpx.HTTPError as e:
                 out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
                 continue

@@ -65,7 +65,8 @@ def kill_llm_replica_under_load(
 
     t = threading.Thread(target=load)
     t.start()
-    time.sleep(2.0)
+    time.sleep(1.0)
+    out.check(t.is_alive(), "the load finished before the kill: nothing was in flight (raise requests)")
     ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
     t.join(timeout=timeout_s * 3)
     out.check(not t.is_alive(), "the load did not finish: requests hung")
