@@ -51,7 +51,7 @@ def _http(platform, method: str, path: str, key: str, **kw):
     return r.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform(tiny_phi3: Path):
     """The embedded platform with the demo tenant (Lumen Grid corpus) and a second tenant with its own document."""
     from adept.config.base import load_config
@@ -95,7 +95,7 @@ def platform(tiny_phi3: Path):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_adapter(platform, tiny_phi3: Path, tmp_path_factory) -> str:
     """A random LoRA on the tiny model, published for the demo tenant, with a real loss-curve PNG beside it."""
     import torch
@@ -133,7 +133,7 @@ def demo_adapter(platform, tiny_phi3: Path, tmp_path_factory) -> str:
     return f"{v['name']}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(platform):
     # After the platform: Playwright's sync API keeps an event loop running, and start_platform's
     # demo ingest calls asyncio.run(), which refuses to run inside one.

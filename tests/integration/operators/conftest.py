@@ -218,9 +218,9 @@ def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head() -> Iterator[str]:
-    """One local Ray cluster with the dashboard (Jobs API) for the whole session; shut down after."""
+    """One local Ray cluster with the dashboard (Jobs API) for this package's tests; shut down after them."""
     import ray
 
     temp = tempfile.mkdtemp(prefix="adop-", dir="/tmp")
