@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from bench._common import percentile, print_table, write_result
-from bench.reliability.checks import completion_problem, response_problem, sse_problem
+from bench.reliability.checks import completion_problem, error_problem, sse_problem
 
 KINDS = ("chat", "stream", "rag", "search")
 
@@ -55,20 +55,25 @@ async def one(
         return {"ok": False, "seconds": time.monotonic() - started, "problem": f"{type(e).__name__}"}
     seconds = time.monotonic() - started
     ctype = r.headers.get("content-type", "")
-    problem = response_problem(r.status_code, r.content, ctype)
-    if problem is None and r.status_code == 200:
-        if ctype.startswith("text/event-stream"):
-            problem = sse_problem(r.content)
-        elif path == "/v1/chat/completions":
-            problem = completion_problem(r.json())
-        elif not isinstance(r.json().get("results"), list):
-            problem = "search without results list"
+    clean_error = False
+    if r.status_code >= 400:
+        # A failure is fine under faults as long as it is a well-formed OpenAI error.
+        problem = error_problem(r.status_code, r.content, ctype)
+        clean_error = problem is None
+    elif ctype.startswith("text/event-stream"):
+        problem = sse_problem(r.content)
+        # An error event followed by [DONE] is how a stream fails cleanly once headers are sent.
+        clean_error = bool(problem and problem.startswith("stream carried an error"))
+    elif path == "/v1/chat/completions":
+        problem = completion_problem(r.json())
+    else:
+        problem = None if isinstance(r.json().get("results"), list) else "search without results list"
     return {
         "ok": r.status_code == 200 and problem is None,
         "status": r.status_code,
         "seconds": seconds,
         "problem": problem,
-        "clean_error": r.status_code >= 400 and problem is None,
+        "clean_error": clean_error,
     }
 
 
