@@ -94,6 +94,49 @@ def eval_loss(model_dir: Path, adapter_dir: Path, eval_path: Path, max_len: int)
     return total / count
 
 
+def _mean_batch_tokens(model_dir: Path, train: Path, batch_size: int, max_len: int) -> int:
+    """Real tokens in an average batch of ``batch_size`` examples: the packed row length that matches it."""
+    from adept.models import load_tokenizer
+    from training.data import read_examples, render_example
+
+    tok = load_tokenizer(model_dir)
+    lengths = [len(render_example(tok, m, max_len)[0]) for m in read_examples(str(train))[0]]
+    return max(max(lengths), round(batch_size * sum(lengths) / len(lengths)))
+
+
+def synthetic_memory(hidden: int, layers: int, intermediate: int, vocab: int) -> dict:
+    """LoRA vs QLoRA peak memory on a random Phi-3 of the given shape (e.g. Phi-3-mini: 3072,32,8192,32064)."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    dest = Path(tempfile.mkdtemp(prefix="adept-synth-"))
+    cfg = Phi3Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 96,
+        num_key_value_heads=hidden // 96,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Phi3ForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(dest)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    spec = {"model": str(dest), "batch": 4, "seq": 1024, "steps": 2}
+    memory = {m: _spawn("memory", {**spec, "method": m}) for m in ("lora", "qlora")}
+    ratio = memory["qlora"]["peak_memory_mb"] / memory["lora"]["peak_memory_mb"]
+    print_table(
+        f"QLoRA vs LoRA, random Phi-3 {params / 1e9:.2f} B params, batch 4 x 1024",
+        ["method", "peak MiB"],
+        [[m, r["peak_memory_mb"]] for m, r in memory.items()] + [["ratio", ratio]],
+    )
+    return {"params": params, "memory": memory, "ratio": ratio}
+
+
 # -- workers (each in its own process) -----------------------------------------------------------
 def worker_ours(spec: dict) -> dict:
     from adept.config.base import load_config
@@ -109,13 +152,15 @@ def worker_ours(spec: dict) -> dict:
             "adapter": "ours",
             "base_model": spec["model"],
             "lora": LORA,
+            # One packed row per micro-batch, as long as TRL's average padded batch: about the same
+            # optimizer steps and tokens per step, so the comparison isolates packing vs padding.
             "data": {
                 "path": spec["train"],
                 "validation_path": spec["eval"],
-                "max_seq_length": spec["max_len"],
+                "max_seq_length": spec["pack_len"],
                 "packing": True,
             },
-            "train": {**spec["train_args"], "eval_every_steps": 0, "log_every_steps": 5},
+            "train": {**spec["train_args"], "batch_size": 1, "eval_every_steps": 0, "log_every_steps": 5},
             "workers": {"num_workers": 1, "resources_per_worker": {"CPU": os.cpu_count() or 1}},
             "checkpoint": {"every_steps": 10_000},
             "output": {"data_dir": spec["workdir"]},
@@ -260,12 +305,21 @@ def _spawn(kind: str, spec: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny test model, small sizes (< 2 min)")
+    p.add_argument(
+        "--synthetic-phi3",
+        metavar="HIDDEN,LAYERS,INTERMEDIATE,VOCAB",
+        help="only QLoRA vs LoRA memory on a random Phi-3 of this shape (Phi-3-mini: 3072,32,8192,32064)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         fn = {"ours": worker_ours, "trl": worker_trl, "memory": worker_memory}[args.worker]
         print("BENCH_RESULT " + json.dumps(fn(json.loads(args.spec))), flush=True)
+        return
+    if args.synthetic_phi3:
+        shape = [int(x) for x in args.synthetic_phi3.split(",")]
+        write_result("training_synthetic_memory", {"shape": shape, **synthetic_memory(*shape)})
         return
 
     model = _model_dir(args.quick)
@@ -286,6 +340,7 @@ def main() -> None:
             "max_len": max_len,
             "train_args": train_args,
         }
+        spec["pack_len"] = _mean_batch_tokens(model, train, train_args["batch_size"], max_len)
         runs = {}
         for kind in ("ours", "trl"):
             runs[kind] = _spawn(kind, {**spec, "workdir": str(Path(tmp) / kind)})
