@@ -22,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -44,6 +45,7 @@ PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MANIFEST_FILE = "manifest.json"
 ACTIVE_FILE = "active"
 MARKER_FILE = "_COMPLETE"
+_PLAIN_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
 
 def parse_adapter_id(adapter_id: str) -> tuple[str, str, str | None]:
@@ -203,11 +205,15 @@ class AdapterRegistry:
         manifest: AdapterManifest | dict[str, Any],
         *,
         expected_base_model: str | None = None,
+        extra_files: dict[str, str | Path] | None = None,
     ) -> AdapterVersion:
         """Publish the PEFT adapter in ``src_dir`` as the next version of ``tenant/name``.
 
+        ``extra_files`` (``{"loss_curve.png": path, ...}``) are published in the same atomic step,
+        so a reader never sees a version without them.
+
         Raises:
-            InvalidRequest: bad names, or ``src_dir`` lacks the PEFT files.
+            InvalidRequest: bad names, ``src_dir`` lacks the PEFT files, or a bad extra file name.
             Conflict: the manifest's base model is not ``expected_base_model``.
         """
         _check(tenant, name)
@@ -249,6 +255,16 @@ class AdapterRegistry:
             return man.model_copy(update={"version": version}).model_dump_json(indent=2).encode()
 
         files = {f: src / f for f in PEFT_FILES}
+        for fname, path in (extra_files or {}).items():
+            if (
+                fname in files
+                or fname in (MANIFEST_FILE, MARKER_FILE, ACTIVE_FILE)
+                or not _PLAIN_FILE.fullmatch(fname)
+            ):
+                raise InvalidRequest(f"extra adapter file name {fname!r} is not allowed")
+            if not Path(path).is_file():
+                raise InvalidRequest(f"extra adapter file not found: {path}")
+            files[fname] = Path(path)
         version = self._store.publish(rel, files, render, first=start + 1)
         self._store.write_text(f"{rel}/.last", version)
         log.info("published adapter %s/%s@%s", tenant, name, version)

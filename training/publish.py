@@ -114,11 +114,9 @@ def publish_adapter(
             },
             "description": cfg.description,
         }
-        version = registry.publish(
-            cfg.tenant, cfg.adapter, staging, manifest, expected_base_model=base_model_id
+        return registry.publish(
+            cfg.tenant, cfg.adapter, staging, manifest, expected_base_model=base_model_id, extra_files=extras
         )
-        _place_extras(registry, version, extras)
-        return version
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -126,19 +124,3 @@ def publish_adapter(
 def _target_modules(adapter_dir: Path) -> list[str]:
     targets = json.loads((adapter_dir / "adapter_config.json").read_text()).get("target_modules") or []
     return sorted(targets) if isinstance(targets, list) else [str(targets)]
-
-
-def _place_extras(registry: Any, version: Any, extras: dict[str, Path]) -> None:
-    """Put the loss curve and metrics beside the published PEFT files."""
-    uri = getattr(version, "uri", "") or ""
-    if "://" in uri and not uri.startswith("file://"):
-        import fsspec
-
-        for name, src in extras.items():
-            with fsspec.open(f"{uri.rstrip('/')}/{name}", "wb") as fh:
-                fh.write(src.read_bytes())
-        return
-    for name, src in extras.items():
-        dest = Path(version.path) / name
-        if not dest.exists():
-            shutil.copyfile(src, dest)

@@ -234,3 +234,26 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path, src):
         t.join()
     assert sorted(got, key=lambda v: int(v[1:])) == [f"v{i}" for i in range(1, 7)]
     assert len(AdapterRegistry(store).list("acme")) == 6
+
+
+def test_extra_files_are_published_with_the_version(registry, src, tmp_path):
+    curve = tmp_path / "curve.png"
+    curve.write_bytes(b"\x89PNG fake")
+    metrics = tmp_path / "m.json"
+    metrics.write_text('{"loss": 1}')
+    v = registry.publish(
+        "acme",
+        "legal",
+        src,
+        {"base_model": BASE},
+        extra_files={"loss_curve.png": curve, "metrics.json": metrics},
+    )
+    got = registry.resolve("acme", "legal", v.version)
+    assert (got.path / "loss_curve.png").read_bytes() == b"\x89PNG fake"
+    assert json.loads((got.path / "metrics.json").read_text()) == {"loss": 1}
+    for bad in ("../x.png", "manifest.json", "adapter_config.json", "_COMPLETE", ".hidden", "a/b"):
+        with pytest.raises(InvalidRequest):
+            registry.publish("acme", "legal", src, {"base_model": BASE}, extra_files={bad: curve})
+    with pytest.raises(InvalidRequest, match="not found"):
+        registry.publish("acme", "legal", src, {"base_model": BASE}, extra_files={"x.png": tmp_path / "nope"})
+    assert registry.versions("acme", "legal") == [v.version]  # refused publishes left nothing behind
