@@ -73,8 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                 "schemathesis", lambda: fuzz.schema_fuzz(platform.url, keys, examples_per_operation=5)
             )
         outcomes += _guard(
-            "isolation", lambda: isolation.cross_tenant(platform.url, tenants, attempts=args.attempts)
+            "isolation",
+            lambda: isolation.cross_tenant(
+                platform.url, tenants, attempts=args.attempts, include_metrics=False
+            ),
         )
+
+        def metrics_only() -> Outcome:
+            o = isolation.cross_tenant(platform.url, tenants, attempts=60, seed=3, include_metrics=True)
+            o.scenario = "isolation: /metrics (known open, see docs)"
+            return o
+
+        outcomes += _guard("metrics", metrics_only)
         outcomes += _guard("admin routes", lambda: isolation.admin_refuses_tenant_keys(platform.url, tenants))
         outcomes += _guard("timing-safe", isolation.timing_safe_comparison)
         base = platform.ctx.catalog.base_model_id
