@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import OTHER_MARKER, OTHER_TENANT, shot, sign_in, why_skip
 
@@ -150,7 +151,8 @@ def test_admin_creates_and_deletes_a_tenant(page, platform, demo_adapter) -> Non
     shot(page, "07-admin-delete-confirm")
     dialog.get_by_role("button", name="Delete tenant").click()
     page.get_by_role("status").filter(has_text="Deleted tenant initech").wait_for()
-    assert page.locator("#tenant-list tr", has_text="initech").count() == 0
+    # The list re-renders after the status line: wait for it instead of sampling once.
+    expect(page.locator("#tenant-list tr", has_text="initech")).to_have_count(0)
 
     page.get_by_role("link", name="Replicas & jobs").click()
     page.locator("#main table").first.wait_for()

@@ -23,6 +23,7 @@ const VIEWS = {
 
 const $ = (id) => document.getElementById(id);
 let cleanup = null;
+let navigation = 0;
 
 function views() {
   return VIEWS[session.role] || [];
@@ -44,16 +45,21 @@ async function show() {
     if (button.dataset.view === view.id) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
-  const main = $("main");
-  replace(main);
+  // Each navigation renders into its own pane: a slower, earlier render that finishes late
+  // lands in a pane that is no longer on the page, never beside the current one.
+  const token = ++navigation;
+  const pane = h("div", { class: "pane" });
+  replace($("main"), pane);
   document.title = `${view.label} · Adept console`;
   try {
-    cleanup = (await view.render(main)) || null;
+    const done = (await view.render(pane)) || null;
+    if (token === navigation) cleanup = done;
+    else if (done) done();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return signOut("Your key is no longer valid; sign in again.");
     const box = h("div", { role: "alert" });
     notice(box, err.message || String(err), "error");
-    main.append(box);
+    pane.append(box);
   }
 }
 
