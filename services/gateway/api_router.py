@@ -91,7 +91,9 @@ def build_api_router(ctx: GatewayContext) -> APIRouter:
         )
 
     @router.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
+    async def metrics(authorization: str | None = Header(None)) -> Response:
+        # Series are labelled by tenant and adapter: only the platform (admin key) may read them.
+        ctx.auth.admin(authorization)
         if ctx.refresh_metrics is not None:
             await ctx.refresh_metrics()
         return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -7,7 +7,6 @@ accepted only at their neutral value (``n=1``, ``echo=false``, ...) and refused 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Literal, TypeVar
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from adept.errors import InvalidRequest
+from services.jsonbody import decode_json_body
 
 MAX_STOP_SEQUENCES = 4
 
@@ -76,7 +76,12 @@ class SamplingFields(WireModel):
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (server limit applies).")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    seed: int | None = Field(
+        None,
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Seed for reproducible sampling (a signed 64-bit integer).",
+    )
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences where generation stops.")
     stream: StrictBool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
@@ -277,10 +282,7 @@ def parse_body(cls: type[T], body: bytes | str | dict[str, Any]) -> T:
     if isinstance(body, bytes | str):
         if not body:
             raise InvalidRequest("request body is empty; expected a JSON object")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+        data = decode_json_body(body)
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     try:

@@ -11,7 +11,8 @@ import torch
 def make_generator(seed: int | None) -> torch.Generator:
     """A CPU generator per request, so a seeded request samples the same tokens in any batch."""
     g = torch.Generator()
-    g.manual_seed(seed if seed is not None else random.getrandbits(63))
+    # torch takes a 64-bit seed; fold anything larger (or negative) into range instead of raising.
+    g.manual_seed((seed if seed is not None else random.getrandbits(63)) % 2**63)
     return g
 
 

@@ -8,7 +8,6 @@ is always the caller's: no route takes a tenant from the request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from adept.config.retrieval import RetrievalConfig
 from adept.errors import AdeptError, InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from services.jsonbody import decode_json_body
 from services.retrieval.protocol import IngestRecordsRequest, IngestResult, SearchRequest
 from services.retrieval.upload import read_capped, split_multipart
 
@@ -40,10 +40,7 @@ def _validation_message(err: ValidationError) -> str:
 
 async def _json_body(request: Request, cap: int) -> Any:
     body = await read_capped(request.stream(), request.headers.get("content-length"), cap)
-    try:
-        return json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    return decode_json_body(body or b"null")
 
 
 def build_kb_router(

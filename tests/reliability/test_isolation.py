@@ -30,12 +30,6 @@ def test_a_thousand_cross_tenant_attempts_leak_nothing(platform, tenants, logs):
     assert_passed(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: GET /metrics needs no key and labels series by tenant and adapter name, so any "
-    "caller (or tenant) learns every other tenant's name, adapters and traffic; protect it "
-    "(admin key or a separate metrics port)",
-)
 def test_metrics_reveal_no_other_tenant(platform, tenants):
     out = cross_tenant(platform.url, tenants, attempts=60, seed=3, include_metrics=True)
     assert out.details["metrics_leaks"] == 0

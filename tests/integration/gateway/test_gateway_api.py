@@ -165,7 +165,7 @@ def test_lru_eviction_and_reload_give_the_same_answers(env):
     assert first["extra"] == legal  # same weights under two tenants' names, loaded separately
     for model, text in first.items():  # reloaded after eviction, each answers as before
         assert chat(env, "acme", model, max_tokens=8).json()["choices"][0]["message"]["content"] == text
-    text = httpx.get(f"{env.url}/metrics").text
+    text = env.admin.get("/metrics").text
     assert "adept_llm_adapters_loaded" in text
     assert env.admin.delete("/admin/adapters/acme/extra").status_code == 200
 
@@ -254,7 +254,7 @@ def test_quota_gives_429_with_retry_after(env):
 
 
 def test_metrics_have_labels_and_no_secrets(env):
-    text = httpx.get(f"{env.url}/metrics").text
+    text = env.admin.get("/metrics").text
     assert 'adept_requests_total{route="/v1/chat/completions",status="200",tenant="acme"}' in text
     assert 'adept_generations_total{adapter="support@v1",tenant="acme"}' in text
     assert "adept_time_to_first_token_seconds_bucket" in text

@@ -170,7 +170,9 @@ def test_admin_tenant_crud(http, tenants):
 def test_metrics_route_labels(http, tenants):
     http.get("/v1/nope/secret-path", headers=auth(tenants))
     http.get("/v1/models", headers=auth(tenants))
-    text = http.get("/metrics").text
+    error_of(http.get("/metrics"), 401)
+    error_of(http.get("/metrics", headers=auth(tenants)), 403)  # labels name every tenant: admin only
+    text = http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'adept_requests_total{route="unmatched",status="404",tenant="-"} 1.0' in text
     assert 'adept_requests_total{route="/v1/models",status="200",tenant="acme"} 1.0' in text
     assert "secret-path" not in text and tenants["acme"][1] not in text
