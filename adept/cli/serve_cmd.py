@@ -121,7 +121,7 @@ def _print_banner(p: Any) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    from services.gateway.deployment import base_model_names
+    from services.gateway.context import base_model_names
 
     model = base_model_names(p.config.platform.model)[0]
     body = json.dumps(

@@ -64,17 +64,10 @@ def serving_config(data_dir: Path, model: Path | str, **overrides: Any) -> Any:
 
 def build_context(cfg: Any, admin_key: str, *, embedder: Any = None) -> tuple[Any, list[Any]]:
     """The ``GatewayContext`` that ``GatewayDeployment.__init__`` builds, over in-process backends."""
-    from adept.adapters import AdapterRegistry, open_adapter_registry
+    from adept.adapters import AdapterRegistry
     from adept.models import resolve_model
-    from adept.tenancy import hash_api_key, open_tenant_store
-    from services.gateway.admin import PlatformAdmin
-    from services.gateway.auth import Authenticator
-    from services.gateway.chat import CompletionService, Limits, ModelCatalog
-    from services.gateway.context import GatewayContext
-    from services.gateway.deployment import base_model_names
-    from services.gateway.embeddings import EmbeddingService
-    from services.gateway.metrics import GatewayMetrics
-    from services.gateway.quotas import QuotaEnforcer
+    from adept.tenancy import hash_api_key
+    from services.gateway.context import build_gateway_context
     from services.llm.adapters import AdapterLoader
     from services.llm.engine import Engine
     from services.retrieval.knowledge_base import AsyncKnowledgeBase, KnowledgeBase
@@ -101,35 +94,8 @@ def build_context(cfg: Any, admin_key: str, *, embedder: Any = None) -> tuple[An
         embedder=embedder,
     )
     kb = AsyncKnowledgeBase(kb_sync)
-    store = open_tenant_store(p)
-    registry = open_adapter_registry(p)
-    base_id, aliases = base_model_names(p.model)
-    metrics = GatewayMetrics()
-    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
-    catalog = ModelCatalog(registry, base_id, aliases)
-    limits = Limits(
-        max_tokens_limit=cfg.llm.max_tokens_limit,
-        default_max_tokens=cfg.llm.default_max_tokens,
-        default_top_k=cfg.retrieval.default_top_k,
-        max_top_k=cfg.retrieval.max_top_k,
-        timeout_s=cfg.gateway.request_timeout_s,
-    )
-    ctx = GatewayContext(
-        auth=Authenticator(store, hash_api_key(admin_key)),
-        catalog=catalog,
-        completions=CompletionService(
-            llm=llm, catalog=catalog, kb=kb, limits=limits, metrics=metrics, quotas=quotas
-        ),
-        embeddings=EmbeddingService(kb, p.embedding_model),
-        admin=PlatformAdmin(
-            store=store, registry=registry, kb=kb, unload=llm.unload, base_model_id=base_id, quotas=quotas
-        ),
-        kb=kb,
-        metrics=metrics,
-        quotas=quotas,
-        retrieval=cfg.retrieval,
-        max_request_bytes=cfg.gateway.max_request_bytes,
-        max_upload_bytes=cfg.upload_limit,
+    ctx = build_gateway_context(
+        cfg, llm=llm, kb=kb, admin_key_sha256=hash_api_key(admin_key), unload=llm.unload
     )
     return ctx, [kb_sync]
 

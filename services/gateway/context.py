@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adept.config.retrieval import RetrievalConfig
+from adept.config.serving import ServingConfig
 from adept.tenancy import Tenant
 from services.gateway.admin import PlatformAdmin
 from services.gateway.auth import Authenticator
@@ -53,3 +54,65 @@ class GatewayContext:
     def charge(self, tenant: Tenant, tokens: int) -> None:
         if self.quotas is not None:
             self.quotas.charge_tokens(tenant.name, tokens)
+
+
+def base_model_names(model_ref: str) -> tuple[str, tuple[str, ...]]:
+    """The base model's id (as adapter manifests record it) and the other names clients may use for it."""
+    from adept.models import canonical_model_id
+
+    model_id = canonical_model_id(model_ref)
+    tail = model_ref.rstrip("/").rsplit("/", 1)[-1].removeprefix("bundled:")
+    return model_id, tuple(n for n in dict.fromkeys((model_ref, tail)) if n != model_id)
+
+
+def build_gateway_context(
+    cfg: ServingConfig,
+    *,
+    llm: Any,
+    kb: Any,
+    admin_key_sha256: str,
+    unload: Callable[[str], Awaitable[Any]] | None,
+    health: Callable[[], Awaitable[dict[str, str]]] = _always_ready,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+) -> GatewayContext:
+    """The gateway's services over an LLM and a knowledge base, whatever carries them.
+
+    The Serve ingress passes Serve handles; an in-process platform (reliability suite) passes
+    the engine and the ``KnowledgeBase`` directly. Everything else is built the same way.
+    """
+    from adept.adapters import open_adapter_registry
+    from adept.tenancy import open_tenant_store
+    from services.gateway.chat import Limits
+
+    store = open_tenant_store(cfg.platform)
+    registry = open_adapter_registry(cfg.platform)
+    base_id, aliases = base_model_names(cfg.platform.model)
+    metrics = GatewayMetrics()
+    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
+    catalog = ModelCatalog(registry, base_id, aliases)
+    limits = Limits(
+        max_tokens_limit=cfg.llm.max_tokens_limit,
+        default_max_tokens=cfg.llm.default_max_tokens,
+        default_top_k=cfg.retrieval.default_top_k,
+        max_top_k=cfg.retrieval.max_top_k,
+        timeout_s=cfg.gateway.request_timeout_s,
+    )
+    return GatewayContext(
+        auth=Authenticator(store, admin_key_sha256),
+        catalog=catalog,
+        completions=CompletionService(
+            llm=llm, catalog=catalog, kb=kb, limits=limits, metrics=metrics, quotas=quotas
+        ),
+        embeddings=EmbeddingService(kb, cfg.platform.embedding_model),
+        admin=PlatformAdmin(
+            store=store, registry=registry, kb=kb, unload=unload, base_model_id=base_id, quotas=quotas
+        ),
+        kb=kb,
+        metrics=metrics,
+        quotas=quotas,
+        retrieval=cfg.retrieval,
+        max_request_bytes=cfg.gateway.max_request_bytes,
+        max_upload_bytes=cfg.upload_limit,
+        health=health,
+        refresh_metrics=refresh_metrics,
+    )

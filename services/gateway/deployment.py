@@ -8,28 +8,11 @@ from typing import Any
 
 from ray import serve
 
-from adept.adapters import open_adapter_registry
 from adept.config.serving import ServingConfig
-from adept.tenancy import open_tenant_store
-from services.gateway.admin import PlatformAdmin
-from services.gateway.auth import Authenticator
 from services.gateway.backends import ServeKnowledgeBase, ServeLLM
-from services.gateway.chat import CompletionService, Limits, ModelCatalog
-from services.gateway.context import GatewayContext
-from services.gateway.embeddings import EmbeddingService
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import QuotaEnforcer
+from services.gateway.context import build_gateway_context
 
 log = logging.getLogger(__name__)
-
-
-def base_model_names(model_ref: str) -> tuple[str, tuple[str, ...]]:
-    """The base model's id (as adapter manifests record it) and the other names clients may use for it."""
-    from adept.models import canonical_model_id
-
-    model_id = canonical_model_id(model_ref)
-    tail = model_ref.rstrip("/").rsplit("/", 1)[-1].removeprefix("bundled:")
-    return model_id, tuple(n for n in dict.fromkeys((model_ref, tail)) if n != model_id)
 
 
 @serve.deployment(name="gateway", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1})
@@ -49,45 +32,17 @@ class GatewayDeployment:
         self.cfg = cfg
         self.llm = ServeLLM(llm)
         self.kb = ServeKnowledgeBase(retrieval)
-        store = open_tenant_store(cfg.platform)
-        registry = open_adapter_registry(cfg.platform)
-        base_id, aliases = base_model_names(cfg.platform.model)
-        metrics = GatewayMetrics()
-        quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
-        catalog = ModelCatalog(registry, base_id, aliases)
-        limits = Limits(
-            max_tokens_limit=cfg.llm.max_tokens_limit,
-            default_max_tokens=cfg.llm.default_max_tokens,
-            default_top_k=cfg.retrieval.default_top_k,
-            max_top_k=cfg.retrieval.max_top_k,
-            timeout_s=cfg.gateway.request_timeout_s,
-        )
         replicas = cfg.deployments.llm.max_replicas
 
         async def unload(model_id: str) -> int:
             return await self.llm.unload(model_id, attempts=replicas)
 
-        self.ctx = GatewayContext(
-            auth=Authenticator(store, admin_key_sha256),
-            catalog=catalog,
-            completions=CompletionService(
-                llm=self.llm, catalog=catalog, kb=self.kb, limits=limits, metrics=metrics, quotas=quotas
-            ),
-            embeddings=EmbeddingService(self.kb, cfg.platform.embedding_model),
-            admin=PlatformAdmin(
-                store=store,
-                registry=registry,
-                kb=self.kb,
-                unload=unload,
-                base_model_id=base_id,
-                quotas=quotas,
-            ),
+        self.ctx = build_gateway_context(
+            cfg,
+            llm=self.llm,
             kb=self.kb,
-            metrics=metrics,
-            quotas=quotas,
-            retrieval=cfg.retrieval,
-            max_request_bytes=cfg.gateway.max_request_bytes,
-            max_upload_bytes=cfg.upload_limit,
+            admin_key_sha256=admin_key_sha256,
+            unload=unload,
             health=self.health,
             refresh_metrics=self.refresh_metrics,
         )
