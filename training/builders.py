@@ -47,7 +47,7 @@ def build_lora_model(
         A ``peft.PeftModel`` whose only trainable parameters are the LoRA matrices.
     """
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
     from adept.models import disable_bnb_cpu_bf16_kernel, load_causal_lm
 
@@ -63,11 +63,13 @@ def build_lora_model(
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     gc_kwargs = {"use_reentrant": False}
     if quantize_base:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
-        )
+        # Not peft's prepare_model_for_kbit_training: it upcasts every non-4-bit parameter
+        # (embeddings, lm_head, norms) to fp32, which makes all activations fp32 and QLoRA use
+        # more memory than bf16 LoRA. Freezing the base is all the 4-bit path needs here.
+        for param in model.parameters():
+            param.requires_grad = False
         disable_bnb_cpu_bf16_kernel(model)  # idempotent; keeps the guarantee local to this builder too
-    elif gradient_checkpointing:
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     targets = target_modules or default_target_modules(model.config.model_type)
     lora = LoraConfig(
