@@ -18,6 +18,7 @@ A version directory is standard PEFT: ``PeftModel.from_pretrained(base, path)`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -25,6 +26,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +93,20 @@ def _canonical(ref: str) -> str:
         return ref
 
 
+def check_base_model(adapter: str, trained_on: str, serving: str) -> None:
+    """The base-model policy: an adapter serves only on the base model it was trained on.
+
+    Raises:
+        Conflict: ``trained_on`` and ``serving`` name different models (``base_model_mismatch``).
+    """
+    if _canonical(trained_on) != _canonical(serving):
+        raise Conflict(
+            f"adapter {adapter} was trained on base model {trained_on!r}, but the serving base "
+            f"model is {serving!r}; retrain it on {serving!r} or serve {trained_on!r}",
+            code="base_model_mismatch",
+        )
+
+
 @dataclass(frozen=True)
 class AdapterVersion:
     """One published version. ``path`` is a local directory with the PEFT files.
@@ -112,13 +129,21 @@ class AdapterVersion:
 class AdapterRegistry:
     """Publish, resolve, list and delete tenants' adapters under one store URI.
 
+    Resolution is cached for ``resolve_ttl_s`` (found and not-found alike, so a flood of requests
+    for absent names costs the store nothing); this process's own writes drop the cached entries
+    at once, other processes' writes are seen within the TTL.
+
     Args:
         store_uri: a local directory (or ``file://``) or an fsspec URI (``s3://bucket/prefix``).
         cache_dir: where remote versions are downloaded (default ``~/.cache/adept/adapters``).
+        resolve_ttl_s: how long a resolution is reused (0 disables the cache).
     """
 
-    def __init__(self, store_uri: str, *, cache_dir: Path | None = None) -> None:
+    def __init__(self, store_uri: str, *, cache_dir: Path | None = None, resolve_ttl_s: float = 2.0) -> None:
         self.store_uri = str(store_uri)
+        self.resolve_ttl_s = resolve_ttl_s
+        self._resolved: dict[tuple[str, str, str | None], tuple[float, AdapterVersion | NotFound]] = {}
+        self._resolved_lock = threading.Lock()
         self._store: Store
         if "://" not in self.store_uri or self.store_uri.startswith("file://"):
             self._store = LocalStore(Path(self.store_uri.removeprefix("file://")).expanduser().absolute())
@@ -160,21 +185,50 @@ class AdapterRegistry:
         path = self._store.local_dir(rel) if fetch else self._store.local_path(rel)
         return AdapterVersion(tenant, name, version, path, self._manifest(rel), self._store.uri(rel))
 
-    def resolve(self, tenant: str, name: str, version: str | None = None) -> AdapterVersion:
+    def resolve(
+        self, tenant: str, name: str, version: str | None = None, *, fetch: bool = True
+    ) -> AdapterVersion:
         """The requested version, else the active one, else the latest.
+
+        Args:
+            fetch: make ``path`` a local copy of the files (downloads from a remote store); with
+                False only the manifest is read: what naming and listing need.
 
         Raises:
             NotFound: no such adapter (or version) for this tenant. The message names only the
                 requested id, so it never reveals what other tenants own.
         """
         _check(tenant, name, version)
+        key = (tenant, name, version)
+        now = time.monotonic()
+        with self._resolved_lock:
+            hit = self._resolved.get(key)
+        if hit is None or hit[0] <= now:
+            hit = (now + self.resolve_ttl_s, self._lookup(tenant, name, version))
+            if self.resolve_ttl_s > 0:
+                with self._resolved_lock:
+                    self._resolved[key] = hit
+        found = hit[1]
+        if isinstance(found, NotFound):
+            raise NotFound(found.message, code=found.code)
+        if fetch and found.path != (local := self._store.local_dir(f"{tenant}/{name}/{found.version}")):
+            found = dataclasses.replace(found, path=local)
+        return found
+
+    def _lookup(self, tenant: str, name: str, version: str | None) -> AdapterVersion | NotFound:
         versions = self.versions(tenant, name)
         if not versions or (version is not None and version not in versions):
-            raise NotFound(
+            return NotFound(
                 f"adapter {tenant}/{name}{'@' + version if version else ''} not found", code="model_not_found"
             )
         chosen = version or self.active_version(tenant, name) or versions[-1]
-        return self._version(tenant, name, chosen, fetch=True)
+        return self._version(tenant, name, chosen, fetch=False)
+
+    def _forget(self, tenant: str, name: str | None = None) -> None:
+        """Drop cached resolutions after a write by this process."""
+        with self._resolved_lock:
+            for key in [k for k in self._resolved if k[0] == tenant and name in (None, k[1])]:
+                del self._resolved[key]
 
     def list(self, tenant: str) -> list[AdapterVersion]:
         """Every complete version of every adapter of ``tenant``, by name then version."""
@@ -238,13 +292,8 @@ class AdapterRegistry:
         if not data.get("target_modules") and isinstance(peft_cfg.get("target_modules"), list):
             data["target_modules"] = peft_cfg["target_modules"]
         man = validate(AdapterManifest, data, source="adapter manifest")
-        if expected_base_model is not None and _canonical(man.base_model) != _canonical(expected_base_model):
-            raise Conflict(
-                f"adapter {tenant}/{name} was trained on base model {man.base_model!r}, but the serving base "
-                f"model is {expected_base_model!r}; retrain it on {expected_base_model!r} or serve "
-                f"{man.base_model!r}",
-                code="base_model_mismatch",
-            )
+        if expected_base_model is not None:
+            check_base_model(f"{tenant}/{name}", man.base_model, expected_base_model)
 
         rel = f"{tenant}/{name}"
         # `.last` remembers numbers of deleted versions, so a version id is never reused for other weights.
@@ -267,18 +316,22 @@ class AdapterRegistry:
             files[fname] = Path(path)
         version = self._store.publish(rel, files, render, first=start + 1)
         self._store.write_text(f"{rel}/.last", version)
+        self._forget(tenant, name)
         log.info("published adapter %s/%s@%s", tenant, name, version)
         return self._version(tenant, name, version, fetch=False)
 
     def set_active(self, tenant: str, name: str, version: str | None) -> None:
         """Pin ``version`` as what ``resolve(tenant, name)`` returns; ``None`` unpins (latest wins)."""
         _check(tenant, name, version)
-        if version is None:
-            self._store.remove(f"{tenant}/{name}/{ACTIVE_FILE}")
-            return
-        if version not in self.versions(tenant, name):
-            raise NotFound(f"adapter {tenant}/{name}@{version} not found")
-        self._store.write_text(f"{tenant}/{name}/{ACTIVE_FILE}", version)
+        try:
+            if version is None:
+                self._store.remove(f"{tenant}/{name}/{ACTIVE_FILE}")
+                return
+            if version not in self.versions(tenant, name):
+                raise NotFound(f"adapter {tenant}/{name}@{version} not found")
+            self._store.write_text(f"{tenant}/{name}/{ACTIVE_FILE}", version)
+        finally:
+            self._forget(tenant, name)
 
     def delete(self, tenant: str, name: str, version: str | None = None) -> None:
         """Delete one version, or the whole adapter when ``version`` is None (unpins a deleted pin)."""
@@ -290,12 +343,18 @@ class AdapterRegistry:
             raise NotFound(f"adapter {tenant}/{name}@{version} not found")
         if version is not None and self.active_version(tenant, name) == version:
             self._store.remove(f"{tenant}/{name}/{ACTIVE_FILE}")
-        self._store.remove_tree(rel)
+        try:
+            self._store.remove_tree(rel)
+        finally:
+            self._forget(tenant, name)
 
     def delete_tenant(self, tenant: str) -> None:
         """Delete every adapter of ``tenant`` (idempotent)."""
         _check(tenant)
-        self._store.remove_tree(tenant)
+        try:
+            self._store.remove_tree(tenant)
+        finally:
+            self._forget(tenant)
 
 
 def open_adapter_registry(cfg: PlatformConfig) -> AdapterRegistry:

@@ -23,6 +23,7 @@ class AdeptError(Exception):
         if code is not None:
             self.code = code
         self.param = param
+        self.details: list[Any] = []  # structured extras from a remote error (per-file reasons)
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI wire shape: ``{"error": {"message", "type", "code", "param"}}``."""
@@ -45,10 +46,17 @@ class ConfigError(InvalidRequest):
 
     code = "invalid_config"
 
-    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        errors: list[str] | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         self.errors = errors or []
         full = message if not self.errors else message + "\n" + "\n".join(f"  - {e}" for e in self.errors)
-        super().__init__(full)
+        super().__init__(full, code=code, param=param)
 
 
 class AuthenticationError(AdeptError):
@@ -96,3 +104,47 @@ class StorageError(AdeptError):
     """The data dir / object store refused a write (disk full, read-only). Nothing was changed."""
 
     status, type, code, exit_code = 507, "server_error", "storage_error", 8
+
+
+_BY_STATUS: dict[int, type[AdeptError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMedia,
+    422: InvalidRequest,
+    429: RateLimited,
+    503: Unavailable,
+    507: StorageError,
+}
+
+
+def error_from_http(status: int, body: bytes | str, *, retry_after: str | None = None) -> AdeptError:
+    """The ``AdeptError`` an Adept (OpenAI-style) error response stands for, with the server's message and code.
+
+    The class follows the status; other 4xx are ``InvalidRequest`` and other 5xx ``Unavailable``.
+    ``details`` carries the body's ``errors`` list when there is one (per-file ingest reasons).
+    """
+    import json
+
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+        err = data["error"]
+        message, code, param = str(err["message"]), err.get("code"), err.get("param")
+        details = data.get("errors") or []
+    except (ValueError, KeyError, TypeError):
+        message, code, param, details = (text.strip()[:300] or f"HTTP {status}"), None, None, []
+    cls = _BY_STATUS.get(status) or (InvalidRequest if 400 <= status < 500 else Unavailable)
+    if cls is RateLimited:
+        try:
+            wait = float(retry_after or 1)
+        except ValueError:
+            wait = 1.0
+        out: AdeptError = RateLimited(message, retry_after=wait, code=code)
+    else:
+        out = cls(message, code=code, param=param if isinstance(param, str) else None)
+    out.details = details if isinstance(details, list) else []
+    return out

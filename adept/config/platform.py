@@ -15,6 +15,9 @@ BUNDLED_EMBEDDING = "bundled:all-minilm-l6-v2"
 PHI3_MINI = "microsoft/Phi-3-mini-4k-instruct"
 
 
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("ADEPT_DATA_DIR") or Path.home() / ".adept").expanduser()
 
@@ -57,6 +60,17 @@ class PlatformConfig(StrictModel):
         None,
         description="Adapter store: a local directory or an fsspec URI (`s3://bucket/prefix`). Default: `<data_dir>/adapters`.",
     )
+    tenant_store: Literal["sqlite", "kubernetes"] = Field(
+        "sqlite",
+        description="Where tenants and their key hashes live: `sqlite` (`<data_dir>/tenants.sqlite`, one "
+        "machine) or `kubernetes` (`Tenant` resources and key-hash Secrets, watched; cluster mode).",
+    )
+    kubernetes_namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of the `Tenant` resources (tenant_store: kubernetes). Default: the pod's own "
+        "namespace ($POD_NAMESPACE, else the service account's namespace file).",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -70,6 +84,18 @@ class PlatformConfig(StrictModel):
     @property
     def resolved_adapter_store(self) -> str:
         return self.adapter_store_uri or str(self.data_dir / "adapters")
+
+    @property
+    def resolved_kubernetes_namespace(self) -> str:
+        """The configured namespace, else this pod's (``$POD_NAMESPACE``, the service account's file)."""
+        if self.kubernetes_namespace:
+            return self.kubernetes_namespace
+        if os.environ.get("POD_NAMESPACE"):
+            return os.environ["POD_NAMESPACE"]
+        try:
+            return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
+        except OSError:
+            return "default"
 
     @property
     def tenants_db(self) -> Path:
@@ -91,3 +117,15 @@ class PlatformConfig(StrictModel):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_platform_config(
+    data_dir: str | Path | None = None, overrides: list[str] | None = None
+) -> PlatformConfig:
+    """The effective ``PlatformConfig``: defaults < ``$ADEPT_CONFIG`` file < ``ADEPT_*`` env < ``data_dir`` < overrides."""
+    from adept.config.base import load_config
+
+    ov = list(overrides or [])
+    if data_dir:
+        ov.insert(0, f"data_dir={data_dir}")
+    return load_config(PlatformConfig, os.environ.get("ADEPT_CONFIG") or None, ov)

@@ -1,113 +1,27 @@
-"""Tenants and their API keys, behind a small store interface.
-
-Embedded mode keeps tenants in one SQLite file in the data dir (:class:`SQLiteTenantStore`);
-cluster mode can implement :class:`TenantStore` over the operator's ``Tenant`` resources.
-API keys are ``adept-`` plus 256 random bits from :mod:`secrets`. Only their sha256 is stored:
-keys carry full entropy, so a fast hash is enough (no password-style KDF needed), and the
-stored hash is compared with :func:`hmac.compare_digest`.
-"""
+"""Embedded mode's tenant store: one SQLite file (WAL) in the data dir."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from adept.config.tenant import TenantQuotas, TenantSpec, check_tenant_name
-from adept.errors import AuthenticationError, Conflict, InvalidRequest, NotFound, StorageError
-
-if TYPE_CHECKING:
-    from adept.config.platform import PlatformConfig
-
-KEY_PREFIX = "adept-"
-# Shown in listings so an operator can tell keys apart; far too short to guess the rest (256 bits).
-_SHOWN_KEY_CHARS = len(KEY_PREFIX) + 4
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A tenant as stored. Never carries its API key, only a short prefix for display."""
-
-    name: str
-    display_name: str
-    quotas: TenantQuotas
-    created_at: str
-    key_prefix: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (admin API, CLI ``--json``)."""
-        return {
-            "name": self.name,
-            "display_name": self.display_name,
-            "quotas": self.quotas.model_dump(),
-            "created_at": self.created_at,
-            "key_prefix": self.key_prefix,
-        }
-
-
-@runtime_checkable
-class TenantStore(Protocol):
-    """What the gateway, the CLI and the operator need from a tenant store."""
-
-    def create(self, spec: TenantSpec) -> tuple[Tenant, str]:
-        """Create a tenant; return it with its API key (shown once, never stored). Conflict if it exists."""
-        ...
-
-    def get(self, name: str) -> Tenant:
-        """The tenant named ``name``; NotFound if absent."""
-        ...
-
-    def list(self) -> list[Tenant]:
-        """All tenants, sorted by name."""
-        ...
-
-    def update(self, spec: TenantSpec) -> Tenant:
-        """Replace display name and quotas; NotFound if absent. The key is unchanged."""
-        ...
-
-    def delete(self, name: str) -> None:
-        """Delete a tenant (its key stops working at once); NotFound if absent."""
-        ...
-
-    def authenticate(self, api_key: str) -> Tenant:
-        """The tenant owning ``api_key``; AuthenticationError otherwise (never says why)."""
-        ...
-
-    def rotate_key(self, name: str) -> str:
-        """Issue a new key for ``name``; the old one stops working at once."""
-        ...
-
-
-def new_api_key() -> str:
-    """A fresh API key: ``adept-`` + 43 url-safe characters (256 bits)."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_api_key(api_key: str) -> str:
-    """Hex sha256 of the key: the only form in which keys are stored."""
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _valid_name(name: str) -> str:
-    try:
-        return check_tenant_name(name)
-    except ValueError as e:
-        raise InvalidRequest(str(e), param="name") from None
-
+from adept.config.tenant import TenantQuotas, TenantSpec
+from adept.errors import AuthenticationError, Conflict, NotFound, StorageError
+from adept.tenancy import (
+    SHOWN_KEY_CHARS,
+    Tenant,
+    check_presented_key,
+    hash_api_key,
+    new_api_key,
+    now_iso,
+    valid_tenant_name,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -202,7 +116,7 @@ class SQLiteTenantStore:
 
     # -- TenantStore -----------------------------------------------------------------------
     def create(self, spec: TenantSpec) -> tuple[Tenant, str]:
-        name = _valid_name(spec.name)
+        name = valid_tenant_name(spec.name)
         key = new_api_key()
         try:
             with self._write() as db:
@@ -213,9 +127,9 @@ class SQLiteTenantStore:
                         name,
                         spec.display_name,
                         spec.quotas.model_dump_json(),
-                        _now(),
+                        now_iso(),
                         hash_api_key(key),
-                        key[:_SHOWN_KEY_CHARS],
+                        key[:SHOWN_KEY_CHARS],
                     ),
                 )
                 tenant = self._tenant(self._row(db, name))
@@ -224,14 +138,14 @@ class SQLiteTenantStore:
         return tenant, key
 
     def get(self, name: str) -> Tenant:
-        return self._tenant(self._row(self._conn(), _valid_name(name)))
+        return self._tenant(self._row(self._conn(), valid_tenant_name(name)))
 
     def list(self) -> list[Tenant]:
         rows = self._conn().execute("SELECT * FROM tenants ORDER BY name").fetchall()
         return [self._tenant(r) for r in rows]
 
     def update(self, spec: TenantSpec) -> Tenant:
-        name = _valid_name(spec.name)
+        name = valid_tenant_name(spec.name)
         with self._write() as db:
             self._row(db, name)
             db.execute(
@@ -241,15 +155,13 @@ class SQLiteTenantStore:
             return self._tenant(self._row(db, name))
 
     def delete(self, name: str) -> None:
-        name = _valid_name(name)
+        name = valid_tenant_name(name)
         with self._write() as db:
             if db.execute("DELETE FROM tenants WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"tenant {name!r} not found")
 
     def authenticate(self, api_key: str) -> Tenant:
-        if not isinstance(api_key, str) or not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
-            raise AuthenticationError("invalid API key")
-        digest = hash_api_key(api_key)
+        digest = check_presented_key(api_key)
         # The indexed lookup finds the candidate; the constant-time compare is what decides.
         row = self._conn().execute("SELECT * FROM tenants WHERE key_hash = ?", (digest,)).fetchone()
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
@@ -257,17 +169,12 @@ class SQLiteTenantStore:
         return self._tenant(row)
 
     def rotate_key(self, name: str) -> str:
-        name = _valid_name(name)
+        name = valid_tenant_name(name)
         key = new_api_key()
         with self._write() as db:
             self._row(db, name)
             db.execute(
                 "UPDATE tenants SET key_hash = ?, key_prefix = ? WHERE name = ?",
-                (hash_api_key(key), key[:_SHOWN_KEY_CHARS], name),
+                (hash_api_key(key), key[:SHOWN_KEY_CHARS], name),
             )
         return key
-
-
-def open_tenant_store(cfg: PlatformConfig) -> TenantStore:
-    """The tenant store for this installation (embedded: ``<data_dir>/tenants.sqlite``)."""
-    return SQLiteTenantStore(cfg.tenants_db)
