@@ -1,15 +1,19 @@
 """kopf handlers for Tenant, KnowledgeBase, FineTuneJob and Adapter. Thin and idempotent.
 
-Every handler validates the spec with ``operators.models``, does its work through the kernel
-(tenant keys, adapter registry), the retrieval logic layer or the Ray Jobs SDK, and writes
-status with ``operators.resources``. A bad spec ends in a ``Failed`` condition and
+Every handler validates the spec with ``operators.models`` and does its work through the kernel:
+``adept.platform.Platform`` (over the namespace's Kubernetes tenant store and the adapter
+registry) for tenants and adapters, the gateway's admin API (``adept.admin_client``) for what the
+running platform holds (documents, loaded adapters), the Ray Jobs SDK for training. Status is
+built by ``operators.resources``. A bad spec ends in a ``Failed`` condition and
 ``kopf.PermanentError`` (no retry loop); an unreachable dependency in ``kopf.TemporaryError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -20,12 +24,17 @@ from typing import Any
 import kopf
 import yaml
 
-from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, StorageError, Unavailable
-from adept.tenancy import new_api_key
+from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, PermissionDenied, Unavailable
+from adept.kube import GROUP, VERSION, Kube
+from adept.tenancy.kubernetes import (
+    ISSUED_ANNOTATION,
+    PREFIX_ANNOTATION,
+    KubernetesTenantStore,
+    key_secret_name,
+)
 from operators import kb_sync
 from operators import resources as R
-from operators.kube import Kube
-from operators.models import GROUP, VERSION, parse_spec
+from operators.models import parse_spec
 from operators.settings import configure, load_operator_config
 
 # Timer periods are fixed when handlers register, so they come from the environment, not memo.
@@ -38,96 +47,112 @@ _lazy_lock = threading.Lock()
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     configure(settings)
-    memo.config, memo.platform = load_operator_config()
+    memo.config, memo.platform_config = load_operator_config()
     memo.kube = Kube()
-    logger.info("adept operator ready: ray=%s shared=%s", memo.config.ray_address, memo.config.shared_dir)
+    memo.platforms = {}
+    memo.gateway = None
+    if memo.config.gateway_url:
+        from adept.admin_client import AdminClient
+
+        memo.gateway = AdminClient(memo.config.gateway_url, memo.config.gateway_admin_key or "")
+    logger.info("adept operator ready: ray=%s gateway=%s", memo.config.ray_address, memo.config.gateway_url)
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Release the Milvus client (a Lite file stays locked while it is open)."""
-    kb = getattr(memo, "kb", None)
-    if kb is not None:
-        kb.close()
-        memo.kb = None
+    for platform in getattr(memo, "platforms", {}).values():
+        platform.close()
+    if getattr(memo, "gateway", None) is not None:
+        memo.gateway.close()
 
 
-def _registry(memo: kopf.Memo) -> Any:
+class _GatewayReplicas:
+    """``adept.platform.AdapterReplicas`` through the gateway's admin API (best effort: LRU covers misses)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def unload(self, adapter_id: str) -> None:
+        await asyncio.to_thread(self.client.unload_adapter, adapter_id)
+
+
+def _platform(memo: kopf.Memo, namespace: str) -> Any:
+    """The kernel ``Platform`` for the tenants of ``namespace`` (one per namespace, made on first use)."""
+    from adept.platform import Platform
+
     with _lazy_lock:
-        if getattr(memo, "registry", None) is None:
-            from adept.adapters import open_adapter_registry
-
-            memo.registry = open_adapter_registry(memo.platform)
-        return memo.registry
-
-
-def _knowledge_base(memo: kopf.Memo) -> Any:
-    """One KnowledgeBase per operator process: Milvus Lite allows one client per file."""
-    with _lazy_lock:
-        if getattr(memo, "kb", None) is None:
-            from services.retrieval.knowledge_base import KnowledgeBase
-
-            try:
-                memo.kb = KnowledgeBase.from_platform(memo.platform)
-            except Exception as e:
-                raise kopf.TemporaryError(
-                    f"Milvus unreachable: {type(e).__name__}: {e}", delay=memo.config.retry_delay
-                ) from None
-        return memo.kb
+        platform = memo.platforms.get(namespace)
+        if platform is None:
+            cfg = memo.platform_config.model_copy(
+                update={"tenant_store": "kubernetes", "kubernetes_namespace": namespace}
+            )
+            platform = Platform(
+                cfg,
+                tenants=KubernetesTenantStore(namespace, kube=memo.kube),
+                replicas=_GatewayReplicas(memo.gateway) if memo.gateway is not None else None,
+            )
+            memo.platforms[namespace] = platform
+        return platform
 
 
-def _serving_base_model(memo: kopf.Memo) -> str:
-    from adept.models import canonical_model_id
-
-    return canonical_model_id(memo.platform.model)
-
-
-def _fail(patch: kopf.Patch, status: dict, meta: dict, reason: str, message: str) -> kopf.PermanentError:
-    patch.status.update(
-        R.build_phase_status(
-            "failed",
-            reason,
-            message,
-            generation=meta.get("generation"),
-            old_conditions=status.get("conditions"),
+def _gateway(memo: kopf.Memo) -> Any:
+    if memo.gateway is None:
+        raise Unavailable(
+            "no gateway configured (ADEPT_GATEWAY_URL): documents live in the running platform and are "
+            "changed through its admin API"
         )
-    )
-    return kopf.PermanentError(message)
+    return memo.gateway
 
 
-def _progress(patch: kopf.Patch, status: dict, meta: dict, reason: str, message: str) -> None:
+def _run(coro: Any) -> Any:
+    """A kernel coroutine from a (threaded, synchronous) handler."""
+    return asyncio.run(coro)
+
+
+def _phase(patch: kopf.Patch, status: dict, meta: dict, phase: str, reason: str, message: str) -> None:
     patch.status.update(
         R.build_phase_status(
-            "progressing",
-            reason,
-            message,
-            generation=meta.get("generation"),
-            old_conditions=status.get("conditions"),
+            phase, reason, message, generation=meta.get("generation"), old_conditions=status.get("conditions")
         )
     )
 
 
 @contextlib.contextmanager
 def _outcomes(patch: kopf.Patch, status: dict, meta: dict, memo: kopf.Memo) -> Iterator[None]:
-    """Map Adept errors to kopf: bad input -> Failed + PermanentError, outages -> TemporaryError."""
+    """The one map from failures to kopf: bad input -> Failed + PermanentError, outages -> TemporaryError."""
     try:
         yield
     except (kopf.PermanentError, kopf.TemporaryError):
         raise
-    except (Unavailable, StorageError, ConnectionError, TimeoutError) as e:
-        _progress(patch, status, meta, "Retrying", f"{type(e).__name__}: {e}")
-        raise kopf.TemporaryError(str(e), delay=memo.config.retry_delay) from None
-    except (InvalidRequest, Conflict, NotFound) as e:
-        raise _fail(patch, status, meta, "InvalidSpec", e.message) from None
-    except AdeptError as e:
+    except (InvalidRequest, Conflict, NotFound, PermissionDenied) as e:
+        _phase(patch, status, meta, "failed", "InvalidSpec", e.message)
+        raise kopf.PermanentError(e.message) from None
+    except AdeptError as e:  # Unavailable, StorageError, ...: retrying may help
+        _phase(patch, status, meta, "progressing", "Retrying", e.message)
         raise kopf.TemporaryError(e.message, delay=memo.config.retry_delay) from None
+    except (ConnectionError, TimeoutError) as e:
+        _phase(patch, status, meta, "progressing", "Retrying", f"{type(e).__name__}: {e}")
+        raise kopf.TemporaryError(str(e), delay=memo.config.retry_delay) from None
+
+
+@contextlib.contextmanager
+def _cleanup(memo: kopf.Memo, what: str) -> Iterator[None]:
+    """Finalizers: every failure is worth another try (the resource stays until cleanup succeeds)."""
+    try:
+        yield
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except (AdeptError, OSError) as e:
+        message = e.message if isinstance(e, AdeptError) else f"{type(e).__name__}: {e}"
+        raise kopf.TemporaryError(f"{what}: {message}", delay=memo.config.retry_delay) from None
 
 
 def _spec(kind: str, spec: Any, patch: kopf.Patch, status: dict, meta: dict) -> Any:
     try:
         return parse_spec(kind, dict(spec))
     except AdeptError as e:
-        raise _fail(patch, status, meta, "InvalidSpec", e.message) from None
+        _phase(patch, status, meta, "failed", "InvalidSpec", e.message)
+        raise kopf.PermanentError(e.message) from None
 
 
 def _require_tenant(
@@ -137,8 +162,8 @@ def _require_tenant(
     obj = memo.kube.get(namespace, "tenants", tenant)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         why = "does not exist" if obj is None else "is being deleted"
-        _progress(
-            patch, status, meta, "WaitingForTenant", f"Tenant {tenant!r} {why} in namespace {namespace}"
+        _phase(
+            patch, status, meta, "progressing", "WaitingForTenant", f"Tenant {tenant!r} {why} in {namespace}"
         )
         raise kopf.TemporaryError(f"Tenant {tenant!r} {why}", delay=memo.config.retry_delay) from None
     return obj
@@ -159,67 +184,40 @@ def reconcile_tenant(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Issue the API key Secret once, rotate it when spec.keyRotation changes, report Ready."""
+    """Issue the API key Secrets once, rotate them when spec.keyRotation changes, report Ready."""
     status, meta = dict(status), dict(meta)
     parsed = _spec("Tenant", spec, patch, status, meta)
     with _outcomes(patch, status, meta, memo):
-        _valid_tenant_name(name)
-        kube: Kube = memo.kube
-        key_secret = kube.get_secret(namespace, R.key_secret_name(name))
-        hash_secret = kube.get_secret(namespace, R.hash_secret_name(name))
+        parsed.tenant_spec(name)  # metadata.name must be a valid tenant name
+        store = _platform(memo, namespace).tenants
+        owner = {"apiVersion": body.get("apiVersion"), "kind": "Tenant", "metadata": dict(meta)}
         wants_rotation = parsed.key_rotation is not None and status.get("keyRotation") != parsed.key_rotation
         # secretName in status: we reconciled before, so a new keyRotation value is a request, not the initial one.
-        rotate = key_secret is not None and wants_rotation and status.get("secretName") is not None
-        issued_at = status.get("keyRotatedAt")
-        if key_secret is None or rotate:
-            api_key = new_api_key()  # never logged: it only goes into the Secret
-            issued_at = R.now_iso()
-            owner = {"apiVersion": body.get("apiVersion"), "kind": "Tenant", "metadata": dict(meta)}
-            new_key, new_hash = R.build_key_secrets(
-                name, api_key, namespace=namespace, owner=owner, now=issued_at
-            )
-            for old, new in ((key_secret, new_key), (hash_secret, new_hash)):
-                if old is None:
-                    kube.create_secret(new)
-                else:
-                    kube.patch_secret(new)
-            key_secret = new_key
-        elif hash_secret is None:
-            # The key survives, its hash was deleted: rebuild it so gateways can authenticate again.
-            api_key = R.decode_secret_value(key_secret, "api-key") or ""
-            kube.create_secret(R.build_key_secrets(name, api_key, namespace=namespace)[1])
-        prefix = (key_secret["metadata"].get("annotations") or {}).get("adept.dev/key-prefix")
-        patch.status.update(
-            R.build_phase_status(
-                "ready",
-                "KeyRotated" if rotate else "Ready",
-                f"tenant {name} is active; its API key is in Secret {R.key_secret_name(name)} (key `api-key`)",
-                generation=meta.get("generation"),
-                old_conditions=status.get("conditions"),
-            )
+        rotate = wants_rotation and status.get("secretName") is not None and store.has_key(name)
+        if rotate:
+            store.issue_key(name, owner=owner)  # never logged: it only goes into the Secret
+        key = store.ensure_key(name, owner=owner)
+        _phase(
+            patch,
+            status,
+            meta,
+            "ready",
+            "KeyRotated" if rotate else "Ready",
+            f"tenant {name} is active; its API key is in Secret {key_secret_name(name)} (key `api-key`)",
         )
         patch.status.update(
-            secretName=R.key_secret_name(name),
-            keyPrefix=prefix,
+            secretName=key_secret_name(name),
+            keyPrefix=key.get(PREFIX_ANNOTATION),
             keyRotation=parsed.key_rotation,
-            keyRotatedAt=issued_at,
+            keyRotatedAt=key.get(ISSUED_ANNOTATION),
         )
-
-
-def _valid_tenant_name(name: str) -> None:
-    from adept.config.tenant import check_tenant_name
-
-    try:
-        check_tenant_name(name)
-    except ValueError as e:
-        raise InvalidRequest(f"metadata.name: {e}") from None
 
 
 @kopf.on.delete(GROUP, VERSION, "tenants")
 def delete_tenant(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """Delete the tenant's resources, documents, adapters and Secrets; wait until all are gone."""
+    """Delete the tenant's resources, then everything it owns in the platform, then its key."""
     kube: Kube = memo.kube
-    try:
+    with _cleanup(memo, f"cleanup of tenant {name}"):
         remaining = []
         for plural in ("knowledgebases", "finetunejobs", "adapters"):
             for obj in kube.list(namespace, plural):
@@ -232,49 +230,44 @@ def delete_tenant(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: 
             raise kopf.TemporaryError(
                 f"waiting for {len(remaining)} resources: {', '.join(remaining[:5])}", delay=2
             )
-        # Also whatever was created through the API rather than by resources.
-        _knowledge_base(memo).delete_tenant(name)
-        _registry(memo).delete_tenant(name)
-        for secret in (R.key_secret_name(name), R.hash_secret_name(name)):
-            kube.delete_secret(namespace, secret)
-    except (Unavailable, StorageError) as e:
-        raise kopf.TemporaryError(str(e), delay=memo.config.retry_delay) from None
-    except Exception as e:
-        if isinstance(e, kopf.TemporaryError | kopf.PermanentError):
-            raise
-        raise kopf.TemporaryError(
-            f"cleanup failed: {type(e).__name__}: {e}", delay=memo.config.retry_delay
-        ) from None
+        # Also whatever was created through the API rather than by resources: the platform's purge.
+        _gateway(memo).purge_tenant(name)
+        _platform(memo, namespace).tenants.revoke_keys(name)
     logger.info("tenant %s deleted with its documents, adapters and key", name)
 
 
 # --- KnowledgeBase ---------------------------------------------------------------------------------
+def _s3_credentials(memo: kopf.Memo, namespace: str, secret_name: str) -> dict[str, str]:
+    from adept.tenancy.kubernetes import decode_secret_value
+
+    secret = memo.kube.get_secret(namespace, secret_name)
+    if secret is None:
+        raise NotFound(f"Secret {secret_name!r} (S3 credentials) not found in {namespace}")
+    return {
+        "key": decode_secret_value(secret, "AWS_ACCESS_KEY_ID") or "",
+        "secret": decode_secret_value(secret, "AWS_SECRET_ACCESS_KEY") or "",
+    }
+
+
 @kopf.on.resume(GROUP, VERSION, "knowledgebases")
 @kopf.on.create(GROUP, VERSION, "knowledgebases")
 @kopf.on.update(GROUP, VERSION, "knowledgebases", field="spec")
 def sync_knowledge_base(
     name: str, namespace: str, spec: Any, status: Any, meta: Any, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Ingest the sources into the tenant's partition; report documents, chunks and skipped files."""
+    """Ingest the sources into the tenant's knowledge base; report documents, chunks and skipped files."""
     status, meta = dict(status), dict(meta)
     parsed = _spec("KnowledgeBase", spec, patch, status, meta)
     with _outcomes(patch, status, meta, memo):
-        tenant = _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
-        quotas = (tenant.get("spec") or {}).get("quotas") or {}
-        kb = _knowledge_base(memo)
-        try:
-            result = kb_sync.sync(
-                kb,
-                parsed.tenant,
-                name,
-                parsed,
-                shared_dir=memo.config.shared_dir,
-                max_documents=int(quotas.get("max_documents", 0) or 0),
-            )
-        except AdeptError:
-            raise
-        except Exception as e:  # pymilvus raises its own exception types when the server is away
-            raise Unavailable(f"ingest failed: {type(e).__name__}: {e}") from None
+        _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
+        result = kb_sync.sync(
+            _gateway(memo),
+            parsed.tenant,
+            name,
+            parsed,
+            shared_dir=memo.config.shared_dir,
+            s3_credentials=lambda secret: _s3_credentials(memo, namespace, secret),
+        )
         patch.status.update(
             R.build_kb_status(
                 documents=result.documents,
@@ -306,14 +299,8 @@ def delete_knowledge_base(name: str, spec: Any, memo: kopf.Memo, logger: Any, **
     tenant = (spec or {}).get("tenant")
     if not tenant:
         return
-    try:
-        removed = kb_sync.remove(_knowledge_base(memo), tenant, name)
-    except kopf.TemporaryError:
-        raise
-    except Exception as e:
-        raise kopf.TemporaryError(
-            f"cannot delete documents: {type(e).__name__}: {e}", delay=memo.config.retry_delay
-        ) from None
+    with _cleanup(memo, f"cannot delete the documents of {name}"):
+        removed = kb_sync.remove(_gateway(memo), tenant, name)
     logger.info("knowledge base %s: removed %d documents of tenant %s", name, removed, tenant)
 
 
@@ -321,10 +308,20 @@ def delete_knowledge_base(name: str, spec: Any, memo: kopf.Memo, logger: Any, **
 def _ray(memo: kopf.Memo, address: str | None) -> Any:
     from ray.job_submission import JobSubmissionClient
 
+    where = address or memo.config.ray_address
     try:
-        return JobSubmissionClient(address or memo.config.ray_address)
+        return JobSubmissionClient(where)
     except Exception as e:  # ConnectionError, or RuntimeError when the dashboard does not answer
-        raise Unavailable(f"Ray at {address or memo.config.ray_address} unreachable: {e}") from None
+        raise Unavailable(f"Ray at {where} unreachable: {type(e).__name__}: {e}") from None
+
+
+def _ray_job(client: Any, submission_id: str) -> Any | None:
+    """The Ray job with ``submission_id``, or None: found by listing (the SDK's errors carry no type)."""
+    try:
+        jobs = client.list_jobs()
+    except Exception as e:  # the SDK raises RuntimeError/requests errors for any HTTP failure
+        raise Unavailable(f"cannot list Ray jobs: {type(e).__name__}: {e}") from None
+    return next((j for j in jobs if j.submission_id == submission_id), None)
 
 
 @kopf.on.resume(GROUP, VERSION, "finetunejobs")
@@ -350,44 +347,32 @@ def submit_finetune_job(
     if status.get("jobId") == submission_id:
         return  # this generation is already submitted (operator restart, resume)
     with _outcomes(patch, status, meta, memo):
-        job = parsed.job_config(adapter_store_uri=memo.platform.resolved_adapter_store)
-        if job.resolved_adapter_store != memo.platform.resolved_adapter_store:
+        platform = _platform(memo, namespace)
+        job = parsed.job_config()
+        store = job.output.adapter_store_uri
+        if store and store != platform.config.resolved_adapter_store:
             raise InvalidRequest(
-                f"config.output.adapter_store_uri {job.resolved_adapter_store!r} is not this platform's registry "
-                f"{memo.platform.resolved_adapter_store!r}; serving would never see the adapter"
+                f"config.output.adapter_store_uri {store!r} is not this platform's registry "
+                f"{platform.config.resolved_adapter_store!r}; serving would never see the adapter"
             )
-        _check_base_model(memo, job.base_model)
         _check_adapter_owner(memo, namespace, parsed.tenant, parsed.adapter)
         _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
+        from adept.models import canonical_model_id
+
+        # What publishing will enforce (tenant, quota, base model), checked before any GPU is used.
+        base = canonical_model_id(job.base_model or platform.config.model)
+        _run(platform.check_publishable(parsed.tenant, parsed.adapter, base))
         client = _ray(memo, parsed.ray_address)
         old = status.get("jobId")
-        if old and status.get("state") not in R.TERMINAL_STATES:
-            with contextlib.suppress(Exception):
-                client.stop_job(old)  # the spec changed: the previous generation's run is obsolete
-        with tempfile.TemporaryDirectory(prefix="adept-ftj-") as tmp:
-            Path(tmp, "finetune.yaml").write_text(
-                yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False)
+        if old and status.get("state") not in R.TERMINAL_STATES and _ray_job(client, old) is not None:
+            client.stop_job(old)  # the spec changed: the previous generation's run is obsolete
+        if _ray_job(client, submission_id) is not None:
+            logger.info(
+                "Ray job %s was already submitted (operator restarted mid-submit): adopting it", submission_id
             )
-            kwargs = R.build_job_submission(
-                name=name,
-                namespace=namespace,
-                uid=uid or f"{namespace}/{name}",
-                generation=generation,
-                job_config=job.model_dump(mode="json"),
-                config_dir=tmp,
-                env=memo.config.job_env,
-                entrypoint=memo.config.job_entrypoint,
-            )
-            try:
-                client.submit_job(**kwargs)
-                logger.info("submitted Ray job %s", submission_id)
-            except Exception as e:
-                if "already exists" not in str(e):
-                    raise Unavailable(f"Ray job submission failed: {type(e).__name__}: {e}") from None
-                logger.info(
-                    "Ray job %s was already submitted (operator restarted mid-submit): adopting it",
-                    submission_id,
-                )
+        else:
+            _submit(client, memo, name, namespace, uid, generation, job)
+            logger.info("submitted Ray job %s", submission_id)
         patch.status.update(
             R.build_finetune_status("PENDING", generation=generation, old_conditions=status.get("conditions"))
         )
@@ -401,15 +386,28 @@ def submit_finetune_job(
         )
 
 
-def _check_base_model(memo: kopf.Memo, base_model: str) -> None:
-    from adept.models import canonical_model_id
-
-    allowed = {_serving_base_model(memo), *(canonical_model_id(m) for m in memo.config.base_models)}
-    if canonical_model_id(base_model) not in allowed:
-        raise InvalidRequest(
-            f"unknown base model {base_model!r}: this platform serves {sorted(allowed)}; an adapter for another "
-            "base model could never be served"
+def _submit(
+    client: Any, memo: kopf.Memo, name: str, namespace: str, uid: str | None, generation: Any, job: Any
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="adept-ftj-") as tmp:
+        # Unset fields (base model, data dir, adapter store) stay unset: the training pod's platform fills them.
+        config = job.model_dump(mode="json", exclude_none=True)
+        Path(tmp, "finetune.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        kwargs = R.build_job_submission(
+            name=name,
+            namespace=namespace,
+            uid=uid or f"{namespace}/{name}",
+            generation=generation,
+            job_config=config,
+            config_dir=tmp,
+            env=memo.config.job_env,
+            entrypoint=memo.config.job_entrypoint,
         )
+        try:
+            client.submit_job(**kwargs)
+        except Exception as e:  # the SDK's errors carry no type; a racing duplicate is found by listing
+            if _ray_job(client, kwargs["submission_id"]) is None:
+                raise Unavailable(f"Ray job submission failed: {type(e).__name__}: {e}") from None
 
 
 def _check_adapter_owner(memo: kopf.Memo, namespace: str, tenant: str, adapter: str) -> None:
@@ -444,17 +442,15 @@ def poll_finetune_job(
         client = _ray(memo, spec.get("rayAddress"))
         info = client.get_job_info(job_id)
         logs = client.get_job_logs(job_id)
-    except Unavailable as e:
-        _progress(patch, status, meta, "RayUnreachable", e.message)
-        return  # the timer polls again; the job keeps running without us
-    except Exception as e:
-        _progress(patch, status, meta, "RayUnreachable", f"{type(e).__name__}: {e}")
-        return
+    except Exception as e:  # Unavailable, or the SDK's own errors: the job runs on without us
+        reason = e.message if isinstance(e, AdeptError) else f"{type(e).__name__}: {e}"
+        _phase(patch, status, meta, "progressing", "RayUnreachable", reason)
+        return  # the timer polls again
     state = str(getattr(info.status, "value", info.status))
     progress = R.parse_progress(logs or "")
     message = ""
     if state == "SUCCEEDED":
-        version = progress.get("adapter_version") or _latest_version(memo, spec["tenant"], spec["adapter"])
+        version = progress.get("adapter_version") or _latest_version(memo, namespace, spec)
         if version is None:
             state, message = "FAILED", "the job succeeded but published no adapter version to the registry"
         else:
@@ -479,8 +475,8 @@ def poll_finetune_job(
     )
 
 
-def _latest_version(memo: kopf.Memo, tenant: str, adapter: str) -> str | None:
-    versions = _registry(memo).versions(tenant, adapter)
+def _latest_version(memo: kopf.Memo, namespace: str, spec: dict) -> str | None:
+    versions = _platform(memo, namespace).registry.versions(spec["tenant"], spec["adapter"])
     return versions[-1] if versions else None
 
 
@@ -490,13 +486,10 @@ def _upsert_adapter(
     body = R.build_adapter_object(
         tenant=tenant, adapter=adapter, version=version, namespace=namespace, finetunejob=job
     )
-    existing = memo.kube.get(namespace, "adapters", body["metadata"]["name"])
-    if existing is None:
-        try:
+    if memo.kube.get(namespace, "adapters", body["metadata"]["name"]) is None:
+        with contextlib.suppress(Conflict):  # created concurrently: patch it below
             memo.kube.create(namespace, "adapters", body)
             return
-        except Conflict:
-            pass
     memo.kube.patch(namespace, "adapters", body["metadata"]["name"], {"spec": {"version": version}})
 
 
@@ -506,16 +499,12 @@ def delete_finetune_job(spec: Any, status: Any, memo: kopf.Memo, logger: Any, **
     job_id = (status or {}).get("jobId")
     if not job_id or (status or {}).get("state") in R.TERMINAL_STATES:
         return
-    try:
-        _ray(memo, (spec or {}).get("rayAddress")).stop_job(job_id)
-    except Unavailable as e:
-        raise kopf.TemporaryError(e.message, delay=memo.config.retry_delay) from None
-    except Exception as e:
-        if "does not exist" not in str(e):
-            raise kopf.TemporaryError(
-                f"cannot stop Ray job {job_id}: {e}", delay=memo.config.retry_delay
-            ) from None
-    logger.info("stopped Ray job %s", job_id)
+    with _cleanup(memo, f"cannot stop Ray job {job_id}"):
+        client = _ray(memo, (spec or {}).get("rayAddress"))
+        job = _ray_job(client, job_id)
+        if job is not None and str(getattr(job.status, "value", job.status)) not in R.TERMINAL_STATES:
+            client.stop_job(job_id)
+            logger.info("stopped Ray job %s", job_id)
 
 
 # --- Adapter ---------------------------------------------------------------------------------------
@@ -529,114 +518,76 @@ def reconcile_adapter(
     meta: Any,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    logger: Any,
     **_: Any,
 ) -> None:
-    """Publish ``source`` once, pin ``activeVersion``, check the base model; report what serving uses."""
+    """Publish ``source`` once, pin ``activeVersion``; report what serving uses."""
     status, meta = dict(status), dict(meta)
     parsed = _spec("Adapter", spec, patch, status, meta)
     with _outcomes(patch, status, meta, memo):
         _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
-        registry = _registry(memo)
-        serving = _serving_base_model(memo)
+        platform = _platform(memo, namespace)
         if parsed.source and status.get("publishedSource") != parsed.source:
-            _publish_source(memo, registry, parsed, serving)
+            with _adapter_source(memo, parsed.source) as local:
+                _run(
+                    platform.publish_adapter(parsed.tenant, parsed.name, local, base_model=parsed.base_model)
+                )
             patch.status["publishedSource"] = parsed.source
-        versions = registry.versions(parsed.tenant, parsed.name)
+        versions = platform.registry.versions(parsed.tenant, parsed.name)
         wanted = parsed.active_version or parsed.version
         if not versions or (wanted and wanted not in versions):
             what = f"{parsed.tenant}/{parsed.name}" + (f"@{wanted}" if wanted else "")
-            _progress(patch, status, meta, "WaitingForVersion", f"adapter {what} is not in the registry yet")
+            _phase(
+                patch,
+                status,
+                meta,
+                "progressing",
+                "WaitingForVersion",
+                f"adapter {what} is not in the registry yet",
+            )
             raise kopf.TemporaryError(f"{what} not in registry", delay=memo.config.retry_delay) from None
-        registry.set_active(parsed.tenant, parsed.name, parsed.active_version)
-        active = registry.resolve(parsed.tenant, parsed.name)
-        from adept.models import canonical_model_id
+        # Pinning drops the previously served version from the replicas (the platform does that).
+        active = _run(platform.activate_adapter(parsed.tenant, parsed.name, parsed.active_version))
+        if parsed.base_model:
+            from adept.adapters import check_base_model
 
-        base = canonical_model_id(parsed.base_model or active.manifest.base_model)
-        if base != serving:
-            raise InvalidRequest(
-                f"unknown base model {base!r} for adapter {active.id}: serving runs {serving!r}"
-            )
-        previous = status.get("activeVersion")
-        if previous and previous != active.version:
-            _unload(memo, f"{parsed.tenant}/{parsed.name}@{previous}", logger)
+            check_base_model(active.id, parsed.base_model, active.manifest.base_model)
+        _phase(patch, status, meta, "ready", "Active", f"{active.id} is active")
         patch.status.update(
-            R.build_phase_status(
-                "ready",
-                "Active",
-                f"{active.id} is active",
-                generation=meta.get("generation"),
-                old_conditions=status.get("conditions"),
-            )
-        )
-        patch.status.update(
-            versions=versions, activeVersion=active.version, storageUri=active.uri, baseModel=base
+            versions=versions,
+            activeVersion=active.version,
+            storageUri=active.uri,
+            baseModel=active.manifest.base_model,
         )
 
 
-def _publish_source(memo: kopf.Memo, registry: Any, parsed: Any, serving: str) -> None:
-    import json
-
-    src = parsed.source
-    if "://" in src and not src.startswith("file://"):
-        import fsspec
-
-        tmp = tempfile.mkdtemp(prefix="adept-adapter-")
-        fs, path = fsspec.core.url_to_fs(src)
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        local = Path(tmp)
-    else:
-        local = kb_sync.resolve_path(memo.config.shared_dir, src.removeprefix("file://"))
-    manifest_file = local / "manifest.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
-    if not manifest.get("base_model"):
-        cfg = local / "adapter_config.json"
-        manifest["base_model"] = (
-            parsed.base_model
-            or (json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.is_file() else None)
-            or serving
-        )
-    manifest.update(tenant=parsed.tenant, name=parsed.name)
-    manifest.pop("version", None)
-    registry.publish(parsed.tenant, parsed.name, local, manifest, expected_base_model=serving)
-
-
-def _unload(memo: kopf.Memo, adapter_id: str, logger: Any) -> None:
-    """Ask the gateway to drop an adapter from its replicas (best effort; LRU eviction covers misses)."""
-    url, key = memo.config.gateway_url, memo.config.gateway_admin_key
-    if not url:
+@contextlib.contextmanager
+def _adapter_source(memo: kopf.Memo, src: str) -> Iterator[Path]:
+    """``spec.source`` as a local directory: on the shared volume, or downloaded from an fsspec URI."""
+    if "://" not in src or src.startswith("file://"):
+        yield kb_sync.resolve_path(memo.config.shared_dir, src.removeprefix("file://"))
         return
-    import httpx
+    import fsspec
 
+    tmp = tempfile.mkdtemp(prefix="adept-adapter-")
     try:
-        r = httpx.post(
-            url.rstrip("/") + "/admin/adapters/unload",
-            json={"model": adapter_id},
-            headers={"Authorization": f"Bearer {key}"} if key else {},
-            timeout=10,
-        )
-        if r.status_code >= 400:
-            logger.warning("gateway refused to unload %s: HTTP %s", adapter_id, r.status_code)
-    except httpx.HTTPError as e:
-        logger.warning("gateway unreachable to unload %s: %s", adapter_id, type(e).__name__)
+        fs, path = fsspec.core.url_to_fs(src)
+        try:
+            fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+        except (
+            OSError,
+            ValueError,
+        ) as e:  # fsspec raises FileNotFoundError/PermissionError/ClientError(OSError)
+            raise Unavailable(f"cannot download adapter source {src}: {type(e).__name__}: {e}") from None
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @kopf.on.delete(GROUP, VERSION, "adapters")
-def delete_adapter(spec: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def delete_adapter(spec: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Remove the adapter (all versions) from the registry and from the serving replicas."""
     tenant, name = (spec or {}).get("tenant"), (spec or {}).get("name")
     if not tenant or not name:
         return
-    registry = _registry(memo)
-    try:
-        # Exact ids, listed before the delete: afterwards the gateway could not expand a bare name.
-        loaded = [f"{tenant}/{name}@{v}" for v in registry.versions(tenant, name)]
-        registry.delete(tenant, name)
-    except (NotFound, InvalidRequest):
-        loaded = []
-    except (StorageError, OSError) as e:
-        raise kopf.TemporaryError(
-            f"cannot delete {tenant}/{name}: {e}", delay=memo.config.retry_delay
-        ) from None
-    for adapter_id in loaded:
-        _unload(memo, adapter_id, logger)
+    with _cleanup(memo, f"cannot delete {tenant}/{name}"), contextlib.suppress(NotFound, InvalidRequest):
+        _run(_platform(memo, namespace).delete_adapter(tenant, name))

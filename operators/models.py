@@ -20,11 +20,7 @@ from adept.config.base import validate
 from adept.config.retrieval import RetrievalConfig
 from adept.config.tenant import TenantQuotas, TenantSpec, check_tenant_name
 from adept.config.training import FineTuneJobConfig
-from services.retrieval.protocol import IngestRecord
-
-GROUP = "adept.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from adept.documents import IngestRecord
 
 
 class ResourceSpec(BaseModel):

@@ -4,7 +4,6 @@ status conditions. No I/O here, so every one of them is unit-tested directly.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -12,17 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adept.tenancy import hash_api_key
-from operators.models import API_VERSION
+from adept.kube import API_VERSION
+from adept.tenancy.kubernetes import LABEL_TENANT, MANAGED_BY
 
-LABEL_TENANT = "adept.dev/tenant"
-LABEL_COMPONENT = "adept.dev/component"
 LABEL_FINETUNEJOB = "adept.dev/finetunejob"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "adept-operator", "app.kubernetes.io/part-of": "adept"}
-KEY_SECRET_COMPONENT = "api-key"
-HASH_SECRET_COMPONENT = "api-key-hash"
-# Shown in status so people can tell keys apart; far too short to guess the rest (256 bits).
-KEY_PREFIX_CHARS = 10
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 
@@ -99,73 +91,6 @@ def condition_status(status: Mapping[str, Any] | None, type_: str) -> str | None
         if cond.get("type") == type_:
             return cond.get("status")
     return None
-
-
-# --- Tenant ----------------------------------------------------------------------------------------
-def key_secret_name(tenant: str) -> str:
-    return f"adept-tenant-{tenant}-key"
-
-
-def hash_secret_name(tenant: str) -> str:
-    return f"adept-tenant-{tenant}-keyhash"
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def build_key_secrets(
-    tenant: str,
-    api_key: str,
-    *,
-    namespace: str,
-    owner: Mapping[str, Any] | None = None,
-    now: str | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The tenant's two Secrets: the key itself (for the tenant's admins) and its sha256 (for gateways).
-
-    Gateways only ever need the hash; keeping it in its own Secret lets RBAC give them that one
-    and not the key.
-    """
-    now = now or now_iso()
-    owners = [build_owner_reference(owner)] if owner and owner.get("metadata", {}).get("uid") else []
-
-    def secret(name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**MANAGED_BY, LABEL_TENANT: tenant, LABEL_COMPONENT: component},
-            "annotations": {"adept.dev/key-prefix": api_key[:KEY_PREFIX_CHARS], "adept.dev/issued-at": now},
-        }
-        if owners:
-            meta["ownerReferences"] = owners
-        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
-
-    key_secret = secret(key_secret_name(tenant), KEY_SECRET_COMPONENT, {"api-key": _b64(api_key)})
-    hash_secret = secret(
-        hash_secret_name(tenant), HASH_SECRET_COMPONENT, {"sha256": _b64(hash_api_key(api_key))}
-    )
-    return key_secret, hash_secret
-
-
-def decode_secret_value(secret: Mapping[str, Any], key: str) -> str | None:
-    """A value from a Secret's ``data`` (base64) or ``stringData``; None when absent."""
-    data = secret.get("data") or {}
-    if key in data and data[key] is not None:
-        return base64.b64decode(data[key]).decode("utf-8")
-    return (secret.get("stringData") or {}).get(key)
-
-
-def build_owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "apiVersion": owner.get("apiVersion", API_VERSION),
-        "kind": owner["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 # --- FineTuneJob -----------------------------------------------------------------------------------

@@ -26,15 +26,13 @@ class OperatorConfig(StrictModel):
         "/data/shared", description="Mount point of the shared volume KnowledgeBase paths live on."
     )
     gateway_url: str | None = Field(
-        None, description="Gateway base URL, to unload adapters from replicas on delete."
+        None,
+        description="Gateway base URL: the operator syncs KnowledgeBases, purges deleted tenants and unloads "
+        "adapters through its admin API.",
     )
     gateway_admin_key: str | None = Field(None, description="Admin API key for `gateway_url`.")
     poll_interval: float = Field(10.0, gt=0, le=3600, description="Seconds between Ray job status polls.")
     retry_delay: float = Field(15.0, gt=0, le=3600, description="Seconds to wait after a transient failure.")
-    base_models: list[str] = Field(
-        default_factory=list,
-        description="Base models FineTuneJobs may use; default: the platform's serving model only.",
-    )
     job_entrypoint: str = Field(
         "python -m training.finetune --config finetune.yaml",
         description="Command a FineTuneJob runs; the job config is `finetune.yaml` in its working dir.",

@@ -39,6 +39,7 @@ class EmbeddedPlatform:
     ray_temp_dir: Path
     demo_key: str | None = None
     demo_key_file: Path | None = None
+    run_file: Path | None = None
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
@@ -47,6 +48,9 @@ class EmbeddedPlatform:
         self._stopped = True
         import ray
         from ray import serve
+
+        if self.run_file is not None:
+            self.run_file.unlink(missing_ok=True)  # CLI commands go back to the data dir's stores
 
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -106,6 +110,7 @@ def start_platform(
     import ray
     from ray import serve
 
+    from adept.admin_client import record_running
     from adept.models import resolve_model
     from services.app import build_app
     from services.gateway.auth import load_or_create_admin_key
@@ -118,6 +123,7 @@ def start_platform(
     say(f"preparing model {config.platform.model}")
     resolve_model(config.platform.model, config.platform.models_dir)
 
+    _check_port_free(config.gateway.host, config.gateway.port)
     temp = ray_temp_dir(config)
     temp.mkdir(parents=True, exist_ok=True)
     if ray.is_initialized():
@@ -144,6 +150,8 @@ def start_platform(
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         platform = EmbeddedPlatform(url, admin_key, source, config, temp)
         _wait_healthy(url, timeout_s, say)
+        # From now on CLI commands on this data dir go through this platform's admin API.
+        platform.run_file = record_running(data_dir, url, config.admin_key_path)
         if demo:
             _start_demo(platform, say)
         return platform
@@ -157,30 +165,46 @@ def start_platform(
         raise
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail now if something listens on the port: otherwise the health check would find *that* server."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # Lingering TIME_WAIT connections of a previous run are fine; a listening server is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise Unavailable(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (another `adept up`? choose one with --port)"
+            ) from None
+
+
 def _start_demo(platform: EmbeddedPlatform, say: Say) -> None:
     """Create tenant ``demo`` (or reuse it, key from ``<data_dir>/demo.key``) and ingest the demo corpus."""
     import asyncio
 
     from ray import serve
 
-    from adept.config.tenant import TenantSpec
+    from adept.admin_client import AdminClient
     from adept.errors import NotFound
-    from adept.tenancy import open_tenant_store
 
     cfg = platform.config
-    store = open_tenant_store(cfg.platform)
     key_file = cfg.platform.data_dir / "demo.key"
-    try:
-        store.get(DEMO_TENANT)
-        key = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
-        if not key:  # the key was never written here (or removed): issue a new one
-            key = store.rotate_key(DEMO_TENANT)
+    with AdminClient(platform.url, platform.admin_key) as admin:
+        try:
+            admin.get_tenant(DEMO_TENANT)
+            key = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
+            if not key:  # the key was never written here (or removed): issue a new one
+                key = admin.rotate_key(DEMO_TENANT)
+                _write_secret(key_file, key)
+            say(f"reusing tenant '{DEMO_TENANT}'")
+        except NotFound:
+            key = admin.create_tenant({"name": DEMO_TENANT, "display_name": "Lumen Grid Co. (demo)"})[
+                "api_key"
+            ]
             _write_secret(key_file, key)
-        say(f"reusing tenant '{DEMO_TENANT}'")
-    except NotFound:
-        _, key = store.create(TenantSpec(name=DEMO_TENANT, display_name="Lumen Grid Co. (demo)"))
-        _write_secret(key_file, key)
-        say(f"created tenant '{DEMO_TENANT}'")
+            say(f"created tenant '{DEMO_TENANT}'")
     platform.demo_key, platform.demo_key_file = key, key_file
     if not DEMO_CORPUS.is_dir() or not any(DEMO_CORPUS.iterdir()):
         log.warning(

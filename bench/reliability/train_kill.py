@@ -8,6 +8,7 @@ version of the adapter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -40,7 +41,10 @@ def kill_train_worker(model: Path, workdir: Path, *, ray_temp: Path) -> Outcome:
 
     from adept.adapters import AdapterRegistry
     from adept.config.base import load_config
+    from adept.config.platform import PlatformConfig
+    from adept.config.tenant import TenantSpec
     from adept.config.training import FineTuneJobConfig
+    from adept.platform import Platform
     from training.finetune import run_job
 
     out = Outcome("Ray Train worker SIGKILLed mid-epoch", faults=1)
@@ -69,10 +73,13 @@ def kill_train_worker(model: Path, workdir: Path, *, ray_temp: Path) -> Outcome:
         },
     )
     os.environ.pop("ADEPT_TRAIN_FAULT_AT_STEP", None)
+    platform = PlatformConfig(data_dir=workdir, model=str(model))  # serves the model, knows tenant acme
+    asyncio.run(Platform(platform).create_tenant(TenantSpec(name="acme")))
+    cfg = cfg.bind(platform)
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _temp_dir=str(ray_temp))
     result: dict[str, Any] = {}
     try:
-        t = threading.Thread(target=lambda: result.update(run_job(cfg)), daemon=True)
+        t = threading.Thread(target=lambda: result.update(run_job(cfg, platform=platform)), daemon=True)
         t.start()
         run_dir = Path(cfg.resolved_storage_path) / cfg.resolved_run_name
         killed = None

@@ -28,7 +28,7 @@ Status = Callable[[], Awaitable[Any]]
 
 
 def _registry(ctx: Any) -> Any:
-    return ctx.admin.registry
+    return ctx.platform.registry
 
 
 async def _serve_status() -> tuple[Any, str | None]:
@@ -64,7 +64,7 @@ def build_console_api_router(
         job_roots: Training storage directories to scan for runs; default ``<data_dir>/training``.
     """
     tenant_dep = tenant_dependency(ctx)
-    roots = job_roots if job_roots is not None else inventory.training_roots(_registry(ctx))
+    roots = job_roots if job_roots is not None else [ctx.platform.training_runs.root]
 
     def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
         ctx.auth.admin(authorization)

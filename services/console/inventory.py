@@ -236,11 +236,3 @@ def recent_jobs(roots: list[Path], *, limit: int = 50, now: float | None = None)
                 jobs.append(job)
     jobs.sort(key=lambda j: j["_updated"], reverse=True)
     return [{k: v for k, v in j.items() if k != "_updated"} for j in jobs[:limit]]
-
-
-def training_roots(registry: Any) -> list[Path]:
-    """Where ``training.finetune`` keeps runs by default: ``<data_dir>/training``, beside ``<data_dir>/adapters``."""
-    uri = str(getattr(registry, "store_uri", "") or "")
-    if not uri or ("://" in uri and not uri.startswith("file://")):
-        return []
-    return [Path(uri.removeprefix("file://")).expanduser().absolute().parent / "training"]

@@ -30,6 +30,17 @@ def tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
     return current_tenant
 
 
+def admin_tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
+    """FastAPI dependency for admin routes that act for a tenant named in the path (``{tenant}``)."""
+
+    def named_tenant(tenant: str, request: Request, authorization: str | None = Header(None)) -> Tenant:
+        ctx.auth.admin(authorization)
+        request.state.tenant = "admin"
+        return ctx.platform.tenants.get(tenant)
+
+    return named_tenant
+
+
 def _reply(result: dict[str, Any] | Any) -> Response:
     if isinstance(result, dict):
         return JSONResponse(result)

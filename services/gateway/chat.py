@@ -50,9 +50,9 @@ class KnowledgeBase(Protocol):
 
 
 class AdapterSource(Protocol):
-    """The part of ``adept.adapters.AdapterRegistry`` the gateway reads."""
+    """The part of ``adept.adapters.AdapterRegistry`` the gateway reads (names and manifests, never weights)."""
 
-    def resolve(self, tenant: str, name: str, version: str | None = None) -> Any: ...
+    def resolve(self, tenant: str, name: str, version: str | None = None, *, fetch: bool = True) -> Any: ...
     def list(self, tenant: str) -> list[Any]: ...
 
 
@@ -95,7 +95,8 @@ class ModelCatalog:
         if not ADAPTER_NAME_RE.fullmatch(name) or (at and not VERSION_RE.fullmatch(version)):
             raise model_not_found(model)
         try:
-            found = self.registry.resolve(tenant, name, version or None)
+            # The registry caches resolutions; the weights are fetched by the LLM replica that loads them.
+            found = self.registry.resolve(tenant, name, version or None, fetch=False)
         except NotFound:
             raise model_not_found(model) from None
         except InvalidRequest:
@@ -110,7 +111,7 @@ class ModelCatalog:
             latest[v.name] = v  # list() is ordered by name then version: the last one wins
         for name, v in sorted(latest.items()):
             try:
-                v = self.registry.resolve(tenant, name)  # honours a pinned active version
+                v = self.registry.resolve(tenant, name, fetch=False)  # honours a pinned active version
             except NotFound:
                 continue  # deleted meanwhile
             cards.append(

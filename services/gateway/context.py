@@ -8,8 +8,8 @@ from typing import Any
 
 from adept.config.retrieval import RetrievalConfig
 from adept.config.serving import ServingConfig
+from adept.platform import Platform
 from adept.tenancy import Tenant
-from services.gateway.admin import PlatformAdmin
 from services.gateway.auth import Authenticator
 from services.gateway.chat import CompletionService, ModelCatalog
 from services.gateway.embeddings import EmbeddingService
@@ -35,7 +35,7 @@ class GatewayContext:
     catalog: ModelCatalog
     completions: CompletionService
     embeddings: EmbeddingService
-    admin: PlatformAdmin
+    platform: Platform
     kb: Any
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     quotas: QuotaEnforcer | None = None
@@ -54,6 +54,16 @@ class GatewayContext:
     def charge(self, tenant: Tenant, tokens: int) -> None:
         if self.quotas is not None:
             self.quotas.charge_tokens(tenant.name, tokens)
+
+
+class _Replicas:
+    """``AdapterReplicas`` over an ``unload(model_id)`` coroutine function."""
+
+    def __init__(self, unload: Callable[[str], Awaitable[Any]]) -> None:
+        self._unload = unload
+
+    async def unload(self, adapter_id: str) -> Any:
+        return await self._unload(adapter_id)
 
 
 def base_model_names(model_ref: str) -> tuple[str, tuple[str, ...]]:
@@ -80,16 +90,18 @@ def build_gateway_context(
     The Serve ingress passes Serve handles; an in-process platform (reliability suite) passes
     the engine and the ``KnowledgeBase`` directly. Everything else is built the same way.
     """
-    from adept.adapters import open_adapter_registry
-    from adept.tenancy import open_tenant_store
     from services.gateway.chat import Limits
 
-    store = open_tenant_store(cfg.platform)
-    registry = open_adapter_registry(cfg.platform)
+    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
+    platform = Platform(
+        cfg.platform,
+        documents=kb,
+        replicas=_Replicas(unload) if unload is not None else None,
+        state=[quotas] if quotas is not None else [],
+    )
     base_id, aliases = base_model_names(cfg.platform.model)
     metrics = GatewayMetrics()
-    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
-    catalog = ModelCatalog(registry, base_id, aliases)
+    catalog = ModelCatalog(platform.registry, base_id, aliases)
     limits = Limits(
         max_tokens_limit=cfg.llm.max_tokens_limit,
         default_max_tokens=cfg.llm.default_max_tokens,
@@ -98,15 +110,13 @@ def build_gateway_context(
         timeout_s=cfg.gateway.request_timeout_s,
     )
     return GatewayContext(
-        auth=Authenticator(store, admin_key_sha256),
+        auth=Authenticator(platform.tenants, admin_key_sha256),
         catalog=catalog,
         completions=CompletionService(
             llm=llm, catalog=catalog, kb=kb, limits=limits, metrics=metrics, quotas=quotas
         ),
         embeddings=EmbeddingService(kb, cfg.platform.embedding_model),
-        admin=PlatformAdmin(
-            store=store, registry=registry, kb=kb, unload=unload, base_model_id=base_id, quotas=quotas
-        ),
+        platform=platform,
         kb=kb,
         metrics=metrics,
         quotas=quotas,

@@ -22,13 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adept import __version__
 from adept.errors import AdeptError, InvalidRequest, NotFound, PayloadTooLarge
 from services.gateway.admin_router import build_admin_router
-from services.gateway.api_router import build_api_router, tenant_dependency
+from services.gateway.api_router import admin_tenant_dependency, build_api_router, tenant_dependency
 from services.gateway.context import GatewayContext
 
 log = logging.getLogger(__name__)
 
 # Routes whose bodies are uploads (files, adapters) get the upload limit; the rest the JSON limit.
-UPLOAD_PREFIXES = ("/v1/kb/documents", "/admin/adapters")
+UPLOAD_PREFIXES = ("/v1/kb/documents", "/admin/kb/", "/admin/adapters")
 # Hook for the web console: a module exposing ``mount_console(app, ctx)``, mounted at /ui when present.
 CONSOLE_MODULE = "services.console"
 
@@ -168,6 +168,16 @@ def build_http_app(ctx: GatewayContext) -> FastAPI:
     from services.retrieval.api_router import build_kb_router
 
     app.include_router(build_kb_router(tenant_dependency(ctx), lambda: ctx.kb, config=ctx.retrieval))
+    # The same routes for the admin key, acting for the tenant in the path (the operator's KnowledgeBase sync).
+    app.include_router(
+        build_kb_router(
+            admin_tenant_dependency(ctx),
+            lambda: ctx.kb,
+            config=ctx.retrieval,
+            prefix="/admin/kb/{tenant}",
+            tags=["admin"],
+        )
+    )
     mount_console(app, ctx)
 
     app.add_middleware(

@@ -98,3 +98,7 @@ class QuotaEnforcer:
         with self._lock:
             self._requests.pop(tenant, None)
             self._tokens.pop(tenant, None)
+
+    async def purge_tenant(self, tenant: str) -> None:
+        """``adept.platform.TenantState``: a tenant created later under the same name starts afresh."""
+        self.forget(tenant)

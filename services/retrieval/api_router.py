@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from adept.config.retrieval import RetrievalConfig
 from adept.errors import AdeptError, InvalidRequest, PayloadTooLarge, UnsupportedMedia
 from services.jsonbody import decode_json_body
-from services.retrieval.protocol import IngestRecordsRequest, IngestResult, SearchRequest
+from services.retrieval.protocol import Chunking, IngestRecordsRequest, IngestResult, SearchRequest
 from services.retrieval.upload import read_capped, split_multipart
 
 
@@ -44,17 +44,27 @@ async def _json_body(request: Request, cap: int) -> Any:
 
 
 def build_kb_router(
-    get_tenant: Callable[..., Any], get_kb: Callable[..., Any], *, config: RetrievalConfig | None = None
+    get_tenant: Callable[..., Any],
+    get_kb: Callable[..., Any],
+    *,
+    config: RetrievalConfig | None = None,
+    prefix: str = "/v1/kb",
+    tags: list[str] | None = None,
 ) -> APIRouter:
-    """Routes ``/v1/kb/documents`` (POST, GET), ``/v1/kb/documents/{id}`` (DELETE), ``/v1/kb/search`` (POST).
+    """Routes ``<prefix>/documents`` (POST, GET), ``<prefix>/documents/{id}`` (DELETE), ``<prefix>/search`` (POST).
+
+    Tenants reach them under ``/v1/kb`` with their own key; the admin API mounts the same routes
+    under ``/admin/kb/{tenant}`` (the operator syncs ``KnowledgeBase`` resources through them).
 
     Args:
-        get_tenant: FastAPI dependency returning the caller's ``adept.tenancy.Tenant``.
+        get_tenant: FastAPI dependency returning the tenant the call acts for (``adept.tenancy.Tenant``).
         get_kb: FastAPI dependency returning the async knowledge-base object.
         config: Upload limits and top_k bounds (defaults to ``RetrievalConfig()``).
+        prefix: Where the routes live.
+        tags: OpenAPI tags.
     """
     cfg = config or RetrievalConfig()
-    router = APIRouter(prefix="/v1/kb", tags=["knowledge base"])
+    router = APIRouter(prefix=prefix, tags=tags or ["knowledge base"])
 
     async def guarded(call: Callable[[], Any]) -> Any:
         try:
@@ -66,9 +76,20 @@ def build_kb_router(
             return error_response(err)
 
     @router.post("/documents", summary="Upload files (multipart) or JSON records into the knowledge base")
-    async def ingest(request: Request, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
+    async def ingest(
+        request: Request,
+        tenant: Any = Depends(get_tenant),
+        kb: Any = Depends(get_kb),
+        chunk_size_tokens: int | None = Query(
+            None, description="Chunk length for these documents (default: the server's)."
+        ),
+        chunk_overlap_tokens: int | None = Query(
+            None, description="Chunk overlap for these documents (with chunk_size_tokens)."
+        ),
+    ) -> Any:
         async def run() -> Any:
             quota = getattr(getattr(tenant, "quotas", None), "max_documents", 0) or 0
+            extra = _chunking(chunk_size_tokens, chunk_overlap_tokens)
             ctype = request.headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
                 body = await read_capped(
@@ -84,7 +105,7 @@ def build_kb_router(
                         raise PayloadTooLarge(
                             f"{name}: {len(data)} bytes; the limit is {cfg.max_file_bytes} bytes per file"
                         )
-                result = await kb.ingest_files(tenant.name, files, max_documents=quota)
+                result = await kb.ingest_files(tenant.name, files, max_documents=quota, **extra)
             elif ctype.startswith("application/json"):
                 raw = await _json_body(request, cfg.max_request_bytes)
                 try:
@@ -93,7 +114,7 @@ def build_kb_router(
                     )
                 except ValidationError as e:
                     raise InvalidRequest(f"invalid records: {_validation_message(e)}") from None
-                result = await kb.ingest_records(tenant.name, req.records, max_documents=quota)
+                result = await kb.ingest_records(tenant.name, req.records, max_documents=quota, **extra)
             else:
                 raise UnsupportedMedia(
                     f"send multipart/form-data files or application/json records, not {ctype or 'no Content-Type'!r}"
@@ -134,6 +155,20 @@ def build_kb_router(
         return await guarded(run)
 
     return router
+
+
+def _chunking(size: int | None, overlap: int | None) -> dict[str, Any]:
+    """``{"chunking": Chunking}`` when the caller asked for one, else nothing (the KB's own settings)."""
+    if size is None and overlap is None:
+        return {}
+    if size is None:
+        raise InvalidRequest("chunk_overlap_tokens needs chunk_size_tokens", param="chunk_size_tokens")
+    try:
+        return {"chunking": Chunking(size_tokens=size, overlap_tokens=overlap or 0)}
+    except ValidationError as e:
+        raise InvalidRequest(
+            f"invalid chunking: {_validation_message(e)}", param="chunk_size_tokens"
+        ) from None
 
 
 def _doc(d: Any) -> dict[str, Any]:

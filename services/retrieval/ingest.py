@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.retrieval.protocol import DOCUMENT_ID_RE, IngestError, IngestRecord
+from adept.documents import IngestRecord, document_id_from_name
+from services.retrieval.protocol import IngestError
 
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
-_ID_BAD_CHARS_RE = re.compile(r"[^\w.:/@+=,() -]")
 
 
 class ParseError(ValueError):
@@ -212,17 +212,6 @@ PARSERS: dict[str, Callable[[bytes, str], tuple[str | None, list[Section], dict]
 }
 
 
-def document_id_from_name(name: str) -> str:
-    """A stable document id from a file name or relative path, without the extension.
-
-    ``guides/setup.md`` -> ``guides/setup``; ``safety-manual.md`` -> ``safety-manual``.
-    """
-    p = Path(name.replace("\\", "/"))
-    stem = p.with_suffix("").as_posix() if p.suffix else p.as_posix()
-    doc_id = _ID_BAD_CHARS_RE.sub("_", stem).strip(" /")[-200:].strip() or "document"
-    return doc_id if DOCUMENT_ID_RE.fullmatch(doc_id) else hashlib.sha256(name.encode()).hexdigest()[:32]
-
-
 def record_to_document(record: IngestRecord, default_id: str) -> ParsedDocument:
     doc_id = record.id or default_id
     h1, sections = sections_from_markdown(record.text)
@@ -292,20 +281,3 @@ def parse_file(
         return
     title = (title or Path(name).stem.replace("_", " ").replace("-", " ")).strip()[:1000]
     yield ParsedDocument(doc_id, title, sections, {"source": name, **meta})
-
-
-def walk_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
-    """``(name, path)`` for each file under ``paths`` (directories recursively, hidden files skipped).
-
-    ``name`` is the path relative to a directory argument (``guide/a.md`` for ``docs/guide/a.md``
-    when ``docs/`` is given), so the same folder gives the same document ids wherever it lives.
-    """
-    for raw in paths:
-        root = Path(raw)
-        if root.is_dir():
-            for p in sorted(root.rglob("*")):
-                rel = p.relative_to(root)
-                if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    yield rel.as_posix(), p
-        else:
-            yield root.name, root

@@ -23,17 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from adept.config.retrieval import RetrievalConfig
+from adept.documents import check_document_id, walk_files
 from adept.errors import InvalidRequest, NotFound
 from services.retrieval.chunking import Chunker
 from services.retrieval.embedding import Embedder
-from services.retrieval.ingest import ParsedDocument, ParseError, parse_file, record_to_document, walk_paths
+from services.retrieval.ingest import ParsedDocument, ParseError, parse_file, record_to_document
 from services.retrieval.protocol import (
+    Chunking,
     DocumentInfo,
     IngestError,
     IngestRecord,
     IngestResult,
     SearchHit,
-    check_document_id,
 )
 from services.retrieval.store import ChunkStore, quote_literal
 
@@ -104,8 +105,12 @@ class KnowledgeBase:
         *,
         max_documents: int = 0,
         progress: Progress | None = None,
+        chunking: Chunking | None = None,
     ) -> IngestResult:
-        """Ingest uploaded files ``[(filename, bytes)]``; bad files are reported, the rest go in."""
+        """Ingest uploaded files ``[(filename, bytes)]``; bad files are reported, the rest go in.
+
+        ``chunking`` overrides the configured chunk size and overlap for these documents.
+        """
 
         def items() -> Iterator[ParsedDocument | IngestError]:
             for i, (name, data) in enumerate(files, start=1):
@@ -113,10 +118,15 @@ class KnowledgeBase:
                 if progress:
                     progress(name, i, len(files))
 
-        return self._ingest(tenant, items(), max_documents)
+        return self._ingest(tenant, items(), max_documents, chunking)
 
     def ingest_records(
-        self, tenant: str, records: Sequence[IngestRecord | dict[str, Any]], *, max_documents: int = 0
+        self,
+        tenant: str,
+        records: Sequence[IngestRecord | dict[str, Any]],
+        *,
+        max_documents: int = 0,
+        chunking: Chunking | None = None,
     ) -> IngestResult:
         """Ingest JSON records ``{id?, title?, text, metadata?}``; a record without id gets a hash of its text."""
         import hashlib
@@ -135,7 +145,7 @@ class KnowledgeBase:
                 except ParseError as e:
                     yield IngestError(source=f"records[{i}]", reason=str(e))
 
-        return self._ingest(tenant, items(), max_documents)
+        return self._ingest(tenant, items(), max_documents, chunking)
 
     def ingest_paths(
         self,
@@ -146,7 +156,7 @@ class KnowledgeBase:
         max_documents: int = 0,
     ) -> IngestResult:
         """Ingest files and directories (recursively) from the local filesystem."""
-        found = list(walk_paths(paths))
+        found = list(walk_files(paths))
 
         def items() -> Iterator[ParsedDocument | IngestError]:
             for i, (name, path) in enumerate(found, start=1):
@@ -174,10 +184,25 @@ class KnowledgeBase:
         except Exception as e:  # a parser bug on one odd file must not sink the batch
             yield IngestError(source=name, reason=f"could not parse ({type(e).__name__}: {e})")
 
+    def _chunker(self, chunking: Chunking | None) -> Chunker:
+        if chunking is None or (chunking.size_tokens, chunking.overlap_tokens) == (
+            self.config.chunk_size_tokens,
+            self.config.chunk_overlap_tokens,
+        ):
+            return self.chunker
+        return Chunker(
+            self.embedder.tokenizer, chunking.size_tokens, chunking.overlap_tokens, self.embedder.max_tokens
+        )
+
     def _ingest(
-        self, tenant: str, items: Iterable[ParsedDocument | IngestError], max_documents: int
+        self,
+        tenant: str,
+        items: Iterable[ParsedDocument | IngestError],
+        max_documents: int,
+        chunking: Chunking | None = None,
     ) -> IngestResult:
         result = IngestResult()
+        chunker = self._chunker(chunking)
         with self._write_lock:
             live = self._live(tenant)
             count = len(live)
@@ -210,7 +235,7 @@ class KnowledgeBase:
                         )
                     )
                     continue
-                chunks = self.chunker.chunk(doc)
+                chunks = chunker.chunk(doc)
                 if not chunks:
                     result.errors.append(IngestError(source=source, reason="empty: no text to index"))
                     continue
@@ -428,14 +453,23 @@ class AsyncKnowledgeBase:
         self.kb = kb
 
     async def ingest_files(
-        self, tenant: str, files: list[tuple[str, bytes]], *, max_documents: int = 0
+        self,
+        tenant: str,
+        files: list[tuple[str, bytes]],
+        *,
+        max_documents: int = 0,
+        chunking: Chunking | None = None,
     ) -> IngestResult:
-        return await asyncio.to_thread(self.kb.ingest_files, tenant, files, max_documents=max_documents)
+        return await asyncio.to_thread(
+            self.kb.ingest_files, tenant, files, max_documents=max_documents, chunking=chunking
+        )
 
     async def ingest_records(
-        self, tenant: str, records: list[Any], *, max_documents: int = 0
+        self, tenant: str, records: list[Any], *, max_documents: int = 0, chunking: Chunking | None = None
     ) -> IngestResult:
-        return await asyncio.to_thread(self.kb.ingest_records, tenant, records, max_documents=max_documents)
+        return await asyncio.to_thread(
+            self.kb.ingest_records, tenant, records, max_documents=max_documents, chunking=chunking
+        )
 
     async def ingest_paths(self, tenant: str, paths: list[str], *, max_documents: int = 0) -> IngestResult:
         return await asyncio.to_thread(self.kb.ingest_paths, tenant, paths, max_documents=max_documents)

@@ -5,40 +5,30 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Ids go into Milvus filter expressions inside double quotes: no quotes or backslashes, ever.
-DOCUMENT_ID_RE = re.compile(r"^[\w.:/@+=,() -]{1,200}$")
+from adept.documents import IngestRecord
+
 FILTER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FilterValue = str | int | float | bool | list[str] | list[int] | list[float]
 
 
-def check_document_id(doc_id: str) -> str:
-    """Return ``doc_id`` if it is usable as a document id, else raise ``ValueError`` saying why."""
-    if not isinstance(doc_id, str) or not DOCUMENT_ID_RE.fullmatch(doc_id) or doc_id.strip() != doc_id:
-        raise ValueError(
-            f"invalid document id {doc_id!r}: use 1-200 letters, digits, spaces or . _ : / @ + = , ( ) -, "
-            "no leading or trailing space"
-        )
-    return doc_id
-
-
-class IngestRecord(BaseModel):
-    """One JSON record to ingest (also the shape of a `.jsonl` line)."""
+class Chunking(BaseModel):
+    """Chunk size and overlap for one ingest call (query parameters of ``POST .../documents``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, description="Document id; default: a hash of the text.")
-    title: str | None = Field(None, max_length=1000, description="Document title; default: the id.")
-    text: str = Field(description="Document text (plain or Markdown).")
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Source metadata returned with each hit."
-    )
+    size_tokens: int = Field(ge=16, le=8192, description="Target chunk length in embedding-model tokens.")
+    overlap_tokens: int = Field(0, ge=0, le=4096, description="Tokens repeated from the previous chunk.")
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        return None if v is None else check_document_id(v)
+    @model_validator(mode="after")
+    def _overlap(self) -> Chunking:
+        if self.overlap_tokens >= self.size_tokens:
+            raise ValueError(
+                f"chunk_overlap_tokens ({self.overlap_tokens}) must be smaller than "
+                f"chunk_size_tokens ({self.size_tokens})"
+            )
+        return self
 
 
 class IngestRecordsRequest(BaseModel):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from adept.config.retrieval import IndexConfig
@@ -98,6 +99,31 @@ class ChunkStore:
             raise Unavailable(f"cannot open Milvus at {uri}: {e}{hint}") from None
         self.has_sparse = self._ensure_chunks()
         self._ensure_records()
+
+    @classmethod
+    def existing(cls, uri: str, collection: str, *, token: str | None = None) -> ChunkStore | None:
+        """Open the store if its collection exists (its dimension read from it), else None.
+
+        For tools that only read or delete (``adept tenant delete`` without a running platform):
+        no embedding model is loaded to learn the dimension, and nothing is created.
+        """
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        if is_lite_uri(uri) and not Path(uri).expanduser().exists():
+            return None
+        try:
+            probe = MilvusClient(uri, token=token or "")
+        except MilvusException as e:
+            raise Unavailable(f"cannot open Milvus at {uri}: {e}") from None
+        try:
+            if not probe.has_collection(collection):
+                return None
+            fields = {f["name"]: f for f in probe.describe_collection(collection)["fields"]}
+            dim = int(fields["dense"]["params"]["dim"])
+        finally:
+            probe.close()
+        return cls(uri, collection, dim, token=token)
 
     # ---- schema -------------------------------------------------------------------------------
     def _ensure_chunks(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,9 @@ def env(tiny_phi3: Path, short_tmp: Path, monkeypatch_module) -> Env:
     from adept.config.serving import ServingConfig
 
     monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)
-    data_dir = short_tmp / "gw"
-    adapters = short_tmp / "peft"
+    root = Path(tempfile.mkdtemp(prefix="gw-", dir=short_tmp))  # one platform per module, each its own
+    data_dir = root / "data"
+    adapters = root / "peft"
     make_lora(tiny_phi3, adapters / "support", seed=1)
     make_lora(tiny_phi3, adapters / "legal", seed=2)
     config = ServingConfig.model_validate(
@@ -77,21 +79,23 @@ def env(tiny_phi3: Path, short_tmp: Path, monkeypatch_module) -> Env:
     )
     platform = start(config)
     admin = httpx.Client(base_url=platform.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120)
-    keys = {}
-    for name, quotas in (("acme", {}), ("globex", {}), ("limited", {"requests_per_minute": 3})):
-        r = admin.post("/admin/tenants", json={"name": name, "quotas": quotas})
-        assert r.status_code == 201, r.text
-        keys[name] = r.json()["api_key"]
-    for tenant, name in (("acme", "support"), ("globex", "legal")):
-        r = admin.post("/admin/adapters", json={"tenant": tenant, "name": name, "path": str(adapters / name)})
-        assert r.status_code == 201, r.text
-    base = admin.get("/v1/models", headers={"Authorization": f"Bearer {keys['acme']}"}).json()["data"][0][
-        "id"
-    ]
-    env = Env(platform.url, admin, keys, base, platform, config, adapters)
-    yield env
-    admin.close()
-    env.platform.stop()
+    env = Env(platform.url, admin, {}, "", platform, config, adapters)
+    try:  # a failed setup must not leave Ray running under the next module
+        for name, quotas in (("acme", {}), ("globex", {}), ("limited", {"requests_per_minute": 3})):
+            r = admin.post("/admin/tenants", json={"name": name, "quotas": quotas})
+            assert r.status_code == 201, r.text
+            env.keys[name] = r.json()["api_key"]
+        for tenant, name in (("acme", "support"), ("globex", "legal")):
+            r = admin.post(
+                "/admin/adapters", json={"tenant": tenant, "name": name, "path": str(adapters / name)}
+            )
+            assert r.status_code == 201, r.text
+        models = admin.get("/v1/models", headers={"Authorization": f"Bearer {env.keys['acme']}"}).json()
+        env.base_model = models["data"][0]["id"]
+        yield env
+    finally:
+        admin.close()
+        env.platform.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
-"""Harness: kmock's Kubernetes emulator as the API server, the real operator (kopf) in a thread,
-a real local Ray head with its Jobs API, Milvus Lite and the adapter registry in a temp data dir.
+"""Harness: kmock's Kubernetes emulator as the API server (the one mock: no kube-apiserver runs here),
+the real operator (kopf) in a thread, a real local Ray head with its Jobs API, and the gateway's real
+HTTP app in cluster mode (Kubernetes tenant store on the emulator; real KnowledgeBase on Milvus Lite;
+the tiny Phi-3) on loopback, which the operator reaches through the admin API as it does in a cluster.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ class Emulator:
                 )
             for kind, plural in (("Secret", "secrets"), ("Event", "events")):
                 handler.resources[f"v1/{plural}"] = kmock.ResourceInfo(
-                    kind=kind, namespaced=True, verbs={"get", "list", "create", "update", "patch", "delete"}
+                    kind=kind,
+                    namespaced=True,
+                    verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
                 )
             # kopf waits for namespaces to be discoverable even when it does not list them.
             handler.resources["v1/namespaces"] = kmock.ResourceInfo(
@@ -242,26 +246,46 @@ def ray_head() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+ADMIN_KEY = "adept-admin-operator-test-key"
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, ray_head: str) -> Iterator[dict[str, Path]]:
+def env(
+    tmp_path_factory: pytest.TempPathFactory, ray_head: str, tiny_phi3: Path
+) -> Iterator[dict[str, Path]]:
     data = tmp_path_factory.mktemp("data")
     shared = tmp_path_factory.mktemp("shared")
+    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     gate = shared / "gate-open"
     values = {
         "ADEPT_DATA_DIR": str(data),
+        "ADEPT_MODEL": str(tiny_phi3),
         "ADEPT_SHARED_DIR": str(shared),
         "ADEPT_RAY_ADDRESS": ray_head,
         "ADEPT_RETRY_DELAY": "1",
         "ADEPT_POLL_INTERVAL": "1",
         "ADEPT_RESYNC_CHECK_INTERVAL": "1",
+        "ADEPT_GATEWAY_ADMIN_KEY": ADMIN_KEY,
+        "KUBECONFIG": str(kubeconfig),
         # The job's shell would find whichever `python` is first on PATH; the image has one, tests name it.
         "ADEPT_JOB_ENTRYPOINT": f"{sys.executable} {HERE / 'fake_trainer.py'} --config finetune.yaml",
-        "ADEPT_JOB_ENV": json.dumps({"PYTHONPATH": str(REPO), "ADEPT_FAKE_GATE": str(gate)}),
+        # What a training pod's environment carries in cluster mode: the platform's settings.
+        "ADEPT_JOB_ENV": json.dumps(
+            {
+                "PYTHONPATH": str(REPO),
+                "ADEPT_FAKE_GATE": str(gate),
+                "ADEPT_DATA_DIR": str(data),
+                "ADEPT_MODEL": str(tiny_phi3),
+                "ADEPT_TENANT_STORE": "kubernetes",
+                "ADEPT_KUBERNETES_NAMESPACE": NS,
+                "KUBECONFIG": str(kubeconfig),
+            }
+        ),
     }
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
-        yield {"data": data, "shared": shared, "gate": gate}
+        yield {"data": data, "shared": shared, "gate": gate, "kubeconfig": kubeconfig}
     finally:
         for k, v in old.items():
             if v is None:
@@ -271,36 +295,46 @@ def env(tmp_path_factory: pytest.TempPathFactory, ray_head: str) -> Iterator[dic
 
 
 @pytest.fixture(scope="module")
-def k8s(env: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def k8s(env: dict[str, Path]) -> Iterator[Emulator]:
     emulator = Emulator().start()
-    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
-    kubeconfig.write_text(
+    env["kubeconfig"].write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
         f"clusters: [{{name: kmock, cluster: {{server: '{emulator.url}'}}}}]\n"
         "users: [{name: kmock, user: {token: test}}]\n"
         f"contexts: [{{name: kmock, context: {{cluster: kmock, user: kmock, namespace: {NS}}}}}]\n"
     )
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
         yield emulator
     finally:
         emulator.stop()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
 
 
 @pytest.fixture(scope="module")
 def cluster(k8s: Emulator) -> Cluster:
-    from operators.kube import Kube
+    from adept.kube import Kube
 
     return Cluster(Kube())
 
 
 @pytest.fixture(scope="module")
-def operator(k8s: Emulator) -> Iterator[Operator]:
+def gateway(k8s: Emulator, env: dict[str, Path], tiny_phi3: Path) -> Iterator[Any]:
+    """The gateway's real HTTP app in cluster mode: tenants are the emulator's Tenant resources."""
+    from bench.reliability.inproc import serving_config, start_inprocess
+
+    cfg = serving_config(
+        env["data"], tiny_phi3, platform={"tenant_store": "kubernetes", "kubernetes_namespace": NS}
+    )
+    platform = start_inprocess(cfg, ADMIN_KEY)
+    os.environ["ADEPT_GATEWAY_URL"] = platform.url
+    try:
+        yield platform
+    finally:
+        platform.stop()
+        os.environ.pop("ADEPT_GATEWAY_URL", None)
+
+
+@pytest.fixture(scope="module")
+def operator(k8s: Emulator, gateway: Any) -> Iterator[Operator]:
     op = Operator()
     op.start()
     try:

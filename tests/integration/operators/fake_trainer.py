@@ -1,13 +1,16 @@
-"""Stand-in for `python -m training.finetune` in operator tests: same CLI, same registry, instant.
+"""Stand-in for `python -m training.finetune` in operator tests: same CLI, same publish path, instant.
 
 It prints progress the way the real recipe does, can be held at a gate (a file it waits for) so
-a test can restart the operator mid-job, then publishes a real (tiny) PEFT-format adapter to the
-registry named in the config and prints the JSON summary line.
+a test can restart the operator mid-job, then publishes a real (tiny) PEFT-format adapter the
+way training does — the job bound to the platform's configuration, published through the
+kernel's ``Platform`` (quotas, base-model policy) — and prints the JSON summary line. Only the
+training itself is skipped (the recipe has its own tests, tests/integration/training).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import tempfile
@@ -19,6 +22,10 @@ import yaml
 from safetensors.numpy import save_file
 
 from adept.adapters import AdapterRegistry
+from adept.config.platform import load_platform_config
+from adept.config.training import FineTuneJobConfig
+from adept.models import canonical_model_id
+from adept.platform import Platform
 
 
 def main() -> None:
@@ -31,21 +38,17 @@ def main() -> None:
         while not Path(gate).exists():  # the test opens the gate once the operator has restarted
             time.sleep(0.2)
     print("[adept.train] step 4/4 train_loss 1.2500 lr 1.00e-04 tokens 40", flush=True)
+    job = FineTuneJobConfig.model_validate(cfg).bind(load_platform_config())
+    base = canonical_model_id(job.resolved_base_model)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "adapter_config.json").write_text(
-            json.dumps({"peft_type": "LORA", "r": 2, "base_model_name_or_path": cfg["base_model"]})
+            json.dumps({"peft_type": "LORA", "r": 2, "base_model_name_or_path": base})
         )
         save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(Path(tmp) / "adapter_model.safetensors"))
-        registry = AdapterRegistry(cfg["output"]["adapter_store_uri"])
-        manifest = {
-            "tenant": cfg["tenant"],
-            "name": cfg["adapter"],
-            "base_model": cfg["base_model"],
-            "steps": 4,
-        }
-        version = registry.publish(
-            cfg["tenant"], cfg["adapter"], tmp, manifest, expected_base_model=cfg["base_model"]
-        )
+        registry = AdapterRegistry(job.resolved_adapter_store)
+        platform = Platform(load_platform_config(), registry=registry)
+        manifest = {"base_model": base, "steps": 4}
+        version = asyncio.run(platform.publish_adapter(job.tenant, job.adapter, tmp, manifest))
     print(json.dumps({"adapter": version.id, "steps": 4}), flush=True)
 
 

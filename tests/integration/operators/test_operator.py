@@ -1,11 +1,14 @@
-"""The real operator against kmock's Kubernetes emulator, a local Ray head and Milvus Lite."""
+"""The real operator against kmock's Kubernetes emulator, a local Ray head and a cluster-mode gateway."""
 
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import pytest
 
+from adept.tenancy import kubernetes as K
 from operators import resources as R
 
 pytestmark = pytest.mark.integration
@@ -21,37 +24,88 @@ def failed_message(obj) -> str:
     return cond["message"]
 
 
+def api_key(cluster, name: str) -> str:
+    return K.decode_secret_value(cluster.kube.get_secret("adept-test", K.key_secret_name(name)), "api-key")
+
+
+def models_status(gateway, key: str) -> int:
+    return httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+
+
 def test_tenant_gets_a_key_that_authenticates_and_rotates(cluster, operator):
-    from operators.tenant_store import KubernetesTenantStore
+    from adept.errors import AuthenticationError
+    from adept.tenancy.kubernetes import KubernetesTenantStore
 
     cluster.apply(tenant("acme", displayName="Acme", quotas={"max_documents": 50}))
     obj = cluster.wait_condition("Tenant", "acme")
-    assert obj["status"]["secretName"] == R.key_secret_name("acme")
+    assert obj["status"]["secretName"] == K.key_secret_name("acme")
     assert obj["status"]["observedGeneration"] == 1
-    key = R.decode_secret_value(cluster.kube.get_secret("adept-test", R.key_secret_name("acme")), "api-key")
-    assert obj["status"]["keyPrefix"] == key[: R.KEY_PREFIX_CHARS]
-    store = KubernetesTenantStore("adept-test", kube=cluster.kube, cache_ttl=0)
-    assert store.authenticate(key).name == "acme"
-    assert store.get("acme").quotas.max_documents == 50
+    key = api_key(cluster, "acme")
+    assert obj["status"]["keyPrefix"] == key[: len("adept-") + 4]
+    store = KubernetesTenantStore("adept-test", kube=cluster.kube)
+    try:
+        cluster.wait("the watch sees the key", lambda: _authenticates(store, key))
+        assert store.get("acme").quotas.max_documents == 50
 
-    cluster.update_spec("Tenant", "acme", {"keyRotation": 1})
-    cluster.wait("rotation", lambda: cluster.get("Tenant", "acme")["status"].get("keyRotation") == 1)
-    new = R.decode_secret_value(cluster.kube.get_secret("adept-test", R.key_secret_name("acme")), "api-key")
-    assert new != key
-    assert store.authenticate(new).name == "acme"
-    from adept.errors import AuthenticationError
-
-    with pytest.raises(AuthenticationError):
-        store.authenticate(key)
+        cluster.update_spec("Tenant", "acme", {"keyRotation": 1})
+        cluster.wait("rotation", lambda: cluster.get("Tenant", "acme")["status"].get("keyRotation") == 1)
+        new = api_key(cluster, "acme")
+        assert new != key
+        cluster.wait("the new key works", lambda: _authenticates(store, new))
+        with pytest.raises(AuthenticationError):
+            store.authenticate(key)
+    finally:
+        store.close()
     operator.restart()  # the key is never in the operator's output
     assert key not in operator.outputs[-1] and new not in operator.outputs[-1]
+
+
+def _authenticates(store, key: str) -> bool:
+    from adept.errors import AuthenticationError
+
+    try:
+        return store.authenticate(key).name is not None
+    except AuthenticationError:
+        return False
+
+
+def test_a_tenant_resource_authenticates_at_the_gateway_and_stops_when_deleted(
+    cluster, operator, gateway, k8s
+):
+    """Cluster mode: kubectl creates the tenant, the gateway's watch learns its key, no API call per request."""
+    cluster.apply(tenant("kubectl-co"))
+    cluster.wait_condition("Tenant", "kubectl-co")
+    key = api_key(cluster, "kubectl-co")
+    cluster.wait("gateway accepts the key", lambda: models_status(gateway, key) == 200, timeout=15)
+
+    reads_before = _reads(k8s)
+    assert all(models_status(gateway, key) == 200 for _ in range(20))
+    assert models_status(gateway, "adept-not-a-real-key-" + "x" * 30) == 401
+    assert _reads(k8s) == reads_before  # authentication came from the watched mirror
+
+    cluster.delete("Tenant", "kubectl-co")
+    started = time.monotonic()
+    cluster.wait("the key stops working", lambda: models_status(gateway, key) == 401, timeout=15)
+    assert time.monotonic() - started < 15
+    cluster.wait_gone("Tenant", "kubectl-co")
+
+
+def _reads(k8s) -> int:
+    """GET/LIST calls (not watches) the emulator has served for tenants and secrets."""
+    return sum(
+        1
+        for r in list(k8s.handler)  # kmock's record of every request it served
+        if r.method == "GET"
+        and "watch=" not in str(r.url)
+        and any(p in str(r.url) for p in ("/tenants", "/secrets"))
+    )
 
 
 def test_bad_quota_is_a_failed_condition_not_a_retry_loop(cluster, operator):
     cluster.apply(tenant("broke", quotas={"requests_per_minute": -5}))
     obj = cluster.wait_condition("Tenant", "broke", "Failed")
     assert "quotas.requests_per_minute" in failed_message(obj) and "-5" in failed_message(obj)
-    assert cluster.kube.get_secret("adept-test", R.key_secret_name("broke")) is None
+    assert cluster.kube.get_secret("adept-test", K.key_secret_name("broke")) is None
 
 
 def kb(name: str, tenant: str, sources, **spec):
@@ -185,7 +239,7 @@ def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operato
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"base_model": "acme/unknown-7b"}, "unknown base model 'acme/unknown-7b'"),
+        ({"base_model": "acme/unknown-7b"}, "trained on base model 'acme/unknown-7b'"),
         ({"tenant": "other"}, "config.tenant: 'other' differs from spec.tenant 'ft'"),
         ({"train": {"epochs": 0}}, "train.epochs"),
     ],
@@ -198,13 +252,15 @@ def test_invalid_finetune_jobs_fail_with_a_readable_condition(cluster, operator,
     assert ray_jobs_of(ray_head, name) == []
 
 
-def test_deleting_a_tenant_leaves_nothing_behind(cluster, operator, env):
+def test_deleting_a_tenant_leaves_nothing_behind(cluster, operator, env, gateway, tiny_phi3):
     import numpy as np
     from safetensors.numpy import save_file
 
     src = env["shared"] / "gone-adapter"
     src.mkdir()
-    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    (src / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "base_model_name_or_path": str(tiny_phi3)})
+    )
     save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(src / "adapter_model.safetensors"))
     cluster.apply(tenant("gone"))
     cluster.apply(
@@ -225,18 +281,9 @@ def test_deleting_a_tenant_leaves_nothing_behind(cluster, operator, env):
     cluster.delete("Tenant", "gone")
     for kind, name in (("Tenant", "gone"), ("KnowledgeBase", "gone-kb"), ("Adapter", "gone-style")):
         cluster.wait_gone(kind, name)
-    assert cluster.kube.get_secret("adept-test", R.key_secret_name("gone")) is None
-    assert cluster.kube.get_secret("adept-test", R.hash_secret_name("gone")) is None
+    assert cluster.kube.get_secret("adept-test", K.key_secret_name("gone")) is None
+    assert cluster.kube.get_secret("adept-test", K.hash_secret_name("gone")) is None
     assert not (env["data"] / "adapters" / "gone").exists()
-    operator.stop()  # releases the Milvus Lite file
-    from adept.config.platform import PlatformConfig
-    from services.retrieval.knowledge_base import KnowledgeBase
-
-    store = KnowledgeBase.from_platform(PlatformConfig())
-    try:
-        assert store.list_documents("gone") == []
-        assert [
-            d.id for d in store.list_documents("kbt")
-        ] == []  # the deleted KnowledgeBase took its documents
-    finally:
-        store.close()
+    # The knowledge base the gateway holds: the tenant's documents went with it.
+    assert gateway.kb.list_documents("gone") == []
+    assert [d.id for d in gateway.kb.list_documents("kbt")] == []  # the deleted KnowledgeBase took its own

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from adept.adapters import AdapterRegistry
+from adept.config.platform import PlatformConfig
 from adept.config.tenant import TenantQuotas, TenantSpec
+from adept.platform import Platform
 from adept.tenancy import SQLiteTenantStore, hash_api_key
-from services.gateway.admin import PlatformAdmin
 from services.gateway.auth import Authenticator
 from services.gateway.chat import CompletionService, Limits, ModelCatalog
 from services.gateway.context import GatewayContext
@@ -76,8 +77,12 @@ def platform(tmp_path: Path):
             quotas=quotas,
         ),
         embeddings=EmbeddingService(kb, "bundled:all-minilm-l6-v2"),
-        admin=PlatformAdmin(
-            store=store, registry=registry, kb=kb, unload=None, base_model_id=BASE, quotas=quotas
+        platform=Platform(
+            PlatformConfig(data_dir=tmp_path, model=BASE),
+            tenants=store,
+            registry=registry,
+            documents=kb,
+            state=[quotas],
         ),
         kb=kb,
         quotas=quotas,

@@ -46,6 +46,10 @@ class FakeKB:
 
     def __init__(self) -> None:
         self.queries: list[tuple[str, str, int]] = []
+        self.deleted_tenants: list[str] = []
+
+    async def delete_tenant(self, tenant: str) -> None:
+        self.deleted_tenants.append(tenant)
 
     async def search(self, tenant: str, query: str, top_k: int) -> list[SearchHit]:
         self.queries.append((tenant, query, top_k))

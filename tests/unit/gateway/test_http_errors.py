@@ -7,9 +7,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from adept.config.platform import PlatformConfig
 from adept.config.tenant import TenantQuotas, TenantSpec
+from adept.platform import Platform
 from adept.tenancy import hash_api_key
-from services.gateway.admin import PlatformAdmin
 from services.gateway.auth import Authenticator
 from services.gateway.context import GatewayContext
 from services.gateway.embeddings import EmbeddingService
@@ -25,7 +26,7 @@ class FakeEmbedder:
 
 
 @pytest.fixture
-def http(service, store, registry, tenants, clock):
+def http(service, store, registry, tenants, clock, tmp_path):
     svc, _, kb = service
     health = {"llm": "ready", "retrieval": "ready"}
 
@@ -37,7 +38,9 @@ def http(service, store, registry, tenants, clock):
         catalog=svc.catalog,
         completions=svc,
         embeddings=EmbeddingService(FakeEmbedder(), "bundled:all-minilm-l6-v2"),
-        admin=PlatformAdmin(store=store, registry=registry, kb=None, unload=None, base_model_id=BASE),
+        platform=Platform(
+            PlatformConfig(data_dir=tmp_path, model=BASE), tenants=store, registry=registry, documents=kb
+        ),
         kb=kb,
         metrics=svc.metrics,
         quotas=svc.quotas,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
-from adept.tenancy import hash_api_key
 from operators import resources as R
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -67,43 +64,6 @@ def test_merge_conditions_keeps_foreign_types():
 def test_condition_status_absent():
     assert R.condition_status({}, "Ready") is None
     assert R.condition_status(None, "Ready") is None
-
-
-def test_build_key_secrets_store_key_and_hash_separately():
-    owner = {"apiVersion": "adept.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme", "uid": "u-1"}}
-    key_secret, hash_secret = R.build_key_secrets(
-        "acme", "adept-secretvalue", namespace="ns", owner=owner, now=NOW
-    )
-    assert key_secret["metadata"]["name"] == R.key_secret_name("acme") == "adept-tenant-acme-key"
-    assert hash_secret["metadata"]["name"] == R.hash_secret_name("acme")
-    assert R.decode_secret_value(key_secret, "api-key") == "adept-secretvalue"
-    assert R.decode_secret_value(hash_secret, "sha256") == hash_api_key("adept-secretvalue")
-    assert "adept-secretvalue" not in str(hash_secret)  # gateways never see the key itself
-    assert hash_secret["metadata"]["labels"][R.LABEL_COMPONENT] == R.HASH_SECRET_COMPONENT
-    assert key_secret["metadata"]["labels"][R.LABEL_TENANT] == "acme"
-    assert key_secret["metadata"]["annotations"]["adept.dev/key-prefix"] == "adept-secr"
-    ref = key_secret["metadata"]["ownerReferences"][0]
-    assert ref == {
-        "apiVersion": "adept.dev/v1alpha1",
-        "kind": "Tenant",
-        "name": "acme",
-        "uid": "u-1",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def test_key_secrets_without_owner_uid_have_no_owner_reference():
-    key_secret, _ = R.build_key_secrets(
-        "acme", "adept-x", namespace="ns", owner={"kind": "Tenant", "metadata": {"name": "acme"}}
-    )
-    assert "ownerReferences" not in key_secret["metadata"]
-
-
-def test_decode_secret_value_reads_data_and_string_data():
-    assert R.decode_secret_value({"data": {"k": base64.b64encode(b"v").decode()}}, "k") == "v"
-    assert R.decode_secret_value({"stringData": {"k": "w"}}, "k") == "w"
-    assert R.decode_secret_value({}, "k") is None
 
 
 def test_submission_id_is_deterministic_per_uid_and_generation():

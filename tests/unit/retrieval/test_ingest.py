@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 
 from adept.config.retrieval import SUPPORTED_EXTENSIONS
+from adept.documents import document_id_from_name, walk_files
 from services.retrieval.ingest import (
     ParsedDocument,
     clean_text,
-    document_id_from_name,
     parse_file,
     sections_from_markdown,
-    walk_paths,
 )
 from services.retrieval.protocol import IngestError
 from tests.assets.retrieval.make_docs import make_docx, make_pdf
@@ -144,11 +143,11 @@ def test_document_ids_are_safe_and_stable() -> None:
     assert document_id_from_name('we"ird\\name.txt') == "we_ird/name"
 
 
-def test_walk_paths_is_relative_and_skips_hidden(tmp_path: Path) -> None:
+def test_walk_files_is_relative_and_skips_hidden(tmp_path: Path) -> None:
     (tmp_path / "docs" / "sub").mkdir(parents=True)
     (tmp_path / "docs" / "a.md").write_text("# A")
     (tmp_path / "docs" / "sub" / "b.txt").write_text("b")
     (tmp_path / "docs" / ".git").mkdir()
     (tmp_path / "docs" / ".git" / "x.txt").write_text("x")
-    names = [n for n, _ in walk_paths([tmp_path / "docs", tmp_path / "docs" / "a.md"])]
+    names = [n for n, _ in walk_files([tmp_path / "docs", tmp_path / "docs" / "a.md"])]
     assert names == ["a.md", "sub/b.txt", "a.md"]

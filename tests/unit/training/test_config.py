@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from adept.config.base import load_config
+from adept.config.platform import PlatformConfig
 from adept.config.training import DEFAULT_TARGET_MODULES, FineTuneJobConfig, default_target_modules
 from adept.errors import ConfigError
 
@@ -90,7 +91,23 @@ def test_fingerprint_ignores_logging_and_placement() -> None:
     assert base.fingerprint() == same.fingerprint() != other.fingerprint()
 
 
-def test_defaults_derive_from_data_dir(tmp_path: Path) -> None:
-    cfg = FineTuneJobConfig.model_validate({**MINIMAL, "output": {"data_dir": str(tmp_path)}})
-    assert cfg.resolved_storage_path == str(tmp_path / "training")
-    assert cfg.resolved_adapter_store == str(tmp_path / "adapters")
+def test_unset_model_and_stores_come_from_the_platform(tmp_path: Path) -> None:
+    platform = PlatformConfig(data_dir=tmp_path / "p", model="bundled:served", adapter_store_uri="s3://b/a")
+    cfg = FineTuneJobConfig.model_validate(MINIMAL)
+    with pytest.raises(ValueError, match="not bound"):
+        _ = cfg.resolved_storage_path  # an unbound job cannot guess where it lives
+    bound = cfg.bind(platform)
+    assert bound.resolved_base_model == "bundled:served"
+    assert bound.resolved_storage_path == str(tmp_path / "p" / "training")
+    assert bound.resolved_adapter_store == "s3://b/a"  # where serving reads, not <data_dir>/adapters
+
+
+def test_what_the_job_names_wins_each_on_its_own(tmp_path: Path) -> None:
+    platform = PlatformConfig(data_dir=tmp_path / "p", model="bundled:served")
+    own = FineTuneJobConfig.model_validate(
+        {**MINIMAL, "base_model": "bundled:other", "output": {"data_dir": str(tmp_path / "job")}}
+    ).bind(platform)
+    assert own.resolved_base_model == "bundled:other"
+    assert own.resolved_storage_path == str(tmp_path / "job" / "training")
+    # Naming a data dir does not move publishing away from the platform's adapter store.
+    assert own.resolved_adapter_store == str(tmp_path / "p" / "adapters")
