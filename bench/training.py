@@ -174,7 +174,8 @@ def worker_ours(spec: dict) -> dict:
             "train": {**spec["train_args"], "batch_size": 1, "eval_every_steps": 0, "log_every_steps": 5},
             "workers": {"num_workers": 1, "resources_per_worker": {"CPU": os.cpu_count() or 1}},
             "checkpoint": {"every_steps": 10_000},
-            "output": {"data_dir": spec["workdir"]},
+            # Training speed is the figure: nothing is published (no tenant, no registry involved).
+            "output": {"data_dir": spec["workdir"], "publish": False},
         },
     )
     result = run_job(cfg, address="local")

@@ -4,14 +4,18 @@ Made for ``ray job submit --working-dir . -- python -m training.finetune --confi
 inside a Ray job (or wherever ``RAY_ADDRESS`` or a running cluster is found) it joins that
 cluster; otherwise it starts a local Ray with its temp dir under the data dir.
 
-Order matters for fast failure: the config (all errors at once) and the dataset (every bad
-line) are checked before Ray starts; only then are workers started. Re-submitting a job with
+What the job leaves unset — base model, data dir, adapter store — comes from the platform's
+configuration (``$ADEPT_CONFIG`` and ``ADEPT_*``, as every Adept process reads it), so a job
+names only what is its own. Order matters for fast failure: the config (all errors at once),
+the dataset (every bad line) and whether the result could be published (tenant, quota, base
+model) are checked before Ray starts; only then are workers started. Re-submitting a job with
 the same run name resumes it from its latest checkpoint, and a finished run is not published twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -20,9 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from adept.errors import AdeptError, Conflict, Unavailable
-
-JOB_STATE = "adept_job.json"
+from adept.errors import AdeptError, Conflict, NotFound, Unavailable
+from adept.platform import JOB_STATE_FILE as JOB_STATE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,15 +63,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[str, Any]:
-    """Validate, train on Ray, publish; returns a summary (adapter id, metrics, paths)."""
+def run_job(
+    cfg: Any, *, address: str = "auto", dry_run: bool = False, platform: Any = None
+) -> dict[str, Any]:
+    """Validate, train on Ray, publish; returns a summary (adapter id, metrics, paths).
+
+    Args:
+        cfg: The job (``FineTuneJobConfig``).
+        address: Ray cluster: ``auto``, ``local`` or an address.
+        dry_run: Validate and plan only.
+        platform: The ``PlatformConfig`` the job belongs to; default: this process's (env, ``$ADEPT_CONFIG``).
+    """
+    from adept.config.platform import load_platform_config
     from adept.models import canonical_model_id, resolve_model
     from training.builders import build_tokenizer
     from training.data import prepare
 
     started = time.time()
-    model_dir = resolve_model(cfg.base_model, cfg.output.data_dir / "models")
-    base_model_id = canonical_model_id(cfg.base_model)
+    platform = platform or load_platform_config()
+    cfg = cfg.bind(platform)
+    model_dir = resolve_model(cfg.resolved_base_model, cfg.resolved_data_dir / "models")
+    base_model_id = canonical_model_id(cfg.resolved_base_model)
+    publisher = _publisher(cfg, platform) if cfg.output.publish else None
+    if publisher is not None:
+        try:
+            asyncio.run(publisher.check_publishable(cfg.tenant, cfg.adapter, base_model_id))
+        except NotFound as e:
+            where = (
+                platform.data_dir if platform.tenant_store == "sqlite" else "the cluster's Tenant resources"
+            )
+            raise NotFound(
+                f"{e.message} in the platform at {where} (set ADEPT_DATA_DIR / ADEPT_CONFIG to the platform's, "
+                "create the tenant, or publish nothing with output.publish=false)"
+            ) from None
     tokenizer = build_tokenizer(model_dir)
     prepared = prepare(cfg.data, tokenizer, cfg.train.seed)
     _say(f"dataset {cfg.data.path}: {json.dumps(prepared.stats)}")
@@ -81,7 +108,12 @@ def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[s
             f"run {cfg.resolved_run_name!r} in {cfg.resolved_storage_path} was started with a different config or "
             "dataset; resume it unchanged, or start a new run with output.run_name=<new name>"
         )
-    state = state or {"run_id": f"{cfg.resolved_run_name}-{uuid.uuid4().hex[:8]}", "fingerprint": fingerprint}
+    state = state or {
+        "run_id": f"{cfg.resolved_run_name}-{uuid.uuid4().hex[:8]}",
+        "fingerprint": fingerprint,
+        "tenant": cfg.tenant,  # deleting the tenant deletes this run (adept.platform.TrainingRuns)
+        "adapter": cfg.adapter,
+    }
     plan = {
         "run": cfg.resolved_run_name,
         "run_dir": run_dir,
@@ -91,11 +123,10 @@ def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[s
     }
     if dry_run:
         return {"dry_run": True, **plan}
-    registry = _registry(cfg) if cfg.output.publish else None
-    if registry is not None and state.get("published"):
+    if publisher is not None and state.get("published"):
         from training.publish import already_published
 
-        done = already_published(registry, cfg.tenant, cfg.adapter, state["run_id"])
+        done = already_published(publisher.registry, cfg.tenant, cfg.adapter, state["run_id"])
         if done is not None:
             _say(f"run {cfg.resolved_run_name} already finished and published as {done.id}; nothing to do")
             return {"adapter": done.id, "path": str(done.path), "run_dir": run_dir, "resumed": True}
@@ -125,11 +156,11 @@ def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[s
             from training.recipes.lora_finetune import STATE_FILE
 
             summary.update(final_summary(json.loads((Path(ckpt) / STATE_FILE).read_text())))
-            if registry is not None:
+            if publisher is not None:
                 from training.publish import publish_adapter
 
                 version = publish_adapter(
-                    registry,
+                    publisher,
                     cfg,
                     Path(ckpt),
                     run_id=state["run_id"],
@@ -148,10 +179,15 @@ def run_job(cfg: Any, *, address: str = "auto", dry_run: bool = False) -> dict[s
             ray.shutdown()
 
 
-def _registry(cfg: Any) -> Any:
+def _publisher(cfg: Any, platform: Any) -> Any:
+    """The kernel ``Platform`` the result is published through (quotas, base-model policy)."""
     from adept.adapters import AdapterRegistry
+    from adept.platform import Platform
 
-    return AdapterRegistry(cfg.resolved_adapter_store, cache_dir=cfg.output.data_dir / "cache" / "adapters")
+    registry = AdapterRegistry(
+        cfg.resolved_adapter_store, cache_dir=cfg.resolved_data_dir / "cache" / "adapters"
+    )
+    return Platform(platform, registry=registry)
 
 
 def _init_ray(address: str, cfg: Any) -> bool:
@@ -169,13 +205,13 @@ def _init_ray(address: str, cfg: Any) -> bool:
             if address != "auto" or target:
                 raise Unavailable(f"cannot reach the Ray cluster at {target or address}") from None
     # DeepSpeed JIT-builds its CPU communication op once; keep the build with Adept's data.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cfg.output.data_dir / "cache" / "torch_extensions"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cfg.resolved_data_dir / "cache" / "torch_extensions"))
     needed = cfg.workers.num_workers * cfg.workers.cpus_per_worker()
     ray.init(
         num_cpus=max(os.cpu_count() or 1, needed),
         num_gpus=None if cfg.workers.use_gpu else 0,
         include_dashboard=False,
-        _temp_dir=_ray_temp_dir(cfg.output.data_dir),
+        _temp_dir=_ray_temp_dir(cfg.resolved_data_dir),
     )
     return True
 

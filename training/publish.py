@@ -6,6 +6,7 @@ manifest records the run id, and a run whose id is already in the registry is no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -63,7 +64,7 @@ def already_published(registry: Any, tenant: str, name: str, run_id: str) -> Any
 
 
 def publish_adapter(
-    registry: Any,
+    platform: Any,
     cfg: Any,
     checkpoint_dir: Path,
     *,
@@ -74,12 +75,16 @@ def publish_adapter(
 ) -> Any:
     """Publish the adapter in a final checkpoint (once per ``run_id``) with manifest, PNG and metrics.
 
+    Publishing goes through the kernel's ``Platform`` (``platform``), which enforces the tenant's
+    ``max_adapters`` quota and the base-model policy against the model the platform *serves*
+    (not the base this job says it used).
+
     Returns:
         The published (or previously published) ``AdapterVersion``.
     """
     from training.recipes.lora_finetune import ADAPTER_DIR, STATE_FILE
 
-    previous = already_published(registry, cfg.tenant, cfg.adapter, run_id)
+    previous = already_published(platform.registry, cfg.tenant, cfg.adapter, run_id)
     if previous is not None:
         return previous
     adapter_dir = Path(checkpoint_dir) / ADAPTER_DIR
@@ -114,8 +119,8 @@ def publish_adapter(
             },
             "description": cfg.description,
         }
-        return registry.publish(
-            cfg.tenant, cfg.adapter, staging, manifest, expected_base_model=base_model_id, extra_files=extras
+        return asyncio.run(
+            platform.publish_adapter(cfg.tenant, cfg.adapter, staging, manifest, extra_files=extras)
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

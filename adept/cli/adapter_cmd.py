@@ -1,20 +1,32 @@
-"""``adept adapter``: list, publish, activate and delete tenants' adapters (embedded registry)."""
+"""``adept adapter``: list, publish, activate and delete tenants' adapters (see ``adept.cli.target`` for where)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from adept.cli.common import console, handle_errors, platform_config
+from adept.cli.common import console, handle_errors
 from adept.cli.config_cmd import DataDirOption, SetOption
+from adept.cli.target import AdminKeyOption, UrlOption, open_target, run
 
 app = typer.Typer(no_args_is_help=True)
 
 TenantArg = Annotated[str, typer.Argument(help="Tenant name.")]
 NameArg = Annotated[str, typer.Argument(help="Adapter name.")]
+
+
+def _views(target: Any, tenant: str) -> list[dict[str, Any]]:
+    """The admin API's adapter views, from wherever the target is."""
+    if target.remote:
+        return target.client.list_adapters(tenant)
+    from services.gateway.admin import AdapterView
+
+    versions = run(target.platform.list_adapters(tenant))
+    served = run(target.platform.served_versions(tenant))
+    return [AdapterView.of(v, served).model_dump() for v in versions]
 
 
 @app.command("list")
@@ -23,35 +35,27 @@ def list_(
     tenant: TenantArg,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List a tenant's adapter versions; `*` marks what requests get (pinned, else latest)."""
     from rich.table import Table
 
-    from adept.adapters import open_adapter_registry
-
-    registry = open_adapter_registry(platform_config(data_dir, overrides))
-    versions = registry.list(tenant)
-    served = {v.name: registry.resolve(tenant, v.name).version for v in versions} if versions else {}
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        views = _views(target, tenant)
     if as_json:
-        rows = [
-            {
-                "id": v.id,
-                "active": served[v.name] == v.version,
-                "uri": v.uri,
-                "manifest": v.manifest.model_dump(),
-            }
-            for v in versions
-        ]
+        rows = [{k: v[k] for k in ("id", "active", "uri", "manifest")} for v in views]
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"adapters of {tenant}")
     for col in ("adapter", "", "base model", "method", "rank", "created", "location"):
         table.add_column(col, overflow="fold")
-    for v in versions:
-        m = v.manifest
-        mark = "*" if served[v.name] == v.version else ""
-        table.add_row(v.id, mark, m.base_model, m.method, str(m.rank or "-"), m.created_at, v.uri)
+    for v in views:
+        mark = "*" if v["active"] else ""
+        table.add_row(
+            v["id"], mark, v["base_model"], v["method"], str(v["rank"] or "-"), v["created_at"], v["uri"]
+        )
     console.print(table)
 
 
@@ -74,32 +78,22 @@ def publish(
     ] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
 ) -> None:
-    """Publish a PEFT adapter as the next version; refused if it was trained on another base model."""
-    from adept.adapters import open_adapter_registry
-    from adept.errors import InvalidRequest, PermissionDenied
-    from adept.models import canonical_model_id
-    from adept.tenancy import open_tenant_store
+    """Publish a PEFT adapter as the next version; refused over quota or if trained on another base model."""
+    from adept.errors import InvalidRequest
 
-    cfg = platform_config(data_dir, overrides)
-    quotas = open_tenant_store(cfg).get(tenant).quotas  # NotFound for an unknown tenant
-    manifest: dict = {}
-    if (src / "manifest.json").is_file():
-        try:
-            manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise InvalidRequest(f"{src / 'manifest.json'}: not valid JSON: {e}") from None
-    if base_model and "base_model" not in manifest:
-        manifest["base_model"] = base_model
-    registry = open_adapter_registry(cfg)
-    new_name = not registry.versions(tenant, name)
-    if quotas.max_adapters and new_name and registry.count_adapters(tenant) >= quotas.max_adapters:
-        raise PermissionDenied(
-            f"tenant {tenant} already has {quotas.max_adapters} adapters (its max_adapters quota)",
-            code="quota_exceeded",
-        )
-    version = registry.publish(tenant, name, src, manifest, expected_base_model=canonical_model_id(cfg.model))
-    console.print(f"[green]published[/] {version.id} -> {version.uri}", highlight=False, soft_wrap=True)
+    if not src.is_dir():
+        raise InvalidRequest(f"adapter directory not found: {src}")
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        if target.remote:
+            published = target.client.publish_adapter(tenant, name, src, base_model=base_model)
+            adapter_id, where = published["id"], published["uri"]
+        else:
+            version = run(target.platform.publish_adapter(tenant, name, src, base_model=base_model))
+            adapter_id, where = version.id, version.uri
+    console.print(f"[green]published[/] {adapter_id} -> {where}", highlight=False, soft_wrap=True)
 
 
 @app.command("activate")
@@ -112,11 +106,15 @@ def activate(
     ] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
 ) -> None:
     """Pin the version that requests for TENANT/NAME get."""
-    from adept.adapters import open_adapter_registry
-
-    open_adapter_registry(platform_config(data_dir, overrides)).set_active(tenant, name, version)
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        if target.remote:
+            target.client.activate_adapter(tenant, name, version)
+        else:
+            run(target.platform.activate_adapter(tenant, name, version))
     console.print(f"{tenant}/{name} now serves {version or 'the latest version'}", highlight=False)
 
 
@@ -128,9 +126,13 @@ def delete(
     version: Annotated[str | None, typer.Option("--version", help="Delete only this version (v<N>).")] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
 ) -> None:
-    """Delete an adapter (every version), or one version of it."""
-    from adept.adapters import open_adapter_registry
-
-    open_adapter_registry(platform_config(data_dir, overrides)).delete(tenant, name, version)
+    """Delete an adapter (every version), or one version of it; loaded copies are dropped too."""
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        if target.remote:
+            target.client.delete_adapter(tenant, name, version)
+        else:
+            run(target.platform.delete_adapter(tenant, name, version))
     console.print(f"[green]deleted[/] {tenant}/{name}{'@' + version if version else ''}", highlight=False)

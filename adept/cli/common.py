@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -49,11 +48,6 @@ def handle_errors(fn: F) -> F:
 
 def platform_config(data_dir: str | None = None, overrides: list[str] | None = None):
     """The effective ``PlatformConfig``: defaults < ``ADEPT_*`` env < ``--data-dir`` < ``key=value``."""
-    from adept.config.base import load_config
-    from adept.config.platform import PlatformConfig
+    from adept.config.platform import load_platform_config
 
-    ov = list(overrides or [])
-    if data_dir:
-        ov.insert(0, f"data_dir={data_dir}")
-    path = os.environ.get("ADEPT_CONFIG")
-    return load_config(PlatformConfig, path, ov)
+    return load_platform_config(data_dir, overrides)

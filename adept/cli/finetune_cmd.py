@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from adept.cli.common import console, handle_errors
+from adept.cli.common import console, handle_errors, platform_config
+from adept.cli.config_cmd import DataDirOption, SetOption
 from adept.errors import ConfigError, Unavailable
 
 app = typer.Typer()
@@ -47,24 +48,43 @@ def finetune(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate config and dataset, print the plan, train nothing."
     ),
+    data_dir: DataDirOption = None,
+    platform_overrides: SetOption = None,
 ) -> None:
-    """Fine-tune a LoRA/QLoRA adapter and publish it to the adapter registry."""
+    """Fine-tune a LoRA/QLoRA adapter and publish it to the adapter registry.
+
+    The base model, data dir and adapter store default to the platform's (``--data-dir``,
+    ``--set``, ``ADEPT_*``); the job file names only what is its own.
+    """
     from training.finetune import load_job
 
     overrides = list(overrides or [])
     cfg = load_job(str(config), overrides)  # every config error, before anything starts
+    platform = platform_config(data_dir, platform_overrides)
     if address is None:
         import json
 
         from training.finetune import run_job
 
-        result = run_job(cfg, address="auto", dry_run=dry_run)
+        result = run_job(cfg, address="auto", dry_run=dry_run, platform=platform)
         console.print_json(json.dumps(result))
         return
-    _submit(config, overrides, address, follow=follow, dry_run=dry_run)
+    env = _platform_env(data_dir, platform_overrides)
+    _submit(config, overrides, address, follow=follow, dry_run=dry_run, env=env)
 
 
-def _submit(config: Path, overrides: list[str], address: str, *, follow: bool, dry_run: bool) -> None:
+def _platform_env(data_dir: str | None, overrides: list[str] | None) -> dict[str, str]:
+    """The platform settings given on this command line, as the ``ADEPT_*`` variables the job reads."""
+    env = {"ADEPT_DATA_DIR": data_dir} if data_dir else {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        env["ADEPT_" + key.strip().upper().replace(".", "__")] = value
+    return env
+
+
+def _submit(
+    config: Path, overrides: list[str], address: str, *, follow: bool, dry_run: bool, env: dict[str, str]
+) -> None:
     """Submit ``python -m training.finetune`` with the repository as the job's working dir."""
     root = _repo_root()
     try:
@@ -90,7 +110,7 @@ def _submit(config: Path, overrides: list[str], address: str, *, follow: bool, d
         raise Unavailable(f"cannot reach the Ray jobs API at {address}: {e}") from None
     job_id = client.submit_job(
         entrypoint=shlex.join(entry),
-        runtime_env={"working_dir": str(root), "excludes": _EXCLUDES},
+        runtime_env={"working_dir": str(root), "excludes": _EXCLUDES, "env_vars": env},
         metadata={"adept": "finetune", "config": str(rel)},
     )
     console.print(f"submitted [bold]{job_id}[/] to {address}")

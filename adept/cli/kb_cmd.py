@@ -20,79 +20,27 @@ KeyOpt = Annotated[
     str, typer.Option("--api-key", envvar="ADEPT_API_KEY", help="The tenant's API key.", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")]
-_BATCH_BYTES = 8 * 1024 * 1024  # files per upload request, so a bar moves and one 413 names one big file
-_BATCH_FILES = 32
-_STATUS_ERRORS = {400: "InvalidRequest", 401: "AuthenticationError", 403: "PermissionDenied", 404: "NotFound",
-                  409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMedia", 429: "RateLimited",
-                  503: "Unavailable", 507: "StorageError"}  # fmt: skip
 
 
-class _Client:
-    """A tiny client for ``/v1/kb``: turns HTTP errors into ``AdeptError`` (one line, right exit code)."""
+def _client(url: str, api_key: str) -> Any:
+    """The tenant's view of ``/v1/kb``: HTTP errors become ``AdeptError`` (one line, right exit code)."""
+    from adept.admin_client import PlatformHTTP
 
-    def __init__(self, url: str, api_key: str) -> None:
-        import httpx
+    if not api_key:
+        from adept.errors import AuthenticationError
 
-        if not api_key:
-            from adept.errors import AuthenticationError
-
-            raise AuthenticationError("no API key: pass --api-key or set ADEPT_API_KEY")
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=600
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        from adept import errors
-
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise errors.Unavailable(
-                f"cannot reach Adept at {self.url}: {e} (is `adept up` running?)"
-            ) from None
-        if resp.status_code < 400:
-            return resp.json()
-        try:
-            body = resp.json()
-            message = body["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            body, message = {}, resp.text[:300] or resp.reason_phrase
-        cls = getattr(errors, _STATUS_ERRORS.get(resp.status_code, "AdeptError"))
-        err = cls(message) if cls is not errors.RateLimited else cls(message, retry_after=1)
-        err.details = body.get("errors", [])  # per-file reasons of a failed ingest
-        raise err
+        raise AuthenticationError("no API key: pass --api-key or set ADEPT_API_KEY")
+    return PlatformHTTP(url, api_key)
 
 
 def _walk(paths: list[Path]) -> list[tuple[str, Path]]:
     """``(name sent to the server, path)``; names are relative to a directory argument, as the server expects."""
-    out = []
+    from adept.documents import walk_files
+
     for root in paths:
-        if root.is_dir():
-            for p in sorted(root.rglob("*")):
-                rel = p.relative_to(root)
-                if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    out.append((rel.as_posix(), p))
-        elif root.is_file():
-            out.append((root.name, root))
-        else:
+        if not root.exists():
             raise FileNotFoundError(2, "no such file or directory", str(root))
-    return out
-
-
-def _batches(files: list[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
-    batches: list[list[tuple[str, Path]]] = []
-    size = 0
-    for name, path in files:
-        n = path.stat().st_size
-        if not batches or size + n > _BATCH_BYTES or len(batches[-1]) >= _BATCH_FILES:
-            batches.append([])
-            size = 0
-        batches[-1].append((name, path))
-        size += n
-    return batches
+    return list(walk_files(paths))
 
 
 @app.command()
@@ -106,9 +54,10 @@ def ingest(
     """Upload documents (.txt .md .html .pdf .docx .jsonl); unchanged documents are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from adept.documents import upload_batches
     from adept.errors import AdeptError, InvalidRequest
 
-    client = _Client(url, api_key)
+    client = _client(url, api_key)
     files = _walk(paths)
     if not files:
         raise InvalidRequest("no files found under the given paths")
@@ -123,7 +72,7 @@ def ingest(
     )
     with Progress(*columns, console=err_console, transient=as_json) as bar:
         task = bar.add_task("", total=len(files))
-        for batch in _batches(files):
+        for batch in upload_batches(files):
             bar.update(task, description=batch[0][0])
             upload = [
                 ("files", (name, path.read_bytes(), "application/octet-stream")) for name, path in batch
@@ -165,7 +114,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the chunks most relevant to QUERY, with their sources."""
-    reply = _Client(url, api_key).call("POST", "/v1/kb/search", json={"query": query, "top_k": top_k})
+    reply = _client(url, api_key).call("POST", "/v1/kb/search", json={"query": query, "top_k": top_k})
     if as_json:
         console.print_json(json.dumps(reply))
         return
@@ -186,7 +135,7 @@ def list_(url: UrlOpt = "http://127.0.0.1:8000", api_key: KeyOpt = "", as_json: 
     """List documents with their chunk counts."""
     from rich.table import Table
 
-    reply = _Client(url, api_key).call("GET", "/v1/kb/documents")
+    reply = _client(url, api_key).call("GET", "/v1/kb/documents")
     if as_json:
         console.print_json(json.dumps(reply))
         return
@@ -209,5 +158,5 @@ def delete(
     """Delete one document and its chunks."""
     from urllib.parse import quote
 
-    reply = _Client(url, api_key).call("DELETE", f"/v1/kb/documents/{quote(document_id, safe='/')}")
+    reply = _client(url, api_key).call("DELETE", f"/v1/kb/documents/{quote(document_id, safe='/')}")
     console.print(f"deleted {reply['id']} ({reply['chunks']} chunks)")

@@ -140,22 +140,11 @@ def _print_banner(p: Any) -> None:
 
 
 def _error_from(status: int, body: bytes) -> Any:
-    from adept import errors
+    from adept.errors import error_from_http
 
-    try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body.decode("utf-8", "replace")[:300] or f"HTTP {status}"
-    classes = {
-        400: errors.InvalidRequest,
-        401: errors.AuthenticationError,
-        403: errors.PermissionDenied,
-        404: errors.NotFound,
-        409: errors.Conflict,
-        413: errors.PayloadTooLarge,
-        429: errors.RateLimited,
-    }
-    return classes.get(status, errors.Unavailable)(f"{message} (HTTP {status})")
+    err = error_from_http(status, body)
+    err.message = f"{err.message} (HTTP {status})"
+    return err
 
 
 def _default_key(data_dir: str | None) -> str | None:

@@ -1,14 +1,15 @@
-"""``adept tenant``: create, list, delete tenants and rotate their keys (embedded tenant store)."""
+"""``adept tenant``: create, list, delete tenants and rotate their keys (see ``adept.cli.target`` for where)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from adept.cli.common import console, err_console, handle_errors, platform_config
+from adept.cli.common import console, err_console, handle_errors
 from adept.cli.config_cmd import DataDirOption, SetOption
+from adept.cli.target import AdminKeyOption, UrlOption, open_target, run
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -37,18 +38,18 @@ def create(
     ] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
 ) -> None:
     """Create a tenant and print its API key (once)."""
     from adept.config.base import validate
     from adept.config.tenant import TenantSpec, check_tenant_name
     from adept.errors import InvalidRequest
-    from adept.tenancy import open_tenant_store
 
     try:
         check_tenant_name(name)  # one clear line rather than a validation report
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
-
     quotas = {
         k: v
         for k, v in {
@@ -62,36 +63,51 @@ def create(
     spec = validate(
         TenantSpec, {"name": name, "display_name": display_name, "quotas": quotas}, source="tenant"
     )
-    tenant, key = open_tenant_store(platform_config(data_dir, overrides)).create(spec)
-    _print_key(f"[green]created[/] tenant {tenant.name}.", key)
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        if target.remote:
+            key = target.client.create_tenant(spec.model_dump())["api_key"]
+        else:
+            key = run(target.platform.create_tenant(spec))[1]
+    _print_key(f"[green]created[/] tenant {name}.", key)
+
+
+def _rows(target: Any) -> list[dict[str, Any]]:
+    if target.remote:
+        return target.client.list_tenants()
+    return [t.to_dict() for t in run(target.platform.list_tenants())]
 
 
 @app.command("list")
 @handle_errors
-def list_(data_dir: DataDirOption = None, overrides: SetOption = None, as_json: JsonOption = False) -> None:
+def list_(
+    data_dir: DataDirOption = None,
+    overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """List tenants with their quotas (keys are never shown, only their first characters)."""
     from rich.table import Table
 
-    from adept.tenancy import open_tenant_store
-
-    tenants = open_tenant_store(platform_config(data_dir, overrides)).list()
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        tenants = _rows(target)
     if as_json:
-        typer.echo(json.dumps([t.to_dict() for t in tenants], indent=2))
+        typer.echo(json.dumps(tenants, indent=2))
         return
     table = Table(title=f"{len(tenants)} tenant{'s' * (len(tenants) != 1)}")
     for col in ("name", "display name", "req/min", "tok/min", "adapters", "documents", "key", "created"):
         table.add_column(col, overflow="fold")
     for t in tenants:
-        q = t.quotas
+        q = t["quotas"]
         table.add_row(
-            t.name,
-            t.display_name,
-            str(q.requests_per_minute),
-            str(q.tokens_per_minute),
-            str(q.max_adapters),
-            str(q.max_documents),
-            t.key_prefix + "...",
-            t.created_at,
+            t["name"],
+            t["display_name"],
+            str(q["requests_per_minute"]),
+            str(q["tokens_per_minute"]),
+            str(q["max_adapters"]),
+            str(q["max_documents"]),
+            t["key_prefix"] + "...",
+            t["created_at"],
         )
     console.print(table)
 
@@ -103,26 +119,41 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
 ) -> None:
-    """Delete a tenant and its adapters; its API key stops working at once."""
-    from adept.adapters import open_adapter_registry
-    from adept.tenancy import open_tenant_store
-
-    cfg = platform_config(data_dir, overrides)
-    store = open_tenant_store(cfg)
-    store.get(name)  # NotFound before asking anything
-    if not yes:
-        typer.confirm(f"Delete tenant {name!r} and all its adapters?", abort=True, err=True)
-    store.delete(name)
-    open_adapter_registry(cfg).delete_tenant(name)
-    console.print(f"[green]deleted[/] tenant {name} and its adapters", highlight=False)
+    """Delete a tenant and everything it owns (documents, adapters, jobs); its key stops working at once."""
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        if target.remote:
+            target.client.get_tenant(name)  # NotFound before asking anything
+        else:
+            run(target.platform.get_tenant(name))
+        if not yes:
+            typer.confirm(
+                f"Delete tenant {name!r} with its documents, adapters and jobs ({target.where})?",
+                abort=True,
+                err=True,
+            )
+        if target.remote:
+            adapters = target.client.delete_tenant(name)["adapters_deleted"]
+        else:
+            adapters = run(target.platform.delete_tenant(name)).adapters_deleted
+    console.print(
+        f"[green]deleted[/] tenant {name} with its documents and {adapters} adapter{'s' * (adapters != 1)}",
+        highlight=False,
+    )
 
 
 @app.command("rotate-key")
 @handle_errors
-def rotate_key(name: NameArg, data_dir: DataDirOption = None, overrides: SetOption = None) -> None:
+def rotate_key(
+    name: NameArg,
+    data_dir: DataDirOption = None,
+    overrides: SetOption = None,
+    url: UrlOption = None,
+    admin_key: AdminKeyOption = None,
+) -> None:
     """Issue a new API key; the old one stops working at once."""
-    from adept.tenancy import open_tenant_store
-
-    key = open_tenant_store(platform_config(data_dir, overrides)).rotate_key(name)
+    with open_target(data_dir, overrides, url, admin_key) as target:
+        key = target.client.rotate_key(name) if target.remote else run(target.platform.rotate_key(name))
     _print_key(f"[green]new key[/] for tenant {name}; the old key no longer works.", key)

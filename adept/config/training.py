@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from adept.config.adapter import check_adapter_name
 from adept.config.base import StrictModel
-from adept.config.platform import BUNDLED_MODEL, default_data_dir
+from adept.config.platform import PlatformConfig
 from adept.config.tenant import check_tenant_name
 
 # LoRA targets per architecture (config.json `model_type`): every attention and MLP projection,
@@ -178,9 +178,10 @@ class CheckpointSection(StrictModel):
 class OutputSection(StrictModel):
     """Where the run lives and where the adapter is published."""
 
-    data_dir: Path = Field(
-        default_factory=default_data_dir,
-        description="Adept data directory (models cache, default storage, Ray temp).",
+    data_dir: Path | None = Field(
+        None,
+        description="Adept data directory (models cache, default storage, Ray temp). Default: the platform's "
+        "(`ADEPT_DATA_DIR`, else ~/.adept).",
     )
     storage_path: str | None = Field(
         None,
@@ -191,7 +192,8 @@ class OutputSection(StrictModel):
         description="Run name in storage; re-submitting the same name resumes. Default: <tenant>-<adapter>.",
     )
     adapter_store_uri: str | None = Field(
-        None, description="Adapter registry URI. Default: <data_dir>/adapters."
+        None,
+        description="Adapter registry URI. Default: the platform's adapter store (what serving reads).",
     )
     publish: bool = Field(
         True, description="Publish the trained adapter to the registry (one version per run)."
@@ -199,8 +201,8 @@ class OutputSection(StrictModel):
 
     @field_validator("data_dir")
     @classmethod
-    def _expand(cls, v: Path) -> Path:
-        return Path(v).expanduser().absolute()
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else Path(v).expanduser().absolute()
 
     @field_validator("run_name")
     @classmethod
@@ -215,8 +217,10 @@ class FineTuneJobConfig(StrictModel):
 
     tenant: str = Field(description="Tenant that owns the adapter (DNS label).")
     adapter: str = Field(description="Adapter name within the tenant; each run publishes its next version.")
-    base_model: str = Field(
-        BUNDLED_MODEL, description="Base model: bundled:NAME, a local model directory, or a cached hub id."
+    base_model: str | None = Field(
+        None,
+        description="Base model: bundled:NAME, a local model directory, or a cached hub id. Default: the model "
+        "the platform serves (an adapter trained on another base is refused when published).",
     )
     method: Literal["lora", "qlora"] = Field("lora", description="lora, or qlora (LoRA on a 4-bit NF4 base).")
     description: str = Field("", max_length=500, description="Free text stored in the adapter manifest.")
@@ -264,17 +268,44 @@ class FineTuneJobConfig(StrictModel):
         """QLoRA is LoRA whose frozen base is 4-bit."""
         return self.method == "qlora"
 
+    def bind(self, platform: PlatformConfig) -> FineTuneJobConfig:
+        """This job with what it leaves unset taken from the platform: base model, data dir, adapter store.
+
+        Each is taken independently: a job that names its own data dir still publishes where
+        serving reads, unless it names an adapter store too.
+        """
+        output = self.output.model_copy(
+            update={
+                "data_dir": self.output.data_dir or platform.data_dir,
+                "adapter_store_uri": self.output.adapter_store_uri or platform.resolved_adapter_store,
+            }
+        )
+        return self.model_copy(update={"base_model": self.base_model or platform.model, "output": output})
+
+    def _bound(self) -> tuple[str, Path]:
+        if self.base_model is None or self.output.data_dir is None:
+            raise ValueError("job config is not bound to a platform: call bind(PlatformConfig) first")
+        return self.base_model, self.output.data_dir
+
+    @property
+    def resolved_base_model(self) -> str:
+        return self._bound()[0]
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self._bound()[1]
+
     @property
     def resolved_run_name(self) -> str:
         return self.output.run_name or f"{self.tenant}-{self.adapter}"
 
     @property
     def resolved_storage_path(self) -> str:
-        return self.output.storage_path or str(self.output.data_dir / "training")
+        return self.output.storage_path or str(self.resolved_data_dir / "training")
 
     @property
     def resolved_adapter_store(self) -> str:
-        return self.output.adapter_store_uri or str(self.output.data_dir / "adapters")
+        return self.output.adapter_store_uri or str(self.resolved_data_dir / "adapters")
 
     def fingerprint(self) -> str:
         """Hash of what determines the trained weights; a re-submission must match it to resume."""

@@ -12,24 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adept.errors import (
-    AdeptError,
-    AuthenticationError,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-    Unavailable,
-)
+from adept.errors import AdeptError, Unavailable, error_from_http
 
-_BY_STATUS: dict[int, type[AdeptError]] = {
-    400: InvalidRequest,
-    401: AuthenticationError,
-    403: PermissionDenied,
-    404: NotFound,
-    422: InvalidRequest,
-    429: RateLimited,
-}
 MAX_RATE_LIMIT_RETRIES = 5
 
 
@@ -153,9 +137,8 @@ class PlatformClient:
 
 def _error_from(response: Any, what: str) -> AdeptError:
     """The server's OpenAI-style error message, in the matching Adept error class."""
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = (response.text or "").strip()[:300] or response.reason_phrase
-    cls = _BY_STATUS.get(response.status_code, Unavailable)
-    return cls(f"{what}: HTTP {response.status_code}: {message}")
+    err = error_from_http(
+        response.status_code, response.content, retry_after=response.headers.get("retry-after")
+    )
+    err.message = f"{what}: HTTP {response.status_code}: {err.message}"
+    return err

@@ -51,6 +51,14 @@ def _http(platform, method: str, path: str, key: str, **kw):
     return r.json()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="package")
 def platform(tiny_phi3: Path):
     """The embedded platform with the demo tenant (Lumen Grid corpus) and a second tenant with its own document."""
@@ -66,7 +74,7 @@ def platform(tiny_phi3: Path):
             f"platform.data_dir={data_dir}",
             f"platform.model={tiny_phi3}",
             "platform.device=cpu",
-            "gateway.port=18431",
+            f"gateway.port={_free_port()}",  # never a port another platform on this machine holds
         ],
         env=False,
     )

@@ -28,6 +28,14 @@ pytestmark = [
 N_QUESTIONS = 6
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def platform(tiny_phi3: Path):
     from adept.config.base import load_config
@@ -39,7 +47,12 @@ def platform(tiny_phi3: Path):
     config = load_config(
         ServingConfig,
         None,
-        [f"platform.data_dir={data_dir}", f"platform.model={tiny_phi3}", "platform.device=cpu"],
+        [
+            f"platform.data_dir={data_dir}",
+            f"platform.model={tiny_phi3}",
+            "platform.device=cpu",
+            f"gateway.port={_free_port()}",  # never a port another platform on this machine may hold
+        ],
         env=False,
     )
     p = start_platform(config, demo=True)

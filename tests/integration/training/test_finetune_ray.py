@@ -15,6 +15,7 @@ import pytest
 
 from adept.adapters import AdapterRegistry
 from adept.config.base import load_config
+from adept.config.platform import PlatformConfig
 from adept.config.training import FineTuneJobConfig
 from training.finetune import run_job
 
@@ -60,6 +61,21 @@ def _job(model: Path, data_dir: Path, **sections) -> FineTuneJobConfig:
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_config(FineTuneJobConfig, None, env=False, base=base)
+
+
+def _platform(model: Path, data_dir: Path) -> PlatformConfig:
+    """The platform the job publishes to: it serves ``model`` and knows tenant ``acme``."""
+    import asyncio
+
+    from adept.config.tenant import TenantSpec
+    from adept.platform import Platform
+
+    cfg = PlatformConfig(data_dir=data_dir, model=str(model))
+    platform = Platform(cfg)
+    if not [t for t in asyncio.run(platform.list_tenants()) if t.name == "acme"]:
+        asyncio.run(platform.create_tenant(TenantSpec(name="acme")))
+    platform.close()
+    return cfg
 
 
 def _eval_loss_of_published(model: Path, adapter_path: Path, cfg: FineTuneJobConfig) -> float:
@@ -119,8 +135,9 @@ def test_ddp_two_workers_survive_a_killed_worker_and_publish_once(
     ray_cluster, tiny_phi3, tmp_path, monkeypatch
 ) -> None:
     cfg = _job(tiny_phi3, tmp_path)
+    platform = _platform(tiny_phi3, tmp_path)
     monkeypatch.setenv("ADEPT_TRAIN_FAULT_AT_STEP", "6")  # rank 1 calls os._exit at step 6, once
-    result = run_job(cfg)
+    result = run_job(cfg, platform=platform)
 
     assert result["steps"] == 12 and result["restarts"] == 1
     out = _check_published(result, cfg, steps=12)
@@ -145,9 +162,10 @@ def test_ddp_two_workers_survive_a_killed_worker_and_publish_once(
 
     # Re-submitting the finished job resumes it and publishes nothing new.
     monkeypatch.delenv("ADEPT_TRAIN_FAULT_AT_STEP")
-    again = run_job(cfg)
+    again = run_job(cfg, platform=platform)
     assert again["adapter"] == result["adapter"] == "acme/grid@v1"
-    assert [v.version for v in AdapterRegistry(cfg.resolved_adapter_store).list("acme")] == ["v1"]
+    store = cfg.bind(platform).resolved_adapter_store
+    assert [v.version for v in AdapterRegistry(store).list("acme")] == ["v1"]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -155,7 +173,7 @@ def test_deepspeed_zero_two_workers(ray_cluster, tiny_phi3, tmp_path, monkeypatc
     cfg = _job(tiny_phi3, tmp_path, deepspeed={"stage": stage}, output={"run_name": f"zero{stage}"})
     if stage == 2:
         monkeypatch.setenv("ADEPT_TRAIN_FAULT_AT_STEP", "6")  # resume from DeepSpeed's sharded checkpoint
-    result = run_job(cfg)
+    result = run_job(cfg, platform=_platform(tiny_phi3, tmp_path))
     out = _check_published(result, cfg, steps=12)
     assert result["restarts"] == (1 if stage == 2 else 0)
     assert out["history"][0]["train_loss"] > out["history"][-1]["train_loss"] + 0.3
@@ -175,7 +193,7 @@ def test_qlora_on_the_bundled_model(ray_cluster, bundled_model, tmp_path) -> Non
         workers={"num_workers": 1, "resources_per_worker": {"CPU": 2}},
         checkpoint={"every_steps": 2},
     )
-    result = run_job(cfg)
+    result = run_job(cfg, platform=_platform(bundled_model, tmp_path))
     out = _check_published(result, cfg, steps=2, evaluated=False)
     assert out["manifest"]["method"] == "qlora"
     assert all(math.isfinite(h["train_loss"]) for h in out["history"])
