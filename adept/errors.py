@@ -114,6 +114,20 @@ class Unavailable(AdeptError):
 
     status, type, code, exit_code = 503, "server_error", "unavailable", 7
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = None if retry_after is None else max(1, int(retry_after + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
 
 class StorageError(AdeptError):
     """The data dir / object store refused a write (disk full, read-only). Nothing was changed."""

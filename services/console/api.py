@@ -9,7 +9,7 @@ another tenant's adapter is a 404 worded as if it did not exist.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,12 +19,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from adept.config.adapter import VERSION_RE, check_adapter_name
-from adept.errors import NotFound
+from adept.errors import AdeptError, NotFound
 from adept.tenancy import Tenant
 from services.console import inventory
 from services.gateway.api_router import tenant_dependency
 
 Status = Callable[[], Awaitable[Any]]
+log = logging.getLogger(__name__)
 
 
 def _registry(ctx: Any) -> Any:
@@ -109,15 +110,19 @@ def build_console_api_router(
         raw = await asyncio.to_thread(inventory.read_extra, v, "metrics.json")
         data = {}
         if raw:
-            with contextlib.suppress(ValueError):
+            try:
                 data = json.loads(raw)
+            except ValueError as e:  # stored by training: show the manifest's metrics, say what is wrong
+                log.warning("ignoring unreadable metrics.json of %s: %s", v.id, e)
         return {"id": v.id, "metrics": v.manifest.metrics, **(data if isinstance(data, dict) else {})}
 
     @router.get("/v1/usage", tags=["console"], summary="The caller's use against its quotas")
     async def usage(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
         documents = None
-        with contextlib.suppress(Exception):  # retrieval down: the page shows "unknown"
+        try:
             documents = int(await ctx.kb.count_documents(tenant.name))
+        except AdeptError as e:  # retrieval down (the handle maps every failure): the page shows "unknown"
+            log.warning("document count for the usage page unavailable: %s", e.message)
         adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
         return inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
 
