@@ -36,13 +36,19 @@ async def _serve_status() -> tuple[Any, str | None]:
     """``serve.status()`` and this application's name, from inside a Serve replica; (None, None) elsewhere."""
     if "ray.serve" not in sys.modules:  # not inside a Serve replica: do not import Ray just to find out
         return None, None
-    try:
-        from ray import serve
+    from ray import serve
+    from ray.exceptions import RayError
+    from ray.serve.exceptions import RayServeException
 
+    try:
         app_name = serve.get_replica_context().app_name
-        return await asyncio.wait_for(asyncio.to_thread(serve.status), 10), app_name
-    except Exception:  # not in a replica (tests, tools) or the controller is busy: show what we can
+    except RayServeException:  # Serve is imported but this is not a replica (tests, tools)
         return None, None
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(serve.status), 10), app_name
+    except (TimeoutError, RayError, RayServeException) as e:  # controller busy or gone: show what we can
+        log.warning("Serve status unavailable for the console: %r", e)
+        return None, app_name
 
 
 def _llm_info(ctx: Any) -> Callable[[], Awaitable[dict[str, Any]]] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +208,12 @@ async def test_unreadable_metrics_file_is_reported_and_the_manifest_still_shown(
         r = await client.get("/v1/adapters/legal/v1/metrics", headers=bearer(platform["acme"]))
     assert r.status_code == 200 and r.json()["metrics"] == {"eval_loss": 1.5}
     assert any("metrics.json" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_serve_status_outside_a_replica_is_nothing_not_an_error() -> None:
+    import ray.serve  # Serve imported, yet this process is no replica: the refusal is typed
+
+    from services.console.api import _serve_status
+
+    assert "ray.serve" in sys.modules and ray.serve is not None
+    assert await _serve_status() == (None, None)
