@@ -62,9 +62,10 @@ eval: $(STAMP) ## compare routes on the demo questions against a running `make r
 	$(BIN)/adept eval --questions adept/demo/eval_questions.jsonl --url http://127.0.0.1:8000 \
 		--api-key "$$(cat $(DATA_DIR)/demo.key)" --out eval-report
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check, then the import layers (lint-imports, contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -27,32 +27,34 @@ SCRATCH_TREES = ["charts"]
 _IGNORE = shutil.ignore_patterns("*.tgz", "__pycache__", "Chart.lock")
 
 
-def load_generators() -> tuple[list[tuple[str, Callable[[Path], object]]], list[str]]:
-    """The generators that exist in this checkout, and a note for each one that does not."""
-    found, notes = [], []
+class MissingGenerator(LookupError):
+    """A listed generator cannot be loaded: its files would silently go stale, so nothing runs."""
+
+
+def load_generators() -> list[tuple[str, Callable[[Path], object]]]:
+    """Every generator in ``GENERATORS``, as ``(module.function, function)``.
+
+    Raises:
+        MissingGenerator: a module cannot be imported or lacks the function.
+    """
+    found = []
     for module, func in GENERATORS:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name is not None and module.startswith(e.name):
-                notes.append(f"skipped {module}.{func}: module not present yet")
-                continue
-            raise
+            raise MissingGenerator(f"generator module {module} cannot be imported: {e}") from e
         fn = getattr(mod, func, None)
-        if fn is None:
-            notes.append(f"skipped {module}.{func}: function not present yet")
-            continue
+        if not callable(fn):
+            raise MissingGenerator(f"generator {module}.{func} does not exist")
         found.append((f"{module}.{func}", fn))
-    return found, notes
+    return found
 
 
-def run(repo_root: Path) -> list[str]:
-    """Run every generator against ``repo_root``; return the notes about skipped ones."""
-    generators, notes = load_generators()
-    for name, fn in generators:
+def run(repo_root: Path) -> None:
+    """Run every generator against ``repo_root``."""
+    for name, fn in load_generators():
         fn(repo_root)
         print(f"ran {name}")
-    return notes
 
 
 def _files(root: Path, trees: list[str]) -> set[str]:
@@ -76,9 +78,8 @@ def check(repo_root: Path) -> list[str]:
             if (repo_root / tree).is_dir():
                 shutil.copytree(repo_root / tree, scratch / tree, ignore=_IGNORE)
         before = _files(scratch, SCRATCH_TREES)
-        generators, _ = load_generators()
         failed = []
-        for name, fn in generators:
+        for name, fn in load_generators():
             try:
                 fn(scratch)
             except Exception as e:  # report which generator broke, beside the drift of the others
@@ -102,17 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root = args.repo_root.resolve()
-    if args.check:
-        for note in load_generators()[1]:
-            print(note, file=sys.stderr)
-        drifted = check(root)
-        if drifted:
-            print("generated files are out of date (run `make sync`):", *drifted, sep="\n  ", file=sys.stderr)
-            return 1
-        print("generated files are up to date")
-        return 0
-    for note in run(root):
-        print(note)
+    try:
+        if args.check:
+            drifted = check(root)
+            if drifted:
+                print(
+                    "generated files are out of date (run `make sync`):",
+                    *drifted,
+                    sep="\n  ",
+                    file=sys.stderr,
+                )
+                return 1
+            print("generated files are up to date")
+            return 0
+        run(root)
+    except MissingGenerator as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,6 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+
+class ErrorInfo(BaseModel):
+    """The ``error`` object of an OpenAI-style error body."""
+
+    message: str = Field(description="What went wrong, in words a user can act on.")
+    type: str = Field(description="OpenAI error type: `invalid_request_error`, `server_error`, ...")
+    code: str = Field(description="Machine-readable reason: `model_not_found`, `rate_limit_exceeded`, ...")
+    param: str | None = Field(None, description="The request field at fault, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    """Every HTTP error body: ``{"error": {"message", "type", "code", "param"}}``."""
+
+    error: ErrorInfo
+
 
 class AdeptError(Exception):
     """Base class. ``message`` is shown to users; never put secrets or prompt text in it."""
@@ -25,9 +42,15 @@ class AdeptError(Exception):
         self.param = param
         self.details: list[Any] = []  # structured extras from a remote error (per-file reasons)
 
+    def to_response(self) -> ErrorResponse:
+        """The OpenAI wire model: ``{"error": {"message", "type", "code", "param"}}``."""
+        return ErrorResponse(
+            error=ErrorInfo(message=self.message, type=self.type, code=self.code, param=self.param)
+        )
+
     def to_openai(self) -> dict[str, Any]:
-        """The OpenAI wire shape: ``{"error": {"message", "type", "code", "param"}}``."""
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+        """``to_response()`` as a JSON-ready dict."""
+        return self.to_response().model_dump(mode="json")
 
     def headers(self) -> dict[str, str]:
         """Extra HTTP headers this error implies (e.g. ``Retry-After``)."""
@@ -98,6 +121,20 @@ class Unavailable(AdeptError):
     """A dependency (Ray, Milvus, a replica) is not reachable or not ready; retrying may help."""
 
     status, type, code, exit_code = 503, "server_error", "unavailable", 7
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = None if retry_after is None else max(1, int(retry_after + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class StorageError(AdeptError):

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from adept.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 __all__ = ["BUNDLED_EMBEDDING", "BUNDLED_MODEL"]  # re-exported for callers of this module
@@ -226,8 +229,10 @@ def canonical_model_id(ref: str) -> str:
         return ref
     marker = path / MARKER
     if marker.is_file():
-        with contextlib.suppress(ValueError, OSError):
+        try:
             return str(json.loads(marker.read_text())["id"])
+        except (OSError, ValueError, KeyError, TypeError) as e:  # stored data: tolerate, but say so
+            log.warning("ignoring unreadable %s (%r); identifying the model by its path", marker, e)
     return str(path.absolute())
 
 
@@ -263,11 +268,15 @@ def list_models(models_dir: Path | None = None) -> list[ModelInfo]:
 
 
 def _cached_hub_models() -> list[ModelInfo]:
-    try:
-        from huggingface_hub import scan_cache_dir
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
+    try:
         cache = scan_cache_dir()
-    except Exception:  # no cache dir yet, or unreadable: nothing cached
+    except CacheNotFound:  # nothing downloaded yet
+        return []
+    except (OSError, ValueError) as e:  # unreadable, or not a directory: list the rest, say why
+        log.warning("cannot scan the Hugging Face cache: %s", e)
         return []
     return [
         ModelInfo(repo.repo_id, repo.repo_path, True, repo.size_on_disk, "Hugging Face cache")

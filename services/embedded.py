@@ -7,7 +7,6 @@ is short enough for unix sockets), so a second start finds everything again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -46,16 +45,9 @@ class EmbeddedPlatform:
         if self._stopped:
             return
         self._stopped = True
-        import ray
-        from ray import serve
-
         if self.run_file is not None:
             self.run_file.unlink(missing_ok=True)  # CLI commands go back to the data dir's stores
-
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        with contextlib.suppress(Exception):
-            ray.shutdown()
+        shutdown_ray()
 
     def __enter__(self) -> EmbeddedPlatform:
         return self
@@ -159,9 +151,7 @@ def start_platform(
         if platform is not None:
             platform.stop()
         else:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            ray.shutdown()
+            shutdown_ray()
         raise
 
 
@@ -178,6 +168,20 @@ def _check_port_free(host: str, port: int) -> None:
             raise Unavailable(
                 f"cannot listen on {host}:{port}: {e.strerror or e} (another `adept up`? choose one with --port)"
             ) from None
+
+
+def shutdown_ray() -> None:
+    """Shut Serve, then Ray down in this process; Ray goes down even when Serve cannot."""
+    import ray
+    from ray import serve
+    from ray.exceptions import RayError
+
+    try:
+        serve.shutdown()  # copes by itself with "nothing running" and an unreachable controller
+    except RayError as e:
+        log.warning("Serve did not shut down cleanly (%s); shutting Ray down anyway", e)
+    finally:
+        ray.shutdown()
 
 
 def _start_demo(platform: EmbeddedPlatform, say: Say) -> None:
@@ -232,8 +236,7 @@ def _write_secret(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by the owner only (the file is created 0600, never widened)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)  # replaced below, created 0600 from scratch (O_EXCL)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")

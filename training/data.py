@@ -27,14 +27,14 @@ logits.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from adept.errors import InvalidRequest
+from adept.errors import InvalidRequest, NotFound
+from adept.jsonl import LineProblem, iter_objects, read_bytes
 
 IGNORE_INDEX = -100
 MAX_REPORTED_PROBLEMS = 20
@@ -85,20 +85,6 @@ class PreparedData:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _open_text(path: str) -> bytes:
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-
-        with fsspec.open(path, "rb") as fh:
-            return fh.read()
-    from pathlib import Path
-
-    p = Path(path.removeprefix("file://")).expanduser()
-    if not p.is_file():
-        raise DatasetError(f"dataset file not found: {p}")
-    return p.read_bytes()
-
-
 def _detect(obj: dict[str, Any]) -> str | None:
     if "messages" in obj:
         return "chat"
@@ -155,29 +141,23 @@ def parse_example(obj: Any, fmt: str = "auto") -> list[dict[str, Any]]:
 def read_examples(
     path: str, fmt: str = "auto", *, skip_invalid: bool = False
 ) -> tuple[list[list[dict]], list[str], bytes]:
-    """Parse a JSONL file; returns (conversations, problems as ``file:line: why``, raw bytes).
+    """Parse a JSONL file (local path or fsspec URI); returns (conversations, problems as ``file:line: why``, raw bytes).
 
     Raises:
         DatasetError: any malformed line (unless ``skip_invalid``), or no usable example at all.
     """
-    raw = _open_text(path)
-    examples, problems = [], []
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
-            continue
+        raw = read_bytes(path)
+    except NotFound:
+        raise DatasetError(f"dataset file not found: {path}") from None
+    examples: list[list[dict]] = []
+    bad: list[LineProblem] = []
+    for lineno, obj in iter_objects(raw, source=path, problems=bad):
         try:
             examples.append(parse_example(obj, fmt))
         except ValueError as e:
-            problems.append(f"{path}:{lineno}: {e}")
+            bad.append(LineProblem(lineno, str(e)))
+    problems = [p.at(path) for p in sorted(bad, key=lambda p: p.line)]
     if problems and not skip_invalid:
         raise DatasetError(
             f"{path}: {len(problems)} malformed line(s) (set data.skip_invalid=true to skip them):", problems

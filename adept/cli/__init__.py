@@ -29,20 +29,19 @@ _AREAS = [
 ]
 
 
-def _register() -> None:
-    for module, name, help_text in _AREAS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:  # area not built yet
-                continue
-            raise
-        sub = mod.app
+def register(target: typer.Typer, areas: list[tuple[str, str | None, str]]) -> None:
+    """Add each area's commands to ``target``.
+
+    Every area is part of the install: a module that cannot be imported is a broken install and
+    fails here, loudly, rather than leaving its commands silently absent from ``--help``.
+    """
+    for module, name, help_text in areas:
+        sub = importlib.import_module(module).app
         if name is None:
             for cmd in sub.registered_commands:
-                app.registered_commands.append(cmd)
+                target.registered_commands.append(cmd)
         else:
-            app.add_typer(sub, name=name, help=help_text)
+            target.add_typer(sub, name=name, help=help_text)
 
 
 @app.command()
@@ -51,7 +50,7 @@ def version() -> None:
     typer.echo(f"adept {__version__}")
 
 
-_register()
+register(app, _AREAS)
 
 
 def main() -> None:

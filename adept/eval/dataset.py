@@ -7,18 +7,18 @@ A line looks like::
 
 ``answer`` (a short gold answer), ``reference_documents`` (ids of the documents that contain
 the answer, as the knowledge base names them; file stems work) and ``tags`` (for per-tag
-metrics) are optional. Blank lines are skipped.
+metrics) are optional. Blank lines are skipped. Lines are read by ``adept.jsonl``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
 from adept.config.base import StrictModel, format_validation_error
-from adept.errors import ConfigError
+from adept.errors import ConfigError, NotFound
+from adept.jsonl import LineProblem, iter_objects, read_bytes
 
 MAX_QUESTIONS = 10_000
 
@@ -81,27 +81,19 @@ class EvalSet(StrictModel):
         return sorted({t for i in self.items for t in i.tags})
 
 
-def parse_eval_lines(text: str, source: str = "<eval set>") -> EvalSet:
+def parse_eval_lines(text: str | bytes, source: str = "<eval set>") -> EvalSet:
     """Parse JSONL text; raise one ``ConfigError`` listing every bad line (``line N: ...``)."""
     items: list[EvalItem] = []
-    errors: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            errors.append(f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})")
-            continue
-        if not isinstance(obj, dict):
-            errors.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            continue
+    problems: list[LineProblem] = []
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    for lineno, obj in iter_objects(data, source=source, problems=problems):
         try:
             item = EvalItem.model_validate(obj)
         except ValidationError as e:
-            errors.extend(f"line {lineno}: {msg}" for msg in format_validation_error(e))
+            problems.extend(LineProblem(lineno, msg) for msg in format_validation_error(e))
             continue
         items.append(item if item.id else item.model_copy(update={"id": str(lineno)}))
+    errors = [str(p) for p in sorted(problems, key=lambda p: p.line)]
     if not items and not errors:
         errors.append("no questions: the file is empty")
     if len(items) > MAX_QUESTIONS:
@@ -113,12 +105,9 @@ def parse_eval_lines(text: str, source: str = "<eval set>") -> EvalSet:
 
 
 def load_eval_set(path: str | Path) -> EvalSet:
-    """Read and validate an eval set file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"eval set not found: {p}")
+    """Read and validate an eval set file (a local path or an fsspec URI)."""
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text") from None
-    return parse_eval_lines(text, str(p))
+        data = read_bytes(path)
+    except NotFound:
+        raise ConfigError(f"eval set not found: {path}") from None
+    return parse_eval_lines(data, str(path))

@@ -9,7 +9,7 @@ another tenant's adapter is a 404 worded as if it did not exist.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,12 +19,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from adept.config.adapter import VERSION_RE, check_adapter_name
-from adept.errors import NotFound
+from adept.errors import AdeptError, NotFound
 from adept.tenancy import Tenant
 from services.console import inventory
 from services.gateway.api_router import tenant_dependency
 
 Status = Callable[[], Awaitable[Any]]
+log = logging.getLogger(__name__)
 
 
 def _registry(ctx: Any) -> Any:
@@ -35,13 +36,19 @@ async def _serve_status() -> tuple[Any, str | None]:
     """``serve.status()`` and this application's name, from inside a Serve replica; (None, None) elsewhere."""
     if "ray.serve" not in sys.modules:  # not inside a Serve replica: do not import Ray just to find out
         return None, None
-    try:
-        from ray import serve
+    from ray import serve
+    from ray.exceptions import RayError
+    from ray.serve.exceptions import RayServeException
 
+    try:
         app_name = serve.get_replica_context().app_name
-        return await asyncio.wait_for(asyncio.to_thread(serve.status), 10), app_name
-    except Exception:  # not in a replica (tests, tools) or the controller is busy: show what we can
+    except RayServeException:  # Serve is imported but this is not a replica (tests, tools)
         return None, None
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(serve.status), 10), app_name
+    except (TimeoutError, RayError, RayServeException) as e:  # controller busy or gone: show what we can
+        log.warning("Serve status unavailable for the console: %r", e)
+        return None, app_name
 
 
 def _llm_info(ctx: Any) -> Callable[[], Awaitable[dict[str, Any]]] | None:
@@ -109,15 +116,19 @@ def build_console_api_router(
         raw = await asyncio.to_thread(inventory.read_extra, v, "metrics.json")
         data = {}
         if raw:
-            with contextlib.suppress(ValueError):
+            try:
                 data = json.loads(raw)
+            except ValueError as e:  # stored by training: show the manifest's metrics, say what is wrong
+                log.warning("ignoring unreadable metrics.json of %s: %s", v.id, e)
         return {"id": v.id, "metrics": v.manifest.metrics, **(data if isinstance(data, dict) else {})}
 
     @router.get("/v1/usage", tags=["console"], summary="The caller's use against its quotas")
     async def usage(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
         documents = None
-        with contextlib.suppress(Exception):  # retrieval down: the page shows "unknown"
+        try:
             documents = int(await ctx.kb.count_documents(tenant.name))
+        except AdeptError as e:  # retrieval down (the handle maps every failure): the page shows "unknown"
+            log.warning("document count for the usage page unavailable: %s", e.message)
         adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
         return inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
 

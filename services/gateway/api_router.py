@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from adept.tenancy import Tenant
 from services.gateway.chat import model_not_found
 from services.gateway.context import GatewayContext
 from services.gateway.metrics import CONTENT_TYPE
-from services.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_body
+from services.gateway.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    parse_body,
+)
+from services.responses import TENANT_ERRORS, ModelResponse
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Stream event models: not return types of any route, so the OpenAPI document gets them from here.
+STREAM_EVENT_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, CompletionChunk)
 
 
 def tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
@@ -41,10 +58,31 @@ def admin_tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
     return named_tenant
 
 
-def _reply(result: dict[str, Any] | Any) -> Response:
-    if isinstance(result, dict):
-        return JSONResponse(result)
+def _reply(result: BaseModel | AsyncIterator[bytes]) -> Response:
+    if isinstance(result, BaseModel):
+        return ModelResponse(result)
     return StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def _streamed(json_model: type[BaseModel], event_model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route that answers JSON, or Server-Sent Events when ``stream`` is set.
+
+    An event stream is text, not one JSON document: its schema is a string, and each event's
+    model is in the document's components (``document_models`` puts it there).
+    """
+    name = event_model.__name__
+    events = {
+        "type": "string",
+        "description": f"`data: <{name}>` events (components/schemas/{name}), then `data: [DONE]`.",
+    }
+    return {
+        **TENANT_ERRORS,
+        200: {
+            "model": json_model,
+            "description": f"A `{json_model.__name__}`, or with `stream: true` a stream of `{name}` events.",
+            "content": {"text/event-stream": {"schema": events}},
+        },
+    }
 
 
 def _body_schema(model: type) -> dict[str, Any]:
@@ -62,44 +100,64 @@ def build_api_router(ctx: GatewayContext) -> APIRouter:
     router = APIRouter()
     tenant_dep = tenant_dependency(ctx)
 
-    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=_body_schema(ChatCompletionRequest))
+    @router.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        response_model=ChatCompletion,
+        responses=_streamed(ChatCompletion, ChatCompletionChunk),
+        openapi_extra=_body_schema(ChatCompletionRequest),
+    )
     async def chat_completions(request: Request, tenant: Tenant = Depends(tenant_dep)) -> Response:
         req = parse_body(ChatCompletionRequest, await request.body())
         return _reply(await ctx.completions.chat(tenant, req))
 
-    @router.post("/v1/completions", tags=["openai"], openapi_extra=_body_schema(CompletionRequest))
+    @router.post(
+        "/v1/completions",
+        tags=["openai"],
+        response_model=Completion,
+        responses=_streamed(Completion, CompletionChunk),
+        openapi_extra=_body_schema(CompletionRequest),
+    )
     async def completions(request: Request, tenant: Tenant = Depends(tenant_dep)) -> Response:
         req = parse_body(CompletionRequest, await request.body())
         return _reply(await ctx.completions.complete(tenant, req))
 
-    @router.get("/v1/models", tags=["openai"])
-    async def list_models(tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
-        models = await asyncio.to_thread(ctx.catalog.list, tenant.name)
-        return models.model_dump(exclude_none=True)
+    @router.get("/v1/models", tags=["openai"], response_model=ModelList, responses=TENANT_ERRORS)
+    async def list_models(tenant: Tenant = Depends(tenant_dep)) -> Response:
+        return ModelResponse(await asyncio.to_thread(ctx.catalog.list, tenant.name))
 
-    @router.get("/v1/models/{model:path}", tags=["openai"])
-    async def get_model(model: str, tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+    @router.get("/v1/models/{model:path}", tags=["openai"], response_model=ModelCard, responses=TENANT_ERRORS)
+    async def get_model(model: str, tenant: Tenant = Depends(tenant_dep)) -> Response:
         models = await asyncio.to_thread(ctx.catalog.list, tenant.name)
         for card in models.data:
             if card.id == model:
-                return card.model_dump(exclude_none=True)
+                return ModelResponse(card)
         raise model_not_found(model)
 
-    @router.post("/v1/embeddings", tags=["openai"], openapi_extra=_body_schema(EmbeddingRequest))
-    async def embeddings(request: Request, tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+    @router.post(
+        "/v1/embeddings",
+        tags=["openai"],
+        response_model=EmbeddingResponse,
+        responses=TENANT_ERRORS,
+        openapi_extra=_body_schema(EmbeddingRequest),
+    )
+    async def embeddings(request: Request, tenant: Tenant = Depends(tenant_dep)) -> Response:
         req = parse_body(EmbeddingRequest, await request.body())
         out = await ctx.embeddings.embed(req)
-        ctx.charge(tenant, out["usage"]["total_tokens"])
-        return out
+        ctx.charge(tenant, out.usage.total_tokens)
+        return ModelResponse(out)
 
-    @router.get("/healthz", tags=["operations"])
-    async def healthz() -> JSONResponse:
+    @router.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse, "description": "A deployment is not ready"}},
+    )
+    async def healthz() -> Response:
         deployments = await ctx.health()
         ready = all(state == "ready" for state in deployments.values())
-        return JSONResponse(
-            {"status": "ok" if ready else "unavailable", "deployments": deployments},
-            status_code=200 if ready else 503,
-        )
+        health = HealthResponse(status="ok" if ready else "unavailable", deployments=deployments)
+        return ModelResponse(health, status_code=200 if ready else 503)
 
     @router.get("/metrics", tags=["operations"])
     async def metrics(authorization: str | None = Header(None)) -> Response:

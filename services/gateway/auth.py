@@ -7,8 +7,8 @@ Ray (deployment arguments are stored by the Serve controller).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 from adept.errors import AuthenticationError, PermissionDenied, StorageError
 from adept.tenancy import Tenant, TenantStore, hash_api_key
 
+log = logging.getLogger(__name__)
 ADMIN_KEY_PREFIX = "adept-admin-"
 _MAX_KEY_CHARS = 256
 
@@ -36,8 +37,10 @@ def load_or_create_admin_key(path: Path, env_var: str = "ADEPT_ADMIN_KEY") -> tu
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            with contextlib.suppress(OSError):
+            try:
                 os.chmod(path, 0o600)
+            except OSError as e:  # another user's file, a read-only mount: usable, but others may read it
+                log.warning("cannot restrict the admin key file %s to mode 0600: %s", path, e.strerror or e)
             existing = path.read_text(encoding="utf-8").strip()
             if existing:
                 return existing, str(path)

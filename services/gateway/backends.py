@@ -2,36 +2,68 @@
 
 Ray wraps an exception raised in a replica (``RayTaskError`` with ``.cause``); these wrappers
 unwrap it so an ``InvalidRequest`` raised by the LLM replica reaches the client as a 400, and
-turn "replica gone / overloaded" into ``Unavailable`` (503) rather than a 500.
+map Ray Serve's own failures, by type, to a 503 (or 429) that says what happened.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from adept.errors import AdeptError, Unavailable
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+    RequestCancelledError,
+)
+
+from adept.errors import AdeptError, RateLimited, Unavailable
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
 log = logging.getLogger(__name__)
 
 
-def as_adept_error(exc: BaseException, what: str) -> AdeptError:
-    """The ``AdeptError`` inside ``exc`` (however Ray wrapped it), else a 503 naming ``what``."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it wraps: a ``RayTaskError``'s ``cause``, else ``__cause__``."""
     seen: set[int] = set()
     candidate: BaseException | None = exc
     while candidate is not None and id(candidate) not in seen:
         seen.add(id(candidate))
-        if isinstance(candidate, AdeptError) and hasattr(candidate, "message"):
+        yield candidate
+        candidate = candidate.cause if isinstance(candidate, RayTaskError) else candidate.__cause__
+
+
+def serve_error(exc: BaseException, what: str) -> AdeptError | None:
+    """The ``AdeptError`` for one of Ray Serve's failures of a call to ``what``; ``None`` if not one."""
+    if isinstance(exc, BackPressureError):
+        message = f"the {what} is overloaded (its request queue is full); retry shortly"
+        if exc.status_code == 429:
+            return RateLimited(message, retry_after=exc.retry_after_s or 1.0, code="overloaded")
+        return Unavailable(message, code="overloaded", retry_after=exc.retry_after_s)
+    if isinstance(exc, DeploymentUnavailableError):
+        return Unavailable(f"the {what} is not running (it failed to deploy); retry later")
+    if isinstance(exc, ReplicaUnavailableError | RayActorError):
+        return Unavailable(f"a replica of the {what} went away during the call; retry")
+    if isinstance(exc, RequestCancelledError):
+        return Unavailable(f"the call to the {what} was cancelled; retry", code="cancelled")
+    if isinstance(exc, GetTimeoutError):
+        return Unavailable(f"the {what} did not answer in time; retry", code="timeout")
+    return None
+
+
+def as_adept_error(exc: BaseException, what: str) -> AdeptError:
+    """The ``AdeptError`` inside ``exc`` (however Ray wrapped it), else a 503 naming ``what``."""
+    for candidate in _chain(exc):
+        if isinstance(candidate, AdeptError) and not isinstance(candidate, RayTaskError):
             return candidate
-        candidate = getattr(candidate, "cause", None) or candidate.__cause__
-    name = type(exc).__name__
-    if name in ("BackPressureError", "DeploymentUnavailableError"):
-        return Unavailable(f"the {what} is overloaded or starting; retry shortly", code="overloaded")
-    log.error("%s call failed: %s: %s", what, name, exc)
-    return Unavailable(f"the {what} failed ({name}); retry shortly")
+        mapped = serve_error(candidate, what)
+        if mapped is not None:
+            return mapped
+    log.error("%s call failed", what, exc_info=exc)
+    return Unavailable(f"the {what} failed ({type(exc).__name__}); retry shortly")
 
 
 class ServeLLM:

@@ -9,7 +9,7 @@ that can fail with a 4xx fails *before* the first byte is streamed.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,8 +20,18 @@ from adept.errors import AdeptError, InvalidRequest, NotFound, Unavailable
 from adept.tenancy import Tenant
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.protocol import (
+    SSE_DONE,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
     ChatCompletionRequest,
+    ChoiceDelta,
     Citation,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
     CompletionRequest,
     ModelCard,
     ModelList,
@@ -29,12 +39,14 @@ from services.gateway.protocol import (
     Usage,
     new_id,
     now,
+    sse_event,
 )
 from services.gateway.quotas import QuotaEnforcer
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
 BASE_LABEL = "base"
+log = logging.getLogger(__name__)
 
 
 class LLMBackend(Protocol):
@@ -222,8 +234,8 @@ class CompletionService:
         }
 
     # -- entry points ----------------------------------------------------------------------------
-    async def chat(self, tenant: Tenant, req: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
-        """A chat completion: a response dict, or (``stream``) an iterator of SSE ``data:`` lines."""
+    async def chat(self, tenant: Tenant, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[bytes]:
+        """A chat completion, or (``stream``) an iterator of SSE ``data:`` lines of ``ChatCompletionChunk``s."""
         started = self._clock()
         max_tokens = self._max_tokens(req.requested_max_tokens)
         model = await self._resolve(tenant, req.model)
@@ -238,8 +250,8 @@ class CompletionService:
             return await run.stream(req.include_usage)
         return await run.complete()
 
-    async def complete(self, tenant: Tenant, req: CompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
-        """A text completion (raw prompt, no chat template)."""
+    async def complete(self, tenant: Tenant, req: CompletionRequest) -> Completion | AsyncIterator[bytes]:
+        """A text completion (raw prompt, no chat template), or its ``CompletionChunk`` SSE lines."""
         started = self._clock()
         max_tokens = self._max_tokens(req.max_tokens)
         model = await self._resolve(tenant, req.model)
@@ -255,7 +267,7 @@ def passage_text(hit: SearchHit) -> str:
     return f"{hit.title}\n{hit.text}" if hit.title and not hit.text.startswith(hit.title) else hit.text
 
 
-def build_citations(hits: list[SearchHit], passages_used: list[int] | None) -> list[dict[str, Any]]:
+def build_citations(hits: list[SearchHit], passages_used: list[int] | None) -> list[Citation]:
     """Citations for the passages that went into the prompt (all retrieved ones if the LLM did not say)."""
     indices = range(len(hits)) if passages_used is None else passages_used
     return [
@@ -264,7 +276,7 @@ def build_citations(hits: list[SearchHit], passages_used: list[int] | None) -> l
             chunk_id=hits[i].chunk_id,
             title=hits[i].title,
             score=hits[i].score,
-        ).model_dump()
+        )
         for i in indices
         if 0 <= i < len(hits)
     ]
@@ -351,71 +363,59 @@ class _Run:
             return nullcontext()
         return self.svc.metrics.in_flight(self.tenant.name, self.model.label)
 
+    @property
+    def citations(self) -> list[Citation] | None:
+        return build_citations(self.hits, self.out.passages_used) if self.hits else None
+
     # -- non-streaming ---------------------------------------------------------------------------
-    async def complete(self) -> dict[str, Any]:
+    async def complete(self) -> ChatCompletion | Completion:
         try:
             with self._in_flight():
                 while (chunk := await self._next()) is not None:
                     self._take(chunk)
         finally:
+            self._finish()  # accounting first: a failing cleanup must not skip it
             await self._close()
-            self._finish()
         text = "".join(self.out.text)
+        head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
         if self.chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": self.out.finish_reason,
-            }
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.out.finish_reason}
-            obj = "text_completion"
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model.name,
-            "choices": [choice],
-            "usage": self.usage.model_dump(),
-        }
-        if self.hits:
-            body["citations"] = build_citations(self.hits, self.out.passages_used)
-        return body
+            choice = ChatCompletionChoice(
+                message=AssistantMessage(content=text), finish_reason=self.out.finish_reason
+            )
+            return ChatCompletion(**head, choices=[choice], citations=self.citations)
+        return Completion(**head, choices=[CompletionChoice(text=text, finish_reason=self.out.finish_reason)])
 
     # -- streaming -------------------------------------------------------------------------------
-    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        payload = {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model.name,
-            "choices": choices,
-        }
-        payload.update(extra)
-        return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
-
-    def _delta(
-        self, text: str | None, finish_reason: str | None = None, *, role: bool = False
-    ) -> dict[str, Any]:
+    def _event(
+        self,
+        text: str | None,
+        finish_reason: str | None = None,
+        *,
+        role: bool = False,
+        citations: list[Citation] | None = None,
+    ) -> bytes:
+        """A content event: ``text`` (or the role, or the finish reason) as a chunk of this run."""
+        head = {"id": self.id, "created": self.created, "model": self.model.name}
         if self.chat:
-            delta: dict[str, Any] = {}
-            if role:
-                delta["role"] = "assistant"
-            if text is not None:
-                delta["content"] = text
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            delta = ChoiceDelta(role="assistant" if role else None, content=text)
+            choice = ChatCompletionChunkChoice(delta=delta, finish_reason=finish_reason)
+            return sse_event(ChatCompletionChunk(**head, choices=[choice], citations=citations))
+        return sse_event(
+            CompletionChunk(**head, choices=[CompletionChoice(text=text or "", finish_reason=finish_reason)])
+        )
+
+    def _usage_event(self) -> bytes:
+        head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
+        chunk = ChatCompletionChunk if self.chat else CompletionChunk
+        return sse_event(chunk(**head, choices=[]))
 
     async def stream(self, include_usage: bool) -> AsyncIterator[bytes]:
         """Fetch the first chunk now (so errors become 4xx responses), then stream the rest."""
         try:
             first = await self._next()
         except BaseException:
-            await self._close()
             self._finish()
+            await self._close()
             raise
         return self._events(first, include_usage)
 
@@ -423,31 +423,35 @@ class _Run:
         try:
             with self._in_flight():
                 if self.chat:
-                    yield self._event([self._delta("", role=True)])
+                    yield self._event("", role=True)
                 chunk = first
                 while chunk is not None:
                     text = self._take(chunk)
                     if text:
-                        yield self._event([self._delta(text)])
+                        yield self._event(text)
                     chunk = await self._next()
-            extra: dict[str, Any] = {}
-            if self.hits:
-                extra["citations"] = build_citations(self.hits, self.out.passages_used)
-            yield self._event([self._delta(None, self.out.finish_reason)], **extra)
+            yield self._event(None, self.out.finish_reason, citations=self.citations)
             if include_usage:
-                yield self._event([], usage=self.usage.model_dump())
+                yield self._usage_event()
         except AdeptError as e:
             # Headers are gone: the error travels in the stream, as OpenAI does.
-            yield b"data: " + json.dumps(e.to_openai()).encode() + b"\n\n"
+            yield sse_event(e.to_response())
         finally:
-            await self._close()
             self._finish()
-        yield b"data: [DONE]\n\n"
+            await self._close()
+        yield SSE_DONE
 
     async def _close(self) -> None:
+        """Close the LLM stream: runs the backend's cleanup (``ServeLLM`` cancels the Serve call).
+
+        Every path reaches here with the stream finished or paused at a ``yield``, so ``aclose``
+        cannot meet a running generator. A typed error from the backend's cleanup comes after the
+        run's outcome is decided (answered, failed or abandoned): it is logged, not raised over it.
+        """
         aclose: Callable[[], Awaitable[None]] | None = getattr(self._stream, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except (RuntimeError, AdeptError):
-                pass
+        if aclose is None:
+            return
+        try:
+            await aclose()
+        except AdeptError as e:
+            log.warning("closing the LLM stream of %s failed: %s (%s)", self.id, e.message, e.code)

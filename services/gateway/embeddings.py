@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from adept.errors import InvalidRequest, NotFound
-from services.gateway.protocol import EmbeddingRequest, Usage
+from services.gateway.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 
 MAX_INPUTS = 2048
 
@@ -31,7 +31,7 @@ class EmbeddingService:
         self.model_id = model_ref
         self._names = set(model_aliases(model_ref))
 
-    async def embed(self, req: EmbeddingRequest) -> dict[str, Any]:
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         if req.model not in self._names:
             raise NotFound(
                 f"The model '{req.model}' does not exist or is not an embedding model; use '{self.model_id}'.",
@@ -47,17 +47,15 @@ class EmbeddingService:
                 f"dimensions must be {vectors.shape[1]} for {self.model_id} (got {req.dimensions})",
                 param="dimensions",
             )
-        data = []
-        for i, v in enumerate(vectors):
-            emb: Any = (
-                base64.b64encode(v.tobytes()).decode() if req.encoding_format == "base64" else v.tolist()
+        data = [
+            EmbeddingData(
+                index=i,
+                embedding=base64.b64encode(v.tobytes()).decode()
+                if req.encoding_format == "base64"
+                else v.tolist(),
             )
-            data.append({"object": "embedding", "index": i, "embedding": emb})
+            for i, v in enumerate(vectors)
+        ]
         # Whitespace words approximate tokens; only quotas read this, and they need no more precision.
         tokens = sum(len(t.split()) or 1 for t in texts)
-        return {
-            "object": "list",
-            "data": data,
-            "model": self.model_id,
-            "usage": Usage.of(tokens, 0).model_dump(),
-        }
+        return EmbeddingResponse(data=data, model=self.model_id, usage=Usage.of(tokens, 0))

@@ -11,19 +11,27 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adept import __version__
 from adept.errors import AdeptError, InvalidRequest, NotFound, PayloadTooLarge
 from services.gateway.admin_router import build_admin_router
-from services.gateway.api_router import admin_tenant_dependency, build_api_router, tenant_dependency
+from services.gateway.api_router import (
+    STREAM_EVENT_MODELS,
+    admin_tenant_dependency,
+    build_api_router,
+    tenant_dependency,
+)
 from services.gateway.context import GatewayContext
+from services.responses import error_response
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +39,6 @@ log = logging.getLogger(__name__)
 UPLOAD_PREFIXES = ("/v1/kb/documents", "/admin/kb/", "/admin/adapters")
 # Hook for the web console: a module exposing ``mount_console(app, ctx)``, mounted at /ui when present.
 CONSOLE_MODULE = "services.console"
-
-
-def error_response(err: AdeptError) -> JSONResponse:
-    return JSONResponse(err.to_openai(), status_code=err.status, headers=err.headers())
 
 
 class BodyLimitMiddleware:
@@ -102,7 +106,7 @@ class MetricsMiddleware:
             )
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -115,7 +119,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(InvalidRequest("invalid request: " + "; ".join(parts), param=param))
 
 
-def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         err: AdeptError = NotFound(f"Invalid URL ({request.method} {request.url.path})", code="unknown_url")
@@ -130,19 +134,29 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(err)
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {
-            "error": {
-                "message": "internal server error",
-                "type": "server_error",
-                "code": "internal_error",
-                "param": None,
-            }
-        },
-        status_code=500,
-    )
+    # The base AdeptError is the generic 500 (server_error / internal_error): it reveals nothing.
+    return error_response(AdeptError("internal server error"))
+
+
+def document_models(app: FastAPI, models: Iterable[type[BaseModel]]) -> None:
+    """Add ``models`` that no route returns (stream events) to the OpenAPI document's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = build().setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}", mode="serialization"
+                )
+                for name, sub in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, sub)
+                schemas[model.__name__] = schema
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def build_http_app(ctx: GatewayContext) -> FastAPI:
@@ -154,7 +168,7 @@ def build_http_app(ctx: GatewayContext) -> FastAPI:
     )
     app.state.ctx = ctx
 
-    async def adept_error(request: Request, exc: Exception) -> JSONResponse:
+    async def adept_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AdeptError)
         return error_response(exc)
 
@@ -179,6 +193,7 @@ def build_http_app(ctx: GatewayContext) -> FastAPI:
         )
     )
     mount_console(app, ctx)
+    document_models(app, STREAM_EVENT_MODELS)
 
     app.add_middleware(
         BodyLimitMiddleware, max_request_bytes=ctx.max_request_bytes, max_upload_bytes=ctx.max_upload_bytes

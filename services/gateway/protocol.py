@@ -1,12 +1,16 @@
-"""OpenAI wire models for the gateway, plus Adept's ``rag`` extension and ``citations``.
+"""OpenAI wire models for the gateway, both ways, plus Adept's ``rag`` extension and ``citations``.
 
 Requests are strict (unknown fields are 400s naming the field) because a silently ignored
 parameter is a silent wrong answer. Fields that OpenAI defines but Adept cannot honour are
 accepted only at their neutral value (``n=1``, ``echo=false``, ...) and refused otherwise.
+Responses are models too (``ChatCompletion``, ``ChatCompletionChunk``, ``Completion``,
+``EmbeddingResponse``, ``ModelList``, ``ErrorResponse``): the logic layer builds them, the
+routes serialize them, and their field names and order follow the ``openai`` package's types.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal, TypeVar
@@ -21,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+# The error envelope is the kernel's (every service answers errors the same way); re-exported here.
+from adept.errors import ErrorInfo as ErrorInfo
+from adept.errors import ErrorResponse as ErrorResponse
 from adept.errors import InvalidRequest
 from services.jsonbody import decode_json_body
 
@@ -210,13 +217,27 @@ class EmbeddingRequest(WireModel):
 
 
 # -- responses -------------------------------------------------------------------------------------
+# Field order is the wire order. Fields OpenAI omits when absent (a delta's role, the Adept
+# extensions) are left out of the JSON when unset rather than sent as null.
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+def _absent_if_none(value: object) -> bool:
+    return value is None
+
+
+def omitted(description: str) -> Any:
+    """An optional response field that is left out of the JSON when it is ``None``."""
+    return Field(None, description=description, exclude_if=_absent_if_none)
+
+
 class Citation(BaseModel):
     """A passage an answer drew on (Adept extension)."""
 
-    document_id: str
-    chunk_id: str
-    title: str
-    score: float
+    document_id: str = Field(description="The knowledge-base document the passage comes from.")
+    chunk_id: str = Field(description="The passage's chunk id within the document.")
+    title: str = Field(description="The document's title.")
+    score: float = Field(description="Retrieval score; higher is more relevant.")
 
 
 class Usage(BaseModel):
@@ -227,6 +248,99 @@ class Usage(BaseModel):
     @classmethod
     def of(cls, prompt: int, completion: int) -> Usage:
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: None = Field(None, description="Always null: logprobs are not supported.")
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    """``POST /v1/chat/completions`` without ``stream``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str = Field(description="The model that answered: the base id, or `adapter@vN`.")
+    choices: list[ChatCompletionChoice]
+    usage: Usage
+    citations: list[Citation] | None = omitted("Adept extension: the passages a RAG answer drew on.")
+
+
+class ChoiceDelta(BaseModel):
+    """What a stream event adds: the role (first event only) and a piece of the content."""
+
+    role: Literal["assistant"] | None = omitted("`assistant`, in the first event only.")
+    content: str | None = omitted("The next piece of the answer.")
+
+
+class ChatCompletionChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChoiceDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = Field(None, description="Set in the last content event only.")
+
+
+class ChatCompletionChunk(BaseModel):
+    """One Server-Sent Event of a streamed chat completion (``data: {...}``, then ``data: [DONE]``).
+
+    The last content event carries ``citations`` (RAG); with ``stream_options.include_usage``
+    a final event with empty ``choices`` carries ``usage``.
+    """
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatCompletionChunkChoice]
+    citations: list[Citation] | None = omitted("Adept extension: in the last content event of a RAG answer.")
+    usage: Usage | None = omitted("Only in the usage event (`stream_options.include_usage`).")
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason | None = Field(None, description="Null in stream events before the last.")
+
+
+class CompletionChunk(BaseModel):
+    """One stream event of ``POST /v1/completions`` (OpenAI uses the ``Completion`` shape for both)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = omitted("Only in the usage event (`stream_options.include_usage`).")
+
+
+class Completion(CompletionChunk):
+    """``POST /v1/completions`` without ``stream``."""
+
+    usage: Usage
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 little-endian float32.")
+
+
+class EmbeddingResponse(BaseModel):
+    """``POST /v1/embeddings``."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
 
 
 def new_id(prefix: str) -> str:
@@ -244,13 +358,28 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    root: str | None = None
-    version: str | None = None
+    root: str | None = omitted("Adapters: the base model they extend.")
+    version: str | None = omitted("Adapters: the version that answers (`vN`).")
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class HealthResponse(BaseModel):
+    """``GET /healthz``: 200 when every deployment is ready, else 503 with the same body."""
+
+    status: Literal["ok", "unavailable"]
+    deployments: dict[str, str] = Field(description="Deployment -> `ready` or why it is not.")
+
+
+def sse_event(event: BaseModel) -> bytes:
+    """One Server-Sent Event ``data:`` line carrying ``event`` as JSON."""
+    return b"data: " + json.dumps(event.model_dump(mode="json"), ensure_ascii=False).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
 
 
 T = TypeVar("T", bound=BaseModel)

@@ -12,13 +12,25 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from adept.config.retrieval import RetrievalConfig
 from adept.errors import AdeptError, InvalidRequest, PayloadTooLarge, UnsupportedMedia
 from services.jsonbody import decode_json_body
-from services.retrieval.protocol import Chunking, IngestRecordsRequest, IngestResult, SearchRequest
+from services.responses import TENANT_ERRORS, ModelResponse, error_response
+from services.retrieval.protocol import (
+    Chunking,
+    DeleteResponse,
+    DocumentList,
+    DocumentSummary,
+    IngestErrorResponse,
+    IngestRecordsRequest,
+    IngestResponse,
+    IngestResult,
+    SearchRequest,
+    SearchResponse,
+)
 from services.retrieval.upload import read_capped, split_multipart
 
 
@@ -28,10 +40,6 @@ def adept_error(exc: BaseException) -> AdeptError | None:
         if isinstance(candidate, AdeptError):
             return candidate
     return None
-
-
-def error_response(err: AdeptError, **extra: Any) -> JSONResponse:
-    return JSONResponse({**err.to_openai(), **extra}, status_code=err.status, headers=err.headers())
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -66,7 +74,7 @@ def build_kb_router(
     cfg = config or RetrievalConfig()
     router = APIRouter(prefix=prefix, tags=tags or ["knowledge base"])
 
-    async def guarded(call: Callable[[], Any]) -> Any:
+    async def guarded(call: Callable[[], Any]) -> Response:
         try:
             return await call()
         except Exception as exc:
@@ -75,7 +83,12 @@ def build_kb_router(
                 raise
             return error_response(err)
 
-    @router.post("/documents", summary="Upload files (multipart) or JSON records into the knowledge base")
+    @router.post(
+        "/documents",
+        summary="Upload files (multipart) or JSON records into the knowledge base",
+        response_model=IngestResponse,
+        responses={**TENANT_ERRORS, 400: {"model": IngestErrorResponse, "description": "Nothing ingested"}},
+    )
     async def ingest(
         request: Request,
         tenant: Any = Depends(get_tenant),
@@ -86,8 +99,8 @@ def build_kb_router(
         chunk_overlap_tokens: int | None = Query(
             None, description="Chunk overlap for these documents (with chunk_size_tokens)."
         ),
-    ) -> Any:
-        async def run() -> Any:
+    ) -> Response:
+        async def run() -> Response:
             quota = getattr(getattr(tenant, "quotas", None), "max_documents", 0) or 0
             extra = _chunking(chunk_size_tokens, chunk_overlap_tokens)
             ctype = request.headers.get("content-type", "")
@@ -123,34 +136,51 @@ def build_kb_router(
 
         return await guarded(run)
 
-    @router.get("/documents", summary="List the caller's documents with chunk counts")
-    async def list_documents(tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
-        async def run() -> Any:
+    @router.get(
+        "/documents",
+        summary="List the caller's documents with chunk counts",
+        response_model=DocumentList,
+        responses=TENANT_ERRORS,
+    )
+    async def list_documents(tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Response:
+        async def run() -> Response:
             docs = await kb.list_documents(tenant.name)
-            return {"object": "list", "documents": [_doc(d) for d in docs]}
+            return ModelResponse(DocumentList(documents=[DocumentSummary.of(d) for d in docs]))
 
         return await guarded(run)
 
-    @router.delete("/documents/{document_id:path}", summary="Delete one document and its chunks")
+    @router.delete(
+        "/documents/{document_id:path}",
+        summary="Delete one document and its chunks",
+        response_model=DeleteResponse,
+        responses=TENANT_ERRORS,
+    )
     async def delete_document(
         document_id: str, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)
-    ) -> Any:
-        async def run() -> Any:
+    ) -> Response:
+        async def run() -> Response:
             info = await kb.delete_document(tenant.name, document_id)
-            return {"id": info.id, "deleted": True, "chunks": info.chunks}
+            return ModelResponse(DeleteResponse(id=info.id, chunks=info.chunks))
 
         return await guarded(run)
 
-    @router.post("/search", summary="Retrieve the caller's chunks most relevant to a query")
-    async def search(request: Request, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)) -> Any:
-        async def run() -> Any:
+    @router.post(
+        "/search",
+        summary="Retrieve the caller's chunks most relevant to a query",
+        response_model=SearchResponse,
+        responses=TENANT_ERRORS,
+    )
+    async def search(
+        request: Request, tenant: Any = Depends(get_tenant), kb: Any = Depends(get_kb)
+    ) -> Response:
+        async def run() -> Response:
             raw = await _json_body(request, 1024 * 1024)
             try:
                 req = SearchRequest.model_validate(raw)
             except ValidationError as e:
                 raise InvalidRequest(_validation_message(e)) from None
             hits = await kb.search(tenant.name, req.query, req.top_k, req.filter)
-            return {"object": "list", "results": [h.model_dump() for h in hits]}
+            return ModelResponse(SearchResponse(results=hits))
 
         return await guarded(run)
 
@@ -171,18 +201,13 @@ def _chunking(size: int | None, overlap: int | None) -> dict[str, Any]:
         ) from None
 
 
-def _doc(d: Any) -> dict[str, Any]:
-    out = {"id": d.id, "title": d.title, "chunks": d.chunks}
-    if d.status:
-        out["status"] = d.status
-    return out
-
-
-def _ingest_reply(result: IngestResult) -> Any:
-    errors = [e.model_dump() for e in result.errors]
-    if not result.documents and errors:
+def _ingest_reply(result: IngestResult) -> Response:
+    if not result.documents and result.errors:
         # Nothing went in: a 4xx that still lists every file's reason.
-        summary = "; ".join(f"{e['source']}: {e['reason']}" for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        return error_response(InvalidRequest(f"nothing ingested: {summary}{more}"), errors=errors)
-    return {"documents": [_doc(d) for d in result.documents], "errors": errors}
+        summary = "; ".join(f"{e.source}: {e.reason}" for e in result.errors[:5])
+        more = f" (and {len(result.errors) - 5} more)" if len(result.errors) > 5 else ""
+        err = InvalidRequest(f"nothing ingested: {summary}{more}")
+        return error_response(err, IngestErrorResponse(error=err.to_response().error, errors=result.errors))
+    return ModelResponse(
+        IngestResponse(documents=[DocumentSummary.of(d) for d in result.documents], errors=result.errors)
+    )

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adept.documents import IngestRecord, document_id_from_name
+from adept.jsonl import LineProblem, iter_objects
 from services.retrieval.protocol import IngestError
 
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -103,11 +104,16 @@ def _is_block(lines: list[str]) -> bool:
     return any(ln[:1] in "-*|>`" or ln[:2].rstrip(".").isdigit() for ln in lines)
 
 
-def decode_text(data: bytes, name: str) -> str:
-    """Decode UTF-8 text, rejecting binary data and invalid UTF-8 with the offset of the problem."""
+def check_not_binary(data: bytes) -> None:
+    """Refuse data whose first 8 KiB look binary (NUL or many control bytes): a mislabelled file."""
     sample = data[:8192]
     if b"\x00" in sample or sum(b < 9 or 13 < b < 32 for b in sample) > len(sample) * 0.05:
         raise ParseError("binary data, not text (is the file extension right?)")
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Decode UTF-8 text, rejecting binary data and invalid UTF-8 with the offset of the problem."""
+    check_not_binary(data)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -221,32 +227,41 @@ def record_to_document(record: IngestRecord, default_id: str) -> ParsedDocument:
 
 
 def _parse_jsonl(data: bytes, name: str, base_id: str) -> Iterator[ParsedDocument | IngestError]:
-    text = decode_text(data, name)
-    seen = False
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        seen = True
+    """One document per record line; each bad line is an ``IngestError`` (``name:N``), in line order."""
+    try:
+        check_not_binary(data)
+    except ParseError as e:
+        yield IngestError(source=name, reason=str(e))
+        return
+    bad: list[LineProblem] = []
+    reported = 0
+
+    def line_errors() -> Iterator[IngestError]:
+        nonlocal reported
+        for p in bad[reported:]:
+            yield IngestError(source=f"{name}:{p.line}", reason=str(p))
+        reported = len(bad)
+
+    records = 0
+    for lineno, obj in iter_objects(data, source=name, problems=bad):
+        yield from line_errors()  # the bad lines before this one
+        records += 1
         where = f"{name}:{lineno}"
         try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ParseError(f"expected a JSON object, got {type(obj).__name__}")
             doc = record_to_document(IngestRecord.model_validate(obj), f"{base_id}:{lineno}")
-            doc.metadata.setdefault("source", where)
-            yield doc
-        except json.JSONDecodeError as e:
-            yield IngestError(
-                source=where, reason=f"line {lineno}: malformed JSON ({e.msg} at column {e.colno})"
-            )
         except ValidationError as e:
             problems = "; ".join(
                 f"{'.'.join(map(str, x['loc'])) or 'record'}: {x['msg']}" for x in e.errors()
             )
             yield IngestError(source=where, reason=f"line {lineno}: invalid record ({problems})")
+            continue
         except ParseError as e:
             yield IngestError(source=where, reason=f"line {lineno}: {e}")
-    if not seen:
+            continue
+        doc.metadata.setdefault("source", where)
+        yield doc
+    yield from line_errors()
+    if not records and not bad:
         yield IngestError(source=name, reason="empty file: no records")
 
 

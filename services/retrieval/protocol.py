@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adept.documents import IngestRecord
+from adept.errors import ErrorResponse
 
 FILTER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FilterValue = str | int | float | bool | list[str] | list[int] | list[float]
@@ -71,10 +72,45 @@ class IngestResult(BaseModel):
     )
 
 
+def _empty(value: str) -> bool:
+    return not value
+
+
+class DocumentSummary(BaseModel):
+    """A document as the API shows it (no content hash)."""
+
+    id: str = Field(description="Document id (unique within the tenant).")
+    title: str = Field(description="Title (from the file, the first heading, or the record).")
+    chunks: int = Field(description="Number of chunks stored for the live version.")
+    status: str = Field(
+        "",
+        description="`created`, `updated` or `unchanged` in ingest results; absent in listings.",
+        exclude_if=_empty,
+    )
+
+    @classmethod
+    def of(cls, doc: DocumentInfo) -> DocumentSummary:
+        return cls(id=doc.id, title=doc.title, chunks=doc.chunks, status=doc.status)
+
+
+class IngestResponse(BaseModel):
+    """``POST /v1/kb/documents`` when at least one document went in."""
+
+    documents: list[DocumentSummary] = Field(description="Documents created, updated or unchanged.")
+    errors: list[IngestError] = Field(description="Files or records that were skipped, with why.")
+
+
+class IngestErrorResponse(ErrorResponse):
+    """``POST /v1/kb/documents`` when nothing went in: the error, and every file's reason."""
+
+    errors: list[IngestError] = Field(description="Why each file or record was skipped.")
+
+
 class DocumentList(BaseModel):
     """``GET /v1/kb/documents``."""
 
-    documents: list[DocumentInfo]
+    object: Literal["list"] = "list"
+    documents: list[DocumentSummary]
 
 
 class SearchRequest(BaseModel):
@@ -111,10 +147,15 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    """``POST /v1/kb/search``."""
+
+    object: Literal["list"] = "list"
     results: list[SearchHit]
 
 
 class DeleteResponse(BaseModel):
+    """``DELETE /v1/kb/documents/{id}``."""
+
     id: str
-    deleted: bool = True
-    chunks: int = 0
+    deleted: Literal[True] = True
+    chunks: int = Field(description="Chunks removed with the document.")

@@ -1,8 +1,8 @@
 """Render charts/adept with the embedded Helm SDK and validate what comes out.
 
 Kubernetes kinds are checked against the official schemas (kubernetes-validate, strict: unknown
-fields are errors), KubeRay kinds against the real CRDs in ../shared/crds/kuberay, our kinds against
-charts/adept/crds. CRD schemas are made strict the way `kubectl apply --validate=strict` treats them:
+fields are errors), KubeRay kinds against the real CRDs in shared/crds/kuberay (``shared_dir``), our
+kinds against charts/adept/crds; either missing is a failure, never a skip. CRD schemas are made strict the way `kubectl apply --validate=strict` treats them:
 an unknown field where the schema lists properties is an error.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,47 @@ K8S_GROUPS = {
 }
 
 
-def shared_dir() -> Path | None:
-    """../shared next to the checkout, or $SHARED_DIR."""
-    for cand in (os.environ.get("SHARED_DIR"), REPO_ROOT.parent / "shared", REPO_ROOT / "shared"):
-        if cand and (Path(cand) / "crds" / "kuberay").is_dir():
-            return Path(cand)
-    return None
+def _main_checkout() -> Path | None:
+    """The main checkout when ``REPO_ROOT`` is a git worktree of it (its git dir's parent), else None."""
+    try:
+        common = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git binary, or not a git checkout (an sdist)
+        return None
+    return Path(common).parent if common else None
+
+
+def shared_candidates() -> list[Path]:
+    """Where ``shared/`` may be: ``$SHARED_DIR`` alone when set, else beside this checkout or its main one."""
+    if os.environ.get("SHARED_DIR"):
+        return [Path(os.environ["SHARED_DIR"])]
+    found = [REPO_ROOT.parent / "shared", REPO_ROOT / "shared"]
+    main = _main_checkout()
+    if main is not None:
+        found.append(main.parent / "shared")  # a worktree elsewhere: the main checkout's ../shared
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+@functools.cache
+def shared_dir() -> Path:
+    """The ``shared/`` folder holding ``crds/kuberay``.
+
+    Raises:
+        FileNotFoundError: no candidate holds KubeRay CRDs; the message lists every place looked.
+    """
+    candidates = shared_candidates()
+    for cand in candidates:
+        if any((cand / "crds" / "kuberay").glob("*.yaml")):
+            return cand
+    looked = ", ".join(str(c / "crds" / "kuberay") for c in candidates)
+    raise FileNotFoundError(
+        f"KubeRay CRDs not found (looked in {looked}): set SHARED_DIR to the folder that holds crds/kuberay"
+    )
 
 
 @functools.cache
@@ -128,12 +164,19 @@ def crd_validators(paths: list[Path]) -> dict[tuple[str, str], jsonschema.Valida
 
 @functools.cache
 def kuberay_validators() -> dict[tuple[str, str], jsonschema.Validator]:
-    shared = shared_dir()
-    return crd_validators(sorted((shared / "crds" / "kuberay").glob("*.yaml"))) if shared else {}
+    return crd_validators(sorted((shared_dir() / "crds" / "kuberay").glob("*.yaml")))
 
 
 def our_crd_files() -> list[Path]:
-    return sorted(OUR_CRDS_DIR.glob("*.y*ml")) if OUR_CRDS_DIR.is_dir() else []
+    """The generated CRDs in charts/adept/crds.
+
+    Raises:
+        FileNotFoundError: there are none (``make sync`` generates them; the chart would ship none).
+    """
+    files = sorted(OUR_CRDS_DIR.glob("*.y*ml"))
+    if not files:
+        raise FileNotFoundError(f"{OUR_CRDS_DIR} holds no CRDs: run `make sync` (python -m adept.codegen)")
+    return files
 
 
 @functools.cache

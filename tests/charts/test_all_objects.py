@@ -6,7 +6,6 @@ from tests.charts.chart_render import (
     kuberay_validators,
     pod_specs,
     ray_cluster_spec,
-    shared_dir,
     validation_errors,
 )
 
@@ -14,8 +13,6 @@ pytestmark = pytest.mark.charts
 
 
 def test_every_object_validates(profile_objects):
-    if shared_dir() is None:
-        pytest.skip("../shared/crds/kuberay not found (set SHARED_DIR): KubeRay kinds cannot be validated")
     errors, unknown = [], []
     for obj in profile_objects:
         if obj["kind"] == "ServiceMonitor":
@@ -29,14 +26,10 @@ def test_every_object_validates(profile_objects):
 
 
 def test_kuberay_crds_are_the_real_ones():
-    if shared_dir() is None:
-        pytest.skip("../shared/crds/kuberay not found (set SHARED_DIR)")
     assert {k for _, k in kuberay_validators()} >= {"RayService", "RayCluster", "RayJob"}
 
 
 def test_strict_crd_validation_catches_a_misplaced_field(default_objects):
-    if shared_dir() is None:
-        pytest.skip("../shared/crds/kuberay not found (set SHARED_DIR)")
     rs = next(o for o in default_objects if o["kind"] == "RayService")
     bad = {**rs, "spec": {**rs["spec"], "enableInTreeAutoscaling": True}}  # belongs under rayClusterConfig
     assert any("enableInTreeAutoscaling" in e for e in validation_errors(bad))

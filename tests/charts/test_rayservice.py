@@ -81,7 +81,8 @@ def test_serve_application_runs_build_app(profile_objects):
 
 
 def test_serve_args_validate_against_serving_config(profile_objects):
-    serving = pytest.importorskip("adept.config.serving", reason="ServingConfig not landed yet")
+    from adept.config import serving
+
     args = serve_config(profile_objects)["applications"][0]["args"]
     cfg = serving.ServingConfig.model_validate(args)
     assert cfg.gateway.host == "0.0.0.0" and cfg.gateway.port == 8000
@@ -155,7 +156,6 @@ def test_ray_pods_share_storage_and_model_cache(default_objects):
 
 def test_deployment_names_match_the_application(default_objects):
     """serveConfigV2 overrides name deployments; a name the application lacks fails the deploy."""
-    pytest.importorskip("services.app", reason="the Serve application has not landed yet")
     from services.gateway.deployment import GatewayDeployment
     from services.llm.deployment import LLMDeployment
     from services.retrieval.deployment import RetrievalDeployment

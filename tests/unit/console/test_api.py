@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.console import inventory
@@ -170,3 +172,48 @@ async def test_console_adds_no_unprotected_api_route(platform) -> None:
         assert isinstance(route, APIRoute)
         deps = [d.call.__name__ for d in route.dependant.dependencies]
         assert deps and deps[0] in ("current_tenant", "require_admin"), (route.path, deps)
+
+
+async def test_usage_shows_unknown_documents_when_retrieval_is_down(client, platform, caplog) -> None:
+    from adept.errors import Unavailable
+
+    async def down(tenant: str) -> int:
+        raise Unavailable("the retrieval deployment failed; retry shortly")
+
+    platform["ctx"].kb.count_documents = down
+    with caplog.at_level("WARNING", logger="services.console.api"):
+        r = await client.get("/v1/usage", headers=bearer(platform["acme"]))
+    assert r.status_code == 200 and r.json()["quotas"]["documents"]["used"] is None
+    assert any("retrieval deployment failed" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_usage_does_not_hide_a_bug_as_unknown(platform) -> None:
+    async def broken(tenant: str) -> int:
+        raise TypeError("a programming error, not an outage")
+
+    platform["ctx"].kb.count_documents = broken
+    transport = httpx.ASGITransport(app=platform["app"], raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://adept.test") as c:
+        r = await c.get("/v1/usage", headers=bearer(platform["acme"]))
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+
+
+async def test_unreadable_metrics_file_is_reported_and_the_manifest_still_shown(
+    client, platform, caplog
+) -> None:
+    registry = platform["ctx"].platform.registry
+    v1 = registry.resolve("acme", "legal", "v1")
+    (Path(v1.path) / "metrics.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="services.console.api"):
+        r = await client.get("/v1/adapters/legal/v1/metrics", headers=bearer(platform["acme"]))
+    assert r.status_code == 200 and r.json()["metrics"] == {"eval_loss": 1.5}
+    assert any("metrics.json" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_serve_status_outside_a_replica_is_nothing_not_an_error() -> None:
+    import ray.serve  # Serve imported, yet this process is no replica: the refusal is typed
+
+    from services.console.api import _serve_status
+
+    assert "ray.serve" in sys.modules and ray.serve is not None
+    assert await _serve_status() == (None, None)

@@ -59,3 +59,18 @@ def test_deleted_tenant_key_stops_working(store, tenants):
     store.delete("acme")
     with pytest.raises(AuthenticationError):
         auth.tenant(f"Bearer {tenants['acme'][1]}")
+
+
+def test_an_admin_key_file_that_cannot_be_tightened_is_used_and_reported(tmp_path, monkeypatch, caplog):
+    """Tests run as root, who may chmod any file: the refusal (another user's file) is simulated."""
+    monkeypatch.delenv("ADEPT_ADMIN_KEY", raising=False)
+    path = tmp_path / "admin.key"
+    path.write_text("adept-admin-existing\n")
+
+    def refuse(p, mode):
+        raise PermissionError(1, "Operation not permitted", str(p))
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    with caplog.at_level("WARNING", logger="services.gateway.auth"):
+        assert load_or_create_admin_key(path) == ("adept-admin-existing", str(path))
+    assert any("0600" in r.getMessage() and "not permitted" in r.getMessage() for r in caplog.records)

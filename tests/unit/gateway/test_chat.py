@@ -35,11 +35,11 @@ async def collect(stream) -> list[dict | str]:
 def test_base_model_chat(service, tenants):
     svc, llm, _ = service
     out = run(svc.chat(tenants["acme"][0], chat_req()))
-    assert out["object"] == "chat.completion"
-    assert out["model"] == BASE
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "base: hello there "}
-    assert out["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-    assert "citations" not in out
+    assert out.object == "chat.completion"
+    assert out.model == BASE
+    assert out.choices[0].message.model_dump() == {"role": "assistant", "content": "base: hello there "}
+    assert out.usage.model_dump() == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    assert "citations" not in out.model_dump()
     assert llm.calls[0][0] == ""  # base model: empty multiplexed id
     assert llm.calls[0][1].max_tokens == 16  # server default
 
@@ -49,7 +49,7 @@ def test_own_adapter_resolves_to_latest_or_named_version(service, tenants, model
     svc, llm, _ = service
     out = run(svc.chat(tenants["acme"][0], chat_req(model=model)))
     assert llm.calls[-1][0] == "acme/legal@v2"
-    assert out["model"] == "legal@v2"
+    assert out.model == "legal@v2"
 
 
 def test_pinned_version(service, tenants):
@@ -94,7 +94,7 @@ def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
     assert kb.queries == [("acme", "hello there", 2)]
     assert llm.calls[0][1].passages == ["Doc 0\ntext 0", "Doc 1\ntext 1"]
     # The fake LLM reports it used passage 0 only.
-    assert out["citations"] == [
+    assert out.model_dump()["citations"] == [
         {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
     ]
     run(svc.chat(tenants["acme"][0], chat_req(rag=True)))
@@ -105,7 +105,9 @@ def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
 
 def test_build_citations_ignores_bad_indices():
     hits = [SearchHit(document_id="d", chunk_id="c", title="t", text="x", score=0.5)]
-    assert build_citations(hits, None) == [{"document_id": "d", "chunk_id": "c", "title": "t", "score": 0.5}]
+    assert [c.model_dump() for c in build_citations(hits, None)] == [
+        {"document_id": "d", "chunk_id": "c", "title": "t", "score": 0.5}
+    ]
     assert build_citations(hits, [3, -1]) == []
 
 
@@ -140,9 +142,9 @@ def test_text_completion_and_length_finish(service, tenants):
     svc, llm, _ = service
     req = parse_body(CompletionRequest, {"model": "legal", "prompt": "one two three four", "max_tokens": 2})
     out = run(svc.complete(tenants["acme"][0], req))
-    assert out["object"] == "text_completion"
-    assert out["choices"][0]["text"] == "acme/legal@v2: one "
-    assert out["choices"][0]["finish_reason"] == "length"
+    assert out.object == "text_completion"
+    assert out.choices[0].text == "acme/legal@v2: one "
+    assert out.choices[0].finish_reason == "length"
     assert llm.calls[0][1].prompt == "one two three four" and llm.calls[0][1].messages is None
 
 

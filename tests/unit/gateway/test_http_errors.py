@@ -196,3 +196,40 @@ def test_update_quotas_via_admin(http, tenants, store):
         http.put("/admin/tenants/acme", json=spec, headers=admin).json()["quotas"]["requests_per_minute"] == 7
     )
     error_of(http.put("/admin/tenants/globex", json=spec, headers=admin), 400)
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for v in node.values():
+            yield from _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _refs(v)
+
+
+def test_openapi_documents_response_models_and_error_envelopes(http):
+    doc = http.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+
+    def body(path, method, status, media="application/json"):
+        return doc["paths"][path][method]["responses"][str(status)]["content"][media]["schema"]
+
+    assert body("/v1/chat/completions", "post", 200) == {"$ref": "#/components/schemas/ChatCompletion"}
+    assert body("/v1/chat/completions", "post", 200, "text/event-stream")["type"] == "string"
+    assert body("/v1/completions", "post", 200) == {"$ref": "#/components/schemas/Completion"}
+    assert body("/v1/embeddings", "post", 200) == {"$ref": "#/components/schemas/EmbeddingResponse"}
+    assert body("/v1/models", "get", 200) == {"$ref": "#/components/schemas/ModelList"}
+    assert body("/healthz", "get", 503) == {"$ref": "#/components/schemas/HealthResponse"}
+    assert body("/v1/kb/search", "post", 200) == {"$ref": "#/components/schemas/SearchResponse"}
+    assert body("/v1/kb/documents", "post", 400) == {"$ref": "#/components/schemas/IngestErrorResponse"}
+    for status in (400, 401, 404, 429, 503):
+        assert body("/v1/chat/completions", "post", status) == {"$ref": "#/components/schemas/ErrorResponse"}
+    # Stream events are in the components although no route returns them as JSON.
+    assert {"ChatCompletionChunk", "CompletionChunk", "ChoiceDelta"} <= set(schemas)
+    assert "citations" in schemas["ChatCompletionChunk"]["properties"]
+    dangling = {r for r in _refs(doc) if r.startswith("#/components/")} - {
+        f"#/components/schemas/{name}" for name in schemas
+    }
+    assert not dangling

@@ -143,3 +143,25 @@ def test_importing_the_cli_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_command_module_fails_loudly():
+    import typer
+
+    from adept.cli import register
+
+    target = typer.Typer()
+    with pytest.raises(ModuleNotFoundError, match=r"adept\.cli\.no_such_cmd"):
+        register(
+            target,
+            [("adept.cli.config_cmd", "config", "Config."), ("adept.cli.no_such_cmd", "gone", "Gone.")],
+        )
+
+
+def test_every_command_area_is_registered():
+    from adept.cli import _AREAS
+
+    groups = {g.name for g in app.registered_groups}
+    assert groups == {name for _, name, _ in _AREAS if name is not None}
+    top = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert {"up", "ask", "finetune", "eval", "version"} <= top

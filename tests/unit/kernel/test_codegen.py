@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from adept import codegen
 
@@ -29,10 +32,10 @@ def broken(repo_root: Path) -> None:
 
 
 def test_check_reports_changed_missing_stale_and_failing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "write_demo"), (__name__, "absent_generator")])
+    monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "write_demo")])
     (tmp_path / "charts").mkdir()
     assert codegen.main(["--repo-root", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out  # an absent generator is a note, not an error
+    assert f"ran {__name__}.write_demo" in capsys.readouterr().out
     assert codegen.check(tmp_path) == []
     demo = tmp_path / "charts" / "demo"
     (demo / "a.yaml").write_text("hand edit\n")
@@ -49,3 +52,28 @@ def test_check_reports_changed_missing_stale_and_failing(tmp_path, monkeypatch, 
     assert codegen.check(tmp_path) == []
     monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "broken")])
     assert codegen.check(tmp_path)[0].startswith(f"failed: {__name__}.broken: FileNotFoundError")
+
+
+@pytest.mark.parametrize(
+    ("generator", "message"),
+    [
+        ((__name__, "absent_generator"), f"generator {__name__}.absent_generator does not exist"),
+        (("operators.no_such_gen", "write"), "generator module operators.no_such_gen cannot be imported"),
+        ((__name__, "BASE_NAME"), f"generator {__name__}.BASE_NAME does not exist"),  # not a function
+    ],
+)
+def test_a_missing_generator_is_an_error_and_nothing_is_written(
+    tmp_path, monkeypatch, capsys, generator, message
+):
+    monkeypatch.setattr(codegen, "GENERATORS", [(__name__, "write_demo"), generator])
+    (tmp_path / "charts").mkdir()
+    with pytest.raises(codegen.MissingGenerator, match=re.escape(message)):
+        codegen.check(tmp_path)
+    assert codegen.main(["--repo-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "charts" / "demo").exists()  # no generator ran: none half-applied
+    assert codegen.main(["--check", "--repo-root", str(tmp_path)]) == 2
+
+
+BASE_NAME = "a constant, not a generator"

@@ -76,3 +76,33 @@ def test_load_tiny_model_fp32(tiny_phi3: Path) -> None:
     model = load_causal_lm(tiny_phi3, dtype="float32")
     assert next(model.parameters()).dtype is torch.float32
     assert disable_bnb_cpu_bf16_kernel(model) == 0  # nothing is 4-bit
+
+
+def test_an_unreadable_marker_is_reported_and_the_path_identifies_the_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, marker in (("corrupt", "{not json"), ("no-id", '{"name": "x"}'), ("a-list", "[1]")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adept_model.json").write_text(marker)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="adept.models"):
+            assert canonical_model_id(str(d)) == str(d.absolute())
+        assert any("adept_model.json" in r.getMessage() for r in caplog.records), name
+
+
+def test_hub_cache_scan_absent_is_empty_and_unreadable_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import huggingface_hub.utils._cache_manager as cache_manager
+
+    from adept.models import _cached_hub_models
+
+    monkeypatch.setattr(cache_manager, "HF_HUB_CACHE", str(tmp_path / "never-downloaded"))
+    assert _cached_hub_models() == [] and not caplog.records
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("x")
+    monkeypatch.setattr(cache_manager, "HF_HUB_CACHE", str(not_a_dir))
+    with caplog.at_level("WARNING", logger="adept.models"):
+        assert _cached_hub_models() == []
+    assert any("Hugging Face cache" in r.getMessage() for r in caplog.records)

@@ -119,6 +119,29 @@ def test_malformed_lines_are_named_by_file_and_line(tmp_path: Path) -> None:
     assert f"{bad}:2" in err.value.message and err.value.status == 400
 
 
+def test_a_line_that_is_not_utf8_spoils_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(CHAT).encode()
+    path.write_bytes(
+        good + b"\n" + '{"prompt": "café", "completion": "x"}'.encode("latin-1") + b"\n" + good + b"\n"
+    )
+    examples, problems, raw = read_examples(str(path), skip_invalid=True)
+    assert len(examples) == 2 and raw == path.read_bytes()
+    assert problems == [f"{path}:2: not UTF-8 text (byte 0xe9 at column 16)"]
+
+
+def test_an_fsspec_uri_is_read_like_a_file() -> None:
+    import fsspec
+
+    with fsspec.open("memory://adept-train/data.jsonl", "w") as f:
+        f.write(json.dumps(CHAT) + "\n{oops\n")
+    with pytest.raises(DatasetError) as err:
+        read_examples("memory://adept-train/data.jsonl")
+    assert err.value.problems == [
+        "memory://adept-train/data.jsonl:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+    ]
+
+
 def test_skip_invalid_keeps_the_good_lines_but_never_an_all_invalid_file(tmp_path: Path) -> None:
     mixed = _write(tmp_path / "mixed.jsonl", [CHAT, "{oops"])
     examples, problems, _ = read_examples(str(mixed), skip_invalid=True)
