@@ -132,7 +132,7 @@ def run_job(
             return {"adapter": done.id, "path": str(done.path), "run_dir": run_dir, "resumed": True}
     _write_json(run_dir, JOB_STATE, state)
 
-    stop_ray = _init_ray(address, cfg)
+    stop_ray, env_before = _init_ray(address, cfg)
     try:
         import ray
 
@@ -177,6 +177,10 @@ def run_job(
             import ray
 
             ray.shutdown()
+        if env_before is not None:
+            from adept.ray_auth import restore_env
+
+            restore_env(env_before)
 
 
 def _publisher(cfg: Any, platform: Any) -> Any:
@@ -190,30 +194,43 @@ def _publisher(cfg: Any, platform: Any) -> Any:
     return Platform(platform, registry=registry)
 
 
-def _init_ray(address: str, cfg: Any) -> bool:
-    """Connect to a cluster or start a local one; returns True when this process started Ray."""
+def _init_ray(address: str, cfg: Any) -> tuple[bool, dict[str, str | None] | None]:
+    """Connect to a cluster or start a local one.
+
+    Returns whether this process started Ray, and the environment to restore afterwards when it
+    started a local cluster (which runs with token auth and its own token, ``adept.ray_auth``).
+    """
     import ray
 
     if ray.is_initialized():
-        return False
+        return False, None
     if address != "local":
         target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
         try:
             ray.init(address=target or "auto", log_to_driver=True)
-            return True
+            return True, None
         except ConnectionError:
             if address != "auto" or target:
                 raise Unavailable(f"cannot reach the Ray cluster at {target or address}") from None
+    from adept.ray_auth import use_local_cluster_env
+
     # DeepSpeed JIT-builds its CPU communication op once; keep the build with Adept's data.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cfg.resolved_data_dir / "cache" / "torch_extensions"))
     needed = cfg.workers.num_workers * cfg.workers.cpus_per_worker()
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, needed),
-        num_gpus=None if cfg.workers.use_gpu else 0,
-        include_dashboard=False,
-        _temp_dir=_ray_temp_dir(cfg.resolved_data_dir),
-    )
-    return True
+    env_before = use_local_cluster_env(cfg.resolved_data_dir)
+    try:
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, needed),
+            num_gpus=None if cfg.workers.use_gpu else 0,
+            include_dashboard=False,
+            _temp_dir=_ray_temp_dir(cfg.resolved_data_dir),
+        )
+    except BaseException:
+        from adept.ray_auth import restore_env
+
+        restore_env(env_before)
+        raise
+    return True, env_before
 
 
 def _ray_temp_dir(data_dir: Path) -> str:

@@ -14,7 +14,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.chat import CompletionService, ModelCatalog
 from services.gateway.embeddings import EmbeddingService
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import QuotaEnforcer
+from services.gateway.quotas import QuotaEnforcer, Quotas
 
 MiB = 1024 * 1024
 
@@ -38,7 +38,7 @@ class GatewayContext:
     platform: Platform
     kb: Any
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    quotas: QuotaEnforcer | None = None
+    quotas: Quotas | None = None
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     max_request_bytes: int = 4 * MiB
     max_upload_bytes: int = 100 * MiB
@@ -46,10 +46,10 @@ class GatewayContext:
     # Called before each /metrics scrape to pull state from the LLM replicas (loaded adapters).
     refresh_metrics: Callable[[], Awaitable[None]] | None = None
 
-    def admit(self, tenant: Tenant) -> None:
+    async def admit(self, tenant: Tenant) -> None:
         """Apply the tenant's request quota (429 when over)."""
         if self.quotas is not None:
-            self.quotas.admit(tenant)
+            await self.quotas.admit(tenant)
 
     def charge(self, tenant: Tenant, tokens: int) -> None:
         if self.quotas is not None:
@@ -84,15 +84,20 @@ def build_gateway_context(
     unload: Callable[[str], Awaitable[Any]] | None,
     health: Callable[[], Awaitable[dict[str, str]]] = _always_ready,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    quotas: Quotas | None = None,
 ) -> GatewayContext:
     """The gateway's services over an LLM and a knowledge base, whatever carries them.
 
-    The Serve ingress passes Serve handles; an in-process platform (reliability suite) passes
-    the engine and the ``KnowledgeBase`` directly. Everything else is built the same way.
+    The Serve ingress passes Serve handles and the quota counter all its replicas share; an
+    in-process platform (reliability suite) passes the engine and the ``KnowledgeBase``
+    directly, and counts quotas in its one process. Everything else is built the same way.
     """
     from services.gateway.chat import Limits
 
-    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
+    if not cfg.gateway.enforce_quotas:
+        quotas = None
+    elif quotas is None:
+        quotas = QuotaEnforcer()
     platform = Platform(
         cfg.platform,
         documents=kb,
