@@ -86,19 +86,19 @@ def use_local_cluster_env(data_dir: str | Path) -> dict[str, str | None]:
     os.environ.update(env)
     os.environ.pop(TOKEN_ENV, None)
     _loopback_in_process(True)
-    _reload_ray_auth()
+    reload_ray_auth()
     return old
 
 
 def restore_env(old: Mapping[str, str | None]) -> None:
-    """Undo ``use_local_cluster_env``."""
+    """Undo ``use_local_cluster_env`` (set each variable, unset the ``None`` ones); Ray re-reads its auth."""
     for key, value in old.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
     _loopback_in_process(old.get(CLUSTER_ENV) == "0")
-    _reload_ray_auth()
+    reload_ray_auth()
 
 
 def _loopback_in_process(loopback: bool) -> None:
@@ -115,8 +115,8 @@ def _loopback_in_process(loopback: bool) -> None:
         constants.ENABLE_RAY_CLUSTER = not loopback
 
 
-def _reload_ray_auth() -> None:
-    """Make Ray re-read ``RAY_AUTH_MODE`` and the token in this process (it caches both)."""
+def reload_ray_auth() -> None:
+    """Make Ray re-read ``RAY_AUTH_MODE`` and the token in this process (it caches both at first use)."""
     from ray._raylet import AuthenticationTokenLoader, Config
 
     Config.initialize("")

@@ -306,13 +306,11 @@ def delete_knowledge_base(name: str, spec: Any, memo: kopf.Memo, logger: Any, **
 
 # --- FineTuneJob -----------------------------------------------------------------------------------
 def _ray(memo: kopf.Memo, address: str | None) -> Any:
-    from ray.job_submission import JobSubmissionClient
+    """A Jobs API client of the training cluster, sending its token (the cluster refuses calls without)."""
+    from adept.ray_auth import jobs_client
 
-    where = address or memo.config.ray_address
-    try:
-        return JobSubmissionClient(where)
-    except Exception as e:  # ConnectionError, or RuntimeError when the dashboard does not answer
-        raise Unavailable(f"Ray at {where} unreachable: {type(e).__name__}: {e}") from None
+    token = memo.config.ray_token
+    return jobs_client(address or memo.config.ray_address, token.get_secret_value() if token else None)
 
 
 def _ray_job(client: Any, submission_id: str) -> Any | None:

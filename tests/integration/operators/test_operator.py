@@ -174,10 +174,8 @@ def ftj(name: str, tenant_name: str, adapter: str, /, **config):
     }
 
 
-def ray_jobs_of(ray_head: str, name: str) -> list:
-    from ray.job_submission import JobSubmissionClient
-
-    jobs = JobSubmissionClient(ray_head).list_jobs()
+def ray_jobs_of(ray_head, name: str) -> list:
+    jobs = ray_head.client().list_jobs()
     return [j for j in jobs if (j.metadata or {}).get("adept.dev/finetunejob") == f"adept-test/{name}"]
 
 
@@ -208,7 +206,6 @@ def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operato
     import os
 
     import yaml
-    from ray.job_submission import JobSubmissionClient
 
     from operators.models import FineTuneJobSpec
 
@@ -229,7 +226,7 @@ def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operato
         env=json.loads(os.environ["ADEPT_JOB_ENV"]),
         entrypoint=os.environ["ADEPT_JOB_ENTRYPOINT"],
     )
-    JobSubmissionClient(ray_head).submit_job(**kwargs)
+    ray_head.client().submit_job(**kwargs)
     cluster.apply(body)
     obj = cluster.wait_condition("FineTuneJob", "adopt-run", timeout=90)
     assert obj["status"]["jobId"] == kwargs["submission_id"]
