@@ -66,6 +66,12 @@ class ActorResources(StrictModel):
     memory: int | None = Field(
         None, ge=0, description="Memory reserved per replica in bytes (scheduling only)."
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. `{adept_gateway: 0.001}`: the replica runs only "
+        "on nodes that offer them (the chart keeps the gateway, the one replica that reads Tenants, on "
+        "the pods holding that ServiceAccount token).",
+    )
 
 
 class DeploymentOptions(StrictModel):
@@ -109,6 +115,8 @@ class DeploymentOptions(StrictModel):
         actor: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
         if res.memory is not None:
             actor["memory"] = res.memory
+        if res.resources:
+            actor["resources"] = dict(res.resources)
         out: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
         if self.autoscaling_config is not None:
             out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)

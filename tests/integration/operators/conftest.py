@@ -237,16 +237,17 @@ def env(
         "KUBECONFIG": str(kubeconfig),
         # The job's shell would find whichever `python` is first on PATH; the image has one, tests name it.
         "ADEPT_JOB_ENTRYPOINT": f"{sys.executable} {HERE / 'fake_trainer.py'} --config finetune.yaml",
-        # What a training pod's environment carries in cluster mode: the platform's settings.
+        # The installation hands training results to the operator (cluster mode).
+        "ADEPT_TRAINING_PUBLISH": "handoff",
+        # What a training pod's environment carries in cluster mode: the platform's settings, and no
+        # credentials (no KUBECONFIG, admin key, Ray token or registry keys).
         "ADEPT_JOB_ENV": json.dumps(
             {
                 "PYTHONPATH": str(REPO),
                 "ADEPT_FAKE_GATE": str(gate),
                 "ADEPT_DATA_DIR": str(data),
                 "ADEPT_MODEL": str(tiny_phi3),
-                "ADEPT_TENANT_STORE": "kubernetes",
-                "ADEPT_KUBERNETES_NAMESPACE": NS,
-                "KUBECONFIG": str(kubeconfig),
+                "ADEPT_TRAINING_PUBLISH": "handoff",
             }
         ),
     }
