@@ -283,6 +283,19 @@ class DnsValues(StrictModel):
     podLabels: dict[str, str] = Field(
         default_factory=lambda: {"k8s-app": "kube-dns"}, description="Labels of the DNS pods."
     )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description="Addresses of a node-local DNS cache (e.g. 169.254.20.10/32), which is link-local and so "
+        "otherwise denied.",
+    )
+
+    @model_validator(mode="after")
+    def _cidrs(self) -> DnsValues:
+        import ipaddress
+
+        for cidr in self.cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+        return self
 
 
 class ExtraEgressValues(StrictModel):

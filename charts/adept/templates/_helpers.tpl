@@ -403,3 +403,36 @@ resources:
 securityContext:
   {{- toYaml .root.Values.rayContainerSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/* An egress rule to addresses outside the cluster: the given CIDRs, or anywhere but link-local. Arg: {cidrs, ports}. */}}
+{{- define "adept.externalEgress" -}}
+- to:
+    {{- if .cidrs }}
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+    {{- else }}
+    - ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}
+    - ipBlock: {cidr: "::/0", except: ["fe80::/10"]}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end }}
+{{/* Egress to the cluster DNS (and a node-local DNS cache's address, when given). Arg: networkPolicy.dns. */}}
+{{- define "adept.dnsEgress" -}}
+- to:
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .namespace | quote }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .podLabels | nindent 10 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end }}
