@@ -96,3 +96,16 @@ class StorageError(AdeptError):
     """The data dir / object store refused a write (disk full, read-only). Nothing was changed."""
 
     status, type, code, exit_code = 507, "server_error", "storage_error", 8
+
+
+class Overloaded(Unavailable):
+    """The service is at capacity (a full queue, out of device memory); retry after ``retry_after`` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
