@@ -1,5 +1,10 @@
 """Streaming text for every script: byte-fallback (Phi-3 layout) and byte-level BPE tokenizers.
 
+End to end through the engine, real Thai/CJK/emoji text is checked on the bundled model
+(tests/integration/llm/test_bundled_streaming.py): a random tiny model emits arbitrary byte
+tokens, and for invalid UTF-8 the byte-fallback decoder turns a whole run of byte tokens into
+U+FFFD, so "the decoded text" of such output is not even prefix-stable.
+
 The byte-fallback tokenizer is built offline with Phi-3's layout (tests/assets/byte_fallback.py):
 every Thai, CJK and emoji character becomes one ``<0xNN>`` token per UTF-8 byte, so a prefix
 decodes to one U+FFFD per pending byte.
