@@ -42,7 +42,7 @@ class LoadedAdapter:
         await self._unload(self.adapter_id)
 
 
-@serve.deployment(name="llm", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+@serve.deployment(name="llm", max_ongoing_requests=320, ray_actor_options={"num_cpus": 1})
 class LLMDeployment:
     """One replica: the base model loaded once, tenants' LoRA adapters multiplexed into it.
 

@@ -55,7 +55,8 @@ class AdapterSlots:
         config = PeftConfig.from_pretrained(str(path))
         config.inference_mode = True
         weights = load_peft_weights(str(path), device="cpu")
-        weights = {k: v.to(device=self.device, dtype=self.dtype) for k, v in weights.items()}
+        # copy=True: safetensors may map the file; the adapter must not change if the file later does.
+        weights = {k: v.to(device=self.device, dtype=self.dtype, copy=True) for k, v in weights.items()}
         return PreparedAdapter(config, weights)
 
     def inject(self, name: str, prepared: PreparedAdapter) -> None:

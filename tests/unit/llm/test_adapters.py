@@ -154,3 +154,21 @@ def test_adapters_run_in_the_base_models_dtype(tiny_phi3, lora_dirs):
         assert last.usage.completion_tokens == 4
     finally:
         engine._exec.shutdown(wait=True)
+
+
+def test_a_loaded_adapter_does_not_depend_on_its_files(make_engine, lora_dirs, tmp_path):
+    """Weights are copied out of the (memory-mapped) safetensors file: truncating it later changes nothing."""
+    engine = make_engine()
+    copy = tmp_path / "a1"
+    shutil.copytree(lora_dirs["a1"], copy)
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", copy)
+        before, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")
+        with open(copy / "adapter_model.safetensors", "r+b") as fh:
+            fh.truncate(0)  # a storage fault or an overwrite under a loaded adapter
+        after, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")
+        return before, after
+
+    before, after = run(main())
+    assert before == after
