@@ -284,7 +284,8 @@ class Engine:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._exec.shutdown(wait=True)
+        self._exec.shutdown(wait=True)  # waits for a step still running on the model thread
+        self._drop_batch()
 
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -310,6 +311,7 @@ class Engine:
             log.exception("the LLM engine's loop died; failing every pending request")
             self._dead = e
             self._fail_all(lambda: Unavailable("this model replica failed; retry shortly"))
+            self._drop_batch()  # the loop awaits each step, so the model thread is idle here
 
     async def _serve(self) -> None:
         assert self._wake is not None
@@ -392,13 +394,19 @@ class Engine:
                 await self._run(self.slots.remove, seq.slot)
 
     def _fail_all(self, error: Any) -> None:
-        """The loop is gone: every accepted request gets ``error()`` instead of hanging."""
+        """The loop is gone: every accepted request gets ``error()`` instead of hanging.
+
+        The batch is left alone: on shutdown a step may still be running on the model thread.
+        """
         for seq in list(self._inflight):
             if seq.finish_reason is None:
                 seq.finish_reason = "error"
                 seq.queue.put_nowait(error())
         self._inflight.clear()
         self.waiting.drain(lambda _s: True)
+
+    def _drop_batch(self) -> None:
+        """Forget the running rows and free the cache; only while no step runs on the model thread."""
         self.batch.rows.clear()
         self.batch.cache.release()
 

@@ -7,6 +7,7 @@ a CUDA OOM strikes one forward pass; the NaN adapter is a real PEFT adapter with
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 import torch
@@ -169,3 +170,41 @@ def test_a_dead_loop_fails_pending_requests_and_health_says_so(make_engine):
     assert all(isinstance(r, Unavailable) and r.status == 503 for r in results), results
     with pytest.raises(RuntimeError, match="loop died"):
         engine.check_health()
+
+
+def test_closing_mid_step_fails_requests_cleanly_and_leaves_the_running_step_alone(make_engine, caplog):
+    import threading
+    import time
+
+    engine = make_engine()
+    in_step = threading.Event()
+
+    def slow_decode(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[1] == 1 and slow.armed:
+            in_step.set()
+            time.sleep(0.5)  # injected: a long forward pass, so close() lands in the middle of it
+
+    slow = types.SimpleNamespace(armed=False)
+    engine.slots.model.model.register_forward_pre_hook(slow_decode, with_kwargs=True)
+
+    async def main():
+        gens = [engine.generate(chat(p, max_tokens=100), "") for p in [*SHORT, LONG]]
+        await asyncio.gather(*(g.__anext__() for g in gens))
+        rest = [asyncio.ensure_future(outcome_of(g)) for g in gens]
+        slow.armed = True
+        await asyncio.to_thread(in_step.wait, 60)
+        await engine.close()
+        return await asyncio.gather(*rest)
+
+    async def outcome_of(gen):
+        try:
+            async for _ in gen:
+                pass
+        except Unavailable as e:
+            return e
+        return None
+
+    with caplog.at_level("WARNING", logger="services.llm"):
+        results = run(main())
+    assert all(isinstance(r, Unavailable) and "shutting down" in r.message for r in results), results
+    assert not [r for r in caplog.records if r.name.startswith("services.llm")], caplog.records
