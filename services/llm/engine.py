@@ -343,15 +343,24 @@ class Engine:
         admit: list[Sequence] = []
         preempt: list[Sequence] = []
         while (seq := self.waiting.peek()) is not None:
-            if len(keep) + len(admit) < self.max_batch_size and self.batch.fits(keep, [*admit, seq]):
+            if self._fits(keep, [*admit, seq]):
                 admit.append(self.waiting.pop())
                 continue
-            victim = preemption_victim(seq.tenant, keep, also_running=admit)
-            if victim is None:
+            # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
+            victims: list[Sequence] = []
+            rest = list(keep)
+            while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
+                rest.remove(victim)
+                victims.append(victim)
+                if self._fits(rest, [*admit, seq]):
+                    break
+            if not victims or not self._fits(rest, [*admit, seq]):
                 break
-            keep.remove(victim)
-            preempt.append(victim)
+            keep, preempt = rest, [*preempt, *victims]
         return admit, preempt
+
+    def _fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
+        return len(keep) + len(add) <= self.max_batch_size and self.batch.fits(keep, add)
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         per_adapter: collections.Counter[str] = collections.Counter()

@@ -139,28 +139,32 @@ class SlotKVCache(Cache):
         )
 
     def fits(self, rows: int, cols: int) -> bool:
-        """Whether ``rows`` rows of ``cols`` columns (with the current allocation) stay within the budget."""
-        return max(rows, self.rows) * max(cols, self.cols) <= self.budget_tokens
+        """Whether ``rows`` rows of ``cols`` columns stay within the budget (the allocation adapts)."""
+        return rows * cols <= self.budget_tokens
 
     def reserve(self, rows: int, cols: int, keep_rows: int) -> None:
-        """Make room for ``rows`` x ``cols``; growing keeps the first ``keep_rows`` rows' data."""
+        """Make room for ``rows`` x ``cols``; reallocating keeps the first ``keep_rows`` rows' data.
+
+        Grows geometrically while the budget allows (so a stream of newcomers reallocates rarely),
+        and falls back to exactly what is needed (possibly narrower in one dimension) near the budget.
+        """
         if rows <= self.rows and cols <= self.cols:
             return
-        exact = (max(rows, self.rows), max(cols, self.cols))
-        rounded = self._rounded(*exact)
-        # Grow geometrically when the budget allows, so a stream of newcomers reallocates rarely.
+        covering = (max(rows, self.rows), max(cols, self.cols))
         grown = self._rounded(
-            max(exact[0], 2 * self.rows if rows > self.rows else 0),
-            max(exact[1], 2 * self.cols if cols > self.cols else 0),
+            max(covering[0], 2 * self.rows if rows > self.rows else 0),
+            max(covering[1], 2 * self.cols if cols > self.cols else 0),
         )
-        r, c = next((rc for rc in (grown, rounded, exact) if rc[0] * rc[1] <= self.budget_tokens), exact)
+        options = (grown, self._rounded(*covering), covering, (rows, cols))
+        r, c = next((rc for rc in options if rc[0] * rc[1] <= self.budget_tokens), (rows, cols))
         layers, heads, head_dim = self.shape
         shape = (layers, r, heads, c, head_dim)
         keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
         values = torch.zeros(shape, dtype=self.dtype, device=self.device)
         if self.keys_all is not None and keep_rows:
-            keys[:, :keep_rows, :, : self.cols] = self.keys_all[:, :keep_rows]
-            values[:, :keep_rows, :, : self.cols] = self.values_all[:, :keep_rows]
+            width = min(c, self.cols)  # kept rows use fewer columns than `cols`, which covers them all
+            keys[:, :keep_rows, :, :width] = self.keys_all[:, :keep_rows, :, :width]
+            values[:, :keep_rows, :, :width] = self.values_all[:, :keep_rows, :, :width]
         self.keys_all, self.values_all, self.rows, self.cols = keys, values, r, c
         self.peak_tokens = max(self.peak_tokens, r * c)
 
