@@ -41,7 +41,11 @@ def _tenant(p, name: str) -> dict[str, str]:
 def test_full_queue_is_429_per_tenant_and_503_overall_with_retry_after(small_platform):
     p = small_platform
     keys = {t: _tenant(p, f"{t}-{secrets.token_hex(2)}") for t in ("a", "b", "c")}
-    body = {"model": str(p.config.platform.model), "messages": [{"role": "user", "content": "restore power"}], "max_tokens": 64}
+    body = {
+        "model": str(p.config.platform.model),
+        "messages": [{"role": "user", "content": "restore power"}],
+        "max_tokens": 64,
+    }
 
     async def wait_for(predicate, what: str):
         deadline = time.monotonic() + 60
