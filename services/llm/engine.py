@@ -157,6 +157,7 @@ class Engine:
         self._inflight: set[Sequence] = set()  # accepted and not yet retired
         self._finish_times: collections.deque[float] = collections.deque(maxlen=64)
         self._dead: BaseException | None = None
+        self.last_inject_s = 0.0  # model-thread time of the last adapter injection (benchmarks)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="adept-llm")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -188,8 +189,14 @@ class Engine:
         if adapter_id in self._adapters:
             return
         slot = f"adapter_{next(self._slot_ids)}"  # peft names cannot hold '.', '/' or '@'
-        await self._run(self.slots.inject, slot, prepared)
+        self.last_inject_s = await self._run(self._inject, slot, prepared)
         self._adapters[adapter_id] = slot
+
+    def _inject(self, slot: str, prepared: Any) -> float:
+        """Model thread: inject a prepared adapter; return how long the batch was held up (seconds)."""
+        started = time.perf_counter()
+        self.slots.inject(slot, prepared)
+        return time.perf_counter() - started
 
     async def unload_adapter(self, adapter_id: str) -> bool:
         """Forget ``adapter_id``; its weights go as soon as no request uses them. False if not loaded."""
