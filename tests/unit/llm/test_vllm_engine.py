@@ -203,9 +203,12 @@ def test_engine_choice(tiny_phi3, tmp_path):
     from services.llm.engine import Engine
     from services.llm.factory import build_engine, choose_engine
 
-    assert choose_engine("hf") == "hf" and choose_engine("auto") == "hf"  # no CUDA here
+    from services.llm.vllm_engine import vllm_available
+
+    assert choose_engine("hf") == "hf" and choose_engine("vllm") == "vllm"
+    assert choose_engine("auto") == ("vllm" if vllm_available() else "hf")
     platform = PlatformConfig(data_dir=tmp_path, model=str(tiny_phi3), device="cpu", dtype="float32")
-    engine = build_engine(platform, LLMConfig(engine="auto", max_tokens_limit=64, default_max_tokens=8))
+    engine = build_engine(platform, LLMConfig(engine="hf", max_tokens_limit=64, default_max_tokens=8))
     assert isinstance(engine, Engine)
     engine._exec.shutdown(wait=True)
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
