@@ -60,6 +60,11 @@ class PlatformConfig(StrictModel):
         None,
         description="Adapter store: a local directory or an fsspec URI (`s3://bucket/prefix`). Default: `<data_dir>/adapters`.",
     )
+    max_lora_rank: int = Field(
+        64,
+        description="Largest LoRA rank an adapter may have: publishing refuses larger ones, and the vLLM "
+        "engine reserves room for this rank (one of vLLM's sizes: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
+    )
     tenant_store: Literal["sqlite", "kubernetes"] = Field(
         "sqlite",
         description="Where tenants and their key hashes live: `sqlite` (`<data_dir>/tenants.sqlite`, one "
@@ -76,6 +81,15 @@ class PlatformConfig(StrictModel):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser().absolute()
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        from adept.adapter_compat import VLLM_LORA_RANKS
+
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"max_lora_rank ({v}) must be one of {list(VLLM_LORA_RANKS)}")
+        return v
 
     @property
     def resolved_milvus_uri(self) -> str:

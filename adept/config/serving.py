@@ -123,8 +123,10 @@ def _gateway_deployment() -> DeploymentOptions:
 
 
 def _llm_deployment() -> DeploymentOptions:
-    # Many ongoing requests per replica is what lets the replica batch them together.
-    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5), max_ongoing_requests=64)
+    # Many ongoing requests per replica is what lets the replica batch them together; beyond the batch,
+    # requests should wait in the replica's fair, bounded queue (llm.max_queued_requests), not in
+    # Serve's first-come-first-served router queue: max_batch_size 16 + max_queued_requests 256 + slack.
+    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5), max_ongoing_requests=320)
 
 
 def _retrieval_deployment() -> DeploymentOptions:
