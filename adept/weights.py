@@ -152,7 +152,7 @@ def wait_for_models(
     refs: Sequence[str],
     *,
     timeout: float = 0,
-    interval: float = 30,
+    interval: float = 10,
     report: Callable[[str], object] = print,
     hint: str = "",
 ) -> None:

@@ -68,7 +68,7 @@ def wait(
     timeout: Annotated[
         float, typer.Option(min=0, help="Give up after this many seconds (exit 7); 0 waits for ever.")
     ] = 0,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between checks and progress lines.")] = 30,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between checks and progress lines.")] = 10,
     hint: Annotated[
         str, typer.Option(help="Appended to each waiting line (e.g. which Job fills the cache).")
     ] = "",

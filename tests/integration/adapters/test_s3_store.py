@@ -128,6 +128,7 @@ def test_publish_resolve_serve_delete(s3, loras, tmp_path, tiny_phi3):
         replica.resolve("acme", "legal")
     assert not s3.find(f"{BUCKET}/adapters/acme/legal")
 
+
 def test_a_version_without_its_completion_marker_is_invisible(s3, loras, tmp_path):
     reg = registry(tmp_path, "pod")
     reg.publish("acme", "ops", loras["v1"], {"base_model": BASE})
