@@ -8,8 +8,8 @@ environment and volumes a pod would give it. The smoke test runs in its own netw
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -92,14 +92,27 @@ class Container:
         return proc
 
     def stop(self, proc: subprocess.Popen, timeout: float = 30) -> None:
-        """SIGTERM the process group this container started, then SIGKILL what is left."""
+        """SIGTERM every process this ``start`` spawned (by pid: Ray's daemons leave the process group), then SIGKILL.
+
+        The chart's preStop hook runs ``ray stop``, which kills by process name; here the tree is walked instead,
+        so nothing but what this test started is touched.
+        """
+        import psutil
+
+        try:
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=10)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            proc.wait(10)
         proc._adept_log.close()  # type: ignore[attr-defined]
 
     def remove(self) -> None:

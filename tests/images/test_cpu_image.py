@@ -14,6 +14,7 @@ is not run (it needs a Kubernetes API), so the job fits on the head's spare CPU 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +120,19 @@ def head(cpu_dev, cpu_image, admin_key, scratch) -> Any:
         yield {"box": box, "proc": proc, "probe": probe, "init_s": init_s, "start": start, "logs": logs}
     finally:
         box.remove()
+    # Every Ray process went with the pod: its fixed ports are free again for what runs next.
+    wait_for("the head's ports to close", lambda: not listening(6379, 8265, 8000, 8080, 52365), timeout=60)
+
+
+def listening(*ports: int) -> list[int]:
+    """The ports that still accept connections on loopback."""
+    out = []
+    for port in ports:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                out.append(port)
+    return out
 
 
 @pytest.fixture(scope="module")

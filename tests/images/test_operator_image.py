@@ -58,7 +58,7 @@ def test_operator_reports_ready(cpu_dev, operator_image, admin_key, scratch):
                 "import importlib.util as u; print([m for m in ('torch', 'ray') if u.find_spec(m)])",
             ]
         )
-        assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+        assert probe.stdout.strip() == "[]", (probe.returncode, probe.stdout, probe.stderr)
     finally:
         box.remove()
         emulator.stop()
