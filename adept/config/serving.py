@@ -66,6 +66,11 @@ class ActorResources(StrictModel):
     memory: int | None = Field(
         None, ge=0, description="Memory reserved per replica in bytes (scheduling only)."
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. `{adept_cpu_replicas: 1}`, which the chart adds to "
+        "CPU-only replicas so that they run only where the CPU worker group advertises it.",
+    )
 
 
 class DeploymentOptions(StrictModel):
@@ -109,6 +114,8 @@ class DeploymentOptions(StrictModel):
         actor: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
         if res.memory is not None:
             actor["memory"] = res.memory
+        if res.resources:
+            actor["resources"] = dict(res.resources)
         out: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
         if self.autoscaling_config is not None:
             out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)

@@ -18,6 +18,8 @@ def test_operator_deployment(default_objects):
     assert pod["serviceAccountName"] == "adept-operator"
     one(default_objects, "ServiceAccount", "adept-operator")
     c = pod["containers"][0]
+    # The operator's own small image (images/Containerfile.operator): no torch, no serving stack.
+    assert c["image"] == "ghcr.io/adept-project/adept-operator:0.1.0"
     assert c["command"] == ["python", "-m", "operators"]
     assert {"--namespace=adept", "--standalone"} <= set(c["args"])
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
