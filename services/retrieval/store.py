@@ -131,6 +131,9 @@ class ChunkStore:
             return True
         except Exception as e:  # an older Milvus without BM25 functions: dense only
             log.warning("Milvus at %s has no BM25 function support (%s); hybrid search disabled", self.uri, e)
+            # Milvus < 2.5 creates the collection, then refuses the sparse index: drop the half-made one.
+            if self.client.has_collection(self.collection):
+                self.client.drop_collection(self.collection)
         schema = self.client.create_schema(auto_id=False)
         for spec in self._chunk_field_specs(analyzer=False):
             schema.add_field(**spec)
