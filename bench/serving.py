@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._common import percentile, print_table, write_result
+from bench._common import Figure, percentile, print_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTS = 8
@@ -243,6 +243,17 @@ def main() -> None:
     )
     print(f"throughput ratio: {ratio:.2f}x (goal >= 4x)")
     print(f"adapter cold load: mean {sum(loads) / len(loads) * 1000:.0f} ms, max {max(loads) * 1000:.0f} ms")
+    where = (
+        f"{len(jobs)} requests, {TENANTS} adapters + base, {max_tokens} tokens, {args.model.split(':')[-1]}"
+    )
+    naive_name = "one request at a time + set_adapter"
+    figures = [
+        Figure(f"generated tokens/s, mixed-adapter batching ({where})", a_tps, "tokens/s", naive_name, b_tps),
+        Figure(f"p50 latency ({where})", percentile(a_lat, 50), "s", naive_name, percentile(b_lat, 50),
+               higher_is_better=False, note=f"p99 {percentile(a_lat, 99):.2f} s vs {percentile(b_lat, 99):.2f} s"),
+        Figure(f"p50 time to first token ({where})", percentile(a_ttft, 50), "s", naive_name,
+               percentile(b_ttft, 50), higher_is_better=False),
+    ]  # fmt: skip
     write_result(
         "serving",
         {
@@ -263,6 +274,8 @@ def main() -> None:
             "throughput_ratio": ratio,
             "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
         },
+        figures=figures,
+        dtype=dtype,
     )  # fmt: skip
 
 
