@@ -416,7 +416,7 @@ def make_figures(r: dict) -> list[Figure]:
                note=f"parse, chunk, embed, insert, flip; encode timed on {r['encode_sample']} of the same texts"),
     ]  # fmt: skip
     names = {
-        "lite_default": "Milvus Lite as the platform leaves it (unflushed)",
+        "lite_default": "Milvus Lite as the platform leaves it, unflushed",
         "lite_flushed": "Milvus Lite after flush()",
         "lite_hnsw": "Milvus Lite, HNSW after flush()",
         "server": "Milvus server",

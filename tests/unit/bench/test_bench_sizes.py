@@ -20,7 +20,7 @@ def test_training_packs_rows_so_both_trainers_take_equal_steps(tiny_phi3: Path, 
 
 def _backend(index: str, hybrid: bool) -> dict:
     stats = {"qps": 100.0, "p50_ms": 9.0, "p99_ms": 20.0}
-    return {"index": index, "search_params": {}, "dense": stats, "recall_at_10": 0.99,
+    return {"index": index, "search_params": {}, "dense": stats, "recall_at_10": 0.99, "queries": 200,
             "hybrid": {"qps": 50.0, "p50_ms": 18.0, "p99_ms": 40.0} if hybrid else None}  # fmt: skip
 
 
@@ -34,6 +34,7 @@ def test_retrieval_figures_name_the_index_and_why_a_backend_is_missing() -> None
         "kb_search_ms": {"p50": 30.0, "p99": 60.0},
         "backends": {
             "lite_default": _backend("FLAT", hybrid=True),
+            "lite_flushed": _backend("FLAT", hybrid=True),
             "lite_hnsw": _backend("HNSW", hybrid=True),
             "server": {"not_run": "cannot create a network namespace"},
         },
@@ -41,7 +42,8 @@ def test_retrieval_figures_name_the_index_and_why_a_backend_is_missing() -> None
     }
     names = [f.figure for f in retrieval.make_figures(result)]
     assert names[0] == "ingest chunks/s through the knowledge base (100k chunks)"
-    assert "recall@10, Milvus Lite, platform default (FLAT, 100k chunks)" in names
+    assert "recall@10, Milvus Lite as the platform leaves it, unflushed (FLAT, 100k chunks)" in names
+    assert "dense top-10 QPS, Milvus Lite after flush() (FLAT, 100k chunks)" in names
     assert "hybrid top-10 QPS, Milvus Lite, HNSW after flush() (HNSW, 100k chunks)" in names
     assert not any("Milvus server" in n for n in names)
     result["backends"]["server"] = {
