@@ -10,12 +10,20 @@ benchmark table (``python -m bench.report --readme``).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+# What the Makefile exports, for runs without make: no model hub, no usage reporting, quiet tokenizers.
+ENV_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 def benchmarks(folder: Path) -> list[Path]:
@@ -40,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (the CI smoke)")
     p.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
     args = p.parse_args(argv)
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     scripts = benchmarks(BENCH_DIR)
     if args.only:
         wanted = {n.strip().removesuffix(".py") for n in args.only.split(",") if n.strip()}
