@@ -76,7 +76,12 @@ def _machine(m: dict[str, Any]) -> str:
 def _ratio(fig: dict[str, Any]) -> str:
     if fig["ratio"] is None:
         return "—"
-    return f"{fig['ratio']:.2f}× {'↑' if fig['higher_is_better'] else '↓'}"
+    r = fig["ratio"]
+    return (
+        f"{r:.2f}× {'↑' if fig['higher_is_better'] else '↓'}"
+        if r >= 0.1
+        else f"{r:.2g}× {'↑' if fig['higher_is_better'] else '↓'}"
+    )
 
 
 def render_markdown(results: list[dict[str, Any]]) -> str:
