@@ -121,8 +121,8 @@ def render_png(results: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [(f"{r['name']}: {f['figure']}", f) for r in results for f in r["figures"] if f["ratio"]]
-    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.4))
-    labels = [name if len(name) < 90 else name[:87] + "..." for name, _ in rows][::-1]
+    fig, ax = plt.subplots(figsize=(13, 0.42 * len(rows) + 1.4))
+    labels = [name if len(name) <= 80 else name[:77] + "..." for name, _ in rows][::-1]
     ratios = [f["ratio"] for _, f in rows][::-1]
     good = [(f["ratio"] >= 1) == f["higher_is_better"] for _, f in rows][::-1]
     ax.barh(labels, ratios, color=["#2e8b57" if g else "#d2691e" for g in good])
@@ -136,7 +136,7 @@ def render_png(results: list[dict[str, Any]], path: Path) -> Path:
         else f"Adept benchmarks, {dates[0]}"
     )
     ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.42, right=0.98)  # room for the figure names
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
