@@ -52,8 +52,8 @@ test-charts: $(STAMP) ## chart rendering and validation only
 test-browser: $(STAMP) ## console tests in headless Chromium only
 	$(BIN)/python -m pytest -q -m browser
 
-bench: $(STAMP) ## run every bench/*.py (BENCH_ARGS=--quick for small sizes); each prints a table and writes bench/results/<name>.json
-	@set -e; for b in bench/*.py; do case $$b in bench/_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS); done
+bench: $(STAMP) ## run every bench/*.py, all even if one fails, then the report (BENCH_ARGS=--quick: small sizes)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 reliability: $(STAMP) ## load, fault, fuzz and isolation suite with one summary table
 	$(BIN)/python -m bench.reliability

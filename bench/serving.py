@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._common import percentile, print_table, write_result
+from bench._common import Figure, percentile, print_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTS = 8
@@ -317,6 +317,23 @@ def main() -> None:
         ],
     )  # fmt: skip
     print(f"machine load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    where = (
+        f"{len(jobs)} requests, {TENANTS} adapters + base, {max_tokens} tokens, {args.model.split(':')[-1]}"
+    )
+    naive_name = "one request at a time + set_adapter"
+    figures = [
+        Figure(f"generated tokens/s, mixed-adapter batching ({where})", a_tps, "tokens/s", naive_name, b_tps),
+        Figure(f"p50 latency ({where})", percentile(a_lat, 50), "s", naive_name, percentile(b_lat, 50),
+               higher_is_better=False, note=f"p99 {percentile(a_lat, 99):.2f} s vs {percentile(b_lat, 99):.2f} s"),
+        Figure(f"p50 time to first token ({where})", percentile(a_ttft, 50), "s", naive_name,
+               percentile(b_ttft, 50), higher_is_better=False),
+        Figure(f"lone tenant TTFT under a {4 * args.max_batch_size}-request flood of another tenant", flooded,
+               "s", "lone tenant TTFT, idle replica", alone, higher_is_better=False),
+        Figure("peak KV cache vs the budget", kv_peak / 2**20, "MiB", "KV budget", kv_budget / 2**20, higher_is_better=False),
+        Figure("peak KV cache vs a dense cache", kv_peak / 2**20, "MiB",
+               f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len})",
+               dense / 2**20, higher_is_better=False),
+    ]  # fmt: skip
     write_result(
         "serving",
         {
@@ -338,22 +355,9 @@ def main() -> None:
             "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
             "adapter_model_thread_ms": {"mean": sum(stalls) / len(stalls) * 1000, "max": max(stalls) * 1000},
             "load_average_1m": {"before": load_before[0], "after": load_after[0]},
-            # Self-describing figures (what, against which baseline, ratio) for a common report format.
-            "figures": [
-                {"figure": "throughput", "unit": "tokens/s", "value": a_tps,
-                 "baseline": "naive one-at-a-time set_adapter server", "baseline_value": b_tps,
-                 "ratio": ratio, "better": "higher"},
-                {"figure": "lone tenant TTFT under another tenant's flood", "unit": "s", "value": flooded,
-                 "baseline": "lone tenant TTFT on an idle replica", "baseline_value": alone,
-                 "ratio": fairness_ratio, "better": "lower"},
-                {"figure": "peak KV cache bytes", "unit": "bytes", "value": kv_peak,
-                 "baseline": "KV budget bytes", "baseline_value": kv_budget, "ratio": memory_ratio,
-                 "better": "lower"},
-                {"figure": "peak KV cache bytes", "unit": "bytes", "value": kv_peak,
-                 "baseline": "dense per-row cache of the full context window", "baseline_value": dense,
-                 "ratio": kv_peak / dense, "better": "lower"},
-            ],
         },
+        figures=figures,
+        dtype=dtype,
     )  # fmt: skip
 
 
