@@ -50,12 +50,14 @@ def test_operator_reports_ready(cpu_dev, operator_image, admin_key, scratch):
         text = log.read_text(errors="replace")
         assert proc.poll() is None, text[-4000:]
         assert "torch" not in text  # nothing on the way up reached for the serving stack
-        # The image carries no model stack at all: the operator loads no model.
+        # The image carries no model stack at all (the operator loads no model), but the Ray Jobs SDK
+        # its FineTuneJob handlers submit and watch jobs with.
         probe = box.run(
             [
                 "python",
                 "-c",
-                "import importlib.util as u; print([m for m in ('torch', 'ray') if u.find_spec(m)])",
+                "import importlib.util as u; from ray.job_submission import JobSubmissionClient; "
+                "print([m for m in ('torch', 'transformers', 'sentence_transformers') if u.find_spec(m)])",
             ]
         )
         assert probe.stdout.strip() == "[]", (probe.returncode, probe.stdout, probe.stderr)
