@@ -72,6 +72,7 @@ def _attempts(
             {"json": {"model": own_model, "messages": msgs, "rag": {"top_k": 5}, "max_tokens": 2}},
         ),
         ("GET", f"/v1/models/{model}", {}),
+        ("DELETE", f"/v1/models/{model}", {}),
         ("GET", "/v1/models", {}),
         ("GET", "/v1/adapters", {}),
         ("GET", f"/v1/adapters/{adapter}/v1/metrics", {}),

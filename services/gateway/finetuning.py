@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from adept.config.finetuning import FineTuningConfig
 from adept.config.training import FineTuneJobConfig
-from adept.errors import InvalidRequest, NotFound, RateLimited
+from adept.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited
 from adept.finetuning.files import FINE_TUNE, FileRecord, FileStore, file_not_found
 from adept.finetuning.jobs import (
+    FINE_TUNED_PREFIX,
     AdeptOptions,
     Hyperparameters,
     JobRecord,
@@ -52,6 +53,7 @@ from services.gateway.finetuning_protocol import (
     HyperparametersWire,
     JobErrorWire,
     MethodWire,
+    ModelDeleted,
     SupervisedWire,
 )
 
@@ -370,6 +372,21 @@ class FineTuningService:
             }
         )
         return job.model_dump(mode="json", exclude_none=True)
+
+    async def delete_model(self, tenant: Tenant, model: str) -> ModelDeleted:
+        """Delete a model the tenant's fine-tuning jobs produced (all its versions, or the one named)."""
+        resolved = self.catalog.resolve(tenant.name, model)  # NotFound, worded as absent, for others
+        if not resolved.model_id:
+            raise PermissionDenied("the base model cannot be deleted", param="model")
+        name, _, version = model.rsplit("/", 1)[-1].partition("@")
+        if not name.startswith(FINE_TUNED_PREFIX):
+            raise PermissionDenied(
+                f"{name!r} was not made by a fine-tuning job; only those can be deleted through the API "
+                "(the platform team manages the others)",
+                param="model",
+            )
+        await self.platform.delete_adapter(tenant.name, name, version or None)
+        return ModelDeleted(id=model)
 
     async def list_jobs(self, tenant: Tenant, *, after: str | None, limit: int) -> FineTuningJobList:
         records = await asyncio.to_thread(self.jobs.list, tenant.name)

@@ -234,6 +234,14 @@ class FineTuningJobCheckpoint(BaseModel):
     step_number: int
 
 
+class ModelDeleted(BaseModel):
+    """``DELETE /v1/models/{model}``: a fine-tuned model is gone."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
 class FineTuningJobCheckpointList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FineTuningJobCheckpoint]

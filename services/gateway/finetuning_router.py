@@ -28,6 +28,7 @@ from services.gateway.finetuning_protocol import (
     FineTuningJobEventList,
     FineTuningJobList,
     LineError,
+    ModelDeleted,
 )
 from services.gateway.protocol import parse_body
 from services.responses import TENANT_ERRORS, ModelResponse, error_response
@@ -147,6 +148,16 @@ def build_finetuning_router(ctx: GatewayContext) -> APIRouter:
     )
     async def delete_file(file_id: str, tenant: Tenant = Depends(tenant_dep)) -> Response:
         return ModelResponse(await service().delete_file(tenant, file_id))
+
+    @router.delete(
+        "/v1/models/{model:path}",
+        tags=["openai"],
+        response_model=ModelDeleted,
+        responses={**TENANT_ERRORS, 403: {"description": "The base model, or an adapter no job made"}},
+        summary="Delete a fine-tuned model (one made by your fine-tuning jobs)",
+    )
+    async def delete_model(model: str, tenant: Tenant = Depends(tenant_dep)) -> Response:
+        return ModelResponse(await service().delete_model(tenant, model))
 
     # -- jobs --------------------------------------------------------------------------------
     @router.post(

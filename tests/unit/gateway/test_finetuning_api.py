@@ -241,3 +241,24 @@ async def test_deleting_a_tenant_removes_its_files_and_jobs(ft) -> None:
     await ft["ctx"].platform.delete_tenant("globex")
     assert ft["jobs"].list("globex") == [] and ft["files"].list("globex") == []
     assert not (Path(ft["tmp"]) / "files" / "globex").exists()
+
+
+async def test_deleting_a_fine_tuned_model(ft) -> None:
+    from openai.types import ModelDeleted
+
+    from tests.unit.gateway.fakes import write_peft_dir
+
+    src = write_peft_dir(Path(ft["tmp"]) / "ft-peft", "bundled:test-base")
+    ft["ctx"].platform.registry.publish("acme", "ft-notes-0123abcd", src, {"base_model": "bundled:test-base"})
+    acme, globex = client(ft, "acme"), client(ft, "globex")
+    with pytest.raises(openai.NotFoundError):
+        await globex.models.delete("ft-notes-0123abcd")  # not globex's: absent
+    with pytest.raises(openai.PermissionDeniedError):
+        await acme.models.delete("legal")  # published by the platform team, not by a job
+    with pytest.raises(openai.PermissionDeniedError):
+        await acme.models.delete("bundled:test-base")
+    gone = await acme.models.delete("ft-notes-0123abcd")
+    assert isinstance(gone, ModelDeleted) and gone.deleted and gone.id == "ft-notes-0123abcd"
+    assert "ft-notes-0123abcd" not in [m.id for m in (await acme.models.list()).data]
+    with pytest.raises(openai.NotFoundError):
+        await acme.models.delete("ft-notes-0123abcd")
