@@ -33,6 +33,7 @@ MAX_HISTORY = 1000  # reported steps kept per job (events and the loss curve); l
 MAX_SUFFIX_CHARS = 40
 SUFFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 JOB_ID_RE = re.compile(r"^ftjob-[0-9a-f]{24}$")
+FINE_TUNED_PREFIX = "ft-"  # every model a job produces is named ft-...
 
 
 class Hyperparameters(StoredModel):
@@ -167,7 +168,7 @@ def check_suffix(suffix: str | None) -> str | None:
 def fine_tuned_model_name(job_id: str, suffix: str | None) -> str:
     """``ft-<suffix>-<8 hex>`` (or ``ft-<8 hex>``): a valid adapter name, unique per job."""
     short = job_id.removeprefix("ftjob-")[:8]
-    return f"ft-{suffix}-{short}" if suffix else f"ft-{short}"
+    return f"{FINE_TUNED_PREFIX}{suffix}-{short}" if suffix else f"{FINE_TUNED_PREFIX}{short}"
 
 
 def now() -> int:

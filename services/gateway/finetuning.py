@@ -77,6 +77,15 @@ class JobQuotas:
         self.usage = usage
         self.clock = clock
 
+    def used(self, tenant: str) -> tuple[int, int]:
+        """(unfinished jobs, tokens trained in the last 24 hours): what the two quotas limit."""
+        jobs = self.usage.list(tenant)
+        return sum(j.active for j in jobs), sum(j.tokens_trained() for j in self._in_window(jobs))
+
+    def _in_window(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        t = self.clock()
+        return [j for j in jobs if j.active or (j.finished_at or 0) > t - DAY_S]
+
     def admit(self, tenant: Tenant) -> None:
         """Raise ``RateLimited`` (429 with ``Retry-After``) when the tenant may not start another job."""
         q = tenant.quotas
@@ -93,7 +102,7 @@ class JobQuotas:
         if not limit:
             return
         t = self.clock()
-        counted = [j for j in jobs if j.active or (j.finished_at or 0) > t - DAY_S]
+        counted = self._in_window(jobs)
         used = sum(j.tokens_trained() for j in counted)
         if used >= limit:
             raise RateLimited(
@@ -173,6 +182,18 @@ class FineTuningService:
         self.settings = settings
         self.quotas = JobQuotas(jobs)
         self._create_locks: dict[str, asyncio.Lock] = {}
+
+    async def usage(self, tenant: Tenant) -> dict[str, dict[str, int]]:
+        """Use against the fine-tuning quotas (``limit`` 0 = unlimited), for ``/v1/usage``."""
+        files, stored = await asyncio.to_thread(self.files.usage, tenant.name)
+        jobs, tokens = await asyncio.to_thread(self.quotas.used, tenant.name)
+        q = tenant.quotas
+        return {
+            "files": {"used": files, "limit": q.max_files},
+            "file_storage_bytes": {"used": stored, "limit": q.max_file_storage_bytes},
+            "finetune_jobs": {"used": jobs, "limit": q.max_concurrent_finetune_jobs},
+            "trained_tokens_per_day": {"used": tokens, "limit": q.max_trained_tokens_per_day},
+        }
 
     # -- files -------------------------------------------------------------------------------
     async def upload(self, tenant: Tenant, filename: str | None, purpose: str, data: bytes) -> FileObject:

@@ -121,7 +121,7 @@ def test_adapters_and_usage_pages(page, platform, demo_adapter) -> None:
     shot(page, "04-adapters")
     page.get_by_role("link", name="Usage").click()
     page.get_by_role("meter").first.wait_for()
-    assert page.get_by_role("meter").count() == 4
+    assert page.get_by_role("meter").count() == 8  # requests, tokens, documents, adapters + fine-tuning
     shot(page, "05-usage")
     _no_page_errors(page)
 

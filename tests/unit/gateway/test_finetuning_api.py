@@ -232,6 +232,10 @@ async def test_quotas_files_concurrent_jobs_and_trained_tokens(ft) -> None:
     with pytest.raises(openai.RateLimitError, match="max_trained_tokens_per_day") as e:
         await small.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
     assert 80_000 < int(e.value.response.headers["retry-after"]) <= 86_400
+    usage = (await small.get("/usage", cast_to=httpx.Response)).json()["quotas"]
+    assert usage["files"] == {"used": 1, "limit": 1} and usage["finetune_jobs"] == {"used": 0, "limit": 1}
+    assert usage["trained_tokens_per_day"] == {"used": 5000, "limit": 1000}
+    assert usage["file_storage_bytes"]["used"] == len(jsonl(CHAT))
 
 
 async def test_deleting_a_tenant_removes_its_files_and_jobs(ft) -> None:
