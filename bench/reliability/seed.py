@@ -97,9 +97,20 @@ def seed_finetuning(c: httpx.Client, t: SeededTenant, canary: str) -> None:
 
 
 def seed_tenants(
-    url: str, admin_key: str, adapter_src: Path, *, n: int, prefix: str = "t", docs_per_tenant: int = 3
+    url: str,
+    admin_key: str,
+    adapter_src: Path,
+    *,
+    n: int,
+    prefix: str = "t",
+    docs_per_tenant: int = 3,
+    finetuning: bool = True,
 ) -> list[SeededTenant]:
-    """Create ``n`` tenants, each with one adapter (published from ``adapter_src``) and a few documents."""
+    """Create ``n`` tenants, each with one adapter (published from ``adapter_src``) and a few documents.
+
+    With ``finetuning`` each also gets a training file and a job on it: only where no job runner
+    trains them (the in-process platform), or a load measurement would share the CPUs with training.
+    """
     out = []
     admin = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=url, timeout=120) as c:
@@ -124,6 +135,7 @@ def seed_tenants(
             r = c.post("/v1/kb/documents", json={"records": records}, headers=t.headers())
             r.raise_for_status()
             t.documents = [d["id"] for d in r.json()["documents"]]
-            seed_finetuning(c, t, canary)
+            if finetuning:
+                seed_finetuning(c, t, canary)
             out.append(t)
     return out
