@@ -35,9 +35,9 @@ import yaml
 
 from adept.config.finetuning import FineTuningConfig
 from adept.config.platform import PlatformConfig
-from adept.errors import StorageError, Unavailable
+from adept.errors import NotFound, StorageError, Unavailable
 from adept.finetuning import process
-from adept.finetuning.jobs import JobError, JobRecord, Resume, StepRecord, now
+from adept.finetuning.jobs import JobError, JobRecord, Resume, RunState, StepRecord, now
 from adept.finetuning.progress import TrainingLog, parse_training_log
 from adept.finetuning.store import SQLiteJobStore
 
@@ -160,13 +160,19 @@ class JobRunner:
         for record in self.store.active():
             if self._stop.is_set():
                 return
-            if record.status == "validating_files":
-                self._validate(record)
-            elif record.status == "running":
-                running += int(self._follow(record))
+            try:
+                if record.status == "validating_files":
+                    self._validate(record)
+                elif record.status == "running":
+                    running += int(self._follow(record))
+            except NotFound:
+                continue  # deleted meanwhile (its tenant went): whoever deleted it stopped its process
         for record in self.store.active():
             if record.status == "queued" and running < self.settings.runner_max_running_jobs:
-                self._start(record)
+                try:
+                    self._start(record)
+                except NotFound:
+                    continue
                 running += 1
 
     def _validate(self, record: JobRecord) -> None:
@@ -218,7 +224,11 @@ class JobRunner:
             if r.status == "queued":
                 r.status, r.started_at = "running", r.started_at or now()
 
-        updated = self.store.modify(record.id, change)
+        try:
+            updated = self.store.modify(record.id, change)
+        except NotFound:
+            process.stop(RunState(pid=child.pid, create_time=started))  # deleted while starting
+            raise
         if updated.status != "running":  # cancelled while starting
             process.stop(updated.run)
         log.info("job %s: started training (pid %d, attempt %d)", record.id, child.pid, updated.run.attempts)

@@ -92,10 +92,12 @@ def job(env, mode: str) -> JobRecord:
     )
 
 
-def until(env, runner: JobRunner, job_id: str, check, timeout: float = 30) -> JobRecord:
+def until(env, runner: JobRunner | None, job_id: str, check, timeout: float = 30) -> JobRecord:
+    """Reconcile with ``runner`` (None: its own thread does) until ``check`` holds for the job."""
     deadline = time.monotonic() + timeout
     while True:
-        runner.reconcile()
+        if runner is not None:
+            runner.reconcile()
         rec = env["store"].get("acme", job_id)
         if check(rec):
             return rec
@@ -152,7 +154,7 @@ def test_a_restarted_runner_adopts_the_running_process(env, tmp_path) -> None:
 def test_stopping_the_platform_interrupts_jobs_and_the_next_start_resumes_them(env, tmp_path) -> None:
     gate = tmp_path / "gate"
     first = env["runner"]().start()
-    first_run = until(env, first, job(env, f"gated:{gate}").id, lambda x: x.status == "running" and x.history)
+    first_run = until(env, None, job(env, f"gated:{gate}").id, lambda x: x.status == "running" and x.history)
     with pytest.raises(Unavailable, match="another job runner"):
         env["runner"]().start()  # one runner per data dir
     first.stop()  # as `adept up` does on Ctrl-C
@@ -162,3 +164,14 @@ def test_stopping_the_platform_interrupts_jobs_and_the_next_start_resumes_them(e
     assert (
         done.run.attempts == 2 and done.run.failures == 0 and [r.interrupted for r in done.resumes] == [True]
     )
+
+
+def test_deleting_the_tenant_stops_its_running_job(env) -> None:
+    import asyncio
+
+    r = env["runner"]()
+    rec = until(env, r, job(env, "forever").id, lambda x: x.status == "running" and x.history)
+    assert asyncio.run(env["store"].purge_tenant("acme")) == 1
+    assert not process.alive(rec.run) and env["store"].list("acme") == []
+    assert not Path(rec.run.log_path).parent.exists()  # its job directory went too
+    r.reconcile()  # the runner's next round finds nothing to do, and says nothing about it
