@@ -184,7 +184,8 @@ def start(args: argparse.Namespace, workdir: Path) -> tuple[Any, list]:
         os.environ["ADEPT_ADMIN_KEY"] = admin_key
         cfg = serving_config(workdir / "data", model, gateway={"port": port}, platform={"dtype": args.dtype})
         platform = start_platform(cfg, num_cpus=2, timeout_s=600)
-    tenants = seed_tenants(platform.url, admin_key, lora, n=args.tenants)
+    # No fine-tuning jobs: the embedded platform's runner would train them during the measurement.
+    tenants = seed_tenants(platform.url, admin_key, lora, n=args.tenants, finetuning=False)
     return platform, tenants
 
 

@@ -60,6 +60,11 @@ class PlatformConfig(StrictModel):
         None,
         description="Adapter store: a local directory or an fsspec URI (`s3://bucket/prefix`). Default: `<data_dir>/adapters`.",
     )
+    files_store_uri: str | None = Field(
+        None,
+        description="Where tenants' fine-tuning files (`/v1/files`) live: a local directory or an fsspec URI "
+        "(`s3://bucket/files`); training jobs read them there. Default: `<data_dir>/files`.",
+    )
     max_lora_rank: int = Field(
         64,
         description="Largest LoRA rank an adapter may have: publishing refuses larger ones, and the vLLM "
@@ -100,6 +105,10 @@ class PlatformConfig(StrictModel):
         return self.adapter_store_uri or str(self.data_dir / "adapters")
 
     @property
+    def resolved_files_store(self) -> str:
+        return self.files_store_uri or str(self.data_dir / "files")
+
+    @property
     def resolved_kubernetes_namespace(self) -> str:
         """The configured namespace, else this pod's (``$POD_NAMESPACE``, the service account's file)."""
         if self.kubernetes_namespace:
@@ -114,6 +123,11 @@ class PlatformConfig(StrictModel):
     @property
     def tenants_db(self) -> Path:
         return self.data_dir / "tenants.sqlite"
+
+    @property
+    def jobs_db(self) -> Path:
+        """Fine-tuning jobs of the embedded platform (``tenant_store: sqlite``)."""
+        return self.data_dir / "finetuning.sqlite"
 
     @property
     def models_dir(self) -> Path:

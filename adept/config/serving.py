@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from adept.config.base import StrictModel
+from adept.config.finetuning import FineTuningConfig
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
 from adept.config.retrieval import RetrievalConfig
@@ -217,6 +218,10 @@ class ServingConfig(StrictModel):
     deployments: DeploymentsConfig = Field(
         default_factory=DeploymentsConfig,
         description="Replicas, resources and autoscaling of each deployment.",
+    )
+    finetuning: FineTuningConfig = Field(
+        default_factory=FineTuningConfig,
+        description="Fine-tuning through the API: defaults and limits of tenants' jobs, the embedded runner.",
     )
     app_name: str = Field(
         "adept",

@@ -5,6 +5,9 @@ the real ``AdapterLoader`` (what ``LLMDeployment`` wraps), retrieval is the real
 ``KnowledgeBase`` on Milvus Lite (what ``RetrievalDeployment`` wraps), tenants live in the real
 SQLite store and adapters in the real registry. uvicorn serves it on 127.0.0.1 from a thread,
 so clients (httpx, schemathesis, the OpenAI SDK) speak real HTTP and the engine keeps one event loop.
+No fine-tuning job runner runs here (``adept up`` runs one beside Serve): jobs created through
+the API are stored and answer every route, but stay ``validating_files`` — these suites test the
+API's behaviour, tests/integration/finetuning trains jobs for real.
 """
 
 from __future__ import annotations

@@ -130,7 +130,10 @@ def build_console_api_router(
         except AdeptError as e:  # retrieval down (the handle maps every failure): the page shows "unknown"
             log.warning("document count for the usage page unavailable: %s", e.message)
         adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
-        return inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
+        report = inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
+        if ctx.finetuning is not None:
+            report["quotas"].update(await ctx.finetuning.usage(tenant))
+        return report
 
     @router.get(
         "/admin/replicas", **admin_only, summary="Deployments, and the adapters loaded on each LLM replica"

@@ -62,8 +62,12 @@ def loras(tiny_phi3: Path, tmp_path_factory) -> dict[str, Path]:
 
 
 def registry(tmp_path: Path, pod: str) -> AdapterRegistry:
-    """One pod's view: the shared bucket, its own local download cache."""
-    return AdapterRegistry(f"s3://{BUCKET}/adapters", cache_dir=tmp_path / pod / "cache")
+    """One pod's view: the shared bucket, its own local download cache.
+
+    Resolution caching is off here so each pod sees the other's writes at once; the cache's bound
+    (other processes' writes seen within ``resolve_ttl_s``) is tested in tests/unit/kernel.
+    """
+    return AdapterRegistry(f"s3://{BUCKET}/adapters", cache_dir=tmp_path / pod / "cache", resolve_ttl_s=0)
 
 
 def test_publish_resolve_serve_delete(s3, loras, tmp_path, tiny_phi3):

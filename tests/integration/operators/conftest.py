@@ -226,17 +226,31 @@ def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
 def ray_head() -> Iterator[str]:
     """One local Ray cluster with the dashboard (Jobs API) for this package's tests; shut down after them."""
     import ray
+    from ray._private import parameter
 
     temp = tempfile.mkdtemp(prefix="adop-", dir="/tmp")
     port = _free_port()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        _temp_dir=temp,
-        configure_logging=False,
-    )
+    # The job agent's HTTP port is fixed (52365) unless set, and ray.init cannot set it: on a
+    # machine where another Ray runs a dashboard, the agent never starts ("No available agent").
+    original = parameter.RayParams.__init__
+    agent_port = _free_port()
+
+    def with_free_agent_port(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.dashboard_agent_listen_port = agent_port
+
+    parameter.RayParams.__init__ = with_free_agent_port  # type: ignore[method-assign]
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            _temp_dir=temp,
+            configure_logging=False,
+        )
+    finally:
+        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
     address = f"http://127.0.0.1:{port}"
     try:
         _wait_for_jobs_api(address)

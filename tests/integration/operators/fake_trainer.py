@@ -1,7 +1,7 @@
 """Stand-in for `python -m training.finetune` in operator tests: same CLI, same publish path, instant.
 
 It prints progress the way the real recipe does, can be held at a gate (a file it waits for) so
-a test can restart the operator mid-job, then publishes a real (tiny) PEFT-format adapter the
+a test can restart the operator mid-job (or, for a training file saying so, until it is stopped), then publishes a real (tiny) PEFT-format adapter the
 way training does — the job bound to the platform's configuration, published through the
 kernel's ``Platform`` (quotas, base-model policy) — and prints the JSON summary line. Only the
 training itself is skipped (the recipe has its own tests, tests/integration/training).
@@ -37,6 +37,9 @@ def main() -> None:
     if gate and cfg.get("description") == "gated":
         while not Path(gate).exists():  # the test opens the gate once the operator has restarted
             time.sleep(0.2)
+    data = Path(cfg["data"]["path"])
+    if data.is_file() and b"HOLD-UNTIL-STOPPED" in data.read_bytes():
+        time.sleep(3600)  # a job a test cancels: only stopping the Ray job ends it
     print("[adept.train] step 4/4 train_loss 1.2500 lr 1.00e-04 tokens 40", flush=True)
     job = FineTuneJobConfig.model_validate(cfg).bind(load_platform_config())
     base = canonical_model_id(job.resolved_base_model)
