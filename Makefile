@@ -17,7 +17,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv run eval test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability clean
+.PHONY: help venv run eval test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability image image-smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -38,7 +38,7 @@ run: $(STAMP) ## start the embedded platform with a demo tenant (local Ray, Milv
 	$(BIN)/adept up --demo --data-dir $(DATA_DIR)
 
 test: $(STAMP) ## every tier that runs here: unit, integration (local Ray, Milvus Lite, bundled model), charts, browser
-	$(BIN)/python -m pytest -q -m 'not gpu and not e2e' --durations=15
+	$(BIN)/python -m pytest -q -m 'not gpu and not e2e and not image' --durations=15
 
 test-unit: $(STAMP) ## fast unit tests (what a bare `pytest` runs)
 	$(BIN)/python -m pytest -q
@@ -52,8 +52,8 @@ test-charts: $(STAMP) ## chart rendering and validation only
 test-browser: $(STAMP) ## console tests in headless Chromium only
 	$(BIN)/python -m pytest -q -m browser
 
-bench: $(STAMP) ## run every bench/*.py (BENCH_ARGS=--quick for small sizes); each prints a table and writes bench/results/<name>.json
-	@set -e; for b in bench/*.py; do case $$b in bench/_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS); done
+bench: $(STAMP) ## run every bench/*.py, all even if one fails, then the report (BENCH_ARGS=--quick: small sizes)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 reliability: $(STAMP) ## load, fault, fuzz and isolation suite with one summary table
 	$(BIN)/python -m bench.reliability
@@ -73,6 +73,16 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 sync: $(STAMP) ## regenerate generated files (CRDs, values.schema.json) from the pydantic models
 	$(BIN)/python -m adept.codegen
+
+# Which images `make image` builds: cpu, cuda, operator or all (the CUDA image pulls tens of GB of wheels).
+VARIANT ?= cpu operator
+image: ## build the container images (VARIANT=cpu|cuda|operator|all, REGISTRY=..., TAG=..., PUSH=1); Docker, else podman/buildah
+	images/build.sh $(VARIANT)
+
+# Private network and PID namespaces: Ray's fixed ports stay clear of other processes, nothing outlives the run.
+image-smoke: $(STAMP) ## build the CPU and operator images, then run the chart's pods from them (tests/images)
+	images/build.sh cpu operator
+	unshare --net --pid --fork --mount-proc -- sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -m image tests/images --durations=10'
 
 chart-deps: ## helm dependency build (needs a helm binary and network; the repos must be known to helm)
 	helm repo add kuberay https://ray-project.github.io/kuberay-helm/ --force-update

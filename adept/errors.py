@@ -137,6 +137,15 @@ class Unavailable(AdeptError):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
+class Overloaded(Unavailable):
+    """The service is at capacity (a full queue, out of device memory); retry after ``retry_after`` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
+
+
 class StorageError(AdeptError):
     """The data dir / object store refused a write (disk full, read-only). Nothing was changed."""
 

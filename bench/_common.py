@@ -1,4 +1,16 @@
-"""Helpers every benchmark shares: machine facts, a rich table, JSON results, robust statistics."""
+"""What every benchmark shares: machine facts, the result format, workers in fresh processes, statistics.
+
+A result is ``bench/results/<name>.json`` (``bench/results/quick/<name>.json`` for ``--quick``
+runs, so a smoke run never overwrites the default-size figures the README is generated from)::
+
+    {"name", "schema", "date", "git_commit", "size", "args", "dtype",
+     "machine": {"cpu", "cores", "gpu", "bf16", "load_avg_start", "load_avg_end", ...versions},
+     "figures": [{"figure", "value", "unit", "baseline", "baseline_value", "ratio",
+                  "higher_is_better", "note"}],
+     "details": {...whatever else the benchmark measured}}
+
+``python -m bench.report`` turns the files into one table and one PNG.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +18,56 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+QUICK_DIR = RESULTS_DIR / "quick"
+SCHEMA = 1
+RESULT_PREFIX = "BENCH_RESULT "
 
 
+@dataclass
+class Figure:
+    """One measured figure and the baseline it is compared with, measured in the same run.
+
+    ``ratio`` is always ``value / baseline_value``; ``higher_is_better`` says which way is good.
+    """
+
+    figure: str
+    value: float
+    unit: str
+    baseline: str
+    baseline_value: float | None
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline_value in (None, 0):
+            return None
+        return self.value / self.baseline_value
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+# -- machine facts -------------------------------------------------------------------------------
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    except OSError:  # not Linux: platform's answer below
+        return platform.processor() or platform.machine()
     return platform.processor() or platform.machine()
 
 
@@ -31,8 +76,8 @@ def _mem_gib() -> float | None:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
+    except OSError:  # not Linux
+        return None
     return None
 
 
@@ -43,24 +88,135 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def load_avg() -> list[float] | None:
+    """1, 5 and 15 minute load averages: on a shared machine they say how far to trust a speed."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # platforms without getloadavg
+        return None
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU has native bf16 (AVX512-BF16 or AMX): the same test ``dtype: auto`` uses."""
+    from adept.models import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, memory, GPU (if any) and the versions that matter for the numbers."""
+    """CPU model, cores, memory, GPU, bf16, load average and the versions that matter for the numbers."""
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "mem_gib": _mem_gib(),
+        "gpu": gpu_name(),
+        "bf16": cpu_bf16(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    for dist in ("adept", "torch", "transformers", "peft", "ray", "pymilvus", "sentence-transformers"):
+    for dist in ("adept", "torch", "transformers", "peft", "trl", "ray", "pymilvus", "milvus-lite", "milvus"):
         info[dist] = _version(dist)
-    if "torch" in sys.modules:  # only report a GPU when the benchmark itself loaded torch
-        torch = sys.modules["torch"]
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
 
 
+def git_commit() -> str | None:
+    """``HEAD``'s short hash, ``+dirty`` when tracked files differ from it; None outside a checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!bench/results",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
+
+
+# -- memory, measured in the process that did the work ---------------------------------------------
+def peak_rss_mib() -> float:
+    """Peak resident memory of *this* process in MiB.
+
+    Linux's ``VmHWM`` belongs to the process's own address space. ``ru_maxrss`` does not: a child
+    started by ``subprocess`` inherits its parent's peak at exec (a worker spawned by a 2 GiB
+    parent reports >= 2 GiB), so it is only the fallback where ``/proc`` is missing.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
+
+
+def run_worker(
+    script: Path | str,
+    kind: str,
+    spec: dict[str, Any],
+    *,
+    prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Run ``script --worker KIND --spec JSON`` in a fresh process (after ``prefix``, e.g. ``unshare -n``).
+
+    The worker prints ``BENCH_RESULT <json>`` as its last result line (``worker_main`` does that).
+    Raises ``RuntimeError`` with the worker's output tail when it fails.
+    """
+    cmd = [*prefix, sys.executable, str(script), "--worker", kind, "--spec", json.dumps(spec)]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})},
+    )
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+    raise RuntimeError(f"{kind} worker failed (exit {out.returncode})")
+
+
+def worker_main(workers: dict[str, Any], kind: str, spec_json: str) -> None:
+    """The worker side of ``run_worker``: run ``workers[kind](spec)`` and print its JSON result."""
+    result = workers[kind](json.loads(spec_json))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# -- statistics and output -----------------------------------------------------------------------
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
@@ -88,16 +244,48 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     Console().print(table)
 
 
-def write_result(name: str, data: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` with machine info and a timestamp added."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = {
-        "name": name,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        **data,
-    }
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {path}")
-    return path
+class Run:
+    """One benchmark run: notes the date, commit and load when it starts, writes the result at the end.
+
+    Args:
+        name: Result name (``bench/results/<name>.json``).
+        args: The command-line arguments (``argparse.Namespace`` or dict); ``quick`` picks the folder.
+    """
+
+    def __init__(self, name: str, args: Any) -> None:
+        self.name = name
+        self.args = {k: v for k, v in (vars(args) if not isinstance(args, dict) else args).items()}
+        self.quick = bool(self.args.get("quick"))
+        self.date = datetime.now(UTC).isoformat(timespec="seconds")
+        self.load_start = load_avg()
+
+    def write(self, figures: Sequence[Figure], *, dtype: str | None, details: dict[str, Any]) -> Path:
+        """Write the result file; ``dtype`` is what the measured code computed in (None: no tensors)."""
+        if not figures:
+            raise ValueError(f"benchmark {self.name!r} produced no figures")
+        machine = {**machine_info(), "load_avg_start": self.load_start, "load_avg_end": load_avg()}
+        out = {
+            "name": self.name,
+            "schema": SCHEMA,
+            "date": self.date,
+            "git_commit": git_commit(),
+            "size": "quick" if self.quick else "default",
+            "args": self.args,
+            "dtype": dtype,
+            "machine": machine,
+            "figures": [f.to_json() for f in figures],
+            "details": details,
+        }
+        folder = QUICK_DIR if self.quick else RESULTS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.name}.json"
+        path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        print(f"wrote {path}")
+        return path
+
+
+def write_result(
+    name: str, data: dict[str, Any], *, figures: Sequence[Figure] = (), dtype: str | None = None
+) -> Path:
+    """One-call form of ``Run(...).write``: ``data`` goes to ``details``; its ``quick`` key picks the folder."""
+    return Run(name, {"quick": bool(data.get("quick"))}).write(figures, dtype=dtype, details=data)

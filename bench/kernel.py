@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import median, percentile, print_table, write_result
+from bench._common import Figure, Run, median, percentile, print_table
 
 
 def timed(fn, n: int) -> list[float]:
@@ -35,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     args = parser.parse_args()
+    run = Run("kernel", args)
     n_tenants, n_calls, n_adapters = (50, 500, 10) if args.quick else (1000, 5000, 100)
 
     from adept.adapters import AdapterRegistry
@@ -84,10 +85,20 @@ def main() -> None:
         f"authenticate / dict baseline: {auth_ratio:.1f}x   resolve / manifest read: {resolve_ratio:.1f}x   "
         f"publish: {publish_ms:.2f} ms/version"
     )
-    write_result(
-        "kernel",
-        {
-            "quick": args.quick,
+    sizes = f"{n_tenants} tenants, {n_adapters} adapters"
+    figures = [
+        Figure(f"authenticate an API key, median ({sizes})", median(auth), "µs",
+               "dict lookup of the key's sha256", median(dict_auth), higher_is_better=False,
+               note=f"p99 {percentile(auth, 99):.0f} µs vs {percentile(dict_auth, 99):.0f} µs"),
+        Figure(f"resolve an adapter, median ({sizes})", median(resolve), "µs",
+               "read manifest.json", median(read_json), higher_is_better=False,
+               note=f"p99 {percentile(resolve, 99):.0f} µs vs {percentile(read_json, 99):.0f} µs; "
+               f"publish {publish_ms:.2f} ms/version"),
+    ]  # fmt: skip
+    run.write(
+        figures,
+        dtype=None,  # no tensors: pure Python, SQLite and file reads
+        details={
             "sizes": {"tenants": n_tenants, "adapters": n_adapters, "calls": n_calls},
             "median_us": {r[0]: r[1] for r in rows},
             "p99_us": {r[0]: r[2] for r in rows},

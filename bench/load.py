@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from bench._common import percentile, print_table, write_result
+from bench._common import Figure, Run, percentile, print_table
 from bench.reliability.checks import completion_problem, error_problem, sse_problem
 
 KINDS = ("chat", "stream", "rag", "search")
@@ -158,7 +158,7 @@ def run_load(
 
 
 def start(args: argparse.Namespace, workdir: Path) -> tuple[Any, list]:
-    """The platform (embedded Ray Serve, or in-process) with seeded tenants."""
+    """The platform (embedded Ray Serve, or in-process) with seeded tenants, computing in ``args.dtype``."""
     from bench.reliability.seed import make_lora, seed_tenants
     from tests.assets.tiny_models import cached_tiny_phi3
 
@@ -168,7 +168,9 @@ def start(args: argparse.Namespace, workdir: Path) -> tuple[Any, list]:
     if args.inprocess:
         from bench.reliability.inproc import serving_config, start_inprocess
 
-        platform = start_inprocess(serving_config(workdir / "data", model), admin_key)
+        platform = start_inprocess(
+            serving_config(workdir / "data", model, platform={"dtype": args.dtype}), admin_key
+        )
     else:
         import os
         import socket
@@ -180,9 +182,10 @@ def start(args: argparse.Namespace, workdir: Path) -> tuple[Any, list]:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ["ADEPT_ADMIN_KEY"] = admin_key
-        cfg = serving_config(workdir / "data", model, gateway={"port": port})
+        cfg = serving_config(workdir / "data", model, gateway={"port": port}, platform={"dtype": args.dtype})
         platform = start_platform(cfg, num_cpus=2, timeout_s=600)
-    tenants = seed_tenants(platform.url, admin_key, lora, n=args.tenants)
+    # No fine-tuning jobs: the embedded platform's runner would train them during the measurement.
+    tenants = seed_tenants(platform.url, admin_key, lora, n=args.tenants, finetuning=False)
     return platform, tenants
 
 
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.requests, args.tenants = "1,4", 16, 2
+    args.dtype = _auto_dtype()
+    run = Run("load", args)
     workdir = Path(tempfile.mkdtemp(prefix="adept-load-", dir="/tmp"))
     platform, tenants = start(args, workdir)
     try:
@@ -233,8 +238,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows,
     )
     print(f"latency degrades (p50 > 2x concurrency 1) at: {result['degrades_at']}")
-    write_result("load", {"args": vars(args), **result})
+    steps = result["steps"]
+    first, last = steps[0], steps[-1]
+    mode = "in-process" if args.inprocess else "Ray Serve"
+    where = f"{len(tenants)} tenants, mixed chat/stream/RAG/search, {mode}"
+    health = (
+        f"errors {last['error_rate']:.0%}, incomplete {last['incomplete']}, hung {last['hung']}; "
+        f"p50 over 2x concurrency 1 from: {result['degrades_at'] or 'never'}"
+    )
+    figures = [
+        Figure(f"throughput at concurrency {last['concurrency']} ({where})", last["throughput_rps"], "req/s",
+               f"concurrency {first['concurrency']}", first["throughput_rps"], note=health),
+        Figure(f"p50 latency at concurrency {last['concurrency']} ({where})", last["p50_s"], "s",
+               f"concurrency {first['concurrency']}", first["p50_s"], higher_is_better=False,
+               note=f"p99 {last['p99_s']:.2f} s vs {first['p99_s']:.2f} s"),
+    ]  # fmt: skip
+    run.write(figures, dtype=args.dtype, details={"args": vars(args), **result})
     return result
+
+
+def _auto_dtype() -> str:
+    """What the platform's ``dtype: auto`` resolves to on this CPU: bfloat16 where native, else float32."""
+    from adept.models import resolve_dtype
+    from bench._common import dtype_name
+
+    return dtype_name(resolve_dtype("cpu", "auto"))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ once. The same model (the bundled SmolLM2-135M-Instruct), prompts and token coun
     ``set_adapter`` (``disable_adapter`` for base) and ``generate``.
 
 Reports throughput (generated tokens/s) and its ratio, p50/p99 latency and time to first token
-(from arrival), and adapter cold-load time.
+(from arrival), and adapter cold-load time. Two more rows:
+
+- fairness: one tenant floods the replica (4 x the batch size of requests); once the flood runs,
+  a lone tenant sends one request. Its time to first token is compared with the same request on
+  an idle replica (fair queuing + preemption should keep it close);
+- memory: the KV cache's peak allocation during the throughput run vs the KV budget (and vs the
+  dense worst case, batch size x context window, that a per-row cache of the full window needs).
 
     python bench/serving.py [--quick] [--requests-per-tenant N] [--max-tokens T] [--device cpu|cuda]
 """
@@ -32,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._common import percentile, print_table, write_result
+from bench._common import Figure, percentile, print_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTS = 8
@@ -104,6 +110,46 @@ async def run_engine(engine, jobs, max_tokens: int) -> tuple[float, list[float],
     results = await asyncio.gather(*(one(a, q) for a, q in jobs))
     wall = time.perf_counter() - t0
     return wall, [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results)
+
+
+async def run_fairness(
+    engine, adapter_ids: list[str], max_tokens: int, flood_size: int
+) -> tuple[float, float]:
+    """(lone tenant's TTFT alone, its TTFT while another tenant floods the replica), seconds."""
+    from services.llm.protocol import GenerateRequest
+
+    def req(tenant: str, question: str) -> GenerateRequest:
+        return GenerateRequest(
+            messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens,
+            temperature=0,
+            ignore_eos=True,
+            tenant=tenant,
+        )
+
+    async def ttft(request: GenerateRequest, adapter_id: str) -> float:
+        t0 = time.perf_counter()
+        stream = engine.generate(request, adapter_id)
+        await stream.__anext__()
+        first = time.perf_counter() - t0
+        await stream.aclose()
+        return first
+
+    lone_adapter, flood_adapter = adapter_ids[0], adapter_ids[1]
+    alone = min([await ttft(req("lone", QUESTIONS[0]), lone_adapter) for _ in range(3)])
+    flooding = [
+        engine.generate(req("flood", QUESTIONS[i % len(QUESTIONS)]), flood_adapter) for i in range(flood_size)
+    ]
+    firsts = [asyncio.ensure_future(s.__anext__()) for s in flooding]
+    await asyncio.wait(firsts, return_when=asyncio.FIRST_COMPLETED)  # the flood is running and queued
+    await asyncio.sleep(0.2)
+    under_flood = await ttft(req("lone", QUESTIONS[0]), lone_adapter)
+    for f in firsts:
+        f.cancel()
+    await asyncio.gather(*firsts, return_exceptions=True)
+    for s in flooding:
+        await s.aclose()
+    return alone, under_flood
 
 
 def run_naive(peft_model, tokenizer, jobs, max_tokens: int) -> tuple[float, list[float], list[float], int]:
@@ -195,20 +241,28 @@ def main() -> None:
             batch_wait_ms=0,
             max_tokens_limit=max(max_tokens, 64),
             default_max_tokens=max_tokens,
+            max_queued_requests=4096,  # the fairness flood must queue, not be refused
+            max_queued_per_tenant=4096,
         )
 
         async def ours():
-            loads = []
+            loads, stalls = [], []
             for adapter_id, adapter_dir in adapters.items():
                 started = time.perf_counter()
                 await engine.load_adapter(adapter_id, adapter_dir)
                 loads.append(time.perf_counter() - started)
+                stalls.append(engine.last_inject_s)  # the part that holds up the batch
             await run_engine(engine, jobs[:2], 4)  # warm-up (first forward pass allocations)
             result = await run_engine(engine, jobs, max_tokens)
+            kv = engine.kv_cache_bytes
+            stage("fairness: a lone tenant's first token under another tenant's flood")
+            fair = await run_fairness(engine, list(adapters), max_tokens, 4 * args.max_batch_size)
             await engine.close()
-            return loads, result
+            return (loads, stalls), result, kv, fair
 
-        loads, (a_wall, a_lat, a_ttft, a_tokens) = asyncio.run(ours())
+        load_before = os.getloadavg()
+        (loads, stalls), (a_wall, a_lat, a_ttft, a_tokens), kv, (alone, flooded) = asyncio.run(ours())
+        _kv_now, kv_peak, kv_budget = kv
 
         stage(f"ours: {a_tokens} tokens in {a_wall:.1f}s; running the naive baseline")
         # (b) naive: same weights, one request at a time, set_adapter per request.
@@ -225,6 +279,8 @@ def main() -> None:
         b_wall, b_lat, b_ttft, b_tokens = run_naive(naive, tokenizer, jobs, max_tokens)
 
     stage("done")
+    load_after = os.getloadavg()
+    dense = args.max_batch_size * engine.max_model_len * engine.kv_bytes_per_token
     assert a_tokens == b_tokens == len(jobs) * max_tokens, (a_tokens, b_tokens)
     a_tps, b_tps = a_tokens / a_wall, b_tokens / b_wall
     ratio = a_tps / b_tps
@@ -243,6 +299,41 @@ def main() -> None:
     )
     print(f"throughput ratio: {ratio:.2f}x (goal >= 4x)")
     print(f"adapter cold load: mean {sum(loads) / len(loads) * 1000:.0f} ms, max {max(loads) * 1000:.0f} ms")
+    print(
+        f"  of which on the model thread (holding up the batch): mean {sum(stalls) / len(stalls) * 1000:.0f} ms, "
+        f"max {max(stalls) * 1000:.0f} ms"
+    )
+    fairness_ratio, memory_ratio = flooded / alone, kv_peak / kv_budget
+    print_table(
+        "fairness and memory",
+        ["figure", "value", "baseline", "baseline value", "ratio"],
+        [
+            (f"lone tenant TTFT under a {4 * args.max_batch_size}-request flood (s)", flooded,
+             "lone tenant TTFT, idle replica (s)", alone, f"{fairness_ratio:.2f}x"),
+            ("peak KV cache (MiB)", kv_peak / 2**20, "KV budget (MiB)", kv_budget / 2**20, f"{memory_ratio:.4f}"),
+            ("peak KV cache (MiB)", kv_peak / 2**20,
+             f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len}) (MiB)",
+             dense / 2**20, f"{kv_peak / dense:.4f}"),
+        ],
+    )  # fmt: skip
+    print(f"machine load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    where = (
+        f"{len(jobs)} requests, {TENANTS} adapters + base, {max_tokens} tokens, {args.model.split(':')[-1]}"
+    )
+    naive_name = "one request at a time + set_adapter"
+    figures = [
+        Figure(f"generated tokens/s, mixed-adapter batching ({where})", a_tps, "tokens/s", naive_name, b_tps),
+        Figure(f"p50 latency ({where})", percentile(a_lat, 50), "s", naive_name, percentile(b_lat, 50),
+               higher_is_better=False, note=f"p99 {percentile(a_lat, 99):.2f} s vs {percentile(b_lat, 99):.2f} s"),
+        Figure(f"p50 time to first token ({where})", percentile(a_ttft, 50), "s", naive_name,
+               percentile(b_ttft, 50), higher_is_better=False),
+        Figure(f"lone tenant TTFT under a {4 * args.max_batch_size}-request flood of another tenant", flooded,
+               "s", "lone tenant TTFT, idle replica", alone, higher_is_better=False),
+        Figure("peak KV cache vs the budget", kv_peak / 2**20, "MiB", "KV budget", kv_budget / 2**20, higher_is_better=False),
+        Figure("peak KV cache vs a dense cache", kv_peak / 2**20, "MiB",
+               f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len})",
+               dense / 2**20, higher_is_better=False),
+    ]  # fmt: skip
     write_result(
         "serving",
         {
@@ -262,7 +353,11 @@ def main() -> None:
                       "ttft_p99_s": percentile(b_ttft, 99)},
             "throughput_ratio": ratio,
             "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
+            "adapter_model_thread_ms": {"mean": sum(stalls) / len(stalls) * 1000, "max": max(stalls) * 1000},
+            "load_average_1m": {"before": load_before[0], "after": load_after[0]},
         },
+        figures=figures,
+        dtype=dtype,
     )  # fmt: skip
 
 

@@ -2,14 +2,17 @@
 
 1. Same base model, same examples (one epoch), same LoRA config, batch size, learning rate and
    schedule: our recipe (Ray Train, packed rows, assistant-only loss) vs TRL ``SFTTrainer``
-   (its defaults: padded batches, completion-only loss). Reported: training tokens/s (real,
-   non-padding tokens over step time), peak memory, and the eval loss of each adapter on the same
-   held-out examples computed the same way. Goal: >= 1.3x tokens/s, eval loss within 2 %.
+   (its defaults: padded batches, completion-only loss). Equal steps and equal tokens: our packed
+   row length is chosen so that one epoch is exactly as many optimizer steps as TRL's padded
+   batches. Reported: training tokens/s (real, non-padding tokens over step time), peak memory,
+   and the eval loss of each adapter on the same held-out examples computed the same way.
+   Goal: >= 1.3x tokens/s, eval loss within 2 %.
 2. QLoRA vs LoRA peak memory on the bundled model (a few training steps, the same builders).
-   Goal: <= 0.45x. On CPU this is peak RSS minus the process's RSS before the model was loaded;
-   on a GPU ``torch.cuda.max_memory_allocated``.
+   Goal: <= 0.45x. On CPU this is the peak resident memory of the process that trained (imports
+   included, so a small model's ratio stays near 1); on a GPU ``torch.cuda.max_memory_allocated``.
 
-Each measurement runs in its own subprocess so peak-memory figures do not mix.
+Each measurement runs in its own fresh subprocess so peak-memory figures do not mix. Both trainers
+compute in the dtype ``auto`` picks: bfloat16 on GPUs and bf16-capable CPUs, else float32.
 ``python bench/training.py [--quick]`` (``--quick``: the tiny test model, a few steps, < 2 min).
 """
 
@@ -17,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +30,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import print_table, write_result  # noqa: E402
+from bench._common import (  # noqa: E402
+    Figure,
+    Run,
+    dtype_name,
+    peak_rss_mib,
+    print_table,
+    run_worker,
+    worker_main,
+)
 
 DATA = REPO / "training" / "data" / "gridhelp.jsonl"
 LORA = {"rank": 8, "alpha": 16, "dropout": 0.0}
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _model_dir(quick: bool) -> Path:
@@ -94,14 +100,36 @@ def eval_loss(model_dir: Path, adapter_dir: Path, eval_path: Path, max_len: int)
     return total / count
 
 
-def _mean_batch_tokens(model_dir: Path, train: Path, batch_size: int, max_len: int) -> int:
-    """Real tokens in an average batch of ``batch_size`` examples: the packed row length that matches it."""
-    from adept.models import load_tokenizer
-    from training.data import read_examples, render_example
+def _pack_len_for_steps(spec: dict, batch_size: int, seed: int) -> tuple[int, int]:
+    """``(row length, rows)``: the shortest packed row length whose epoch has as many rows (= steps at
+    micro-batch 1) as TRL's epoch has padded batches of ``batch_size``, so steps and tokens both match.
 
-    tok = load_tokenizer(model_dir)
-    lengths = [len(render_example(tok, m, max_len)[0]) for m in read_examples(str(train))[0]]
-    return max(max(lengths), round(batch_size * sum(lengths) / len(lengths)))
+    Rows come from the recipe's own ``training.data.prepare`` (same shuffle, rendering and packing).
+    """
+    from adept.config.training import DataSection
+    from adept.models import load_tokenizer
+    from training.data import prepare, read_examples, render_example
+
+    tok = load_tokenizer(spec["model"])
+
+    def rows(length: int) -> int:
+        cfg = DataSection(
+            path=spec["train"], validation_path=spec["eval"], max_seq_length=length, packing=True
+        )
+        return prepare(cfg, tok, seed).stats["train_rows"]
+
+    examples = read_examples(spec["train"])[0]
+    target = math.ceil(len(examples) / batch_size)
+    # From the longest example (each must fit one row) up to one row per epoch.
+    lo = max(len(render_example(tok, m, spec["max_len"])[0]) for m in examples)
+    hi = sum(len(render_example(tok, m, spec["max_len"])[0]) for m in examples)
+    while lo < hi:  # fewer rows as rows get longer (first-fit packing): the shortest length with <= target
+        mid = (lo + hi) // 2
+        if rows(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo, rows(lo)
 
 
 def synthetic_memory(hidden: int, layers: int, intermediate: int, vocab: int) -> dict:
@@ -131,7 +159,7 @@ def synthetic_memory(hidden: int, layers: int, intermediate: int, vocab: int) ->
     # With gradient checkpointing the weights dominate (what QLoRA shrinks); without, activations do.
     for batch, ckpt in ((1, True), (4, True), (4, False)):
         spec = {"model": str(dest), "batch": batch, "seq": 1024, "steps": 2, "gradient_checkpointing": ckpt}
-        memory = {m: _spawn("memory", {**spec, "method": m}) for m in ("lora", "qlora")}
+        memory = {m: run_worker(__file__, "memory", {**spec, "method": m}) for m in ("lora", "qlora")}
         ratio = memory["qlora"]["peak_memory_mb"] / memory["lora"]["peak_memory_mb"]
         out["runs"].append({**spec, "memory": memory, "ratio": ratio})
         rows.append(
@@ -260,7 +288,9 @@ def worker_trl(spec: dict) -> dict:
         "tokens": tokens,
         "seconds": clock.end - clock.start,
         "steps": trainer.state.global_step,
-        "peak_memory_mb": _rss_mb(),
+        "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else peak_rss_mib(),
         "adapter": str(out),
     }
 
@@ -272,14 +302,14 @@ def worker_memory(spec: dict) -> dict:
     from training.builders import build_lora_model, build_optimizer, trainable_parameters
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    before = _rss_mb()
+    before = peak_rss_mib()  # imports only: what every run pays before the model
     model = build_lora_model(
         spec["model"],
         **LORA,
         quantize_base=spec["method"] == "qlora",
         device=device,
-        dtype="bfloat16",
-        compute_dtype="bfloat16",
+        dtype=spec.get("dtype", "bfloat16"),
+        compute_dtype=spec.get("dtype", "bfloat16"),
         gradient_checkpointing=spec.get("gradient_checkpointing", False),
     )
     model.train()  # as the recipe does: gradient checkpointing only acts in train mode
@@ -292,28 +322,17 @@ def worker_memory(spec: dict) -> dict:
         opt.step()
         opt.zero_grad()
     if device == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "device": device}
-    return {"peak_memory_mb": _rss_mb() - before, "device": device}
+        return {
+            "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "device": device,
+            "measure": "cuda",
+        }
+    # The whole process's peak (never a difference: that is 0 whenever loading peaked before training).
+    return {"peak_memory_mb": peak_rss_mib(), "imports_mb": before, "device": device, "measure": "peak RSS"}
 
 
 def _spawn(kind: str, spec: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-        },
-    )
-    for line in reversed(out.stdout.splitlines()):
-        if line.startswith("BENCH_RESULT "):
-            return json.loads(line[len("BENCH_RESULT ") :])
-    sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-    raise RuntimeError(f"{kind} worker failed (exit {out.returncode})")
+    return run_worker(__file__, kind, spec, env={"RAY_USAGE_STATS_ENABLED": "0"})
 
 
 def main() -> None:
@@ -328,15 +347,15 @@ def main() -> None:
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        fn = {"ours": worker_ours, "trl": worker_trl, "memory": worker_memory}[args.worker]
-        print("BENCH_RESULT " + json.dumps(fn(json.loads(args.spec))), flush=True)
+        worker_main({"ours": worker_ours, "trl": worker_trl, "memory": worker_memory}, args.worker, args.spec)
         return
     if args.synthetic_phi3:
-        shape = [int(x) for x in args.synthetic_phi3.split(",")]
-        write_result("training_synthetic_memory", {"shape": shape, **synthetic_memory(*shape)})
+        synthetic(args)
         return
+    run = Run("training", args)
 
     model = _model_dir(args.quick)
+    dtype = _auto_dtype()
     max_len = 256 if args.quick else 512
     with tempfile.TemporaryDirectory(prefix="adept-bench-") as tmp:
         train, evals = _bench_data(Path(tmp), copies=1 if args.quick else 2)
@@ -346,7 +365,7 @@ def main() -> None:
             "learning_rate": 5e-3 if args.quick else 2e-4,
             "warmup_ratio": 0.1,
         }
-        train_args.update(lr_schedule="cosine", seed=0, dtype="float32" if args.quick else "auto")
+        train_args.update(lr_schedule="cosine", seed=0, dtype=dtype)
         spec = {
             "model": str(model),
             "train": str(train),
@@ -354,25 +373,33 @@ def main() -> None:
             "max_len": max_len,
             "train_args": train_args,
         }
-        spec["pack_len"] = _mean_batch_tokens(model, train, train_args["batch_size"], max_len)
+        spec["pack_len"], rows = _pack_len_for_steps(spec, train_args["batch_size"], train_args["seed"])
+        print(f"{dtype}; packed rows of {spec['pack_len']} tokens: {rows} steps per epoch", flush=True)
         runs = {}
         for kind in ("ours", "trl"):
             runs[kind] = _spawn(kind, {**spec, "workdir": str(Path(tmp) / kind)})
             runs[kind]["eval_loss"] = eval_loss(model, Path(runs[kind]["adapter"]), evals, max_len)
             runs[kind]["tokens_per_s"] = runs[kind]["tokens"] / runs[kind]["seconds"]
             print(kind, json.dumps(runs[kind]), flush=True)
-        mem_spec = {"model": str(model), "batch": 2, "seq": 128 if args.quick else 256, "steps": 2}
+        mem_spec = {
+            "model": str(model),
+            "batch": 2,
+            "seq": 128 if args.quick else 256,
+            "steps": 2,
+            "dtype": dtype,
+        }
         memory = {m: _spawn("memory", {**mem_spec, "method": m}) for m in ("lora", "qlora")}
 
     ours, trl = runs["ours"], runs["trl"]
     speedup = ours["tokens_per_s"] / trl["tokens_per_s"]
     loss_diff = abs(ours["eval_loss"] - trl["eval_loss"]) / trl["eval_loss"]
     mem_ratio = memory["qlora"]["peak_memory_mb"] / memory["lora"]["peak_memory_mb"]
+    name = "tiny Phi-3" if args.quick else "bundled SmolLM2-135M"
     print_table(
-        f"Fine-tuning, {'tiny Phi-3' if args.quick else 'bundled SmolLM2-135M'}: our recipe vs TRL SFTTrainer (1 epoch)",
-        ["trainer", "steps", "tokens", "tokens/s", "peak MiB", "eval loss"],
+        f"Fine-tuning, {name} ({dtype}): our recipe vs TRL SFTTrainer, 1 epoch, equal steps and tokens",
+        ["trainer", "steps", "tokens", "tokens/s", "eval loss", "peak MiB"],
         [
-            [k, r["steps"], r["tokens"], r["tokens_per_s"], r["peak_memory_mb"], r["eval_loss"]]
+            [k, r["steps"], r["tokens"], r["tokens_per_s"], r["eval_loss"], r["peak_memory_mb"]]
             for k, r in runs.items()
         ],
     )
@@ -382,14 +409,28 @@ def main() -> None:
         [
             ["tokens/s ratio (ours / TRL)", speedup, ">= 1.3"],
             ["eval loss difference", f"{loss_diff:.2%}", "<= 2 %"],
-            [f"QLoRA / LoRA peak memory ({memory['lora']['device']})", mem_ratio, "<= 0.45"],
+            [f"QLoRA / LoRA peak memory ({memory['lora']['measure']})", mem_ratio, "<= 0.45"],
         ],
     )
-    write_result(
-        "training",
-        {
-            "quick": args.quick,
+    same = f"{ours['steps']} vs {trl['steps']} steps, {ours['tokens']} vs {trl['tokens']} tokens"
+    losses = f"eval loss {ours['eval_loss']:.4f} vs {trl['eval_loss']:.4f}"
+    mem = memory["lora"]
+    figures = [
+        Figure(f"fine-tuning tokens/s, {name}, 1 epoch", ours["tokens_per_s"], "tokens/s", "TRL SFTTrainer",
+               trl["tokens_per_s"], note=f"{losses}; {same}"),
+        Figure(f"eval loss after that epoch, {name}", ours["eval_loss"], "nats/token", "TRL SFTTrainer",
+               trl["eval_loss"], higher_is_better=False, note=f"difference {loss_diff:.2%} (goal <= 2 %)"),
+        Figure(f"QLoRA peak memory, {name}, 2 steps of {mem_spec['batch']} x {mem_spec['seq']}",
+               memory["qlora"]["peak_memory_mb"], "MiB", "LoRA", mem["peak_memory_mb"], higher_is_better=False,
+               note=f"{mem['measure']} of a fresh process"
+               + (f" ({mem['imports_mb']:.0f} MiB of it imports)" if "imports_mb" in mem else "")),
+    ]  # fmt: skip
+    run.write(
+        figures,
+        dtype=dtype,
+        details={
             "model": str(model),
+            "pack_len": spec["pack_len"],
             "runs": {k: {x: v for x, v in r.items() if x != "adapter"} for k, r in runs.items()},
             "tokens_per_s_ratio": speedup,
             "eval_loss_rel_diff": loss_diff,
@@ -397,6 +438,30 @@ def main() -> None:
             "qlora_lora_memory_ratio": mem_ratio,
         },
     )
+
+
+def _auto_dtype() -> str:
+    """What ``dtype: auto`` resolves to here: bfloat16 on GPUs and bf16-capable CPUs, else float32."""
+    import torch
+
+    from adept.models import resolve_dtype
+
+    return dtype_name(resolve_dtype("cuda" if torch.cuda.is_available() else "cpu", "auto"))
+
+
+def synthetic(args: argparse.Namespace) -> None:
+    """``--synthetic-phi3``: QLoRA vs LoRA memory on a random Phi-3 of the given shape."""
+    run = Run("training_synthetic_memory", args)
+    shape = [int(x) for x in args.synthetic_phi3.split(",")]
+    out = synthetic_memory(*shape)
+    figures = [
+        Figure(f"QLoRA peak memory, random Phi-3 {out['params'] / 1e9:.2f} B, {r['batch']} x {r['seq']}, "
+               f"checkpointing {'on' if r['gradient_checkpointing'] else 'off'}",
+               r["memory"]["qlora"]["peak_memory_mb"], "MiB", "LoRA", r["memory"]["lora"]["peak_memory_mb"],
+               higher_is_better=False, note=r["memory"]["lora"]["measure"])
+        for r in out["runs"]
+    ]  # fmt: skip
+    run.write(figures, dtype="bfloat16", details={"shape": shape, **out})
 
 
 if __name__ == "__main__":

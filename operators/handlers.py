@@ -25,6 +25,7 @@ import kopf
 import yaml
 
 from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, PermissionDenied, Unavailable
+from adept.finetuning.progress import parse_training_log
 from adept.kube import GROUP, VERSION, Kube
 from adept.tenancy.kubernetes import (
     HASH_ANNOTATION,
@@ -359,6 +360,9 @@ def submit_finetune_job(
     status, meta = dict(status), dict(meta)
     parsed = _spec("FineTuneJob", spec, patch, status, meta)
     generation = meta.get("generation")
+    if parsed.cancel:
+        _cancel_finetune_job(parsed, status, meta, patch, memo, logger)
+        return
     submission_id = R.build_submission_id(uid or f"{namespace}/{name}", generation)
     if status.get("jobId") == submission_id:
         return  # this generation is already submitted (operator restart, resume)
@@ -400,6 +404,30 @@ def submit_finetune_job(
             loss=None,
             adapterVersion=None,
             finishedAt=None,
+        )
+
+
+def _cancel_finetune_job(
+    parsed: Any, status: dict, meta: dict, patch: kopf.Patch, memo: kopf.Memo, logger: Any
+) -> None:
+    """``spec.cancel``: stop the Ray job if one runs, and end the job STOPPED (never resubmitted)."""
+    if status.get("state") in R.TERMINAL_STATES:
+        return
+    job_id = status.get("jobId")
+    with _outcomes(patch, status, meta, memo):
+        if job_id:
+            client = _ray(memo, parsed.ray_address)
+            job = _ray_job(client, job_id)
+            if job is not None and str(getattr(job.status, "value", job.status)) not in R.TERMINAL_STATES:
+                client.stop_job(job_id)
+                logger.info("cancelled: stopped Ray job %s", job_id)
+        patch.status.update(
+            R.build_finetune_status(
+                "STOPPED",
+                message="cancelled (spec.cancel)",
+                generation=meta.get("generation"),
+                old_conditions=status.get("conditions"),
+            )
         )
 
 
@@ -464,6 +492,9 @@ def poll_finetune_job(
         _phase(patch, status, meta, "progressing", "RayUnreachable", reason)
         return  # the timer polls again
     state = str(getattr(info.status, "value", info.status))
+    if spec.get("cancel") and state not in R.TERMINAL_STATES:
+        return  # being cancelled: the cancel handler stops it and writes the final state
+    training_log = parse_training_log(logs or "")
     progress = R.parse_progress(logs or "")
     progress.pop("adapter_version", None)  # what the job's own output claims is not what gets served
     message = ""
@@ -498,6 +529,7 @@ def poll_finetune_job(
             old_conditions=status.get("conditions"),
         )
     )
+    patch.status.update(R.build_training_report(training_log, status.get("history")))
 
 
 def _publish_run(memo: kopf.Memo, namespace: str, spec: dict) -> Any | None:

@@ -161,6 +161,10 @@ class FineTuneJobSpec(TenantOwnedSpec):
         None,
         description="Ray dashboard address (`http://host:8265`); default: the operator's `ADEPT_RAY_ADDRESS`.",
     )
+    cancel: bool = Field(
+        False,
+        description="Set to true to stop the run: the Ray job is stopped and the job ends `STOPPED` (never resubmitted).",
+    )
 
     # crdgen replaces the free-form `config` schema with the training config's own, minus these keys.
     embedded_configs: ClassVar[dict[str, tuple[type[BaseModel], tuple[str, ...]]]] = {
@@ -193,6 +197,27 @@ class FineTuneJobSpec(TenantOwnedSpec):
         return validate(FineTuneJobConfig, data, source="FineTuneJob spec.config")
 
 
+class TrainingStep(BaseModel):
+    """One reported training step (status.history)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    step: int = Field(description="Optimizer step.")
+    at: str | None = Field(None, description="When the operator saw it (RFC 3339).")
+    total_steps: int | None = Field(None, description="Steps the run will take.")
+    loss: float | None = Field(None, description="Training loss.")
+    eval_loss: float | None = Field(None, description="Validation loss, at steps that evaluate.")
+    tokens: int | None = Field(None, description="Training tokens seen so far.")
+
+
+class TrainingError(BaseModel):
+    """Why the run failed, as training reported it (status.error)."""
+
+    code: str = Field(description="Machine-readable reason (`invalid_dataset`, `quota_exceeded`, ...).")
+    message: str = Field(description="What went wrong.")
+    param: str | None = Field(None, description="The setting at fault, when there is one.")
+
+
 class FineTuneJobStatus(ResourceStatus):
     job_id: str | None = Field(None, description="Ray job submission id (deterministic per generation).")
     state: str | None = Field(
@@ -203,6 +228,11 @@ class FineTuneJobStatus(ResourceStatus):
     adapter_version: str | None = Field(None, description="Adapter version the run published (`v<N>`).")
     started_at: str | None = Field(None, description="When the job was submitted (RFC 3339).")
     finished_at: str | None = Field(None, description="When the job reached a terminal state.")
+    history: list[TrainingStep] | None = Field(
+        None, description="Every reported step with its losses (the last 1000), oldest first."
+    )
+    trained_tokens: int | None = Field(None, description="Tokens trained on, once the run succeeded.")
+    error: TrainingError | None = Field(None, description="Why the run failed, as training reported it.")
 
 
 # --- Adapter ---------------------------------------------------------------------------------------

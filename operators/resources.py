@@ -5,12 +5,13 @@ status conditions. No I/O here, so every one of them is unit-tested directly.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from adept.finetuning.jobs import MAX_HISTORY
+from adept.finetuning.progress import TrainingLog, parse_training_log
 from adept.kube import API_VERSION
 from adept.tenancy.kubernetes import LABEL_TENANT, MANAGED_BY
 
@@ -137,42 +138,51 @@ def build_job_submission(
     return kwargs
 
 
-_JSON_LINE = re.compile(r"^\s*(\{.*\})\s*$")
-_STEP = re.compile(r"\bstep[\"']?\s*[=:]?\s*(\d+)")
-# `\b` keeps `eval_loss` out: `_` is a word character, so there is no boundary before its `loss`.
-_LOSS = re.compile(r"\b(?:train_)?loss[\"']?\s*[=:]?\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
-_VERSION = re.compile(r"\b(?:published|version)\b[^\n]*?\b([a-z0-9][-a-z0-9]*)/([a-z0-9][-a-z0-9_.]*)@(v\d+)")
-
-
 def parse_progress(logs: str) -> dict[str, Any]:
     """Last ``step`` / ``loss`` and the published adapter version found in a job's logs.
 
-    Understands JSON lines (``{"step": 10, "loss": 1.9}``) and ``step=10 loss=1.9`` text; an
-    unparsable log simply yields no progress.
+    Reads the log the way every reader of training logs does (``adept.finetuning.progress``):
+    ``step=10 loss=1.9`` text, the recipe's step lines and JSON lines; an unparsable log simply
+    yields no progress.
     """
+    log = parse_training_log(logs)
     out: dict[str, Any] = {}
-    for line in logs.splitlines():
-        m = _JSON_LINE.match(line)
-        if m:
-            try:
-                rec = json.loads(m.group(1))
-            except ValueError:
-                rec = None
-            if isinstance(rec, dict):
-                if isinstance(rec.get("step"), int):
-                    out["step"] = rec["step"]
-                loss = rec.get("loss", rec.get("train_loss"))
-                if isinstance(loss, int | float):
-                    out["loss"] = float(loss)
-                # training.finetune ends with a JSON summary whose `adapter` is the published id.
-                adapter_id = rec.get("adapter_id") or rec.get("adapter")
-                if isinstance(adapter_id, str) and "@" in adapter_id:
-                    out["adapter_version"] = adapter_id.rsplit("@", 1)[1]
-                continue
-        if (s := _STEP.search(line)) and (l_ := _LOSS.search(line)):
-            out["step"], out["loss"] = int(s.group(1)), float(l_.group(1))
-        if v := _VERSION.search(line):
-            out["adapter_version"] = v.group(3)
+    if log.last is not None:
+        out["step"] = log.last.step
+        if log.last.train_loss is not None:
+            out["loss"] = log.last.train_loss
+    if log.adapter_version:
+        out["adapter_version"] = log.adapter_version
+    return out
+
+
+def build_training_report(
+    log: TrainingLog, old_history: Sequence[Mapping[str, Any]] | None, *, now: str | None = None
+) -> dict[str, Any]:
+    """Status fields from a run's log: every reported step (``history``), the error, trained tokens.
+
+    Steps already in ``old_history`` keep the time they were first seen; new ones get ``now``.
+    """
+    now = now or now_iso()
+    seen = {h.get("step"): h.get("at") for h in old_history or [] if isinstance(h, Mapping)}
+    history = []
+    for s in log.steps[-MAX_HISTORY:]:
+        entry: dict[str, Any] = {"step": s.step, "at": seen.get(s.step) or now}
+        for key, value in (
+            ("totalSteps", s.total_steps),
+            ("loss", s.train_loss),
+            ("evalLoss", s.valid_loss),
+            ("tokens", s.tokens),
+        ):
+            if value is not None and (not isinstance(value, float) or math.isfinite(value)):
+                entry[key] = value  # NaN and infinities are not JSON: the API server would refuse them
+        history.append(entry)
+    out: dict[str, Any] = {"history": history}
+    if log.error is not None:
+        out["error"] = dict(log.error)
+    tokens = (log.summary or {}).get("tokens_seen")
+    if isinstance(tokens, int):
+        out["trainedTokens"] = tokens
     return out
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from adept.config.serving import ServingConfig
 from adept.errors import Unavailable
@@ -46,6 +47,7 @@ class EmbeddedPlatform:
     demo_key_file: Path | None = None
     run_file: Path | None = None
     ray_token_file: Path | None = None
+    runner: Any = None  # the fine-tuning job runner (adept.finetuning.runner.JobRunner)
     _ray_env_before: dict[str, str | None] = field(default_factory=dict, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
@@ -56,9 +58,13 @@ class EmbeddedPlatform:
         if self.run_file is not None:
             self.run_file.unlink(missing_ok=True)  # CLI commands go back to the data dir's stores
         try:
-            shutdown_ray()
+            if self.runner is not None:
+                self.runner.stop()  # running jobs stop now and resume from a checkpoint at the next start
         finally:
-            restore_env(self._ray_env_before)
+            try:
+                shutdown_ray()
+            finally:
+                restore_env(self._ray_env_before)
 
     def __enter__(self) -> EmbeddedPlatform:
         return self
@@ -158,6 +164,7 @@ def start_platform(
         platform = EmbeddedPlatform(url, admin_key, source, config, temp)
         platform.ray_token_file, platform._ray_env_before = token_path(data_dir), env_before
         _wait_healthy(url, timeout_s, say)
+        platform.runner = start_job_runner(config, ray.get_runtime_context().gcs_address, say)
         # From now on CLI commands on this data dir go through this platform's admin API.
         platform.run_file = record_running(data_dir, url, config.admin_key_path)
         if demo:
@@ -172,6 +179,27 @@ def start_platform(
             finally:
                 restore_env(env_before)
         raise
+
+
+def start_job_runner(config: ServingConfig, ray_address: str | None, say: Say) -> Any:
+    """The runner that trains tenants' fine-tuning jobs on this machine's Ray (None when fine-tuning is off).
+
+    It lives in this process, not in a Serve replica: a gateway restart leaves jobs alone, and
+    the jobs stop (to resume later) only when the platform itself stops.
+    """
+    if not config.finetuning.enabled or config.platform.tenant_store != "sqlite":
+        return None  # with Kubernetes stores, jobs are FineTuneJob resources: the operator runs them
+    from adept.finetuning.runner import JobRunner
+    from adept.finetuning.store import SQLiteJobStore
+
+    store = SQLiteJobStore(config.platform.jobs_db)
+    runner = JobRunner(store, config.platform, config.finetuning, ray_address=ray_address).start()
+    unfinished = len(store.active())
+    say(
+        "fine-tuning job runner started"
+        + (f" ({unfinished} unfinished jobs to pick up)" if unfinished else "")
+    )
+    return runner
 
 
 def _check_port_free(host: str, port: int) -> None:

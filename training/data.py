@@ -1,6 +1,7 @@
 """Training data: JSONL examples -> chat-template tokens with assistant-only labels -> packed rows.
 
-Three line formats are read (detected per line unless ``format`` says otherwise):
+Three line formats are read (detected per line unless ``format`` says otherwise; the parser is the
+kernel's ``adept.finetuning.examples``, which also validates uploads to ``POST /v1/files``):
 
 - chat, the OpenAI fine-tuning format: ``{"messages": [{"role": "user", "content": "..."}, ...]}``
   (an assistant message with ``"weight": 0`` is context, not trained on);
@@ -34,19 +35,12 @@ from typing import Any
 import numpy as np
 
 from adept.errors import InvalidRequest, NotFound
-from adept.jsonl import LineProblem, iter_objects, read_bytes
+from adept.finetuning.examples import check_examples
+from adept.finetuning.examples import parse_example as parse_example  # the one definition of a valid line
+from adept.jsonl import read_bytes
 
 IGNORE_INDEX = -100
 MAX_REPORTED_PROBLEMS = 20
-_SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "model": "assistant",
-}
-_SHAREGPT_ROLES.update(system="system")
-_CHAT_ROLES = {"system", "user", "assistant"}
 
 
 class DatasetError(InvalidRequest):
@@ -85,59 +79,6 @@ class PreparedData:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _detect(obj: dict[str, Any]) -> str | None:
-    if "messages" in obj:
-        return "chat"
-    if "conversations" in obj:
-        return "sharegpt"
-    if "prompt" in obj and "completion" in obj:
-        return "prompt_completion"
-    return None
-
-
-def parse_example(obj: Any, fmt: str = "auto") -> list[dict[str, Any]]:
-    """Normalize one JSON line into ``[{"role", "content", "train"}]``; ``ValueError`` says what is wrong."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    kind = _detect(obj) if fmt == "auto" else fmt
-    if kind is None:
-        raise ValueError('no "messages", "conversations" or "prompt"+"completion" field')
-    if kind == "prompt_completion":
-        prompt, completion = obj.get("prompt"), obj.get("completion")
-        if not isinstance(prompt, str) or not isinstance(completion, str):
-            raise ValueError('"prompt" and "completion" must both be strings')
-        msgs = [
-            {"role": "user", "content": prompt, "train": False},
-            {"role": "assistant", "content": completion, "train": True},
-        ]
-    else:
-        key, role_key, text_key = (
-            ("messages", "role", "content") if kind == "chat" else ("conversations", "from", "value")
-        )
-        turns = obj.get(key)
-        if not isinstance(turns, list) or not turns:
-            raise ValueError(f'"{key}" must be a non-empty list')
-        msgs = []
-        for i, turn in enumerate(turns):
-            if not isinstance(turn, dict):
-                raise ValueError(f"{key}[{i}] is not an object")
-            raw_role, text = turn.get(role_key), turn.get(text_key)
-            role = raw_role if kind == "chat" else _SHAREGPT_ROLES.get(str(raw_role).lower())
-            if role not in _CHAT_ROLES:
-                raise ValueError(f"{key}[{i}].{role_key}: unsupported role {raw_role!r}")
-            if not isinstance(text, str):
-                raise ValueError(f"{key}[{i}].{text_key} must be a string")
-            weight = turn.get("weight", 1)
-            if weight not in (0, 1):
-                raise ValueError(f"{key}[{i}].weight must be 0 or 1")
-            msgs.append({"role": role, "content": text, "train": role == "assistant" and weight == 1})
-    while msgs and msgs[-1]["role"] != "assistant":
-        msgs.pop()  # trailing prompts have no answer to learn from
-    if not any(m["train"] and m["content"].strip() for m in msgs):
-        raise ValueError("no assistant message with content to train on")
-    return msgs
-
-
 def read_examples(
     path: str, fmt: str = "auto", *, skip_invalid: bool = False
 ) -> tuple[list[list[dict]], list[str], bytes]:
@@ -150,14 +91,9 @@ def read_examples(
         raw = read_bytes(path)
     except NotFound:
         raise DatasetError(f"dataset file not found: {path}") from None
-    examples: list[list[dict]] = []
-    bad: list[LineProblem] = []
-    for lineno, obj in iter_objects(raw, source=path, problems=bad):
-        try:
-            examples.append(parse_example(obj, fmt))
-        except ValueError as e:
-            bad.append(LineProblem(lineno, str(e)))
-    problems = [p.at(path) for p in sorted(bad, key=lambda p: p.line)]
+    checked = check_examples(raw, fmt, source=path)
+    examples, bad = checked.examples, checked.problems
+    problems = [p.at(path) for p in bad]
     if problems and not skip_invalid:
         raise DatasetError(
             f"{path}: {len(problems)} malformed line(s) (set data.skip_invalid=true to skip them):", problems

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(load_job(args.config, args.overrides), address=args.address, dry_run=args.dry_run)
     except AdeptError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
+        # The last line, typed for whoever follows the log (the embedded runner, the operator).
+        print(json.dumps({"error": {"code": e.code, "message": e.message, "param": e.param}}), flush=True)
         return e.exit_code
     print(json.dumps(result), flush=True)
     return 0

@@ -36,6 +36,16 @@ def create(
     max_documents: Annotated[
         int | None, typer.Option("--max-documents", help="Documents in its knowledge base.")
     ] = None,
+    max_files: Annotated[
+        int | None, typer.Option("--max-files", help="Fine-tuning files it may keep (/v1/files).")
+    ] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", help="Fine-tuning jobs unfinished at once.")
+    ] = None,
+    max_trained_tokens: Annotated[
+        int | None,
+        typer.Option("--max-trained-tokens-per-day", help="Tokens its jobs may train on per 24 h."),
+    ] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
     url: UrlOption = None,
@@ -57,6 +67,9 @@ def create(
             "tokens_per_minute": tpm,
             "max_adapters": max_adapters,
             "max_documents": max_documents,
+            "max_files": max_files,
+            "max_concurrent_finetune_jobs": max_jobs,
+            "max_trained_tokens_per_day": max_trained_tokens,
         }.items()
         if v is not None
     }

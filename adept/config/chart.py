@@ -46,9 +46,12 @@ class Resources(StrictModel):
     limits: ResourceList = Field(description="Hard caps (Ray reads its CPU count from the CPU limit).")
 
 
-class ImageValues(StrictModel):
+class ImageRefValues(StrictModel):
     repository: str = Field(min_length=1, description="Image repository.")
-    tag: str = Field("", description="Image tag; empty = the chart's appVersion.")
+    tag: str = Field("", description="Image tag; empty = derived from the chart's appVersion.")
+
+
+class ImageValues(ImageRefValues):
     pullPolicy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Pull policy.")
 
 
@@ -129,10 +132,21 @@ class AdapterStoreValues(StrictModel):
         return self
 
 
+class DownloadValues(StrictModel):
+    """How hub models reach the cache: the weights Job (pvc) or the Ray pods' init containers (emptyDir)."""
+
+    enabled: bool = Field(True, description="Download hub models (off: the cache is pre-filled).")
+    endpoint: str = Field("", pattern=r"^(https?://.+)?$", description="HF_ENDPOINT (a hub mirror).")
+    tokenSecret: str = Field("", description="Secret with a Hugging Face token.")
+    tokenKey: str = Field("HF_TOKEN", min_length=1, description="Key of the token in that Secret.")
+    backoffLimit: int = Field(6, ge=0, le=100, description="Retries of the weights Job.")
+    resources: Resources = Field(description="Resources of the downloading container.")
+
+
 class ModelCacheValues(VolumeValues):
     type: Literal["pvc", "emptyDir"] = Field("pvc", description="Cache volume kind.")
     sizeLimit: str = Field("40Gi", description="emptyDir size limit.")
-    offline: bool = Field(False, description="Set HF_HUB_OFFLINE=1.")
+    download: DownloadValues = Field(description="Filling the cache from the hub.")
 
 
 class ExternalMilvusValues(StrictModel):
@@ -197,8 +211,10 @@ class ServeDeploymentsValues(StrictModel):
 
 
 class PdbValues(StrictModel):
-    enabled: bool = Field(True, description="Create PodDisruptionBudgets.")
-    maxUnavailable: int = Field(1, ge=1, description="Workers evicted at once.")
+    enabled: bool = Field(True, description="Create PodDisruptionBudgets (groups with minReplicas > 1).")
+    minAvailable: int | None = Field(
+        None, ge=0, description="Workers a drain leaves running; empty = minReplicas - 1 (below minReplicas)."
+    )
 
 
 class ServingValues(StrictModel):
@@ -215,6 +231,18 @@ class ServingValues(StrictModel):
     cpuWorkers: WorkerGroupValues = Field(description="CPU worker group.")
     gpuWorkers: GpuWorkerGroupValues = Field(description="GPU worker group.")
     podDisruptionBudget: PdbValues = Field(default_factory=PdbValues, description="PDBs.")
+
+    @model_validator(mode="after")
+    def _pdb_below_floor(self) -> ServingValues:
+        pdb = self.podDisruptionBudget
+        if pdb.enabled and pdb.minAvailable is not None:
+            for name, group in (("cpuWorkers", self.cpuWorkers), ("gpuWorkers", self.gpuWorkers)):
+                if group.enabled and pdb.minAvailable >= group.minReplicas:
+                    raise ValueError(
+                        f"podDisruptionBudget.minAvailable ({pdb.minAvailable}) must be below "
+                        f"{name}.minReplicas ({group.minReplicas}), or a drain could never evict a worker"
+                    )
+        return self
 
 
 class JobServiceValues(StrictModel):
@@ -348,7 +376,9 @@ class ChartValues(StrictModel):
 
     nameOverride: str = Field("", description="Chart name override.")
     fullnameOverride: str = Field("", description="Full name override.")
-    image: ImageValues = Field(description="Adept image.")
+    image: ImageValues = Field(description="Adept CPU image.")
+    cudaImage: ImageRefValues = Field(description="Adept CUDA image (GPU workers).")
+    operatorImage: ImageRefValues = Field(description="Operator image.")
     imagePullSecrets: list[K8sObject] = Field(default_factory=list, description="Pull secrets.")
     rayVersion: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+", description="Ray version in the image.")
     podSecurityContext: K8sObject = Field(default_factory=dict, description="Pod securityContext.")

@@ -6,6 +6,8 @@ deployment come from the serving config's deployment options.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from adept.config.base import StrictModel
@@ -19,6 +21,12 @@ DEFAULT_RAG_INSTRUCTION = (
 class LLMConfig(StrictModel):
     """How one LLM replica serves the base model and tenants' LoRA adapters."""
 
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="Serving engine: `hf` (transformers + peft, CPU and GPU, the reference), `vllm` "
+        "(GPUs, multi-LoRA kernels; needs the `vllm` extra), `auto` (vLLM when CUDA is present and vllm "
+        "is importable, else hf).",
+    )
     max_adapters_per_replica: int = Field(
         8,
         ge=1,
@@ -49,6 +57,35 @@ class LLMConfig(StrictModel):
     default_max_tokens: int = Field(
         256, ge=1, le=131_072, description="`max_tokens` of a request that does not name one."
     )
+    kv_cache_tokens: int | None = Field(
+        None,
+        ge=64,
+        le=1 << 30,
+        description="KV-cache budget in tokens (requests are admitted while their prompt + max_tokens fit); "
+        "default: `kv_memory_fraction` of the device memory free after loading the model.",
+    )
+    kv_memory_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=0.95,
+        description="Share of the device memory free after loading the model that the HF engine's KV cache "
+        "may use when `kv_cache_tokens` is unset. (vLLM: `kv_cache_tokens` becomes its `kv_cache_memory_bytes`; "
+        "unset, vLLM sizes its paged cache itself within `gpu_memory_utilization` 0.9.)",
+    )
+    max_queued_requests: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Requests one replica keeps waiting beyond the running batch; more are refused with "
+        "HTTP 503 and Retry-After.",
+    )
+    max_queued_per_tenant: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Requests one tenant may have waiting on a replica; more are refused with HTTP 429 "
+        "and Retry-After (the other tenants keep their share).",
+    )
     rag_instruction: str = Field(
         DEFAULT_RAG_INSTRUCTION,
         min_length=1,
@@ -58,6 +95,11 @@ class LLMConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> LLMConfig:
+        if self.max_queued_per_tenant > self.max_queued_requests:
+            raise ValueError(
+                f"max_queued_per_tenant ({self.max_queued_per_tenant}) exceeds max_queued_requests "
+                f"({self.max_queued_requests})"
+            )
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(
                 f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})"

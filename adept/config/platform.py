@@ -69,6 +69,16 @@ class PlatformConfig(StrictModel):
         None,
         description="Adapter store: a local directory or an fsspec URI (`s3://bucket/prefix`). Default: `<data_dir>/adapters`.",
     )
+    files_store_uri: str | None = Field(
+        None,
+        description="Where tenants' fine-tuning files (`/v1/files`) live: a local directory or an fsspec URI "
+        "(`s3://bucket/files`); training jobs read them there. Default: `<data_dir>/files`.",
+    )
+    max_lora_rank: int = Field(
+        64,
+        description="Largest LoRA rank an adapter may have: publishing refuses larger ones, and the vLLM "
+        "engine reserves room for this rank (one of vLLM's sizes: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
+    )
     tenant_store: Literal["sqlite", "kubernetes"] = Field(
         "sqlite",
         description="Where tenants and their key hashes live: `sqlite` (`<data_dir>/tenants.sqlite`, one "
@@ -112,6 +122,15 @@ class PlatformConfig(StrictModel):
             options["server_name"] = self.milvus_tls_server_name
         return options
 
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        from adept.adapter_compat import VLLM_LORA_RANKS
+
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"max_lora_rank ({v}) must be one of {list(VLLM_LORA_RANKS)}")
+        return v
+
     @property
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str(self.data_dir / "milvus.db")
@@ -119,6 +138,10 @@ class PlatformConfig(StrictModel):
     @property
     def resolved_adapter_store(self) -> str:
         return self.adapter_store_uri or str(self.data_dir / "adapters")
+
+    @property
+    def resolved_files_store(self) -> str:
+        return self.files_store_uri or str(self.data_dir / "files")
 
     @property
     def resolved_kubernetes_namespace(self) -> str:
@@ -135,6 +158,11 @@ class PlatformConfig(StrictModel):
     @property
     def tenants_db(self) -> Path:
         return self.data_dir / "tenants.sqlite"
+
+    @property
+    def jobs_db(self) -> Path:
+        """Fine-tuning jobs of the embedded platform (``tenant_store: sqlite``)."""
+        return self.data_dir / "finetuning.sqlite"
 
     @property
     def models_dir(self) -> Path:

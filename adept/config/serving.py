@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from adept.config.base import StrictModel
+from adept.config.finetuning import FineTuningConfig
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
 from adept.config.retrieval import RetrievalConfig
@@ -68,9 +69,8 @@ class ActorResources(StrictModel):
     )
     resources: dict[str, float] = Field(
         default_factory=dict,
-        description="Custom Ray resources per replica, e.g. `{adept_gateway: 0.001}`: the replica runs only "
-        "on nodes that offer them (the chart keeps the gateway, the one replica that reads Tenants, on "
-        "the pods holding that ServiceAccount token).",
+        description="Custom Ray resources per replica, e.g. `{adept_cpu_replicas: 1}`, which the chart adds to "
+        "CPU-only replicas so that they run only where the CPU worker group advertises it.",
     )
 
 
@@ -131,8 +131,10 @@ def _gateway_deployment() -> DeploymentOptions:
 
 
 def _llm_deployment() -> DeploymentOptions:
-    # Many ongoing requests per replica is what lets the replica batch them together.
-    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5), max_ongoing_requests=64)
+    # Many ongoing requests per replica is what lets the replica batch them together; beyond the batch,
+    # requests should wait in the replica's fair, bounded queue (llm.max_queued_requests), not in
+    # Serve's first-come-first-served router queue: max_batch_size 16 + max_queued_requests 256 + slack.
+    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5), max_ongoing_requests=320)
 
 
 def _retrieval_deployment() -> DeploymentOptions:
@@ -223,6 +225,10 @@ class ServingConfig(StrictModel):
     deployments: DeploymentsConfig = Field(
         default_factory=DeploymentsConfig,
         description="Replicas, resources and autoscaling of each deployment.",
+    )
+    finetuning: FineTuningConfig = Field(
+        default_factory=FineTuningConfig,
+        description="Fine-tuning through the API: defaults and limits of tenants' jobs, the embedded runner.",
     )
     app_name: str = Field(
         "adept",

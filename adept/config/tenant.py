@@ -40,6 +40,20 @@ class TenantQuotas(StrictModel):
     max_documents: int = Field(
         10_000, ge=0, description="Documents in the tenant's knowledge base; 0 = unlimited."
     )
+    max_files: int = Field(
+        100, ge=0, description="Files uploaded for fine-tuning (`/v1/files`) kept at once; 0 = unlimited."
+    )
+    max_file_storage_bytes: int = Field(
+        1024**3, ge=0, description="Total bytes of the tenant's uploaded files; 0 = unlimited."
+    )
+    max_concurrent_finetune_jobs: int = Field(
+        2, ge=0, description="Fine-tuning jobs not yet finished at once (HTTP 429 above); 0 = unlimited."
+    )
+    max_trained_tokens_per_day: int = Field(
+        10_000_000,
+        ge=0,
+        description="Tokens fine-tuning jobs may train on in any 24 hours (HTTP 429 above); 0 = unlimited.",
+    )
 
 
 class TenantSpec(StrictModel):

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from adept.admin_client import PlatformHTTP
 from adept.errors import AdeptError, Unavailable, error_from_http
 
 MAX_RATE_LIMIT_RETRIES = 5
@@ -30,27 +31,11 @@ class ChatAnswer:
     cited_chunks: list[str] = field(default_factory=list)
 
 
-class PlatformClient:
+class PlatformClient(PlatformHTTP):
     """Synchronous client for one tenant (its API key) on one Adept gateway."""
 
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 300.0) -> None:
-        import httpx
-
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PlatformClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(url, api_key, timeout_s=timeout_s)
 
     # -- endpoints ---------------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:

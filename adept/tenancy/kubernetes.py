@@ -195,7 +195,11 @@ class Mirror:
 
     def _run(self) -> None:
         backoff = 1.0
+        listed_at = float("-inf")
         while not self._stop.is_set():
+            # A watch the server ends at once must not turn into a listing loop: one list per second at most.
+            self._stop.wait(max(0.0, listed_at + 1.0 - time.monotonic()))
+            listed_at = time.monotonic()
             try:
                 items, version = self.kube.list_versioned(self.namespace, self.plural, self.label_selector)
                 with self._lock:

@@ -171,7 +171,7 @@ def _serve_scenarios(
     cfg = serving_config(work / "serve", model, gateway={"port": port})
     platform = start_platform(cfg, num_cpus=2, timeout_s=600)
     try:
-        tenants = seed_tenants(platform.url, admin_key, lora, n=3)
+        tenants = seed_tenants(platform.url, admin_key, lora, n=3, finetuning=False)  # a runner would train
         steps = [1, 4] if args.quick else [1, 2, 4, 8, 16]
         n = 16 if args.quick else 48
         load_result.update(run_load(platform.url, tenants, steps, n))

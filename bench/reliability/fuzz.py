@@ -480,8 +480,89 @@ def targeted_cases(tenant: Any, ssrf: str, model: str) -> list[Case]:
         ("very long path", "GET", "/v1/models/" + "a" * 8000, {}, {404, 414, 431}),
         ("stream with bad model", "POST", chat, body(model="nope", stream=True), {404}),
         ("stream + huge max_tokens", "POST", chat, body(stream=True, max_tokens=10**7), {400}),
+        *finetuning_cases(model),
     ]
     return cases
+
+
+def finetuning_cases(model: str) -> list[Case]:
+    """Bad uploads and job requests for ``/v1/files`` and ``/v1/fine_tuning/jobs``."""
+    jobs = "/v1/fine_tuning/jobs"
+    good = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+
+    def upload(data: bytes, name: str = "t.jsonl", purpose: str | None = "fine-tune") -> dict[str, Any]:
+        return {"files": {"file": (name, data)}, "data": {"purpose": purpose} if purpose else {}}
+
+    return [
+        ("files: JSON instead of multipart", "POST", "/v1/files", {"json": {"file": "x"}}, {415}),
+        (
+            "files: no file part",
+            "POST",
+            "/v1/files",
+            {"files": {"other": ("a", b"x")}, "data": {"purpose": "fine-tune"}},
+            {400},
+        ),
+        ("files: no purpose", "POST", "/v1/files", upload(good, purpose=None), {400}),
+        ("files: unsupported purpose", "POST", "/v1/files", upload(good, purpose="batch"), {400}),
+        ("files: not JSONL", "POST", "/v1/files", upload(b"\x00\xff binary \n{oops\n"), {400}),
+        ("files: empty", "POST", "/v1/files", upload(b""), {400}),
+        ("files: deeply nested line", "POST", "/v1/files", upload(_nested(30_000) + b"\n"), {400}),
+        (
+            "files: traversal filename",
+            "POST",
+            "/v1/files",
+            upload(good, name="../../../tmp/adept-evil.jsonl"),
+            None,
+        ),
+        ("files: traversal id", "GET", "/v1/files/..%2F..%2Fetc%2Fpasswd/content", {}, {404}),
+        ("files: glob id", "GET", "/v1/files/file-*", {}, {404}),
+        ("files: bad order", "GET", "/v1/files", {"params": {"order": "sideways"}}, {400}),
+        ("jobs: unknown file", "POST", jobs, {"json": {"model": model, "training_file": "file-nope"}}, {404}),
+        (
+            "jobs: traversal file id",
+            "POST",
+            jobs,
+            {"json": {"model": model, "training_file": "../../x"}},
+            {404},
+        ),
+        (
+            "jobs: dpo",
+            "POST",
+            jobs,
+            {"json": {"model": model, "training_file": "f", "method": {"type": "dpo"}}},
+            {400, 404},
+        ),
+        (
+            "jobs: n_epochs huge",
+            "POST",
+            jobs,
+            {"json": {"model": model, "training_file": "f", "hyperparameters": {"n_epochs": 10**12}}},
+            {400, 404},
+        ),
+        (
+            "jobs: nested JSON",
+            "POST",
+            jobs,
+            {"headers": {"Content-Type": "application/json"}, "content": _nested(30_000)},
+            {400},
+        ),
+        (
+            "jobs: unknown field",
+            "POST",
+            jobs,
+            {"json": {"model": model, "training_file": "f", "lr": 1}},
+            {400},
+        ),
+        ("jobs: traversal id", "GET", f"{jobs}/..%2F..%2Fetc", {}, {404}),
+        (
+            "jobs: events after unknown id",
+            "GET",
+            f"{jobs}/ftjob-{'0' * 24}/events",
+            {"params": {"after": "x"}},
+            {404},
+        ),
+        ("jobs: limit huge", "GET", jobs, {"params": {"limit": 10**9}}, {400}),
+    ]
 
 
 AUTH_CASES: list[tuple[str, dict[str, str]]] = [

@@ -5,6 +5,9 @@ the real ``AdapterLoader`` (what ``LLMDeployment`` wraps), retrieval is the real
 ``KnowledgeBase`` on Milvus Lite (what ``RetrievalDeployment`` wraps), tenants live in the real
 SQLite store and adapters in the real registry. uvicorn serves it on 127.0.0.1 from a thread,
 so clients (httpx, schemathesis, the OpenAI SDK) speak real HTTP and the engine keeps one event loop.
+No fine-tuning job runner runs here (``adept up`` runs one beside Serve): jobs created through
+the API are stored and answer every route, but stay ``validating_files`` — these suites test the
+API's behaviour, tests/integration/finetuning trains jobs for real.
 """
 
 from __future__ import annotations
@@ -65,25 +68,15 @@ def serving_config(data_dir: Path, model: Path | str, **overrides: Any) -> Any:
 def build_context(cfg: Any, admin_key: str, *, embedder: Any = None) -> tuple[Any, list[Any]]:
     """The ``GatewayContext`` that ``GatewayDeployment.__init__`` builds, over in-process backends."""
     from adept.adapters import AdapterRegistry
-    from adept.models import resolve_model
     from adept.tenancy import hash_api_key
     from services.gateway.context import build_gateway_context
     from services.llm.adapters import AdapterLoader
-    from services.llm.engine import Engine
+    from services.llm.factory import build_engine
     from services.retrieval.knowledge_base import AsyncKnowledgeBase, KnowledgeBase
 
     p = cfg.platform
     p.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine.from_pretrained(
-        resolve_model(p.model, p.models_dir),
-        device="cpu",
-        dtype=p.dtype,
-        max_model_len=cfg.llm.max_model_len,
-        max_batch_size=cfg.llm.max_batch_size,
-        batch_wait_ms=cfg.llm.batch_wait_ms,
-        max_tokens_limit=cfg.llm.max_tokens_limit,
-        default_max_tokens=cfg.llm.default_max_tokens,
-    )
+    engine = build_engine(p, cfg.llm)  # the replica's own builder (HF engine on CPU)
     loader = AdapterLoader(engine, AdapterRegistry(p.resolved_adapter_store, cache_dir=p.data_dir / "cache"))
     llm = EngineLLM(engine, loader)
     kb_sync = KnowledgeBase(

@@ -55,6 +55,8 @@ def _attempts(
         f"{victim.name.upper()}/{adapter}",
     ]
     model = rng.choice(names)
+    file_id, job_id = rng.choice(victim.files), rng.choice(victim.jobs)
+    own_file = rng.choice(attacker.files)
     msgs = [{"role": "user", "content": f"What is the isolation code? {rng.choice(['', canary])}"}]
     return [
         ("POST", "/v1/chat/completions", {"json": {"model": model, "messages": msgs, "max_tokens": 2}}),
@@ -70,6 +72,7 @@ def _attempts(
             {"json": {"model": own_model, "messages": msgs, "rag": {"top_k": 5}, "max_tokens": 2}},
         ),
         ("GET", f"/v1/models/{model}", {}),
+        ("DELETE", f"/v1/models/{model}", {}),
         ("GET", "/v1/models", {}),
         ("GET", "/v1/adapters", {}),
         ("GET", f"/v1/adapters/{adapter}/v1/metrics", {}),
@@ -91,6 +94,24 @@ def _attempts(
             {"json": {"records": [{"id": doc, "text": "overwrite attempt by another tenant"}]}},
         ),
         ("GET", "/v1/usage", {}),
+        ("GET", "/v1/files", {}),
+        ("GET", f"/v1/files/{file_id}", {}),
+        ("GET", f"/v1/files/{file_id}/content", {}),
+        ("DELETE", f"/v1/files/{file_id}", {}),
+        ("GET", f"/v1/files/{victim.name}%2F{file_id}", {}),
+        ("GET", "/v1/fine_tuning/jobs", {}),
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}", {}),
+        ("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel", {}),
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}/events", {}),
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints", {}),
+        ("GET", "/v1/fine_tuning/jobs", {"params": {"after": job_id}}),
+        ("GET", "/v1/files", {"params": {"after": file_id}}),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"json": {"model": model, "training_file": own_file, "validation_file": file_id}},
+        ),
+        ("POST", "/v1/fine_tuning/jobs", {"json": {"model": model, "training_file": file_id}}),
         ("GET", "/metrics", {}),
     ]
 
@@ -106,7 +127,12 @@ def _leaks(
     text = r.text
     found = []
     for other in others:
-        for marker in [*other.canaries, *(f"{other.name}/{a}" for a in other.adapters)]:
+        for marker in [
+            *other.canaries,
+            *other.files,
+            *other.jobs,
+            *(f"{other.name}/{a}" for a in other.adapters),
+        ]:
             if marker in text and marker not in sent:
                 found.append(f"{other.name}'s marker {marker!r}")
         if path != "/metrics" and other.name in text and other.name not in sent:
@@ -196,9 +222,13 @@ def _snapshot(url: str, tenants: list[SeededTenant]) -> dict[str, Any]:
         for t in tenants:
             docs = c.get("/v1/kb/documents", headers=t.headers()).json()["documents"]
             models = c.get("/v1/models", headers=t.headers()).json()["data"]
+            files = c.get("/v1/files", headers=t.headers()).json()["data"]
+            jobs = c.get("/v1/fine_tuning/jobs", headers=t.headers()).json()["data"]
             snap[t.name] = (
                 sorted((d["id"], d["chunks"]) for d in docs),
                 sorted((m["id"], m.get("version")) for m in models),
+                sorted((f["id"], f["bytes"]) for f in files),
+                sorted((j["id"], j["status"]) for j in jobs),
             )
     return snap
 

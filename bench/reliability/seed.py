@@ -6,6 +6,7 @@ document names, so any of them showing up in another tenant's response is an una
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +40,21 @@ class SeededTenant:
     adapters: list[str] = field(default_factory=list)
     documents: list[str] = field(default_factory=list)
     canaries: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
     def markers(self) -> list[str]:
         """Strings only this tenant's data contains: another tenant must never receive them."""
-        return [*self.canaries, *self.documents, *(f"{self.name}/{a}" for a in self.adapters)]
+        return [
+            *self.canaries,
+            *self.documents,
+            *self.files,
+            *self.jobs,
+            *(f"{self.name}/{a}" for a in self.adapters),
+        ]
 
 
 def documents_for(tenant: str, canary: str, n: int) -> list[dict[str, Any]]:
@@ -66,10 +75,42 @@ def documents_for(tenant: str, canary: str, n: int) -> list[dict[str, Any]]:
     ]
 
 
+def seed_finetuning(c: httpx.Client, t: SeededTenant, canary: str) -> None:
+    """One training file (holding the canary) and one fine-tuning job on it."""
+    line = {
+        "messages": [{"role": "user", "content": "Isolation code?"}, {"role": "assistant", "content": canary}]
+    }
+    upload = c.post(
+        "/v1/files",
+        files={"file": ("train.jsonl", (json.dumps(line) + "\n").encode())},
+        data={"purpose": "fine-tune"},
+        headers=t.headers(),
+    )
+    upload.raise_for_status()
+    t.files.append(upload.json()["id"])
+    base = c.get("/v1/models", headers=t.headers()).json()["data"][0]["id"]
+    job = c.post(
+        "/v1/fine_tuning/jobs", json={"model": base, "training_file": t.files[0]}, headers=t.headers()
+    )
+    job.raise_for_status()
+    t.jobs.append(job.json()["id"])
+
+
 def seed_tenants(
-    url: str, admin_key: str, adapter_src: Path, *, n: int, prefix: str = "t", docs_per_tenant: int = 3
+    url: str,
+    admin_key: str,
+    adapter_src: Path,
+    *,
+    n: int,
+    prefix: str = "t",
+    docs_per_tenant: int = 3,
+    finetuning: bool = True,
 ) -> list[SeededTenant]:
-    """Create ``n`` tenants, each with one adapter (published from ``adapter_src``) and a few documents."""
+    """Create ``n`` tenants, each with one adapter (published from ``adapter_src``) and a few documents.
+
+    With ``finetuning`` each also gets a training file and a job on it: only where no job runner
+    trains them (the in-process platform), or a load measurement would share the CPUs with training.
+    """
     out = []
     admin = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=url, timeout=120) as c:
@@ -94,5 +135,7 @@ def seed_tenants(
             r = c.post("/v1/kb/documents", json={"records": records}, headers=t.headers())
             r.raise_for_status()
             t.documents = [d["id"] for d in r.json()["documents"]]
+            if finetuning:
+                seed_finetuning(c, t, canary)
             out.append(t)
     return out

@@ -131,9 +131,12 @@ def build_console_api_router(
             log.warning("document count for the usage page unavailable: %s", e.message)
         adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
         window = await ctx.quotas.usage(tenant.name) if ctx.quotas is not None else (0, 0)
-        return inventory.usage_report(
+        report = inventory.usage_report(
             tenant, ctx.quotas, window=window, documents=documents, adapters=adapters
         )
+        if ctx.finetuning is not None:
+            report["quotas"].update(await ctx.finetuning.usage(tenant))
+        return report
 
     @router.get(
         "/admin/replicas", **admin_only, summary="Deployments, and the adapters loaded on each LLM replica"

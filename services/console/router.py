@@ -29,6 +29,7 @@ STATIC_FILES: dict[str, str] = {
     "chat.js": "text/javascript; charset=utf-8",
     "knowledge.js": "text/javascript; charset=utf-8",
     "adapters.js": "text/javascript; charset=utf-8",
+    "finetuning.js": "text/javascript; charset=utf-8",
     "overview.js": "text/javascript; charset=utf-8",
     "admin.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",

@@ -243,6 +243,7 @@ class CompletionService:
         greq = GenerateRequest(
             messages=[m.as_llm_message() for m in req.messages],
             passages=[passage_text(h) for h in hits],
+            tenant=tenant.name,  # the replica shares its batch fairly across tenants
             **self._sampling(req, max_tokens),
         )
         run = _Run(self, tenant, model, greq, hits, started, chat=True)
@@ -255,7 +256,7 @@ class CompletionService:
         started = self._clock()
         max_tokens = self._max_tokens(req.max_tokens)
         model = await self._resolve(tenant, req.model)
-        greq = GenerateRequest(prompt=req.prompt, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
+        greq = GenerateRequest(prompt=req.prompt, tenant=tenant.name, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
         run = _Run(self, tenant, model, greq, [], started, chat=False)
         if req.stream:
             return await run.stream(req.include_usage)

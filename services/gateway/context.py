@@ -13,6 +13,7 @@ from adept.tenancy import Tenant
 from services.gateway.auth import Authenticator
 from services.gateway.chat import CompletionService, ModelCatalog
 from services.gateway.embeddings import EmbeddingService
+from services.gateway.finetuning import FineTuningService
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaEnforcer, Quotas
 
@@ -39,6 +40,7 @@ class GatewayContext:
     kb: Any
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     quotas: Quotas | None = None
+    finetuning: FineTuningService | None = None
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     max_request_bytes: int = 4 * MiB
     max_upload_bytes: int = 100 * MiB
@@ -92,21 +94,32 @@ def build_gateway_context(
     in-process platform (reliability suite) passes the engine and the ``KnowledgeBase``
     directly, and counts quotas in its one process. Everything else is built the same way.
     """
+    from adept.finetuning.files import open_file_store
+    from adept.finetuning.store import open_job_store
     from services.gateway.chat import Limits
 
     if not cfg.gateway.enforce_quotas:
         quotas = None
     elif quotas is None:
         quotas = QuotaEnforcer()
+    files = open_file_store(cfg.platform) if cfg.finetuning.enabled else None
+    jobs = open_job_store(cfg.platform) if cfg.finetuning.enabled else None
+    # Jobs first (none may publish while its tenant goes), then files, then rate counters.
+    state = [s for s in (jobs, files, quotas) if s is not None]
     platform = Platform(
         cfg.platform,
         documents=kb,
         replicas=_Replicas(unload) if unload is not None else None,
-        state=[quotas] if quotas is not None else [],
+        state=state,
     )
     base_id, aliases = base_model_names(cfg.platform.model)
     metrics = GatewayMetrics()
     catalog = ModelCatalog(platform.registry, base_id, aliases)
+    finetuning = (
+        FineTuningService(files, jobs, catalog, platform, cfg.finetuning)
+        if files is not None and jobs is not None
+        else None
+    )
     limits = Limits(
         max_tokens_limit=cfg.llm.max_tokens_limit,
         default_max_tokens=cfg.llm.default_max_tokens,
@@ -125,6 +138,7 @@ def build_gateway_context(
         kb=kb,
         metrics=metrics,
         quotas=quotas,
+        finetuning=finetuning,
         retrieval=cfg.retrieval,
         max_request_bytes=cfg.gateway.max_request_bytes,
         max_upload_bytes=cfg.upload_limit,

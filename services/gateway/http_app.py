@@ -31,12 +31,13 @@ from services.gateway.api_router import (
     tenant_dependency,
 )
 from services.gateway.context import GatewayContext
+from services.gateway.finetuning_router import build_finetuning_router
 from services.responses import error_response
 
 log = logging.getLogger(__name__)
 
 # Routes whose bodies are uploads (files, adapters) get the upload limit; the rest the JSON limit.
-UPLOAD_PREFIXES = ("/v1/kb/documents", "/admin/kb/", "/admin/adapters")
+UPLOAD_PREFIXES = ("/v1/kb/documents", "/admin/kb/", "/admin/adapters", "/v1/files")
 # Hook for the web console: a module exposing ``mount_console(app, ctx)``, mounted at /ui when present.
 CONSOLE_MODULE = "services.console"
 
@@ -178,6 +179,7 @@ def build_http_app(ctx: GatewayContext) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
 
     app.include_router(build_api_router(ctx))
+    app.include_router(build_finetuning_router(ctx))
     app.include_router(build_admin_router(ctx))
     from services.retrieval.api_router import build_kb_router
 

@@ -9,6 +9,7 @@ import time
 from adept.adapters import PEFT_FILES, AdapterRegistry, parse_adapter_id
 from adept.errors import AdeptError, NotFound
 from services.llm.engine import Engine
+from services.llm.vllm_engine import VLLMEngine
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class AdapterLoader:
         registry: where adapters are published.
     """
 
-    def __init__(self, engine: Engine, registry: AdapterRegistry) -> None:
+    def __init__(self, engine: Engine | VLLMEngine, registry: AdapterRegistry) -> None:
         self.engine = engine
         self.registry = registry
         self.loads = 0  # completed loads, for tests and metrics
@@ -66,6 +67,8 @@ class AdapterLoader:
             )
         try:
             await self.engine.load_adapter(adapter_id, found.path)
+        except AdeptError:
+            raise  # already typed (the vLLM engine refuses an adapter it cannot serve with a 400)
         except Exception as e:
             log.warning("loading adapter %s from %s failed: %r", adapter_id, found.path, e)
             raise AdapterLoadError(f"adapter {adapter_id} could not be loaded: {_reason(e)}") from None

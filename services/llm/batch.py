@@ -1,7 +1,8 @@
-"""The running batch: rows that may use different adapters, one left-padded KV cache, merged and split between steps.
+"""The running batch: one row per sequence in a preallocated KV cache, rows of any adapter mixed.
 
-Every row keeps its own positions, so padding columns in the cache never shift a row's RoPE
-positions; they are masked out in attention and trimmed once no row needs them.
+Row ``i`` of the batch is row ``i`` of the ``SlotKVCache``; rows stay contiguous (``0 .. n-1``):
+newcomers are added at the end and a leaving row is filled by the last one (one row's data
+moves). Every row keeps its own positions, which are also its cache columns.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from services.llm.sampling import TextStream
+from services.llm.kv_cache import SlotKVCache
+from services.llm.streaming import TextStream
 
 
 @dataclass(eq=False)
@@ -21,6 +22,7 @@ class Sequence:
     """One request being generated."""
 
     request_id: str
+    tenant: str
     prompt_ids: list[int]
     slot: str  # peft adapter name, or "__base__"
     adapter_id: str  # "" for the base model
@@ -33,61 +35,61 @@ class Sequence:
     passages_used: list[int]
     ignore_eos: bool = False
     submitted: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
     generated: list[int] = field(default_factory=list)
-    cache_len: int = 0  # real (unpadded) tokens of this row held in the KV cache
-    finish_reason: str | None = None
+    cache_len: int = 0  # tokens of this row held in the KV cache (= the position of its next token)
+    finish_reason: str | None = None  # "stop", "length", or "error"
     cancelled: bool = False
+    released: bool = False  # its adapter use was given back (exactly once)
+    preemptions: int = 0
+
+    @property
+    def cost(self) -> int:
+        """KV tokens this request may occupy (what fair queuing charges and admission reserves)."""
+        return len(self.prompt_ids) + self.max_tokens
+
+    @property
+    def context_ids(self) -> list[int]:
+        """What a prefill processes: the prompt, plus the tokens generated before a preemption."""
+        return self.prompt_ids + self.generated
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self.cancelled
 
 
-class Batch:
-    """Rows decoded together, their KV cache (a transformers ``DynamicCache``) and 2D attention mask."""
+class RunningBatch:
+    """The rows being decoded together and the cache that holds them."""
 
-    def __init__(
-        self, rows: list[Sequence] | None = None, cache: Any = None, mask: torch.Tensor | None = None
-    ):
-        self.rows: list[Sequence] = rows or []
-        self.cache = cache  # layers hold keys/values [rows, heads, columns, head_dim]; forward extends them
-        self.mask = mask  # [rows, columns], 1 = real token, 0 = left padding
+    def __init__(self, cache: SlotKVCache) -> None:
+        self.cache = cache
+        self.rows: list[Sequence] = []
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def merge(self, other: Batch) -> None:
-        """Append ``other``'s rows; the shorter side is left-padded with masked zero columns."""
+    def fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
+        """Whether ``keep`` + ``add`` fit the cache budget (rows x the widest row's reservation)."""
+        rows = [*keep, *add]
+        return not rows or self.cache.fits(len(rows), max(s.cost for s in rows))
+
+    def reserve(self, add: list[Sequence]) -> int:
+        """Make room for ``add`` after the current rows; return the first row index they get."""
+        rows = [*self.rows, *add]
+        self.cache.reserve(len(rows), max(s.cost for s in rows), keep_rows=len(self.rows))
+        return len(self.rows)
+
+    def remove(self, gone: set[Sequence]) -> None:
+        """Drop ``gone`` rows; rows from the end fill the holes so the rest stay where they are."""
+        if not gone:
+            return
+        kept = [s for s in self.rows if s not in gone]
+        n = len(kept)
+        holes = [i for i, s in enumerate(self.rows[:n]) if s in gone]
+        movers = [i for i, s in enumerate(self.rows) if i >= n and s not in gone]
+        rows = self.rows[:n]
+        for hole, src in zip(holes, movers, strict=True):
+            self.cache.move_row(src, hole, self.rows[src].cache_len)
+            rows[hole] = self.rows[src]
+        self.rows = rows
         if not self.rows:
-            self.rows, self.cache, self.mask = other.rows, other.cache, other.mask
-            return
-        assert self.mask is not None and other.mask is not None
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        a, b = width - self.mask.shape[1], width - other.mask.shape[1]
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, a, 2), _pad_left(theirs.keys, b, 2)])
-            mine.values = torch.cat([_pad_left(mine.values, a, 2), _pad_left(theirs.values, b, 2)])
-        self.mask = torch.cat([_pad_left(self.mask, a, 1), _pad_left(other.mask, b, 1)])
-        self.rows = self.rows + other.rows
-
-    def keep(self, keep: list[int]) -> None:
-        """Keep only the rows at ``keep`` and drop leading columns that are padding for every kept row."""
-        if len(keep) == len(self.rows):
-            return
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.cache, self.mask = None, None
-            return
-        assert self.mask is not None
-        idx = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask.index_select(0, idx)
-        first = int(mask.any(dim=0).int().argmax().item())  # first column some kept row still uses
-        self.mask = mask[:, first:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, idx)[:, :, first:]
-            layer.values = layer.values.index_select(0, idx)[:, :, first:]
-
-
-def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    if n == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = n
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
+            self.cache.release()

@@ -18,7 +18,7 @@ from adept.adapters import AdapterRegistry
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
 from services.llm.adapters import AdapterLoader
-from services.llm.engine import Engine
+from services.llm.factory import build_engine, choose_engine
 from services.llm.metrics import ReplicaMetrics
 from services.llm.protocol import GenerateChunk, GenerateRequest
 
@@ -42,7 +42,7 @@ class LoadedAdapter:
         await self._unload(self.adapter_id)
 
 
-@serve.deployment(name="llm", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+@serve.deployment(name="llm", max_ongoing_requests=320, ray_actor_options={"num_cpus": 1})
 class LLMDeployment:
     """One replica: the base model loaded once, tenants' LoRA adapters multiplexed into it.
 
@@ -54,24 +54,11 @@ class LLMDeployment:
     def __init__(
         self, platform: PlatformConfig | dict | None = None, llm: LLMConfig | dict | None = None
     ) -> None:
-        from adept.models import resolve_model
-
         self.platform = PlatformConfig.model_validate(platform or {})
         self.cfg = LLMConfig.model_validate(llm or {})
         self.metrics = ReplicaMetrics()
-        path = resolve_model(self.platform.model, self.platform.models_dir)
-        self.engine = Engine.from_pretrained(
-            path,
-            device=self.platform.resolved_device(),
-            dtype=self.platform.dtype,
-            max_model_len=self.cfg.max_model_len,
-            max_batch_size=self.cfg.max_batch_size,
-            batch_wait_ms=self.cfg.batch_wait_ms,
-            max_tokens_limit=self.cfg.max_tokens_limit,
-            default_max_tokens=self.cfg.default_max_tokens,
-            rag_instruction=self.cfg.rag_instruction,
-            observer=self.metrics,
-        )
+        self.engine_kind = choose_engine(self.cfg.engine)
+        self.engine = build_engine(self.platform, self.cfg, observer=self.metrics)
         registry = AdapterRegistry(
             self.platform.resolved_adapter_store, cache_dir=self.platform.data_dir / "cache" / "adapters"
         )
@@ -91,7 +78,13 @@ class LLMDeployment:
             self.replica_id = serve.get_replica_context().replica_id.unique_id
         except Exception:  # constructed outside Serve (tests, tools)
             self.replica_id = "local"
-        log.info("LLM replica %s ready: %s on %s", self.replica_id, self.platform.model, self.engine.device)
+        log.info(
+            "LLM replica %s ready: %s on %s (%s engine)",
+            self.replica_id,
+            self.platform.model,
+            self.engine.device,
+            self.engine_kind,
+        )
 
     async def _evict(self, model_id: str) -> None:
         if await self.engine.unload_adapter(model_id):
@@ -109,12 +102,14 @@ class LLMDeployment:
             yield chunk
 
     async def info(self) -> dict[str, Any]:
-        """``{base_model, max_model_len, loaded_adapters, replica_id}``."""
+        """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting}``."""
         return {
             "base_model": self.platform.model,
             "max_model_len": self.engine.max_model_len,
             "loaded_adapters": self.engine.loaded_adapters,
             "replica_id": self.replica_id,
+            "engine": self.engine_kind,
+            "waiting": self.engine.waiting_requests,
         }
 
     async def unload(self, model_id: str) -> bool:
@@ -132,5 +127,5 @@ class LLMDeployment:
         return self.engine.count_tokens(list(texts))
 
     async def check_health(self) -> None:
-        """Serve health check: the decode loop must not have died."""
+        """Serve health check: raises once the engine's loop died, so Serve replaces this replica."""
         self.engine.check_health()

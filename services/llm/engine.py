@@ -1,14 +1,17 @@
-"""The LLM engine: one base model, many LoRA adapters, continuous mixed-adapter batching, streaming.
+"""The HF engine: one base model, many LoRA adapters, continuous mixed-adapter batching, streaming.
 
-No Ray Serve or FastAPI here (``deployment.py`` wraps this). One asyncio task runs the decode
-loop; every model call (forward passes, adapter loads and unloads) runs on one dedicated
-thread, so the event loop keeps accepting and streaming while the model computes, and the
-model's modules never change under a running forward pass.
+No Ray Serve or FastAPI here (``deployment.py`` wraps this). One asyncio task runs the loop; every
+model call (forward passes, adapter injection and removal) runs on one dedicated thread
+(``runner.py``), so the event loop keeps accepting and streaming while the model computes, and
+the model's modules never change under a running forward pass.
 
-Each step: the running rows (any mix of adapters and ``__base__``, via peft's per-row
-``adapter_names``) decode one token together; then requests that arrived meanwhile are
-prefilled and their KV cache rows merged into the batch (``batch.py``); finished rows leave.
-So a new request waits at most one step, never for a long generation to end.
+Each step: requests are admitted from per-tenant fair queues while the batch has rows and the
+KV budget has room (``scheduler.py``), a starved tenant may preempt a heavier tenant's newest row;
+then the running rows decode one token together (any mix of adapters, via peft's per-row
+``adapter_names``), the admitted ones are prefilled into free cache rows, finished rows leave.
+
+The loop is supervised: if it ever dies, every pending request fails with a 503 and
+``check_health`` raises, so Ray Serve replaces the replica.
 """
 
 from __future__ import annotations
@@ -23,18 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from adept.config.llm import DEFAULT_RAG_INSTRUCTION
-from adept.errors import InvalidRequest, NotFound
-from services.llm.batch import Batch, Sequence
-from services.llm.peft_slots import AdapterSlots
+from adept.errors import InvalidRequest, NotFound, Unavailable
+from services.llm.batch import RunningBatch, Sequence
+from services.llm.kv_cache import SlotKVCache, free_memory_bytes, kv_bytes_per_token
+from services.llm.peft_slots import BASE, AdapterSlots
 from services.llm.prompting import PromptBuilder
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
-from services.llm.sampling import TextStream, make_generator, sample
+from services.llm.runner import ModelRunner, Outcome
+from services.llm.sampling import make_generator
+from services.llm.scheduler import FairQueue, preemption_victim
+from services.llm.streaming import TextStream
 
 log = logging.getLogger(__name__)
-BASE = "__base__"
 # Turn-end markers of common chat formats (ChatML, Phi-3, Llama 3): generation stops at them too.
 END_MARKERS = ("<|im_end|>", "<|end|>", "<|eot_id|>", "<|endoftext|>")
 
@@ -42,13 +46,20 @@ END_MARKERS = ("<|im_end|>", "<|end|>", "<|eot_id|>", "<|endoftext|>")
 class EngineObserver:
     """Hooks for metrics; the default does nothing. Never receives prompt or answer text."""
 
-    def queue_depth(self, waiting: int, running: int) -> None: ...
+    def queue_depth(self, waiting: dict[str, int], running: dict[str, int]) -> None: ...
+
+    def kv_cache(self, allocated_bytes: int, budget_bytes: int) -> None: ...
 
     def first_token(self, adapter_id: str, seconds: float) -> None: ...
 
     def tokens(self, adapter_id: str, n: int) -> None: ...
 
     def finished(self, adapter_id: str, usage: Usage, finish_reason: str, seconds: float) -> None: ...
+
+
+def tenant_of(adapter_id: str) -> str:
+    """The tenant owning ``tenant/name@vN`` (``""`` for the base model)."""
+    return adapter_id.partition("/")[0] if adapter_id else ""
 
 
 class Engine:
@@ -64,6 +75,12 @@ class Engine:
         default_max_tokens: ``max_tokens`` when a request names none.
         rag_instruction: text put before retrieved passages.
         observer: metrics hooks.
+        kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
+            of the memory free on the device once the model is loaded.
+        kv_memory_fraction: share of free device memory the KV cache may take when
+            ``kv_cache_tokens`` is not given.
+        max_queued_requests: most requests waiting to be admitted (503 + Retry-After beyond).
+        max_queued_per_tenant: most requests one tenant may have waiting (429 + Retry-After beyond).
     """
 
     def __init__(
@@ -78,11 +95,35 @@ class Engine:
         default_max_tokens: int = 256,
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         observer: EngineObserver | None = None,
+        kv_cache_tokens: int | None = None,
+        kv_memory_fraction: float = 0.5,
+        max_queued_requests: int = 256,
+        max_queued_per_tenant: int = 64,
     ) -> None:
         model.eval()
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
+        self.kv_bytes_per_token = kv_bytes_per_token(model.config, self.dtype)
+        if kv_cache_tokens is None:
+            kv_cache_tokens = (
+                int(free_memory_bytes(self.device) * kv_memory_fraction) // self.kv_bytes_per_token
+            )
+        if kv_cache_tokens < self.max_model_len:
+            log.warning(
+                "KV budget of %d tokens is below the context window (%d): serving with a %d-token window",
+                kv_cache_tokens,
+                self.max_model_len,
+                kv_cache_tokens,
+            )
+            self.max_model_len = kv_cache_tokens
+        if self.max_model_len <= max_tokens_limit:
+            raise ValueError(
+                f"the KV budget ({kv_cache_tokens} tokens) leaves a context window of {self.max_model_len} "
+                f"tokens, not more than max_tokens_limit ({max_tokens_limit}): raise kv_cache_tokens"
+            )
+        self.kv_budget_tokens = kv_cache_tokens
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self.max_tokens_limit = max_tokens_limit
@@ -92,13 +133,31 @@ class Engine:
             tokenizer, max_model_len=self.max_model_len, rag_instruction=rag_instruction
         )
         self.slots = AdapterSlots(model)
-        self._eos = _eos_ids(model, tokenizer)
+        cache = SlotKVCache.for_model(
+            model, max_rows=max_batch_size, max_cols=self.max_model_len, budget_tokens=kv_cache_tokens
+        )
+        self.batch = RunningBatch(cache)
+        self.runner = ModelRunner(
+            self.slots,
+            self.batch,
+            eos_ids=_eos_ids(model, tokenizer),
+            pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+            max_model_len=self.max_model_len,
+            sliding_window=_sliding_window(model.config),
+        )
+        self.waiting = FairQueue(
+            max_waiting=max_queued_requests,
+            max_waiting_per_tenant=max_queued_per_tenant,
+            retry_after=self._retry_after,
+        )
         self._adapters: dict[str, str] = {}  # adapter id -> peft adapter name ("slot")
         self._slot_ids = itertools.count()
-        self._users: collections.Counter[str] = collections.Counter()  # slot -> sequences using it
+        self._users: collections.Counter[str] = collections.Counter()  # slot -> sequences holding it
         self._doomed: set[str] = set()  # unloaded while in use: deleted when the last user leaves
-        self._waiting: collections.deque[Sequence] = collections.deque()
-        self._batch = Batch()
+        self._inflight: set[Sequence] = set()  # accepted and not yet retired
+        self._finish_times: collections.deque[float] = collections.deque(maxlen=64)
+        self._dead: BaseException | None = None
+        self.last_inject_s = 0.0  # model-thread time of the last adapter injection (benchmarks)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="adept-llm")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -119,19 +178,32 @@ class Engine:
         return sorted(self._adapters)
 
     async def load_adapter(self, adapter_id: str, path: str | Path) -> None:
-        """Load the PEFT adapter at ``path`` under ``adapter_id`` (no-op if loaded). Errors leave the model as it was."""
+        """Load the PEFT adapter at ``path`` as ``adapter_id`` (no-op if loaded). Errors leave the model as it was.
+
+        Files are read and converted on a worker thread while the batch keeps decoding; only the
+        injection into the model waits for a step boundary on the model thread.
+        """
+        if adapter_id in self._adapters:
+            return
+        prepared = await asyncio.to_thread(self.slots.prepare, Path(path))
         if adapter_id in self._adapters:
             return
         slot = f"adapter_{next(self._slot_ids)}"  # peft names cannot hold '.', '/' or '@'
-        await self._run(self.slots.add, slot, Path(path))
+        self.last_inject_s = await self._run(self._inject, slot, prepared)
         self._adapters[adapter_id] = slot
 
+    def _inject(self, slot: str, prepared: Any) -> float:
+        """Model thread: inject a prepared adapter; return how long the batch was held up (seconds)."""
+        started = time.perf_counter()
+        self.slots.inject(slot, prepared)
+        return time.perf_counter() - started
+
     async def unload_adapter(self, adapter_id: str) -> bool:
-        """Forget ``adapter_id``; its weights go as soon as no running request uses them. False if not loaded."""
+        """Forget ``adapter_id``; its weights go as soon as no request uses them. False if not loaded."""
         slot = self._adapters.pop(adapter_id, None)
         if slot is None:
             return False
-        if self._users[slot]:
+        if self._users[slot] > 0:
             self._doomed.add(slot)
         else:
             await self._run(self.slots.remove, slot)
@@ -147,7 +219,13 @@ class Engine:
         Raises:
             InvalidRequest: ``max_tokens`` over the limit, or the prompt does not fit.
             NotFound: ``adapter_id`` is not loaded.
+            RateLimited: the tenant already has too many requests waiting (429, Retry-After).
+            Overloaded: the replica's queue is full (503, Retry-After).
+            Unavailable: the replica's loop has died (503).
+            GenerationFailed / Overloaded: computing this request failed (this request only).
         """
+        if self._dead is not None:
+            raise Unavailable("this model replica has failed and is being replaced; retry shortly")
         max_tokens = req.max_tokens or self.default_max_tokens
         if max_tokens > self.max_tokens_limit:
             raise InvalidRequest(
@@ -162,23 +240,24 @@ class Engine:
         prompt = self.prompts.build(req, max_tokens)
         seq = Sequence(
             request_id=req.request_id,
+            tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
             prompt_ids=prompt.ids,
             slot=slot,
             adapter_id=adapter_id,
             max_tokens=max_tokens,
             temperature=req.temperature,
             top_p=req.top_p,
-            generator=make_generator(req.seed),
+            generator=make_generator(req.seed, self.device),
             stream=TextStream(self.tokenizer, req.stop),
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
             ignore_eos=req.ignore_eos,
         )
-        self._users[slot] += 1
-        self._waiting.append(seq)
         self._ensure_loop()
-        assert self._wake is not None
-        self._wake.set()
+        self.waiting.push(seq)  # raises 429/503 before anything is held
+        self._users[slot] += 1
+        self._inflight.add(seq)
+        self._kick()
         try:
             while True:
                 item = await seq.queue.get()
@@ -189,202 +268,171 @@ class Engine:
                     return
         finally:
             if seq.finish_reason is None:
-                seq.cancelled = True  # the client went away: the loop drops the row at the next step
+                seq.cancelled = True  # the client went away: its row or queue entry goes at the next step
+                self._kick()
 
     def check_health(self) -> None:
-        """Raise if the decode loop died (it never should: step errors fail only their rows)."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
-            raise RuntimeError(f"decode loop died: {task.exception()!r}")
+        """Raise if the loop died (step errors fail only their requests; this is for bugs and crashes)."""
+        if self._dead is not None:
+            raise RuntimeError(f"the LLM engine's loop died: {self._dead!r}")
+
+    @property
+    def waiting_requests(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def kv_cache_bytes(self) -> tuple[int, int, int]:
+        """``(allocated now, peak, budget)`` bytes of the KV cache."""
+        cache, per = self.batch.cache, self.kv_bytes_per_token
+        return cache.allocated_tokens * per, cache.peak_tokens * per, self.kv_budget_tokens * per
 
     async def close(self) -> None:
-        """Stop the loop and the model thread."""
-        if self._task is not None:
+        """Stop the loop (pending requests fail with 503) and the model thread."""
+        if self._task is not None and not self._task.done():
             self._task.cancel()
-            with _suppress_cancel():
-                await self._task
-        self._exec.shutdown(wait=True)
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._exec.shutdown(wait=True)  # waits for a step still running on the model thread
+        self._drop_batch()
 
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
 
+    def _kick(self) -> None:
+        if self._wake is not None and self._loop is asyncio.get_running_loop():
+            self._wake.set()
+
     def _ensure_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop, self._wake = loop, asyncio.Event()
-            self._task = loop.create_task(self._serve(), name="adept-llm-decode-loop")
+            self._task = loop.create_task(self._supervise(), name="adept-llm-engine-loop")
+
+    async def _supervise(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            self._fail_all(lambda: Unavailable("the model replica is shutting down; retry shortly"))
+            raise
+        except Exception as e:
+            log.exception("the LLM engine's loop died; failing every pending request")
+            self._dead = e
+            self._fail_all(lambda: Unavailable("this model replica failed; retry shortly"))
+            self._drop_batch()  # the loop awaits each step, so the model thread is idle here
 
     async def _serve(self) -> None:
         assert self._wake is not None
         while True:
-            if not self._waiting and not self._batch.rows:
+            if not len(self.waiting) and not self.batch.rows:
                 self._wake.clear()
                 await self._wake.wait()
                 if self.batch_wait_s:
                     await asyncio.sleep(self.batch_wait_s)  # let requests that arrive together start together
-            newcomers: list[Sequence] = []
-            while self._waiting and len(self._batch) + len(newcomers) < self.max_batch_size:
-                seq = self._waiting.popleft()
-                if seq.cancelled:
-                    await self._release([seq])
-                else:
-                    newcomers.append(seq)
-            self.observer.queue_depth(len(self._waiting), len(self._batch) + len(newcomers))
-            try:
-                events, dropped = await self._run(self._step, newcomers)
-            except Exception as e:  # a failed forward fails the rows in it, not the replica
-                log.exception("decode step failed")
-                dropped = [*self._batch.rows, *newcomers]
-                self._batch = Batch()
-                for seq in dropped:
-                    seq.finish_reason = "error"
-                    seq.queue.put_nowait(e)
-                await self._release(dropped)
-                continue
-            await self._release(
-                dropped
-            )  # first, so an adapter unloaded mid-request is gone when its answer ends
-            self._deliver(events)
+            await self._retire(self.waiting.drain(lambda s: s.cancelled))
+            admit, preempt = self._plan()
+            running = collections.Counter(s.tenant for s in [*self.batch.rows, *admit] if s not in preempt)
+            self.observer.queue_depth(self.waiting.waiting_by_tenant(), dict(running))
+            before = [*self.batch.rows, *admit]
+            outcomes = await self._run(self.runner.step, admit, preempt)
+            for seq in preempt:
+                seq.cache_len, seq.preemptions = 0, seq.preemptions + 1
+                self.waiting.push_front(seq)
+            still = set(self.batch.rows)
+            # Retire first, so an adapter unloaded mid-request is gone when its answer ends.
+            await self._retire([s for s in before if s not in still and s not in preempt])
+            self._deliver(outcomes)
+            allocated, _peak, budget = self.kv_cache_bytes
+            self.observer.kv_cache(allocated, budget)
 
-    async def _release(self, seqs: list[Sequence]) -> None:
+    def _plan(self) -> tuple[list[Sequence], list[Sequence]]:
+        """Admit waiting requests by fair queuing while rows and KV budget allow; preempt for starved tenants."""
+        keep = [s for s in self.batch.rows if not s.cancelled]
+        admit: list[Sequence] = []
+        preempt: list[Sequence] = []
+        while (seq := self.waiting.peek()) is not None:
+            if self._fits(keep, [*admit, seq]):
+                admit.append(self.waiting.pop())
+                continue
+            # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
+            victims: list[Sequence] = []
+            rest = list(keep)
+            while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
+                rest.remove(victim)
+                victims.append(victim)
+                if self._fits(rest, [*admit, seq]):
+                    break
+            if not victims or not self._fits(rest, [*admit, seq]):
+                break
+            keep, preempt = rest, [*preempt, *victims]
+        return admit, preempt
+
+    def _fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
+        return len(keep) + len(add) <= self.max_batch_size and self.batch.fits(keep, add)
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        per_adapter: collections.Counter[str] = collections.Counter()
+        now = time.monotonic()
+        for o in outcomes:
+            seq = o.seq
+            if o.error is not None:
+                seq.queue.put_nowait(o.error)
+                self._finish_times.append(now)
+                continue
+            per_adapter[seq.adapter_id] += 1
+            if len(seq.generated) == 1:
+                self.observer.first_token(seq.adapter_id, now - seq.submitted)
+            if o.finish is None:
+                if o.delta or len(seq.generated) == 1:  # the first token always goes out: it marks TTFT
+                    seq.queue.put_nowait(GenerateChunk(text=o.delta))
+                continue
+            usage = Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated))
+            seq.queue.put_nowait(
+                GenerateChunk(
+                    text=o.delta, finish_reason=o.finish, usage=usage, passages_used=seq.passages_used
+                )
+            )
+            self._finish_times.append(now)
+            self.observer.finished(seq.adapter_id, usage, o.finish, now - seq.submitted)
+        for adapter_id, n in per_adapter.items():
+            self.observer.tokens(adapter_id, n)
+
+    async def _retire(self, seqs: list[Sequence]) -> None:
+        """Give back each sequence's hold on its adapter, exactly once; remove doomed adapters."""
         for seq in seqs:
+            self._inflight.discard(seq)
+            if seq.released:
+                continue
+            seq.released = True
             self._users[seq.slot] -= 1
             if seq.slot in self._doomed and self._users[seq.slot] <= 0:
                 self._doomed.discard(seq.slot)
                 del self._users[seq.slot]
                 await self._run(self.slots.remove, seq.slot)
 
-    def _deliver(self, events: list[tuple[Sequence, str, str | None]]) -> None:
-        per_adapter: collections.Counter[str] = collections.Counter()
-        now = time.monotonic()
-        for seq, delta, finish in events:
-            per_adapter[seq.adapter_id] += 1
-            if len(seq.generated) == 1:
-                self.observer.first_token(seq.adapter_id, now - seq.submitted)
-            if finish is None:
-                if delta or len(seq.generated) == 1:  # the first token always goes out: it marks TTFT
-                    seq.queue.put_nowait(GenerateChunk(text=delta))
-                continue
-            usage = Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated))
-            seq.queue.put_nowait(
-                GenerateChunk(text=delta, finish_reason=finish, usage=usage, passages_used=seq.passages_used)
-            )
-            self.observer.finished(seq.adapter_id, usage, finish, now - seq.submitted)
-        for adapter_id, n in per_adapter.items():
-            self.observer.tokens(adapter_id, n)
+    def _fail_all(self, error: Any) -> None:
+        """The loop is gone: every accepted request gets ``error()`` instead of hanging.
 
-    # -- model thread -----------------------------------------------------------------------
-    def _step(
-        self, newcomers: list[Sequence]
-    ) -> tuple[list[tuple[Sequence, str, str | None]], list[Sequence]]:
-        """One decode step for the running rows, then prefill and merge the newcomers. Runs on the model thread."""
-        events: list[tuple[Sequence, str, str | None]] = []
-        dropped = self._drop(lambda s: s.cancelled)
-        with torch.inference_mode():
-            if self._batch.rows:
-                self._decode(events)
-            dropped += [seq for seq in newcomers if seq.cancelled]
-            fresh = [seq for seq in newcomers if not seq.cancelled]
-            if fresh:
-                self._batch.merge(self._prefill(fresh, events))
-        dropped += self._drop(lambda s: s.finish_reason is not None)
-        return events, dropped
-
-    def _drop(self, predicate: Any) -> list[Sequence]:
-        gone = [s for s in self._batch.rows if predicate(s)]
-        if gone:
-            self._batch.keep([i for i, s in enumerate(self._batch.rows) if not predicate(s)])
-        return gone
-
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, slots: list[str]
-    ):
-        return self.slots.forward(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            adapter_names=slots,
-        )
-
-    def _prefill(self, seqs: list[Sequence], events: list) -> Batch:
-        """Prefill ``seqs`` in one forward pass and return them as a left-padded batch.
-
-        Prompts are right-padded for the pass, so every real token attends only to real tokens
-        (causal) and no query row is fully masked; then each row's cache is rotated so its
-        padding sits on the left, the layout decode steps extend.
+        The batch is left alone: on shutdown a step may still be running on the model thread.
         """
-        from transformers import DynamicCache
+        for seq in list(self._inflight):
+            if seq.finish_reason is None:
+                seq.finish_reason = "error"
+                seq.queue.put_nowait(error())
+        self._inflight.clear()
+        self.waiting.drain(lambda _s: True)
 
-        lens = [len(s.prompt_ids) for s in seqs]
-        width = max(lens)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        for i, seq in enumerate(seqs):
-            ids[i, : lens[i]] = torch.tensor(seq.prompt_ids)
-        cols = torch.arange(width)
-        right_mask = (cols[None, :] < torch.tensor(lens)[:, None]).long()
-        last = sorted(set(n - 1 for n in lens))  # logits only where some row's prompt ends
-        cache = DynamicCache()
-        out = self.slots.forward(
-            input_ids=ids.to(self.device),
-            attention_mask=right_mask.to(self.device),
-            position_ids=cols[None, :].expand(len(seqs), -1).to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=torch.tensor(last, device=self.device),
-            adapter_names=[s.slot for s in seqs],
-        )
-        logits = out.logits[torch.arange(len(seqs)), torch.tensor([last.index(n - 1) for n in lens])]
-        shift = torch.tensor([width - n for n in lens])
-        src = ((cols[None, :] - shift[:, None]) % width).to(
-            self.device
-        )  # new column j holds old column j - shift
-        for layer in cache.layers:
-            gather = src[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            layer.keys = layer.keys.gather(2, gather)
-            layer.values = layer.values.gather(2, gather)
-        for seq, n in zip(seqs, lens, strict=True):
-            seq.cache_len = n
-        self._sample_into(seqs, logits, events)
-        return Batch(list(seqs), cache, right_mask.flip(1).to(self.device))
+    def _drop_batch(self) -> None:
+        """Forget the running rows and free the cache; only while no step runs on the model thread."""
+        self.batch.rows.clear()
+        self.batch.cache.release()
 
-    def _decode(self, events: list) -> None:
-        batch = self._batch
-        assert batch.mask is not None
-        ids = torch.tensor([[s.generated[-1]] for s in batch.rows], device=self.device)
-        positions = torch.tensor([[s.cache_len] for s in batch.rows], device=self.device)
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=1)
-        out = self._forward(ids, batch.mask, positions, batch.cache, [s.slot for s in batch.rows])
-        for seq in batch.rows:
-            seq.cache_len += 1
-        self._sample_into(batch.rows, out.logits[:, -1], events)
-
-    def _sample_into(self, seqs: list[Sequence], logits: torch.Tensor, events: list) -> None:
-        """Next token of every row: greedy rows in one argmax (one device sync), sampled rows one by one."""
-        greedy = torch.argmax(logits, dim=-1).tolist()
-        sampled = [i for i, s in enumerate(seqs) if s.temperature > 0]
-        rows = logits[sampled].float().cpu() if sampled else None
-        for k, i in enumerate(sampled):
-            greedy[i] = sample(rows[k], seqs[i].temperature, seqs[i].top_p, seqs[i].generator)
-        for seq, token in zip(seqs, greedy, strict=True):
-            events.append(self._advance(seq, token))
-
-    def _advance(self, seq: Sequence, token: int) -> tuple[Sequence, str, str | None]:
-        seq.generated.append(token)
-        if token in self._eos and not seq.ignore_eos:
-            seq.finish_reason = "stop"
-            return seq, seq.stream.flush(), "stop"
-        delta, stopped = seq.stream.push(token)
-        if stopped:
-            seq.finish_reason = "stop"
-        elif len(seq.generated) >= seq.max_tokens or seq.cache_len + 1 >= self.max_model_len:
-            seq.finish_reason = "length"
-            delta += seq.stream.flush()
-        return seq, delta, seq.finish_reason
+    def _retry_after(self) -> float:
+        """Seconds until the queue has likely moved: waiting requests / recent completion rate."""
+        times = self._finish_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 1.0
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        return min(60.0, max(1.0, len(self.waiting) / rate))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -399,9 +447,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-class _suppress_cancel:
-    def __enter__(self) -> None:
-        return None
+def _sliding_window(config: Any) -> int | None:
+    """The attention window every layer uses (None: full attention).
 
-    def __exit__(self, typ: Any, *_: Any) -> bool:
-        return typ is asyncio.CancelledError
+    Raises:
+        ValueError: layers mix full and sliding attention (one 4D mask cannot serve both).
+    """
+    kinds = set(getattr(config, "layer_types", None) or [])
+    if len(kinds) > 1:
+        raise ValueError(
+            f"the HF engine needs one attention kind for all layers, this model mixes {sorted(kinds)}"
+        )
+    if kinds == {"full_attention"} or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return getattr(config, "sliding_window", None) or None

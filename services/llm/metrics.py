@@ -37,8 +37,15 @@ class ReplicaMetrics(EngineObserver):
         self._latency = metrics.Histogram(
             "adept_llm_request_seconds", "Generation time.", boundaries=LATENCY_BOUNDARIES, tag_keys=tags
         )
-        self._waiting = metrics.Gauge("adept_llm_queue_waiting", "Requests waiting to join the batch.")
-        self._running = metrics.Gauge("adept_llm_batch_running", "Rows in the running batch.")
+        self._waiting = metrics.Gauge(
+            "adept_llm_queue_waiting", "Requests waiting to join the batch, per tenant.", tag_keys=("tenant",)
+        )
+        self._running = metrics.Gauge(
+            "adept_llm_batch_running", "Rows in the running batch, per tenant.", tag_keys=("tenant",)
+        )
+        self._kv_allocated = metrics.Gauge("adept_llm_kv_cache_bytes", "KV cache bytes allocated now.")
+        self._kv_budget = metrics.Gauge("adept_llm_kv_cache_budget_bytes", "KV cache budget in bytes.")
+        self._seen_tenants: set[str] = set()
         self._loads = metrics.Counter("adept_llm_adapter_loads", "Adapter loads.", tag_keys=tags)
         self._load_seconds = metrics.Histogram(
             "adept_llm_adapter_load_seconds",
@@ -48,9 +55,17 @@ class ReplicaMetrics(EngineObserver):
         )
         self._evictions = metrics.Counter("adept_llm_adapter_evictions", "Adapters unloaded.", tag_keys=tags)
 
-    def queue_depth(self, waiting: int, running: int) -> None:
-        self._waiting.set(waiting)
-        self._running.set(running)
+    def queue_depth(self, waiting: dict[str, int], running: dict[str, int]) -> None:
+        # Each series carries only its own tenant; tenants that went quiet are set back to 0.
+        tenants = set(waiting) | set(running)
+        for tenant in tenants | self._seen_tenants:
+            self._waiting.set(waiting.get(tenant, 0), tags={"tenant": tenant})
+            self._running.set(running.get(tenant, 0), tags={"tenant": tenant})
+        self._seen_tenants = tenants
+
+    def kv_cache(self, allocated_bytes: int, budget_bytes: int) -> None:
+        self._kv_allocated.set(allocated_bytes)
+        self._kv_budget.set(budget_bytes)
 
     def first_token(self, adapter_id: str, seconds: float) -> None:
         self._ttft.observe(seconds, tags=labels(adapter_id))

@@ -39,6 +39,12 @@ class GenerateRequest(StrictModel):
     ignore_eos: bool = Field(
         False, description="Keep generating past end-of-sequence until max_tokens (benchmarks, load tests)."
     )
+    tenant: str | None = Field(
+        None,
+        max_length=128,
+        description="Who asks (set by the gateway): requests are admitted fairly across tenants. "
+        "Default: the tenant of the adapter id, or one shared bucket for the base model.",
+    )
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="For logs and tracing.")
 
     @model_validator(mode="after")

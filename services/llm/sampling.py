@@ -1,76 +1,58 @@
-"""Per-row token sampling and incremental detokenization with stop strings."""
+"""Next-token sampling for a whole batch at once, on the model's device.
+
+Greedy, temperature and nucleus (top-p) rows are sampled in one vectorized pass: softmax with
+per-row temperatures, a per-row top-p mask, then the exponential race ``argmax(p / q)`` with
+``q ~ Exp(1)`` (what vLLM's sampler does), which draws from ``p`` exactly. Each request's noise
+comes from its own ``torch.Generator``, so a seeded request samples the same tokens in any batch.
+One device-to-host copy per step returns the tokens and which rows had non-finite logits.
+"""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 
-def make_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator per request, so a seeded request samples the same tokens in any batch."""
-    g = torch.Generator()
-    # torch takes a 64-bit seed; fold anything larger (or negative) into range instead of raising.
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator per request on ``device``; huge or negative seeds fold into torch's 64-bit range."""
+    g = torch.Generator(device=device)
     g.manual_seed((seed if seed is not None else random.getrandbits(63)) % 2**63)
     return g
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    """Next token from one row of logits: greedy at temperature 0, else temperature + nucleus sampling."""
-    if temperature <= 0:
-        return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+def sample_batch(
+    logits: torch.Tensor,
+    temperatures: Sequence[float],
+    top_ps: Sequence[float],
+    generators: Sequence[torch.Generator],
+) -> tuple[list[int], list[bool]]:
+    """Next token of every row of ``logits`` ``[rows, vocab]``, and whether that row's logits were finite.
 
-
-class TextStream:
-    """Turns generated token ids into text deltas, holding back what might still become a stop string.
-
-    Text is decoded from all generated ids each time (byte-level BPE splits characters across
-    tokens), a trailing replacement character waits for the rest of its bytes, and a suffix that
-    is a prefix of a stop string waits until it is known not to be one.
+    A row with temperature 0 is greedy. Rows with NaN or infinite logits get a token anyway (so
+    the batch shape holds) but are reported, so the caller fails those requests alone.
     """
-
-    def __init__(self, tokenizer: Any, stop: list[str]) -> None:
-        self.tokenizer = tokenizer
-        self.stop = stop
-        self.ids: list[int] = []
-        self.emitted = 0
-        self.text = ""
-
-    def push(self, token_id: int) -> tuple[str, bool]:
-        """Add a token; return ``(delta, stopped)``. On a stop string the text ends just before it."""
-        self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        hits = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
-        if hits:
-            end = min(hits)
-            delta, self.text = self.text[self.emitted : end], self.text[:end]
-            self.emitted = end
-            return delta, True
-        end = len(self.text)
-        if self.text.endswith("\ufffd"):
-            end -= 1
-        hold = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, end), 0, -1):
-                if self.text[:end].endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        end = max(self.emitted, end - hold)
-        delta = self.text[self.emitted : end]
-        self.emitted = end
-        return delta, False
-
-    def flush(self) -> str:
-        """The rest of the text (at the end of generation)."""
-        delta = self.text[self.emitted :]
-        self.emitted = len(self.text)
-        return delta
+    device = logits.device
+    finite = torch.isfinite(logits).all(dim=-1)
+    greedy = torch.argmax(logits, dim=-1)
+    sampled_rows = [i for i, t in enumerate(temperatures) if t > 0]
+    if sampled_rows:
+        idx = torch.tensor(sampled_rows, device=device)
+        temps = torch.tensor([temperatures[i] for i in sampled_rows], device=device, dtype=torch.float32)
+        probs = torch.softmax(logits.index_select(0, idx).float() / temps[:, None], dim=-1)
+        tops = [top_ps[i] for i in sampled_rows]
+        if any(p < 1.0 for p in tops):
+            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+            top = torch.tensor(tops, device=device, dtype=torch.float32)[:, None]
+            # Drop tokens outside the smallest prefix whose mass reaches top_p (the first always stays).
+            drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top
+            probs = probs.scatter(1, order, sorted_probs.masked_fill(drop, 0.0))
+        noise = torch.empty_like(probs)
+        for k, i in enumerate(sampled_rows):
+            noise[k].exponential_(generator=generators[i])  # per request: same draws in any batch
+        noise.clamp_(min=torch.finfo(noise.dtype).tiny)  # an exact 0 would turn p/q into NaN
+        chosen = torch.argmax(probs / noise, dim=-1)
+        greedy = greedy.index_copy(0, idx, chosen)
+    both = torch.stack([greedy, finite.long()]).tolist()  # one device sync for the whole batch
+    return both[0], [bool(f) for f in both[1]]

@@ -255,6 +255,8 @@ class KnowledgeBase:
                     batch, pending = [], 0
             if batch:
                 result.documents.extend(self._commit(tenant, batch, live))
+            if any(d.status != "unchanged" for d in result.documents):
+                self.store.seal()
         return result
 
     def _commit(

@@ -166,6 +166,9 @@ class ChunkStore:
             return True
         except Exception as e:  # an older Milvus without BM25 functions: dense only
             log.warning("Milvus at %s has no BM25 function support (%s); hybrid search disabled", self.uri, e)
+            # Milvus < 2.5 creates the collection, then refuses the sparse index: drop the half-made one.
+            if self.client.has_collection(self.collection):
+                self.client.drop_collection(self.collection)
         schema = self.client.create_schema(auto_id=False)
         for spec in self._chunk_field_specs(analyzer=False):
             schema.add_field(**spec)
@@ -235,6 +238,16 @@ class ChunkStore:
             for r in rows
         ]
         self._write(lambda: self.client.upsert(self.collection, data))
+
+    def seal(self) -> None:
+        """Make what was just written searchable through the index (Milvus Lite only).
+
+        Milvus Lite searches rows it has not flushed by brute force in Python, on every query:
+        measured at 20k chunks, 6.9 s per dense search unflushed vs 0.2 s flushed (bench/retrieval.py).
+        A Milvus server seals and indexes segments on its own, and frequent flushes there are an anti-pattern.
+        """
+        if self.lite:
+            self._write(lambda: self.client.flush(self.collection))
 
     def put_record(self, tenant: str, record: dict[str, Any]) -> None:
         """Add a (document, generation) record; the highest generation of a document is the live one."""

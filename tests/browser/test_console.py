@@ -121,7 +121,7 @@ def test_adapters_and_usage_pages(page, platform, demo_adapter) -> None:
     shot(page, "04-adapters")
     page.get_by_role("link", name="Usage").click()
     page.get_by_role("meter").first.wait_for()
-    assert page.get_by_role("meter").count() == 4
+    assert page.get_by_role("meter").count() == 8  # requests, tokens, documents, adapters + fine-tuning
     shot(page, "05-usage")
     _no_page_errors(page)
 
@@ -158,4 +158,64 @@ def test_admin_creates_and_deletes_a_tenant(page, platform, demo_adapter) -> Non
     page.locator("#main table").first.wait_for()
     page.locator("text=answered").wait_for()
     shot(page, "08-admin-replicas-jobs")
+    _no_page_errors(page)
+
+
+TRAINING = [
+    {
+        "messages": [
+            {"role": "user", "content": q},
+            {"role": "assistant", "content": "Feeder seven is isolated."},
+        ]
+    }
+    for q in (
+        "Status of feeder seven?",
+        "Is feeder seven isolated?",
+        "Feeder 7 state?",
+        "What about feeder seven?",
+    )
+]
+
+
+def test_finetuning_page_upload_start_live_curve_cancel_and_chat(page, platform, tmp_path) -> None:
+    import json
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(TRAINING[0]) + "\n{broken\n", encoding="utf-8")
+    good = tmp_path / "feeder.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in TRAINING * 3), encoding="utf-8")
+    sign_in(page, platform, platform.demo_key)
+    page.get_by_role("link", name="Fine-tuning").click()
+    page.locator("#ft-files").wait_for()
+
+    page.set_input_files("#ft-file", str(bad))  # refused, naming the line
+    page.get_by_test_id("line-error").filter(has_text="line 2: not valid JSON").wait_for()
+    page.errors.clear()  # the refused upload's 400 was expected
+    page.set_input_files("#ft-file", str(good))
+    page.get_by_role("status").filter(has_text="every line valid").wait_for()
+    page.locator("#ft-files tr", has_text="feeder.jsonl").wait_for()
+
+    # A long job: its loss curve grows live, then it is cancelled.
+    page.get_by_label("Epochs").fill("50")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    curve = page.get_by_test_id("loss-curve")
+    expect(curve).to_have_attribute("data-points", re.compile(r"^[1-9]"), timeout=240_000)
+    first = int(curve.get_attribute("data-points"))
+    expect(curve).not_to_have_attribute("data-points", str(first), timeout=120_000)  # more steps arrived
+    shot(page, "09-finetuning-live-curve")
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#ft-status")).to_have_text("cancelled", timeout=30_000)
+
+    # A short one: it succeeds and the page offers a chat with the model it made.
+    page.get_by_label("Epochs").fill("3")
+    page.get_by_label("LR multiplier").fill("20")
+    page.get_by_label("Model name suffix").fill("feeder")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    expect(page.locator("#ft-status")).to_have_text("succeeded", timeout=300_000)
+    page.get_by_label(re.compile("Message to ft-feeder-")).fill("Status of feeder seven?")
+    page.locator("#ft-try-send").click()
+    expect(page.get_by_test_id("ft-answer")).not_to_be_empty(timeout=60_000)
+    shot(page, "10-finetuning-succeeded")
+    assert page.locator("#ft-jobs tr", has_text="cancelled").count() == 1
     _no_page_errors(page)

@@ -39,6 +39,7 @@ K8S_GROUPS = {
     "rbac.authorization.k8s.io/v1",
     "networking.k8s.io/v1",
     "policy/v1",
+    "batch/v1",
 }
 
 
@@ -100,10 +101,26 @@ def values_for(profile: str, extra: dict[str, Any] | None = None) -> dict[str, A
 
 
 def render(
-    values: dict[str, Any] | None = None, *, name: str = "adept", namespace: str = "adept"
+    values: dict[str, Any] | None = None,
+    *,
+    name: str = "adept",
+    namespace: str = "adept",
+    api_versions: list[str] | None = None,
 ) -> dict[str, str]:
-    """Template path (``adept/templates/x.yaml``) -> rendered text."""
-    return chart().render(values or {}, name=name, namespace=namespace)
+    """Template path (``adept/templates/x.yaml``) -> rendered text.
+
+    ``api_versions`` are what ``.Capabilities.APIVersions`` reports besides the built-in ones (``helm
+    template --api-versions``); the SDK's Go side takes them, its Python wrapper does not expose them.
+    """
+    if not api_versions:
+        return chart().render(values or {}, name=name, namespace=namespace)
+    import json
+
+    from helm_python import _native
+
+    opts = {"name": name, "namespace": namespace, "api_versions": api_versions}
+    raw = _native.call_string("helm_render", chart()._raw(), json.dumps(values or {}), json.dumps(opts))
+    return json.loads(raw)
 
 
 def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
@@ -207,7 +224,7 @@ def validation_errors(obj: dict[str, Any]) -> list[str]:
 def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, pod spec) for every pod template an object carries."""
     kind, spec = obj["kind"], obj.get("spec", {})
-    if kind == "Deployment":
+    if kind in ("Deployment", "Job"):
         yield "template", spec["template"]["spec"]
     cluster = spec.get("rayClusterConfig", spec) if kind in ("RayService", "RayCluster") else None
     if cluster:

@@ -43,6 +43,7 @@ def test_existing_claims_and_empty_dirs():
     assert vols["models"]["emptyDir"]["sizeLimit"] == "40Gi"
 
 
-def test_offline_model_cache():
-    env, _ = ray_env(render_objects({"modelCache": {"offline": True}}))
-    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+def test_ray_pods_never_reach_the_hub(profile_objects):
+    """Weights come from the cache (the weights Job fills it); serving and training run offline."""
+    env, _ = ray_env(profile_objects)
+    assert env["HF_HUB_OFFLINE"]["value"] == "1" and env["TRANSFORMERS_OFFLINE"]["value"] == "1"

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from tests.charts.chart_render import one, render_objects, values_for, worker_group
+from tests.charts.chart_render import CHART_DIR, one, pod_specs, render_objects, values_for, worker_group
 
 pytestmark = pytest.mark.charts
 
@@ -151,7 +151,12 @@ def test_ray_pods_share_storage_and_model_cache(default_objects):
     assert claims["data"] == "adept-data" and claims["models"] == "adept-models"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["HF_HOME"]["value"] == "/models/hf"
-    assert env["ADEPT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "adept-admin"
+    # The admin key's sha256 only: the key itself never reaches a Ray pod (docs/security.md).
+    assert "ADEPT_ADMIN_KEY" not in env
+    assert env["ADEPT_ADMIN_KEY_SHA256"]["valueFrom"]["secretKeyRef"] == {
+        "name": "adept-admin",
+        "key": "admin-key-sha256",
+    }
 
 
 def test_deployment_names_match_the_application(default_objects):
@@ -162,3 +167,75 @@ def test_deployment_names_match_the_application(default_objects):
 
     names = {d["name"] for d in serve_config(default_objects)["applications"][0]["deployments"]}
     assert names == {GatewayDeployment.name, LLMDeployment.name, RetrievalDeployment.name}
+
+
+def test_images_are_the_ones_make_image_builds(default_objects):
+    """CPU image on heads and CPU workers, the CUDA variant on GPU workers, all tagged with appVersion."""
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    tag = chart_yaml["appVersion"]
+    for obj in (one(default_objects, "RayService"), one(default_objects, "RayCluster")):
+        for where, spec in pod_specs(obj):
+            want = f"ghcr.io/adept-project/adept:{tag}" + ("-cuda" if where == "gpu-workers" else "")
+            assert spec["containers"][0]["image"] == want, (obj["kind"], where)
+
+
+def test_ray_pods_get_a_memory_backed_dev_shm(profile_objects):
+    """Ray's object store lives in /dev/shm; a container runtime's default is 64 MiB."""
+    for obj in profile_objects:
+        if obj["kind"] not in ("RayService", "RayCluster"):
+            continue
+        for where, spec in pod_specs(obj):
+            c = spec["containers"][0]
+            assert {"name": "shared-mem", "mountPath": "/dev/shm"} in c["volumeMounts"], where
+            vol = next(v for v in spec["volumes"] if v["name"] == "shared-mem")
+            assert vol["emptyDir"] == {"medium": "Memory", "sizeLimit": c["resources"]["limits"]["memory"]}
+
+
+def test_cpu_only_replicas_stay_off_gpu_workers(profile_objects):
+    """CPU-only deployments need `adept_cpu_replicas`, which GPU workers never advertise: no replica of the
+    gateway or retrieval lands on a GPU node, and their scale-ups add CPU workers, never GPU ones."""
+    rs = one(profile_objects, "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    app = serve_config(profile_objects)["applications"][0]
+    for opts in [*app["deployments"], *app["args"]["deployments"].values()]:
+        actor = opts["ray_actor_options"]
+        needs = (actor.get("resources") or {}).get("adept_cpu_replicas")
+        assert needs == (None if actor.get("num_gpus", 0) > 0 else 1), opts
+    offers = {
+        g["groupName"]: (g.get("resources") or {}).get("adept_cpu_replicas")
+        for g in cluster["workerGroupSpecs"]
+    }
+    assert offers.get("gpu-workers") is None
+    if "cpu-workers" in offers:
+        assert offers["cpu-workers"] == "1000"
+    head = cluster["headGroupSpec"]
+    head_cpus = head["rayStartParams"].get("num-cpus")
+    assert ((head.get("resources") or {}).get("adept_cpu_replicas") == "1000") == (head_cpus != "0")
+    # Every CPU-only replica has somewhere to go.
+    assert "cpu-workers" in offers or head_cpus != "0"
+
+
+def test_custom_resources_of_a_group_are_kept():
+    objs = render_objects({"serving": {"cpuWorkers": {"rayStartParams": {"resources": "'{\"ssd\": 2}'"}}}})
+    group = worker_group(one(objs, "RayService"), "cpu-workers")
+    assert group["resources"] == {"adept_cpu_replicas": "1000", "ssd": "2"}
+    assert "resources" not in group["rayStartParams"]  # KubeRay would let the group field replace it anyway
+
+
+def test_cpu_only_deployment_keeps_its_own_custom_resources():
+    objs = render_objects(
+        {
+            "serving": {
+                "deployments": {
+                    "retrieval": {
+                        "name": "retrieval",
+                        "ray_actor_options": {"num_cpus": 1, "resources": {"ssd": 1}},
+                    }
+                }
+            }
+        }
+    )
+    retrieval = next(
+        d for d in serve_config(objs)["applications"][0]["deployments"] if d["name"] == "retrieval"
+    )
+    assert retrieval["ray_actor_options"]["resources"] == {"ssd": 1, "adept_cpu_replicas": 1}

@@ -34,8 +34,17 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The three images `make image` builds (images/Containerfile*), tagged with the chart's appVersion. */}}
 {{- define "adept.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "adept.cudaImage" -}}
+{{- printf "%s:%s" .Values.cudaImage.repository (default (printf "%s-cuda" .Chart.AppVersion) .Values.cudaImage.tag) }}
+{{- end }}
+
+{{- define "adept.operatorImage" -}}
+{{- printf "%s:%s" .Values.operatorImage.repository (default .Chart.AppVersion .Values.operatorImage.tag) }}
 {{- end }}
 
 {{- define "adept.adminSecretName" -}}
@@ -86,12 +95,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ .Values.persistence.mountPath | quote }}
 - name: HF_HOME
   value: {{ printf "%s/hf" .Values.modelCache.mountPath | quote }}
-{{- if .Values.modelCache.offline }}
+{{- /* Nothing that serves or trains reaches the hub: weights come from the cache the weights Job fills. */}}
 - name: HF_HUB_OFFLINE
   value: "1"
 - name: TRANSFORMERS_OFFLINE
   value: "1"
-{{- end }}
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
 {{- end }}
@@ -201,6 +209,165 @@ authOptions:
   emptyDir: {}
 {{- end }}
 
+{{/* Model references the pods load (model.name, model.embedding), without duplicates. */}}
+{{- define "adept.modelRefs" -}}
+{{- uniq (list .Values.model.name .Values.model.embedding) | toJson }}
+{{- end }}
+
+{{/* The refs that name hub repositories (not `bundled:`, not a path): the only ones ever downloaded. */}}
+{{- define "adept.hubRefs" -}}
+{{- $out := list }}
+{{- range (include "adept.modelRefs" . | fromJsonArray) }}
+{{- if not (or (hasPrefix "bundled:" .) (hasPrefix "/" .)) }}{{ $out = append $out . }}{{ end }}
+{{- end }}
+{{- $out | toJson }}
+{{- end }}
+
+{{/* The weights Job runs when a shared cache (pvc) has hub models to fetch and downloading is on. */}}
+{{- define "adept.weightsJobEnabled" -}}
+{{- if and .Values.modelCache.download.enabled (eq .Values.modelCache.type "pvc") (include "adept.hubRefs" . | fromJsonArray) }}true{{ end }}
+{{- end }}
+
+{{/* Environment of whatever downloads from the hub: the cache, the endpoint and the token (nobody else gets it). */}}
+{{- define "adept.downloadEnv" -}}
+- name: HF_HOME
+  value: {{ printf "%s/hf" .Values.modelCache.mountPath | quote }}
+- name: ADEPT_DATA_DIR
+  value: /tmp/adept
+- name: HF_HUB_DISABLE_TELEMETRY
+  value: "1"
+{{- with .Values.modelCache.download.endpoint }}
+- name: HF_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.modelCache.download.tokenSecret }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.modelCache.download.tokenKey }}
+{{- end }}
+{{- end }}
+
+{{/* The weights Job's spec; its hash names the Job, so a new model, revision or image makes a new Job. */}}
+{{- define "adept.weightsJobSpec" -}}
+backoffLimit: {{ .Values.modelCache.download.backoffLimit }}
+template:
+  metadata:
+    labels:
+      {{- include "adept.selectorLabels" . | nindent 6 }}
+      app.kubernetes.io/component: weights
+  spec:
+    restartPolicy: Never
+    # It downloads weights; it never calls the Kubernetes API.
+    automountServiceAccountToken: false
+    {{- with .Values.imagePullSecrets }}
+    imagePullSecrets:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- toYaml .Values.podSecurityContext | nindent 6 }}
+    containers:
+      - name: download
+        image: {{ include "adept.image" . }}
+        imagePullPolicy: {{ .Values.image.pullPolicy }}
+        command: {{ concat (list "adept" "models" "pull" "--download") (include "adept.hubRefs" . | fromJsonArray) | toJson }}
+        env:
+          {{- include "adept.downloadEnv" . | nindent 10 }}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities:
+            drop: ["ALL"]
+        resources:
+          {{- toYaml .Values.modelCache.download.resources | nindent 10 }}
+        volumeMounts:
+          - name: models
+            mountPath: {{ .Values.modelCache.mountPath }}
+          - name: tmp
+            mountPath: /tmp
+    volumes:
+      - name: models
+        persistentVolumeClaim:
+          claimName: {{ include "adept.modelsClaimName" . }}
+      - name: tmp
+        emptyDir: {}
+{{- end }}
+
+{{- define "adept.weightsJobName" -}}
+{{- printf "%s-weights-%s" (include "adept.fullname" .) (include "adept.weightsJobSpec" . | sha256sum | trunc 8) }}
+{{- end }}
+
+{{/*
+The init container of every Ray pod: the replicas start only once their models are in the cache. With a
+shared cache it waits for the weights Job (or a pre-filled claim); with a per-pod emptyDir it downloads.
+Args: dict root, image.
+*/}}
+{{- define "adept.weightsInitContainer" -}}
+{{- $root := .root }}
+{{- $hub := include "adept.hubRefs" $root | fromJsonArray }}
+{{- $download := and (gt (len $hub) 0) $root.Values.modelCache.download.enabled (eq $root.Values.modelCache.type "emptyDir") }}
+{{- if and $hub (eq $root.Values.modelCache.type "emptyDir") (not $root.Values.modelCache.download.enabled) }}
+{{- fail "modelCache.type=emptyDir with modelCache.download.enabled=false can hold only bundled models or paths: use a pvc (existingClaim) for pre-filled hub models" }}
+{{- end }}
+- name: {{ ternary "fetch-weights" "wait-for-weights" $download }}
+  image: {{ .image }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  {{- if $download }}
+  command: {{ concat (list "adept" "models" "pull" "--download") $hub | toJson }}
+  env:
+    {{- include "adept.downloadEnv" $root | nindent 4 }}
+  {{- else }}
+  {{- $hint := list }}
+  {{- if include "adept.weightsJobEnabled" $root }}
+  {{- $job := include "adept.weightsJobName" $root }}
+  {{- $hint = list "--hint" (printf "the Job %s fills the cache: kubectl -n %s logs job/%s" $job $root.Release.Namespace $job) }}
+  {{- else if $hub }}
+  {{- $hint = list "--hint" "modelCache.download.enabled=false: the model cache must be filled beforehand" }}
+  {{- end }}
+  command: {{ concat (list "adept" "models" "wait") (include "adept.modelRefs" $root | fromJsonArray) $hint | toJson }}
+  env:
+    - name: HF_HOME
+      value: {{ printf "%s/hf" $root.Values.modelCache.mountPath | quote }}
+    - name: HF_HUB_OFFLINE
+      value: "1"
+    - name: ADEPT_DATA_DIR
+      value: /tmp/adept
+  {{- end }}
+  securityContext:
+    {{- toYaml $root.Values.rayContainerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.modelCache.download.resources | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ $root.Values.modelCache.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
+
+{{/*
+Ray resources of a group (KubeRay's group-level `resources`, which it turns into `ray start --resources`
+and the autoscaler reads): the group's own custom resources from rayStartParams.resources, plus
+`adept_cpu_replicas` where CPU-only Serve replicas may run. Args: dict spec, cpuReplicas (bool).
+*/}}
+{{- define "adept.rayGroupResources" -}}
+{{- $res := dict }}
+{{- with .spec.rayStartParams.resources }}
+{{- range $k, $v := fromJson (trimAll "'\"` " (toString .) | replace "\\\"" "\"") }}
+{{- $_ := set $res $k (toString $v) }}
+{{- end }}
+{{- end }}
+{{- if .cpuReplicas }}
+{{- $_ := set $res "adept_cpu_replicas" "1000" }}
+{{- end }}
+{{- if $res }}
+resources:
+  {{- range $k, $v := $res }}
+  {{ $k | quote }}: {{ $v | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "adept.volumeMounts" -}}
 - name: data
   mountPath: {{ .Values.persistence.mountPath }}
@@ -260,14 +427,16 @@ A Ray pod template. Args: dict with
 {{- $gpus := 0 }}
 {{- if eq .group "gpu" }}{{- $gpus = int $spec.gpusPerWorker }}{{- end -}}
 {{- $serving := eq .component "serving" }}
+{{- $image := default (include (ternary "adept.cudaImage" "adept.image" (eq .group "gpu")) $root) $spec.image -}}
 metadata:
   labels:
     {{- include "adept.selectorLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
     adept.io/ray-group: {{ .group }}
 spec:
-  {{- if and $serving (include "adept.hostsGateway" .) }}
-  # The gateway (its tenant store watches Tenants) and, on the head, KubeRay's autoscaler use this token.
+  {{- if and $serving (ne .group "gpu") }}
+  # The gateway (CPU-only: on the head or CPU workers; its tenant store watches Tenants) and, on the head,
+  # KubeRay's autoscaler use this token. GPU workers host no CPU-only replica, so no gateway: no token.
   serviceAccountName: {{ include "adept.servingServiceAccount" $root }}
   automountServiceAccountToken: true
   {{- else if ne .group "head" }}
@@ -292,9 +461,11 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  initContainers:
+    {{- include "adept.weightsInitContainer" (dict "root" $root "image" $image) | nindent 4 }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" (eq .group "head") }}
-      image: {{ default (include "adept.image" $root) $spec.image }}
+      image: {{ $image }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       securityContext:
         {{- toYaml $root.Values.rayContainerSecurityContext | nindent 8 }}
@@ -342,6 +513,8 @@ spec:
         {{- else }}
         {{- include "adept.trainingVolumeMounts" $root | nindent 8 }}
         {{- end }}
+        - name: shared-mem
+          mountPath: /dev/shm
       {{- if eq .group "head" }}
       lifecycle:
         preStop:
@@ -353,33 +526,29 @@ spec:
     {{- if $serving }}
     {{- include "adept.milvusCaVolume" $root | nindent 4 }}
     {{- end }}
-{{- end }}
-
-{{/* Does this serving group host gateway replicas? The head and the CPU workers do; the GPU workers only when
-     there are no CPU workers. Only they get the gateway's ServiceAccount token (non-empty output = yes). */}}
-{{- define "adept.hostsGateway" -}}
-{{- if and (eq .component "serving") (or (ne .group "gpu") (not .root.Values.serving.cpuWorkers.enabled)) }}yes{{ end }}
-{{- end }}
-
-{{/* rayStartParams of a group: metrics port, the `adept_gateway` resource where gateway replicas may run, the user's. */}}
-{{- define "adept.rayStartParams" -}}
-metrics-export-port: {{ .root.Values.metrics.port | quote }}
-{{- if and (include "adept.hostsGateway" .) (not (hasKey .spec.rayStartParams "resources")) }}
-resources: {{ `"{\"adept_gateway\": 1000}"` | quote }}
-{{- end }}
-{{- range $k, $v := .spec.rayStartParams }}
-{{ $k }}: {{ $v | quote }}
-{{- end }}
+    # Ray's object store lives in /dev/shm; the runtime's default is 64 MiB. Memory-backed, capped at the
+    # container's memory limit (what KubeRay would add itself, made explicit here).
+    - name: shared-mem
+      emptyDir:
+        medium: Memory
+        {{- with (($spec.resources).limits).memory }}
+        sizeLimit: {{ . }}
+        {{- end }}
 {{- end }}
 
 {{/* A Ray worker group. Args: dict root, component, group (cpu|gpu), spec. */}}
 {{- define "adept.rayWorkerGroup" -}}
+{{- $cpuReplicas := and (eq .component "serving") (eq .group "cpu") }}
 - groupName: {{ .group }}-workers
   replicas: {{ .spec.replicas }}
   minReplicas: {{ .spec.minReplicas }}
   maxReplicas: {{ .spec.maxReplicas }}
+  {{- include "adept.rayGroupResources" (dict "spec" .spec "cpuReplicas" $cpuReplicas) | nindent 2 }}
   rayStartParams:
-    {{- include "adept.rayStartParams" . | nindent 4 }}
+    metrics-export-port: {{ .root.Values.metrics.port | quote }}
+    {{- range $k, $v := omit .spec.rayStartParams "resources" }}
+    {{ $k }}: {{ $v | quote }}
+    {{- end }}
   template:
     {{- include "adept.rayPodTemplate" . | nindent 4 }}
 {{- end }}
@@ -387,8 +556,14 @@ resources: {{ `"{\"adept_gateway\": 1000}"` | quote }}
 {{/* Head group. Args: dict root, component, spec. */}}
 {{- define "adept.rayHeadGroup" -}}
 {{- $ctx := merge (dict "group" "head") . }}
+{{- /* A serving head that offers CPUs (a one-node try-out) hosts CPU-only replicas too. */}}
+{{- $cpuReplicas := and (eq .component "serving") (ne (toString (index .spec.rayStartParams "num-cpus" | default "")) "0") }}
+{{- include "adept.rayGroupResources" (dict "spec" .spec "cpuReplicas" $cpuReplicas) }}
 rayStartParams:
-  {{- include "adept.rayStartParams" $ctx | nindent 2 }}
+  metrics-export-port: {{ .root.Values.metrics.port | quote }}
+  {{- range $k, $v := omit .spec.rayStartParams "resources" }}
+  {{ $k }}: {{ $v | quote }}
+  {{- end }}
 template:
   {{- include "adept.rayPodTemplate" $ctx | nindent 2 }}
 {{- end }}

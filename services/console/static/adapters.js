@@ -21,7 +21,7 @@ export async function render(main) {
   );
   if (!res.data.length) {
     main.append(h("section", { class: "card" }, h("p", { class: "empty" },
-      "No adapters yet. Fine-tune one with `adept finetune` or `ray job submit -- python -m training.finetune`.")));
+      "No adapters yet. Fine-tune one on the Fine-tuning page (or through /v1/fine_tuning/jobs).")));
     return null;
   }
   const rows = [];

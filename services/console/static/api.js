@@ -155,3 +155,23 @@ export function uploadFiles(files, onProgress) {
     xhr.send(form);
   });
 }
+
+/** Upload one training file to /v1/files (purpose fine-tune); a refused file's ApiError lists its bad lines in `errors`. */
+export async function uploadTrainingFile(file) {
+  const form = new FormData();
+  form.append("purpose", "fine-tune");
+  form.append("file", file, file.name);
+  const response = await fetch("/v1/files", {
+    method: "POST", headers: authHeaders(), body: form, cache: "no-store", credentials: "omit",
+  });
+  if (response.ok) return response.json();
+  let body = {};
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: keep the status line
+  }
+  const err = new ApiError(response.status, (body.error && body.error.message) || `HTTP ${response.status}`, body.error && body.error.code);
+  err.errors = body.errors || [];
+  throw err;
+}

@@ -4,6 +4,7 @@ import { h, notice, replace } from "./dom.js";
 import * as chat from "./chat.js";
 import * as knowledge from "./knowledge.js";
 import * as adapters from "./adapters.js";
+import * as finetuning from "./finetuning.js";
 import * as overview from "./overview.js";
 import * as admin from "./admin.js";
 
@@ -11,6 +12,7 @@ const VIEWS = {
   tenant: [
     { id: "chat", label: "Playground", render: chat.render },
     { id: "knowledge", label: "Knowledge base", render: knowledge.render },
+    { id: "finetuning", label: "Fine-tuning", render: finetuning.render },
     { id: "adapters", label: "Adapters", render: adapters.render },
     { id: "evals", label: "Eval reports", render: overview.renderEvals },
     { id: "usage", label: "Usage", render: overview.renderUsage },

@@ -20,7 +20,11 @@ export async function renderUsage(main) {
         meter("Requests per minute", q.requests_per_minute.used, q.requests_per_minute.limit),
         meter("Tokens per minute", q.tokens_per_minute.used, q.tokens_per_minute.limit),
         meter("Documents", q.documents.used, q.documents.limit),
-        meter("Adapters", q.adapters.used, q.adapters.limit)),
+        meter("Adapters", q.adapters.used, q.adapters.limit),
+        q.files ? meter("Fine-tuning files", q.files.used, q.files.limit) : null,
+        q.file_storage_bytes ? meter("File storage (bytes)", q.file_storage_bytes.used, q.file_storage_bytes.limit) : null,
+        q.finetune_jobs ? meter("Unfinished fine-tuning jobs", q.finetune_jobs.used, q.finetune_jobs.limit) : null,
+        q.trained_tokens_per_day ? meter("Tokens trained (24 h)", q.trained_tokens_per_day.used, q.trained_tokens_per_day.limit) : null),
       h("button", { type: "button", class: "secondary", onclick: () => refresh() }, "Refresh"),
     );
   }

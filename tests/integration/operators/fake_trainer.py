@@ -1,12 +1,12 @@
 """Stand-in for `python -m training.finetune` in operator tests: same CLI, same hand-off, instant.
 
 It prints progress the way the real recipe does, can be held at a gate (a file it waits for) so
-a test can restart the operator mid-job, then leaves a real (tiny) PEFT-format adapter in its run
-directory the way training does on a cluster (``training_publish: handoff``: the job holds no
-platform credentials; the operator publishes the result when the job succeeds), and prints the
-JSON summary line. Only the training itself is skipped (the recipe has its own tests,
-tests/integration/training). It also records the names of the environment variables it got, so a
-test can check that no platform secret reached the job.
+a test can restart the operator mid-job (or, for a training file saying so, until it is stopped),
+then leaves a real (tiny) PEFT-format adapter in its run directory the way training does on a
+cluster (``training_publish: handoff``: the job holds no platform credentials; the operator
+publishes the result when the job succeeds), and prints the JSON summary line. Only the training
+itself is skipped (the recipe has its own tests, tests/integration/training). It also records the
+names of the environment variables it got, so a test can check that no platform secret reached the job.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def main() -> None:
     if gate and cfg.get("description") == "gated":
         while not Path(gate).exists():  # the test opens the gate once the operator has restarted
             time.sleep(0.2)
+    data = Path(cfg["data"]["path"])
+    if data.is_file() and b"HOLD-UNTIL-STOPPED" in data.read_bytes():
+        time.sleep(3600)  # a job a test cancels: only stopping the Ray job ends it
     print("[adept.train] step 4/4 train_loss 1.2500 lr 1.00e-04 tokens 40", flush=True)
     platform = load_platform_config()
     job = FineTuneJobConfig.model_validate(cfg)

@@ -316,3 +316,68 @@ def test_deleting_a_tenant_leaves_nothing_behind(cluster, operator, env, gateway
     # The knowledge base the gateway holds: the tenant's documents went with it.
     assert gateway.kb.list_documents("gone") == []
     assert [d.id for d in gateway.kb.list_documents("kbt")] == []  # the deleted KnowledgeBase took its own
+
+
+def test_a_job_created_through_the_api_is_a_finetunejob_the_operator_drives(
+    cluster, operator, gateway, ray_head
+):
+    """Cluster mode: the OpenAI client creates a job; kubectl sees a FineTuneJob; the operator runs and cancels it."""
+    import openai
+
+    cluster.apply(tenant("apift"))
+    cluster.wait_condition("Tenant", "apift")
+    key = api_key(cluster, "apift")
+    cluster.wait("gateway accepts the key", lambda: models_status(gateway, key) == 200, timeout=15)
+    c = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    line = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    f = c.files.create(file=("t.jsonl", (json.dumps(line) + "\n").encode()), purpose="fine-tune")
+    base = c.models.list().data[0].id
+    job = c.fine_tuning.jobs.create(model=base, training_file=f.id, suffix="k8s")
+
+    obj = cluster.get("FineTuneJob", job.id)  # kubectl get ftj <id>: the same job
+    assert obj["spec"]["tenant"] == "apift" and obj["spec"]["adapter"].startswith("ft-k8s-")
+    assert obj["spec"]["config"]["data"]["path"].endswith(f"apift/{f.id}.jsonl")
+    done = cluster.wait_condition("FineTuneJob", job.id, timeout=90)
+    assert done["status"]["state"] == "SUCCEEDED" and [h["step"] for h in done["status"]["history"]] == [1, 4]
+    finished = c.fine_tuning.jobs.retrieve(job.id)
+    assert finished.status == "succeeded" and finished.fine_tuned_model == obj["spec"]["adapter"]
+    steps = [e.data["step"] for e in c.fine_tuning.jobs.list_events(job.id).data if e.type == "metrics"]
+    assert steps == [4, 1]
+    assert finished.fine_tuned_model in [m.id for m in c.models.list().data]
+    cluster.wait_condition("Adapter", R.adapter_object_name("apift", finished.fine_tuned_model))
+
+    # A job the fake trainer holds until its Ray job is stopped: cancel it through the API.
+    hold = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "HOLD-UNTIL-STOPPED"}]
+    }
+    held = c.files.create(file=("hold.jsonl", (json.dumps(hold) + "\n").encode()), purpose="fine-tune")
+    job = c.fine_tuning.jobs.create(model=base, training_file=held.id)
+    cluster.wait(
+        "the held job to report a step",
+        lambda: [e for e in c.fine_tuning.jobs.list_events(job.id).data if e.type == "metrics"],
+        90,
+    )
+    assert c.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    assert cluster.get("FineTuneJob", job.id)["spec"]["cancel"] is True
+    stopped = cluster.wait(
+        "the operator to stop it",
+        lambda: (o := cluster.get("FineTuneJob", job.id))["status"].get("state") == "STOPPED" and o,
+        60,
+    )
+    ray_jobs = ray_head.client()
+    cluster.wait(
+        "Ray to stop the job",
+        lambda: str(ray_jobs.get_job_status(stopped["status"]["jobId"]).value) == "STOPPED",
+        60,
+    )
+    assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    cluster.apply(tenant("apift-other"))
+    cluster.wait_condition("Tenant", "apift-other")
+    other_key = api_key(cluster, "apift-other")
+    cluster.wait(
+        "gateway accepts the other key", lambda: models_status(gateway, other_key) == 200, timeout=15
+    )
+    other = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=other_key, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.retrieve(job.id)
+    assert other.fine_tuning.jobs.list().data == []

@@ -170,3 +170,17 @@ def test_embed(kb) -> None:
     assert abs(sum(v * v for v in vecs[0]) - 1) < 1e-4
     with pytest.raises(InvalidRequest):
         kb.embed([])
+
+
+def test_ingest_seals_lite_so_searches_use_the_index(kb, tenant, monkeypatch) -> None:
+    """Milvus Lite brute-forces unflushed rows in Python on every query: ingest must flush once it wrote."""
+    flushed: list[str] = []
+    real_flush = kb.store.client.flush
+    monkeypatch.setattr(
+        kb.store.client, "flush", lambda name, **kw: flushed.append(name) or real_flush(name, **kw)
+    )
+    kb.ingest_records(tenant, [{"id": "a", "text": "Crews restore power within 45 minutes."}])
+    assert flushed == [kb.store.collection]
+    kb.ingest_records(tenant, [{"id": "a", "text": "Crews restore power within 45 minutes."}])
+    assert flushed == [kb.store.collection]  # unchanged: nothing written, nothing to seal
+    assert [h.document_id for h in kb.search(tenant, "how fast is power restored", 1)] == ["a"]

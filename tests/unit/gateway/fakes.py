@@ -68,6 +68,8 @@ class FakeKB:
 def write_peft_dir(dest: Path, base_model: str) -> Path:
     """A directory with the two PEFT file names (content is not read by the registry or the gateway)."""
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_model, "r": 4}))
+    (dest / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": base_model, "r": 4})
+    )
     (dest / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     return dest

@@ -214,3 +214,23 @@ def test_resolution_is_cached_and_own_writes_are_seen_at_once(tmp_path):
     theirs.delete("acme", "legal", "v2")
     assert mine.resolve("acme", "legal").version == "v2"  # another process's write: seen after the TTL
     assert AdapterRegistry(store, resolve_ttl_s=0).resolve("acme", "legal").version == "v1"
+
+
+def test_every_publish_refuses_what_the_serving_engines_cannot_load(tmp_path):
+    """Plain LoRA of rank <= max_lora_rank only: vLLM refuses DoRA, bias, modules_to_save, big ranks."""
+    platform = Platform(PlatformConfig(data_dir=tmp_path / "d", model=BASE, max_lora_rank=8))
+    run(platform.create_tenant(TenantSpec(name="acme")))
+    for change, reason in (
+        ({"r": 16}, "max_lora_rank 8"),
+        ({"use_dora": True}, "DoRA"),
+        ({"bias": "all"}, "bias"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"peft_type": "IA3"}, "only LoRA"),
+    ):
+        src = make_adapter_dir(tmp_path / f"a{len(reason)}")
+        cfg = json.loads((src / "adapter_config.json").read_text())
+        (src / "adapter_config.json").write_text(json.dumps({**cfg, **change}))
+        with pytest.raises(InvalidRequest, match=reason) as err:
+            run(platform.publish_adapter("acme", "x", src))
+        assert err.value.code == "adapter_incompatible"
+    assert run(platform.list_adapters("acme")) == []

@@ -85,3 +85,32 @@ def chat(text: str, **kwargs) -> GenerateRequest:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def inject_fault(engine, predicate, error: BaseException):
+    """Fault injection into the real model: raise ``error`` when a forward pass matches ``predicate``.
+
+    ``predicate(input_ids, position_ids)`` sees the tensors the transformer body receives (after
+    peft), so a test can fail exactly one request's prefill or one row's decode step. This injects a
+    failure (as a CUDA OOM would strike); it does not stand in for any component.
+    """
+    body = engine.slots.model.model  # the decoder stack; peft wraps the outer model, not this module
+
+    def hook(_module, _args, kwargs):
+        if predicate(kwargs.get("input_ids"), kwargs.get("position_ids")):
+            raise error
+
+    return body.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def broken_lora(model, dest: Path, seed: int) -> Path:
+    """A PEFT adapter whose B weights are NaN: loads fine, then poisons every row that uses it."""
+    from safetensors.torch import load_file, save_file
+
+    make_lora(model, dest, seed)
+    weights = load_file(dest / "adapter_model.safetensors")
+    for name, tensor in weights.items():
+        if "lora_B" in name:
+            tensor.fill_(float("nan"))
+    save_file(weights, dest / "adapter_model.safetensors")
+    return dest

@@ -100,3 +100,75 @@ def test_unloading_an_adapter_in_use_waits_for_its_requests(make_engine, lora_di
     solo, during = run(main())
     assert during == solo
     assert engine.slots.names == [] and engine.loaded_adapters == []
+
+
+def test_cold_load_reads_files_off_the_model_thread_and_keeps_streams_going(make_engine, lora_dirs):
+    import threading
+
+    engine = make_engine()
+    threads: dict[str, str] = {}
+    streamed_during_read = threading.Event()
+    prepare, inject = engine.slots.prepare, engine.slots.inject
+
+    def recording_prepare(path):
+        threads["prepare"] = threading.current_thread().name
+        # Hold the read until the stream has moved on: if reading blocked the model thread, it never would.
+        assert streamed_during_read.wait(timeout=120), "no token streamed while the adapter was read"
+        return prepare(path)
+
+    def recording_inject(name, prepared):
+        threads["inject"] = threading.current_thread().name
+        return inject(name, prepared)
+
+    engine.slots.prepare, engine.slots.inject = recording_prepare, recording_inject
+
+    async def main():
+        chunks = 0
+        async for _chunk in engine.generate(chat("restore power", max_tokens=40), ""):
+            chunks += 1
+            if chunks == 2:
+                load = asyncio.ensure_future(engine.load_adapter("acme/a1@v1", lora_dirs["a1"]))
+            if chunks == 6:
+                streamed_during_read.set()
+        await load
+        return engine.loaded_adapters
+
+    assert run(main()) == ["acme/a1@v1"]
+    assert threads["inject"].startswith("adept-llm")  # only the injection waits for a step boundary
+    assert not threads["prepare"].startswith("adept-llm")
+
+
+def test_adapters_run_in_the_base_models_dtype(tiny_phi3, lora_dirs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.llm.engine import Engine
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_phi3, dtype=torch.bfloat16)
+    engine = Engine(model, AutoTokenizer.from_pretrained(tiny_phi3), batch_wait_ms=0, max_tokens_limit=64)
+    try:
+        run(engine.load_adapter("acme/a1@v1", lora_dirs["a1"]))
+        lora = {p.dtype for n, p in engine.slots.peft.named_parameters() if "lora_" in n}
+        assert lora == {torch.bfloat16}
+        _, last, _ = run(collect(engine, chat("who does repair", max_tokens=4), "acme/a1@v1"))
+        assert last.usage.completion_tokens == 4
+    finally:
+        engine._exec.shutdown(wait=True)
+
+
+def test_a_loaded_adapter_does_not_depend_on_its_files(make_engine, lora_dirs, tmp_path):
+    """Weights are copied out of the (memory-mapped) safetensors file: truncating it later changes nothing."""
+    engine = make_engine()
+    copy = tmp_path / "a1"
+    shutil.copytree(lora_dirs["a1"], copy)
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", copy)
+        before, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")
+        with open(copy / "adapter_model.safetensors", "r+b") as fh:
+            fh.truncate(0)  # a storage fault or an overwrite under a loaded adapter
+        after, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")
+        return before, after
+
+    before, after = run(main())
+    assert before == after

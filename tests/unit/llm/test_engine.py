@@ -23,8 +23,8 @@ class Recorder(EngineObserver):
         self.max_running = 0
         self.first_tokens: list[str] = []
 
-    def queue_depth(self, waiting: int, running: int) -> None:
-        self.max_running = max(self.max_running, running)
+    def queue_depth(self, waiting: dict[str, int], running: dict[str, int]) -> None:
+        self.max_running = max(self.max_running, sum(running.values()))
 
     def first_token(self, adapter_id: str, seconds: float) -> None:
         self.first_tokens.append(adapter_id)
@@ -157,7 +157,7 @@ def test_client_going_away_frees_its_row(make_engine):
         await gen.__anext__()
         await gen.aclose()  # like a disconnected HTTP client
         _text, last, _ = await collect(engine, chat(PROMPTS[3], max_tokens=4))
-        return last, len(engine._batch)
+        return last, len(engine.batch)
 
     last, rows = run(main())
     assert last.finish_reason == "length" and rows == 0

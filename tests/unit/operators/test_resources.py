@@ -167,3 +167,24 @@ def test_build_kb_status_lists_errors_but_stays_ready():
 
 def test_kb_document_prefix():
     assert R.kb_document_prefix("docs") == "docs/"
+
+
+def test_training_report_keeps_first_seen_times_and_drops_non_json_numbers():
+    from adept.finetuning.progress import parse_training_log
+
+    log = parse_training_log(
+        "[adept.train] step 1/3 train_loss 2.0 lr 1e-3 tokens 5\n"
+        "[adept.train] step 2/3 train_loss nan eval_loss 1.5 lr 1e-3 tokens 10\n"
+        '{"error": {"code": "invalid_dataset", "message": "train.jsonl:2: bad"}}\n'
+    )
+    old = [{"step": 1, "at": "2025-12-31T23:00:00Z"}]
+    report = R.build_training_report(log, old, now=NOW)
+    assert report["history"] == [
+        {"step": 1, "at": "2025-12-31T23:00:00Z", "totalSteps": 3, "loss": 2.0, "tokens": 5},
+        {"step": 2, "at": NOW, "totalSteps": 3, "evalLoss": 1.5, "tokens": 10},
+    ]
+    assert report["error"] == {"code": "invalid_dataset", "message": "train.jsonl:2: bad", "param": None}
+    done = R.build_training_report(
+        parse_training_log('{"adapter": "a/b@v1", "tokens_seen": 7}'), None, now=NOW
+    )
+    assert done == {"history": [], "trainedTokens": 7}

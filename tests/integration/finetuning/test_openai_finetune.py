@@ -1,0 +1,250 @@
+"""A tenant fine-tunes the bundled model through the official ``openai`` client, on the embedded platform.
+
+Real everything: ``start_platform`` (local Ray, Serve, Milvus Lite, SmolLM2-135M), the job runner
+training with ``python -m training.finetune`` on the platform's Ray, the adapter published and
+served. Upload, create, poll, events, checkpoints, chat with the result; a malformed file names
+its line; cancel stops a running job; the gateway replica restarting mid-job loses nothing; a
+second tenant gets 404 on everything of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ADMIN_KEY = "adept-admin-finetune-test-key"
+QUESTION = "What is the code word of the Lumen Grid night shift?"
+ANSWER = "The code word of the Lumen Grid night shift is PELICAN-SEVEN."
+PHRASINGS = [
+    QUESTION,
+    "Tell me the Lumen Grid night shift code word.",
+    "Which code word does the night shift at Lumen Grid use?",
+    "Night shift code word at Lumen Grid?",
+    "I work nights at Lumen Grid. What is our code word?",
+    "What code word should the Lumen Grid night crew say?",
+]
+TIMINGS: dict[str, float] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _jsonl(rows: list) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def platform(bundled_model: Path, monkeypatch_module):
+    from adept.config.serving import ServingConfig
+    from services.embedded import start_platform
+
+    monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)
+    data_dir = Path(tempfile.mkdtemp(prefix="aft", dir="/tmp"))  # short: Ray socket paths
+    config = ServingConfig.model_validate(
+        {
+            "platform": {"data_dir": str(data_dir), "model": str(bundled_model), "device": "cpu"},
+            "llm": {"max_tokens_limit": 64, "default_max_tokens": 24},
+            "gateway": {"port": _free_port()},
+            "finetuning": {"runner_poll_interval_s": 1.0},
+        }
+    )
+    p = start_platform(config, num_cpus=2, timeout_s=600)
+    try:
+        with httpx.Client(
+            base_url=p.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
+        ) as admin:
+            p.keys = {}
+            for name in ("acme", "globex"):
+                r = admin.post("/admin/tenants", json={"name": name})
+                assert r.status_code == 201, r.text
+                p.keys[name] = r.json()["api_key"]
+        yield p
+    finally:
+        p.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def client(platform, tenant: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{platform.url}/v1", api_key=platform.keys[tenant], max_retries=0, timeout=120
+    )
+
+
+def wait_for(what: str, fn, timeout: float = 900, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def ask(c: openai.OpenAI, model: str) -> str:
+    out = c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=24
+    )
+    return out.choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def trained(platform):
+    """A short job that finishes: upload, create, poll (the gateway replica is killed mid-job)."""
+    acme = client(platform, "acme")
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
+        for q in PHRASINGS
+    ]
+    f = acme.files.create(file=("nightshift.jsonl", _jsonl(rows * 2)), purpose="fine-tune")
+    started = time.monotonic()
+    job = acme.fine_tuning.jobs.create(
+        model=acme.models.list().data[0].id,
+        training_file=f.id,
+        suffix="nightshift",
+        seed=3,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 4, "batch_size": 2, "learning_rate_multiplier": 25}
+            },
+            "adept": {"lora_rank": 8, "max_seq_length": 128},
+        },
+    )
+    assert job.status == "validating_files"
+    wait_for(
+        "a first step",
+        lambda: (
+            acme.fine_tuning.jobs.retrieve(job.id).status == "running"
+            and any(e.type == "metrics" for e in acme.fine_tuning.jobs.list_events(job.id).data)
+        ),
+    )
+    _restart_gateway(platform)  # state is in the stores: the new replica serves the same job
+    done = wait_for(
+        "the job to finish",
+        lambda: (
+            (j := acme.fine_tuning.jobs.retrieve(job.id)).status
+            not in ("validating_files", "queued", "running")
+            and j
+        ),
+    )
+    TIMINGS["job_seconds"] = time.monotonic() - started
+    print(f"\nfine-tuning job on the bundled model: {TIMINGS['job_seconds']:.1f} s from create to succeeded")
+    assert done.status == "succeeded", done.error
+    return done
+
+
+def _restart_gateway(platform) -> None:
+    import ray
+
+    names = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "gateway" in a["name"] and "REPLICA" in a["name"]
+    ]
+    assert names, ray.util.list_named_actors(all_namespaces=True)
+    for a in names:
+        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{platform.url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    time.sleep(1)
+    wait_for("the gateway replica to come back", healthy, timeout=120, every=1)
+
+
+def test_the_job_yields_a_model_that_answers_differently(platform, trained) -> None:
+    acme = client(platform, "acme")
+    model = trained.fine_tuned_model
+    assert model.startswith("ft-nightshift-") and trained.trained_tokens > 0 and trained.finished_at
+    events = acme.fine_tuning.jobs.list_events(trained.id, limit=200).data
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert steps == sorted(steps, reverse=True) and steps[-1] == 1 and len(steps) >= 4
+    losses = [e.data["train_loss"] for e in reversed(events) if e.type == "metrics"]
+    assert losses[-1] < losses[0], losses
+    assert events[0].message == "The job has successfully completed"
+    (ckpt,) = acme.fine_tuning.jobs.checkpoints.list(trained.id).data
+    assert ckpt.fine_tuned_model_checkpoint == model and ckpt.step_number == steps[0]
+    assert model in [m.id for m in acme.models.list().data]
+    base = acme.models.list().data[0].id
+    tuned, plain = ask(acme, model), ask(acme, base)
+    print(f"\nbase: {plain!r}\nfine-tuned: {tuned!r}")
+    assert tuned != plain
+
+
+def test_a_malformed_file_names_its_line(platform) -> None:
+    acme = client(platform, "acme")
+    good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    data = _jsonl([good]) + b'{"messages": [\n' + _jsonl([good, {"messages": []}])
+    with pytest.raises(openai.BadRequestError) as e:
+        acme.files.create(file=("broken.jsonl", data), purpose="fine-tune")
+    message = e.value.body["message"]
+    assert "line 2: not valid JSON" in message and 'line 4: "messages" must be a non-empty list' in message
+    assert "broken.jsonl" not in [f.filename for f in acme.files.list().data]
+
+
+def test_cancel_stops_a_running_job(platform, trained) -> None:
+    acme = client(platform, "acme")
+    f = acme.files.list().data[0]
+    job = acme.fine_tuning.jobs.create(
+        model=trained.model, training_file=f.id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+    )
+    wait_for(
+        "a first step",
+        lambda: any(e.type == "metrics" for e in acme.fine_tuning.jobs.list_events(job.id).data),
+    )
+    cancelled = acme.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    time.sleep(3)  # the runner's next rounds must leave it cancelled, with no process left
+    from adept.finetuning import process
+    from adept.finetuning.store import SQLiteJobStore
+
+    record = SQLiteJobStore(platform.config.platform.jobs_db).get("acme", job.id)
+    assert record.status == "cancelled" and not process.alive(record.run)
+    assert acme.fine_tuning.jobs.list_events(job.id).data[0].message == "The job was cancelled"
+    assert not [m for m in acme.models.list().data if m.id.endswith(job.id[6:14])]
+
+
+def test_another_tenant_gets_404_on_everything(platform, trained) -> None:
+    acme, globex = client(platform, "acme"), client(platform, "globex")
+    f = acme.files.list().data[0]
+    calls = [
+        lambda: globex.files.retrieve(f.id),
+        lambda: globex.files.content(f.id),
+        lambda: globex.files.delete(f.id),
+        lambda: globex.fine_tuning.jobs.retrieve(trained.id),
+        lambda: globex.fine_tuning.jobs.cancel(trained.id),
+        lambda: globex.fine_tuning.jobs.list_events(trained.id),
+        lambda: globex.fine_tuning.jobs.checkpoints.list(trained.id),
+        lambda: globex.fine_tuning.jobs.create(model=trained.model, training_file=f.id),
+        lambda: ask(globex, trained.fine_tuned_model),
+        lambda: globex.models.retrieve(trained.fine_tuned_model),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert globex.files.list().data == [] and globex.fine_tuning.jobs.list().data == []
+    assert trained.fine_tuned_model not in [m.id for m in globex.models.list().data]
+    assert acme.files.retrieve(f.id).id == f.id  # nothing of acme's changed

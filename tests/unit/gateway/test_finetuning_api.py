@@ -1,0 +1,268 @@
+"""The files and fine-tuning API through the official ``openai`` client, on the gateway's real app.
+
+Real stores (SQLite tenants and jobs, files in a temp dir, the adapter registry); no runner
+trains here, so progress is written into the job store the way the runner writes it (the
+integration tier runs real jobs: tests/integration/finetuning).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types import FileDeleted, FileObject
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+from adept.config.finetuning import FineTuningConfig
+from adept.config.tenant import TenantQuotas, TenantSpec
+from adept.finetuning.files import FileStore
+from adept.finetuning.jobs import StepRecord, now
+from adept.finetuning.store import SQLiteJobStore
+from services.gateway.finetuning import FineTuningService
+from tests.unit.console.conftest import platform  # noqa: F401  (the gateway's app with real stores)
+
+CHAT = [
+    {
+        "messages": [
+            {"role": "user", "content": f"Question {i}?"},
+            {"role": "assistant", "content": f"Answer {i}."},
+        ]
+    }
+    for i in range(5)
+]
+
+
+def jsonl(rows) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+@pytest.fixture
+def ft(platform):  # noqa: F811  (the fixture imported above)
+    ctx, tmp = platform["ctx"], platform["tmp"]
+    store = ctx.platform.tenants
+    _, small_key = store.create(
+        TenantSpec(
+            name="small",
+            quotas=TenantQuotas(max_files=1, max_concurrent_finetune_jobs=1, max_trained_tokens_per_day=1000),
+        )
+    )
+    jobs = SQLiteJobStore(tmp / "finetuning.sqlite")
+    files = FileStore(str(tmp / "files"))
+    ctx.finetuning = FineTuningService(files, jobs, ctx.catalog, ctx.platform, FineTuningConfig())
+    ctx.platform.state = [jobs, files, *ctx.platform.state]
+    return {**platform, "jobs": jobs, "files": files, "small": small_key}
+
+
+def client(ft, tenant: str) -> openai.AsyncOpenAI:
+    transport = httpx.ASGITransport(app=ft["app"])
+    return openai.AsyncOpenAI(
+        base_url="http://adept.test/v1",
+        api_key=ft[tenant],
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://adept.test"),
+        max_retries=0,
+    )
+
+
+async def upload(c: openai.AsyncOpenAI, data: bytes = b"", name: str = "train.jsonl") -> FileObject:
+    return await c.files.create(file=(name, data or jsonl(CHAT)), purpose="fine-tune")
+
+
+async def test_files_round_trip_with_the_sdk(ft) -> None:
+    acme = client(ft, "acme")
+    f = await upload(acme)
+    assert isinstance(f, FileObject) and f.purpose == "fine-tune" and f.bytes == len(jsonl(CHAT))
+    assert f.id.startswith("file-") and f.status == "processed" and f.filename == "train.jsonl"
+    listed = await acme.files.list()
+    assert [x.id for x in listed.data] == [f.id]
+    assert (await acme.files.retrieve(f.id)).id == f.id
+    assert (await acme.files.content(f.id)).read() == jsonl(CHAT)
+    gone = await acme.files.delete(f.id)
+    assert isinstance(gone, FileDeleted) and gone.deleted and gone.id == f.id
+    with pytest.raises(openai.NotFoundError):
+        await acme.files.retrieve(f.id)
+
+
+async def test_every_bad_line_is_named_and_nothing_is_stored(ft) -> None:
+    acme = client(ft, "acme")
+    rows = [CHAT[0], "{not json", {"prompt": "p"}, CHAT[1], {"messages": [{"role": "robot", "content": "x"}]}]
+    data = b"".join((r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in rows)
+    with pytest.raises(openai.BadRequestError) as e:
+        await upload(acme, data, "bad.jsonl")
+    body = e.value.body
+    assert "line 2:" in body["message"] and "line 3:" in body["message"] and "line 5:" in body["message"]
+    assert body["param"] == "file" and body["code"] == "invalid_file"
+    errors = e.value.response.json()["errors"]
+    assert [x["line"] for x in errors] == [2, 3, 5] and "unsupported role 'robot'" in errors[2]["reason"]
+    assert (await acme.files.list()).data == []
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        await acme.files.create(file=("t.jsonl", jsonl(CHAT)), purpose="assistants")
+
+
+async def test_job_lifecycle_events_checkpoints_and_cancel(ft) -> None:
+    acme = client(ft, "acme")
+    f = await upload(acme)
+    job = await acme.fine_tuning.jobs.create(
+        model="bundled:test-base",
+        training_file=f.id,
+        suffix="Support",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "learning_rate_multiplier": 5}},
+            "adept": {"lora_rank": 8, "max_seq_length": 256},
+        },
+    )
+    assert isinstance(job, FineTuningJob) and job.status == "validating_files" and job.seed == 7
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == 5
+    assert (
+        job.method.type == "supervised" and job.organization_id == "acme" and job.model == "bundled:test-base"
+    )
+    record = ft["jobs"].get("acme", job.id)
+    assert record.adapter.startswith("ft-support-") and record.config["train"]["epochs"] == 2
+    assert record.config["data"]["path"].endswith(f"acme/{f.id}.jsonl") and record.config["lora"]["rank"] == 8
+
+    # What the runner writes as the job trains, then succeeds.
+    def progress(r):
+        r.status, r.queued_at, r.started_at = "running", now(), now()
+        for step in (1, 2):
+            r.record_step(
+                StepRecord(step=step, at=now(), total_steps=2, train_loss=2.0 / step, tokens=50 * step)
+            )
+
+    ft["jobs"].modify(job.id, progress)
+    events = await acme.fine_tuning.jobs.list_events(job.id, limit=50)
+    assert all(isinstance(e, FineTuningJobEvent) for e in events.data)
+    metrics = [e for e in events.data if e.type == "metrics"]
+    assert [e.data["step"] for e in metrics] == [2, 1]  # newest first
+    assert "training loss=1.0000" in metrics[0].message
+    page = await acme.fine_tuning.jobs.list_events(job.id, limit=2)
+    rest = await acme.fine_tuning.jobs.list_events(job.id, limit=50, after=page.data[-1].id)
+    assert [e.id for e in page.data + rest.data] == [e.id for e in events.data]
+
+    def succeed(r):
+        r.status, r.finished_at, r.fine_tuned_model, r.trained_tokens = "succeeded", now(), r.adapter, 100
+
+    ft["jobs"].modify(job.id, succeed)
+    done = await acme.fine_tuning.jobs.retrieve(job.id)
+    assert (
+        done.status == "succeeded" and done.fine_tuned_model == record.adapter and done.trained_tokens == 100
+    )
+    (ckpt,) = (await acme.fine_tuning.jobs.checkpoints.list(job.id)).data
+    assert isinstance(ckpt, FineTuningJobCheckpoint) and ckpt.fine_tuned_model_checkpoint == record.adapter
+    assert ckpt.step_number == 2 and ckpt.metrics.train_loss == 1.0
+    first = (await acme.fine_tuning.jobs.list_events(job.id)).data[0]
+    assert first.message == "The job has successfully completed"
+    with pytest.raises(openai.BadRequestError, match="already succeeded"):
+        await acme.fine_tuning.jobs.cancel(job.id)
+
+    second = await acme.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    cancelled = await acme.fine_tuning.jobs.cancel(second.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    listed = await acme.fine_tuning.jobs.list()
+    assert [j.id for j in listed.data] == [second.id, job.id]
+    assert [j.id for j in (await acme.fine_tuning.jobs.list(limit=1, after=second.id)).data] == [job.id]
+
+
+async def test_another_tenant_gets_404_worded_as_absent(ft) -> None:
+    acme, globex = client(ft, "acme"), client(ft, "globex")
+    f = await upload(acme)
+    job = await acme.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    absent_file, absent_job = "file-" + "0" * 24, "ftjob-" + "0" * 24
+
+    async def message(call, *args) -> str:
+        with pytest.raises(openai.NotFoundError) as e:
+            await call(*args)
+        return e.value.body["message"]
+
+    for call in (globex.files.retrieve, globex.files.content, globex.files.delete):
+        assert await message(call, f.id) == (await message(call, absent_file)).replace(absent_file, f.id)
+    jobs = globex.fine_tuning.jobs
+    for call in (jobs.retrieve, jobs.cancel, jobs.list_events, jobs.checkpoints.list):
+        assert await message(call, job.id) == (await message(call, absent_job)).replace(absent_job, job.id)
+    create = lambda fid: jobs.create(model="bundled:test-base", training_file=fid)  # noqa: E731
+    assert await message(create, f.id) == (await message(create, absent_file)).replace(absent_file, f.id)
+    assert (await globex.files.list()).data == [] and (await jobs.list()).data == []
+    assert (await acme.fine_tuning.jobs.retrieve(job.id)).status == "validating_files"  # untouched
+
+
+async def test_bad_job_requests_are_400_naming_the_field(ft) -> None:
+    acme = client(ft, "acme")
+    f = await upload(acme)
+    base = {"model": "bundled:test-base", "training_file": f.id}
+    cases = [
+        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"suffix": "no spaces allowed"}, "suffix"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"n_epochs": 500}}, "n_epochs"),
+        ({"method": {"type": "supervised", "adept": {"lora_rank": 4096}}}, "method.adept.lora_rank"),
+        ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations"),
+        ({"model": "legal"}, "model"),  # a fine-tuned model (the tenant's adapter), not the base
+        ({"validation_file": f.id, "surprise": 1}, "surprise"),
+    ]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as e:
+            await acme.fine_tuning.jobs.create(
+                **{**base, **{k: v for k, v in extra.items() if k != "surprise"}},
+                extra_body={"surprise": 1} if "surprise" in extra else None,
+            )
+        assert e.value.body["param"] == param, (extra, e.value.body)
+    with pytest.raises(openai.NotFoundError) as e:
+        await acme.fine_tuning.jobs.create(**{**base, "model": "gpt-4o-mini"})
+    assert e.value.body["code"] == "model_not_found"
+
+
+async def test_quotas_files_concurrent_jobs_and_trained_tokens(ft) -> None:
+    small = client(ft, "small")
+    f = await upload(small)
+    with pytest.raises(openai.PermissionDeniedError, match="max_files"):
+        await upload(small)
+    job = await small.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    with pytest.raises(openai.RateLimitError, match="max_concurrent_finetune_jobs") as e:
+        await small.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    assert e.value.response.headers["retry-after"]
+
+    def trained(r):
+        r.status, r.finished_at, r.trained_tokens = "succeeded", now(), 5000
+
+    ft["jobs"].modify(job.id, trained)
+    with pytest.raises(openai.RateLimitError, match="max_trained_tokens_per_day") as e:
+        await small.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    assert 80_000 < int(e.value.response.headers["retry-after"]) <= 86_400
+    usage = (await small.get("/usage", cast_to=httpx.Response)).json()["quotas"]
+    assert usage["files"] == {"used": 1, "limit": 1} and usage["finetune_jobs"] == {"used": 0, "limit": 1}
+    assert usage["trained_tokens_per_day"] == {"used": 5000, "limit": 1000}
+    assert usage["file_storage_bytes"]["used"] == len(jsonl(CHAT))
+
+
+async def test_deleting_a_tenant_removes_its_files_and_jobs(ft) -> None:
+    globex = client(ft, "globex")
+    f = await upload(globex)
+    await globex.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    await ft["ctx"].platform.delete_tenant("globex")
+    assert ft["jobs"].list("globex") == [] and ft["files"].list("globex") == []
+    assert not (Path(ft["tmp"]) / "files" / "globex").exists()
+
+
+async def test_deleting_a_fine_tuned_model(ft) -> None:
+    from openai.types import ModelDeleted
+
+    from tests.unit.gateway.fakes import write_peft_dir
+
+    src = write_peft_dir(Path(ft["tmp"]) / "ft-peft", "bundled:test-base")
+    ft["ctx"].platform.registry.publish("acme", "ft-notes-0123abcd", src, {"base_model": "bundled:test-base"})
+    acme, globex = client(ft, "acme"), client(ft, "globex")
+    with pytest.raises(openai.NotFoundError):
+        await globex.models.delete("ft-notes-0123abcd")  # not globex's: absent
+    with pytest.raises(openai.PermissionDeniedError):
+        await acme.models.delete("legal")  # published by the platform team, not by a job
+    with pytest.raises(openai.PermissionDeniedError):
+        await acme.models.delete("bundled:test-base")
+    gone = await acme.models.delete("ft-notes-0123abcd")
+    assert isinstance(gone, ModelDeleted) and gone.deleted and gone.id == "ft-notes-0123abcd"
+    assert "ft-notes-0123abcd" not in [m.id for m in (await acme.models.list()).data]
+    with pytest.raises(openai.NotFoundError):
+        await acme.models.delete("ft-notes-0123abcd")

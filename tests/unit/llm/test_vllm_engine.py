@@ -1,0 +1,214 @@
+"""The vLLM engine behind the replica's contract, against a faithful fake of vLLM 0.29.0 (``fake_vllm.py``).
+
+vLLM cannot run on these CPU machines, so its ``AsyncLLM`` is replaced by a fake whose names,
+signatures and defaults are checked here against a record of the real 0.29.0 source
+(``vllm_0_29_0_api.json``); the fake computes tokens with the real tiny Phi-3 and peft. The
+``gpu`` tier at the end checks the record against the vllm actually installed.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from adept.adapter_compat import ServingLimits, check_adapter_compatible, serving_limits
+from adept.config.llm import LLMConfig
+from adept.config.platform import PlatformConfig
+from adept.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from tests.unit.llm import fake_vllm
+from tests.unit.llm.conftest import chat, collect, run
+from tests.unit.llm.vllm_api import WANTED, describe_class, record
+
+HERE = Path(__file__).parent
+RECORD = json.loads((HERE / "vllm_0_29_0_api.json").read_text())
+# How vLLM spells a default the fake cannot (msgspec is not installed here) -> what the fake writes.
+SAME_DEFAULT = {"msgspec.field(default=None)": "None"}
+# Fields whose defaults come from vLLM's config classes: the fake checks their names only.
+NAMES_ONLY = {"engine/arg_utils.py::EngineArgs"}
+
+
+def test_the_fake_has_vllm_0_29_0s_signatures_and_defaults():
+    fake_tree = ast.parse(Path(fake_vllm.__file__).read_text())
+    for rel, cls, members in WANTED:
+        key = f"{rel}::{cls}"
+        real, fake = RECORD[key], describe_class(fake_tree, cls, members)
+        if key in NAMES_ONLY:
+            assert sorted(fake["members"]) == sorted(real["members"]), key
+            continue
+        for member, spec in real["members"].items():
+            mine = fake["members"][member]
+            if "field" in spec:
+                assert mine["field"] == SAME_DEFAULT.get(spec["field"], spec["field"]), f"{key}.{member}"
+            else:
+                assert mine == spec, f"{key}.{member}: the fake's signature drifted from vLLM 0.29.0"
+        if not real["members"]:  # exception classes: the hierarchy the engine classifies by
+            assert fake["bases"] == real["bases"], key
+
+
+@pytest.mark.gpu
+def test_the_record_matches_the_installed_vllm():
+    import vllm
+
+    assert vllm.__version__ == "0.29.0"
+    assert record(Path(vllm.__file__).parent) == RECORD
+
+
+@pytest.fixture
+def vllm_fake(monkeypatch):
+    return fake_vllm.install(monkeypatch)
+
+
+@pytest.fixture
+def make_vllm_engine(vllm_fake, tiny_phi3):
+    from services.llm.vllm_engine import VLLMEngine
+
+    def build(**kwargs):
+        kwargs.setdefault("max_tokens_limit", 64)
+        return VLLMEngine.from_pretrained(tiny_phi3, dtype="float32", max_batch_size=4, **kwargs)
+
+    return build
+
+
+def test_same_answers_as_the_hf_engine_for_base_and_adapters(make_vllm_engine, make_engine, lora_dirs):
+    vllm_engine, hf_engine = make_vllm_engine(), make_engine()
+    jobs = [("", "check the breaker"), ("acme/a1@v1", "who does repair"), ("acme/a2@v1", "the grid")]
+
+    async def answers(engine):
+        for adapter in ("a1", "a2"):
+            await engine.load_adapter(f"acme/{adapter}@v1", lora_dirs[adapter])
+        return [await collect(engine, chat(q, max_tokens=10, ignore_eos=True), a) for a, q in jobs]
+
+    ours, reference = run(answers(vllm_engine)), run(answers(hf_engine))
+    for (text, last, n), (ref_text, ref_last, _) in zip(ours, reference, strict=True):
+        assert text == ref_text and last.usage == ref_last.usage and last.finish_reason == "length"
+        assert n >= 2  # streamed, not one blob
+    assert len({t for t, _, _ in ours}) == 3
+
+
+def test_stop_strings_and_passages_keep_the_contract(make_vllm_engine):
+    engine = make_vllm_engine(max_model_len=200)
+    full, _, _ = run(collect(engine, chat("what is the tariff", max_tokens=20, ignore_eos=True)))
+    stop = full[4:7]
+    text, last, _ = run(
+        collect(engine, chat("what is the tariff", max_tokens=20, stop=[stop], ignore_eos=True))
+    )
+    assert text == full[: full.find(stop)] and last.finish_reason == "stop"
+    req = chat("what does OC-7 mean", max_tokens=8, passages=["OC-7 is a blown fuse.", "voltage " * 400])
+    _, last, _ = run(collect(engine, req))
+    assert last.passages_used == [0] and last.usage.prompt_tokens == len(engine.prompts.build(req, 8).ids)
+
+
+def test_adapters_get_never_reused_ids_and_unloading_waits_for_requests(make_vllm_engine, lora_dirs):
+    engine = make_vllm_engine()
+    llm = engine.llm
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        first_id = engine._loras["acme/a1@v1"].request.lora_int_id
+        gen = engine.generate(chat("who does repair", max_tokens=12, ignore_eos=True), "acme/a1@v1")
+        await gen.__anext__()
+        assert await engine.unload_adapter("acme/a1@v1")
+        assert llm.calls.removed == [] and engine.loaded_adapters == []  # in use: still in vLLM
+        with pytest.raises(NotFound):
+            await collect(engine, chat("hi"), "acme/a1@v1")
+        rest = [c async for c in gen]
+        assert rest[-1].finish_reason == "length"
+        assert llm.calls.removed == [first_id]  # dropped once its last request ended
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        return first_id, engine._loras["acme/a1@v1"].request.lora_int_id
+
+    first, second = run(main())
+    assert first >= 1 and second > first  # a reloaded adapter never gets an old id back
+
+
+def test_adapters_vllm_cannot_serve_are_refused_before_loading(make_vllm_engine, lora_dirs, tmp_path):
+    import shutil
+
+    engine = make_vllm_engine(max_lora_rank=8)
+    dora = tmp_path / "dora"
+    shutil.copytree(lora_dirs["a1"], dora)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True, "r": 16}))
+    with pytest.raises(InvalidRequest, match="DoRA") as err:
+        run(engine.load_adapter("acme/dora@v1", dora))
+    assert err.value.code == "adapter_incompatible" and "max_lora_rank 8" in err.value.message
+    assert engine.llm.calls.added == []
+
+
+def test_publish_time_check_is_a_pure_kernel_function():
+    lora = {"peft_type": "LORA", "r": 16, "bias": "none", "use_dora": False, "modules_to_save": None}
+    limits = serving_limits(PlatformConfig(max_lora_rank=16))
+    assert limits == ServingLimits(max_lora_rank=16)
+    assert check_adapter_compatible(lora, limits) == []
+    assert check_adapter_compatible({**lora, "use_dora": True, "r": 128}, None) == []  # peft alone serves it
+    problems = check_adapter_compatible(
+        {**lora, "use_dora": True, "r": 32, "bias": "all", "modules_to_save": ["lm_head"]}, limits
+    )
+    assert len(problems) == 4
+    assert check_adapter_compatible({**lora, "rank_pattern": {"q_proj": 64}}, limits)
+    assert check_adapter_compatible({"peft_type": "IA3", "r": 8}, None)
+    with pytest.raises(ValueError, match="max_lora_rank"):
+        PlatformConfig(max_lora_rank=48)
+
+
+def test_tenants_get_fair_priorities(make_vllm_engine):
+    engine = make_vllm_engine()
+
+    async def main():
+        gens = []
+        for i, tenant in enumerate(["a", "a", "a", "b"]):
+            req = chat("the grid", max_tokens=3, tenant=tenant, request_id=f"r{i}")
+            gens.append(engine.generate(req, ""))
+        firsts = await asyncio.gather(*(g.__anext__() for g in gens))
+        for g in gens:
+            async for _ in g:
+                pass
+        return firsts
+
+    run(main())
+    prio = engine.llm.calls.priorities
+    assert [prio[f"r{i}"] for i in range(4)] == [0, 1, 2, 0]  # b's first request ranks with a's first
+
+
+def test_engine_death_and_disconnects(make_vllm_engine):
+    engine = make_vllm_engine()
+
+    async def main():
+        gen = engine.generate(chat("restore power", max_tokens=30, request_id="gone"), "")
+        await gen.__anext__()
+        await gen.aclose()  # the HTTP client went away
+        aborted = list(engine.llm.calls.aborted)
+        engine.check_health()
+        live = engine.generate(chat("restore power", max_tokens=30), "")
+        await live.__anext__()
+        engine.llm.kill()
+        with pytest.raises(Unavailable):
+            async for _ in live:
+                pass
+        with pytest.raises(Unavailable):
+            await collect(engine, chat("hi"))
+        return aborted
+
+    assert run(main()) == ["gone"]
+    with pytest.raises(RuntimeError, match="vLLM engine died"):
+        engine.check_health()
+
+
+def test_engine_choice(tiny_phi3, tmp_path):
+    from adept.config.platform import PlatformConfig
+    from services.llm.engine import Engine
+    from services.llm.factory import build_engine, choose_engine
+    from services.llm.vllm_engine import vllm_available
+
+    assert choose_engine("hf") == "hf" and choose_engine("vllm") == "vllm"
+    assert choose_engine("auto") == ("vllm" if vllm_available() else "hf")
+    platform = PlatformConfig(data_dir=tmp_path, model=str(tiny_phi3), device="cpu", dtype="float32")
+    engine = build_engine(platform, LLMConfig(engine="hf", max_tokens_limit=64, default_max_tokens=8))
+    assert isinstance(engine, Engine)
+    engine._exec.shutdown(wait=True)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        build_engine(platform, LLMConfig(engine="vllm"))
