@@ -221,6 +221,29 @@ def reconcile_tenant(
         )
 
 
+@kopf.on.delete(GROUP, VERSION, "tenants")
+def delete_tenant(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Delete the tenant's resources, then everything it owns in the platform, then its key."""
+    kube: Kube = memo.kube
+    with _cleanup(memo, f"cleanup of tenant {name}"):
+        remaining = []
+        for plural in ("knowledgebases", "finetunejobs", "adapters"):
+            for obj in kube.list(namespace, plural):
+                if (obj.get("spec") or {}).get("tenant") == name:
+                    remaining.append(f"{plural}/{obj['metadata']['name']}")
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        kube.delete(namespace, plural, obj["metadata"]["name"])
+        if remaining:
+            # Their own finalizers clean up (stop jobs, drop documents); the tenant goes last.
+            raise kopf.TemporaryError(
+                f"waiting for {len(remaining)} resources: {', '.join(remaining[:5])}", delay=2
+            )
+        # Also whatever was created through the API rather than by resources: the platform's purge.
+        _gateway(memo).purge_tenant(name)
+        _platform(memo, namespace).tenants.revoke_keys(name)
+    logger.info("tenant %s deleted with its documents, adapters and key", name)
+
+
 def _key_moved(meta: Any, status: Any, **_: Any) -> bool:
     """The Tenant's key is no longer the one its status reports: it was set through the admin API."""
     notes, status = meta.get("annotations") or {}, status or {}

@@ -60,7 +60,9 @@ def test_every_pod_may_resolve_names(profile_objects):
             continue
         dns = [r for r in pol["spec"]["egress"] if {"port": 53, "protocol": "UDP"} in r.get("ports", [])]
         assert dns, pol["metadata"]["name"]
-        assert dns[0]["to"][-1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+        assert dns[0]["to"][-1]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "kube-system"
+        }
 
 
 def test_only_the_gateway_port_is_open_to_anyone(default_objects):
@@ -79,16 +81,20 @@ def test_the_operator_reaches_the_gateway_even_when_its_peers_are_restricted():
     from_operator = [
         r
         for r in serving["spec"]["ingress"]
-        if any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "operator"
-               for p in r.get("from", []))
+        if any(
+            p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "operator"
+            for p in r.get("from", [])
+        )
     ]
     assert from_operator and from_operator[0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
     operator = one(objs, "NetworkPolicy", "adept-operator")
     to_serving = [
         r
         for r in operator["spec"]["egress"]
-        if any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "serving"
-               for p in r.get("to", []))
+        if any(
+            p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "serving"
+            for p in r.get("to", [])
+        )
     ]
     assert to_serving and to_serving[0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
 

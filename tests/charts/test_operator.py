@@ -38,7 +38,9 @@ def test_rbac_is_least_privilege(profile_objects):
     operator = one(profile_objects, "Role", "adept-operator")
     secrets = [r for r in operator["rules"] if r["resources"] == ["secrets"]]
     # Key Secrets by name: never list or watch, so it cannot enumerate the namespace's Secrets.
-    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}]
+    assert secrets == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}
+    ]
     assert not any("update" in r["verbs"] for r in operator["rules"])
     assert not any("ray.io" in r["apiGroups"] for r in namespaced)  # jobs go over HTTP, not RayJob objects
     binding = one(profile_objects, "RoleBinding", "adept-operator")

@@ -51,7 +51,10 @@ def test_every_ray_cluster_demands_its_own_token(profile_objects):
     service = one(profile_objects, "RayService")
     assert ray_cluster_spec(service)["authOptions"] == {"mode": "token", "secretName": "adept-ray-serving"}
     for cluster in find(profile_objects, "RayCluster"):  # the ci profile runs no training cluster
-        assert ray_cluster_spec(cluster)["authOptions"] == {"mode": "token", "secretName": "adept-ray-training"}
+        assert ray_cluster_spec(cluster)["authOptions"] == {
+            "mode": "token",
+            "secretName": "adept-ray-training",
+        }
     for obj, where, spec in ray_containers(profile_objects):
         own = "adept-ray-serving" if obj["kind"] == "RayService" else "adept-ray-training"
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
@@ -62,7 +65,9 @@ def test_every_ray_cluster_demands_its_own_token(profile_objects):
         for s in find(profile_objects, "Secret")
         if s["metadata"]["name"].startswith("adept-ray-")
     }
-    assert set(tokens) == {"adept-ray-serving"} | ({"adept-ray-training"} if find(profile_objects, "RayCluster") else set())
+    assert set(tokens) == {"adept-ray-serving"} | (
+        {"adept-ray-training"} if find(profile_objects, "RayCluster") else set()
+    )
     assert len(set(tokens.values())) == len(tokens) and all(len(t) >= 64 for t in tokens.values())
 
 
@@ -71,7 +76,10 @@ def test_the_operator_sends_the_training_token_and_notes_say_how():
 
     objs = render_objects({})
     env = {e["name"]: e for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["ADEPT_RAY_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "adept-ray-training", "key": "auth_token"}
+    assert env["ADEPT_RAY_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "adept-ray-training",
+        "key": "auth_token",
+    }
     notes = render({})["adept/templates/NOTES.txt"]
     assert "RAY_AUTH_MODE=token" in notes and "get secret adept-ray-training" in notes
 
@@ -81,10 +89,19 @@ def test_secrets_reach_only_the_processes_that_use_them():
     users = secret_users(objs)
     # The admin key: the operator only. Serving pods get its sha256; training pods nothing of it.
     assert users[("adept-admin", "admin-key")] == {"operator/template"}
-    assert users[("adept-admin", "admin-key-sha256")] == {"serving/head", "serving/cpu-workers", "serving/gpu-workers"}
+    assert users[("adept-admin", "admin-key-sha256")] == {
+        "serving/head",
+        "serving/cpu-workers",
+        "serving/gpu-workers",
+    }
     # S3 keys: where adapters are read (serving) and published (the operator), never training pods.
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert users[("s3-keys", key)] == {"serving/head", "serving/cpu-workers", "serving/gpu-workers", "operator/template"}
+        assert users[("s3-keys", key)] == {
+            "serving/head",
+            "serving/cpu-workers",
+            "serving/gpu-workers",
+            "operator/template",
+        }
     # Milvus's root password: retrieval (serving) and the Job that sets it.
     assert users[("adept-milvus-root", "password")] == {
         "serving/head",
@@ -93,8 +110,16 @@ def test_secrets_reach_only_the_processes_that_use_them():
         "milvus-auth/template",
     }
     # Each Ray token: its own cluster's pods, and the operator for the training cluster's job API.
-    assert users[("adept-ray-serving", "auth_token")] == {"serving/head", "serving/cpu-workers", "serving/gpu-workers"}
-    assert users[("adept-ray-training", "auth_token")] == {"training/head", "training/gpu-workers", "operator/template"}
+    assert users[("adept-ray-serving", "auth_token")] == {
+        "serving/head",
+        "serving/cpu-workers",
+        "serving/gpu-workers",
+    }
+    assert users[("adept-ray-training", "auth_token")] == {
+        "training/head",
+        "training/gpu-workers",
+        "operator/template",
+    }
     training_refs = {k for k, who in users.items() if any(w.startswith("training/") for w in who)}
     assert training_refs == {("adept-ray-training", "auth_token")}
 
@@ -126,7 +151,9 @@ def test_service_account_tokens_only_where_the_api_is_called(profile_objects):
             assert spec["automountServiceAccountToken"] is False, (obj["kind"], where)
             assert "serviceAccountName" not in spec, (obj["kind"], where)
     for job in find(profile_objects, "Job"):
-        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, job["metadata"]["name"]
+        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, job["metadata"][
+            "name"
+        ]
 
 
 def test_training_head_runs_no_job_code(default_objects):
@@ -152,10 +179,22 @@ def test_bundled_milvus_runs_with_authorization():
         "-m",
         "services.retrieval.milvus_auth",
     ]
-    env = {e["name"]: e for e in one(objs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e
+        for e in one(objs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
     assert env["ADEPT_PLATFORM__MILVUS_TOKEN"]["value"] == "root:$(ADEPT_MILVUS_ROOT_PASSWORD)"
-    names = [e["name"] for e in one(objs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]]
-    assert names.index("ADEPT_MILVUS_ROOT_PASSWORD") < names.index("ADEPT_PLATFORM__MILVUS_TOKEN")  # $(VAR) order
+    names = [
+        e["name"]
+        for e in one(objs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    ]
+    assert names.index("ADEPT_MILVUS_ROOT_PASSWORD") < names.index(
+        "ADEPT_PLATFORM__MILVUS_TOKEN"
+    )  # $(VAR) order
 
 
 def test_milvus_tls_verifies_the_server_with_the_given_ca():

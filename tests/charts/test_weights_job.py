@@ -15,7 +15,9 @@ HUB = ["microsoft/Phi-3-mini-4k-instruct", "sentence-transformers/all-MiniLM-L6-
 
 def weights_jobs(objs):
     """The weights Job(s); the chart's other Job (the bundled Milvus's root password) is not one."""
-    return [o for o in find(objs, "Job") if o["metadata"]["labels"]["app.kubernetes.io/component"] == "weights"]
+    return [
+        o for o in find(objs, "Job") if o["metadata"]["labels"]["app.kubernetes.io/component"] == "weights"
+    ]
 
 
 def job(objs):
