@@ -31,7 +31,10 @@ def test_operator_reports_ready(cpu_dev, operator_image, admin_key, scratch):
             "users: [{name: kmock, user: {token: operator}}]\n"
             "contexts: [{name: kmock, context: {cluster: kmock, user: kmock, namespace: adept}}]\n"
         )
-        secret_values = {("adept-admin", "admin-key"): admin_key, ("adept-ray-training", "auth_token"): "t" * 64}
+        secret_values = {
+            ("adept-admin", "admin-key"): admin_key,
+            ("adept-ray-training", "auth_token"): "t" * 64,
+        }
         env = container_env(op, secret_values) | {"KUBECONFIG": "/kube/config"}
         volumes = mounts(op, pod_volumes(pod, scratch / "operator")) | {str(kube): "/kube"}
         log = scratch / "operator.log"
