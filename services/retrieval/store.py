@@ -244,6 +244,8 @@ class ChunkStore:
 
         Milvus Lite searches rows it has not flushed by brute force in Python, on every query:
         measured at 20k chunks, 6.9 s per dense search unflushed vs 0.2 s flushed (bench/retrieval.py).
+        But Lite (3.2.2) scores BM25 with each sealed segment's own statistics, which ruins hybrid
+        ranking across segments, so ingestion does not call this; it is for dense-only bulk loads.
         A Milvus server seals and indexes segments on its own, and frequent flushes there are an anti-pattern.
         """
         if self.lite:
