@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,8 +25,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from adept.adapters import AdapterRegistry, AdapterVersion, open_adapter_registry, parse_adapter_id
 from adept.config.adapter import AdapterManifest, check_adapter_name
 from adept.config.tenant import TenantSpec
-from adept.errors import InvalidRequest, NotFound, PermissionDenied, StorageError
+from adept.errors import InvalidRequest, NotFound, PermissionDenied
 from adept.tenancy import Tenant, TenantStore, open_tenant_store, valid_tenant_name
+from adept.training_runs import (
+    JOB_STATE_FILE,
+    RESULT_DIR,
+    RESULT_EXTRAS,
+    TrainingRuns,
+    find_run_version,
+    local_run_dir,
+    read_run,
+)
+
+__all__ = ["JOB_STATE_FILE", "Platform", "TenantDeletion", "TrainingRuns"]
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -53,9 +62,6 @@ class TenantState(Protocol):
 
     async def purge_tenant(self, tenant: str) -> Any: ...
 
-
-# The run state file training writes in each run directory (training.finetune reads and writes it).
-JOB_STATE_FILE = "adept_job.json"
 
 # A check of an adapter's PEFT config (``adapter_config.json`` as a dict) that raises
 # InvalidRequest when the serving engine could not load it (rank limits, unsupported variants).
@@ -89,46 +95,6 @@ def manifest_from_dir(src: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a JSON object")
     return {k: v for k, v in data.items() if k not in ("tenant", "name", "version")}
-
-
-class TrainingRuns:
-    """Fine-tuning runs (checkpoints, job state) under the platform's training storage.
-
-    Each run directory holds ``JOB_STATE_FILE`` naming its tenant; checkpoints hold adapter weights
-    trained on that tenant's data, so they go with the tenant.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def runs_of(self, tenant: str) -> list[Path]:
-        out = []
-        for state in sorted(self.root.glob(f"*/{JOB_STATE_FILE}")):
-            try:
-                owner = json.loads(state.read_text(encoding="utf-8")).get("tenant")
-            except (OSError, ValueError, AttributeError):
-                continue  # unreadable or foreign: not provably the tenant's
-            if owner == tenant:
-                out.append(state.parent)
-        return out
-
-    async def purge_tenant(self, tenant: str) -> int:
-        runs = await asyncio.to_thread(self.runs_of, tenant)
-        for run in runs:
-            await asyncio.to_thread(_remove_tree, run)
-        return len(runs)
-
-
-def _remove_tree(path: Path) -> None:
-    # Rename first, so a half-removed run is never mistaken for a resumable one.
-    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex}")
-    try:
-        path.rename(trash)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise StorageError(f"cannot remove training run {path}: {e.strerror or e}") from None
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _check_adapter_name(name: str) -> str:
@@ -249,6 +215,7 @@ class Platform:
         description: str | None = None,
         base_model: str | None = None,
         activate: bool = False,
+        source: str | None = None,
     ) -> AdapterVersion:
         """Publish the PEFT adapter in ``src`` as the next version of ``tenant/name``.
 
@@ -264,6 +231,9 @@ class Platform:
             base_model: The base model it was trained on, where neither the manifest nor
                 ``adapter_config.json`` records it.
             activate: Pin the new version (default: the latest version serves).
+            source: Names what is published (the operator: an Adapter resource and its source). A
+                version already published from the same source is returned instead: a caller that
+                repeats itself (a handler run twice, a retry after a crash) publishes once.
 
         Raises:
             NotFound: no such tenant. PermissionDenied: over ``max_adapters``.
@@ -284,7 +254,14 @@ class Platform:
             data = {**data, "base_model": base_model}
         await asyncio.to_thread(self._check_adapter, src)
         lock = self._publish_locks.setdefault(record.name, asyncio.Lock())
+        if source:
+            data = {**data, "source": source}
         async with lock:  # the quota check and the publish are one step for this process
+            if source:
+                versions = await asyncio.to_thread(self.registry.list, record.name)
+                done = next((v for v in versions if v.name == name and v.manifest.source == source), None)
+                if done is not None:
+                    return done
             await self._check_quota(record, name)
             version = await asyncio.to_thread(
                 self.registry.publish,
@@ -298,6 +275,34 @@ class Platform:
         if activate:
             await self.activate_adapter(record.name, name, version.version)
         return version
+
+    async def publish_run(self, run_dir: str | Path, tenant: str, name: str) -> AdapterVersion:
+        """Publish the adapter a training run left in ``<run_dir>/result``, once per run.
+
+        The hand-off between training and publishing (``adept.training_runs``): the job that
+        trained it (one machine) or the operator when the FineTuneJob succeeds (a cluster, where
+        training holds no platform credentials) calls this; every rule of ``publish_adapter``
+        applies. A version already published from this run is returned, not published again.
+
+        Raises:
+            NotFound: no run, or a run without a result. InvalidRequest: the run belongs to
+                another tenant or adapter. And whatever ``publish_adapter`` raises.
+        """
+        with local_run_dir(str(run_dir)) as local:
+            run = await asyncio.to_thread(read_run, local)
+            if (run.tenant, run.adapter) != (tenant, name):
+                raise InvalidRequest(
+                    f"training run {run_dir} is {run.tenant}/{run.adapter}'s, not {tenant}/{name}'s"
+                )
+            done = await asyncio.to_thread(find_run_version, self.registry, tenant, name, run.run_id)
+            if done is not None:
+                return done
+            result = local / RESULT_DIR
+            # The state names the result only once it is complete (training writes it last).
+            if run.data.get("result") != RESULT_DIR or not result.is_dir():
+                raise NotFound(f"training run {run_dir} has no result yet")
+            extras = {f: result / f for f in RESULT_EXTRAS if (result / f).is_file()}
+            return await self.publish_adapter(tenant, name, result, extra_files=extras)
 
     async def check_publishable(self, tenant: str, name: str, base_model: str) -> None:
         """Would an adapter ``tenant/name`` trained on ``base_model`` be published? Raises what publishing would.

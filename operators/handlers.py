@@ -28,6 +28,7 @@ from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, Permiss
 from adept.finetuning.progress import parse_training_log
 from adept.kube import GROUP, VERSION, Kube
 from adept.tenancy.kubernetes import (
+    HASH_ANNOTATION,
     ISSUED_ANNOTATION,
     PREFIX_ANNOTATION,
     KubernetesTenantStore,
@@ -185,7 +186,7 @@ def reconcile_tenant(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Issue the API key Secrets once, rotate them when spec.keyRotation changes, report Ready."""
+    """Issue the API key once (into its Secret, its hash onto the Tenant), rotate it when spec.keyRotation changes."""
     status, meta = dict(status), dict(meta)
     parsed = _spec("Tenant", spec, patch, status, meta)
     with _outcomes(patch, status, meta, memo):
@@ -193,21 +194,27 @@ def reconcile_tenant(
         store = _platform(memo, namespace).tenants
         owner = {"apiVersion": body.get("apiVersion"), "kind": "Tenant", "metadata": dict(meta)}
         wants_rotation = parsed.key_rotation is not None and status.get("keyRotation") != parsed.key_rotation
-        # secretName in status: we reconciled before, so a new keyRotation value is a request, not the initial one.
-        rotate = wants_rotation and status.get("secretName") is not None and store.has_key(name)
+        # keyRotatedAt in status: we reconciled before, so a new keyRotation value is a request, not the initial one.
+        rotate = wants_rotation and status.get("keyRotatedAt") is not None
         if rotate:
             store.issue_key(name, owner=owner)  # never logged: it only goes into the Secret
         key = store.ensure_key(name, owner=owner)
+        in_secret = store.has_key_secret(name)
+        where = (
+            f"its API key is in Secret {key_secret_name(name)} (key `api-key`)"
+            if in_secret
+            else "its API key was shown once by the admin API (bump spec.keyRotation for one in a Secret)"
+        )
         _phase(
             patch,
             status,
             meta,
             "ready",
             "KeyRotated" if rotate else "Ready",
-            f"tenant {name} is active; its API key is in Secret {key_secret_name(name)} (key `api-key`)",
+            f"tenant {name} is active; {where}",
         )
         patch.status.update(
-            secretName=key_secret_name(name),
+            secretName=key_secret_name(name) if in_secret else None,
             keyPrefix=key.get(PREFIX_ANNOTATION),
             keyRotation=parsed.key_rotation,
             keyRotatedAt=key.get(ISSUED_ANNOTATION),
@@ -235,6 +242,40 @@ def delete_tenant(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: 
         _gateway(memo).purge_tenant(name)
         _platform(memo, namespace).tenants.revoke_keys(name)
     logger.info("tenant %s deleted with its documents, adapters and key", name)
+
+
+def _key_moved(meta: Any, status: Any, **_: Any) -> bool:
+    """The Tenant's key is no longer the one its status reports: it was set through the admin API."""
+    notes, status = meta.get("annotations") or {}, status or {}
+    if not notes.get(HASH_ANNOTATION) or meta.get("deletionTimestamp") or status.get("keyRotatedAt") is None:
+        return False  # no key yet, going away, or never reconciled: reconcile_tenant's business
+    return (notes.get(PREFIX_ANNOTATION), notes.get(ISSUED_ANNOTATION)) != (
+        status.get("keyPrefix"),
+        status.get("keyRotatedAt"),
+    )
+
+
+# kopf's change handlers see spec changes only (annotations are not in its diff), so watch events;
+# the filter reads nothing from the API, so ordinary events cost nothing.
+@kopf.on.event(GROUP, VERSION, "tenants", when=_key_moved)
+def key_changed(
+    event: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """A key rotated through the admin API: an operator-issued key Secret now holds a dead key; drop it."""
+    if event.get("type") == "DELETED":
+        return
+    store = _platform(memo, namespace).tenants
+    try:
+        key = store.ensure_key(name)
+        in_secret = store.has_key_secret(name)
+    except AdeptError as e:  # an event handler is not retried: the next event is
+        logger.warning("checking the key Secret of tenant %s: %s", name, e.message)
+        return
+    patch.status.update(
+        secretName=key_secret_name(name) if in_secret else None,
+        keyPrefix=key.get(PREFIX_ANNOTATION),
+        keyRotatedAt=key.get(ISSUED_ANNOTATION),
+    )
 
 
 # --- KnowledgeBase ---------------------------------------------------------------------------------
@@ -307,13 +348,11 @@ def delete_knowledge_base(name: str, spec: Any, memo: kopf.Memo, logger: Any, **
 
 # --- FineTuneJob -----------------------------------------------------------------------------------
 def _ray(memo: kopf.Memo, address: str | None) -> Any:
-    from ray.job_submission import JobSubmissionClient
+    """A Jobs API client of the training cluster, sending its token (the cluster refuses calls without)."""
+    from adept.ray_auth import jobs_client
 
-    where = address or memo.config.ray_address
-    try:
-        return JobSubmissionClient(where)
-    except Exception as e:  # ConnectionError, or RuntimeError when the dashboard does not answer
-        raise Unavailable(f"Ray at {where} unreachable: {type(e).__name__}: {e}") from None
+    token = memo.config.ray_token
+    return jobs_client(address or memo.config.ray_address, token.get_secret_value() if token else None)
 
 
 def _ray_job(client: Any, submission_id: str) -> Any | None:
@@ -353,6 +392,7 @@ def submit_finetune_job(
     with _outcomes(patch, status, meta, memo):
         platform = _platform(memo, namespace)
         job = parsed.job_config()
+        job.check_publisher(platform.config)
         store = job.output.adapter_store_uri
         if store and store != platform.config.resolved_adapter_store:
             raise InvalidRequest(
@@ -479,15 +519,23 @@ def poll_finetune_job(
         return  # being cancelled: the cancel handler stops it and writes the final state
     training_log = parse_training_log(logs or "")
     progress = R.parse_progress(logs or "")
+    progress.pop("adapter_version", None)  # what the job's own output claims is not what gets served
     message = ""
     if state == "SUCCEEDED":
-        version = progress.get("adapter_version") or _latest_version(memo, namespace, spec)
-        if version is None:
-            state, message = "FAILED", "the job succeeded but published no adapter version to the registry"
-        else:
-            progress["adapter_version"] = version
-            _upsert_adapter(memo, namespace, name, spec["tenant"], spec["adapter"], version)
-            message = f"adapter {spec['tenant']}/{spec['adapter']}@{version} published"
+        try:
+            published = _publish_run(memo, namespace, spec)
+        except (InvalidRequest, Conflict, NotFound, PermissionDenied) as e:
+            published, state = None, "FAILED"
+            message = f"the job succeeded but its adapter cannot be published: {e.message}"
+        except AdeptError as e:  # the registry or the tenant store is away: publish at the next poll
+            _phase(patch, status, meta, "progressing", "Publishing", f"publishing the result: {e.message}")
+            return
+        if published is not None:
+            progress["adapter_version"] = published.version
+            _upsert_adapter(memo, namespace, name, spec["tenant"], spec["adapter"], published.version)
+            message = f"adapter {published.id} published"
+        elif state == "SUCCEEDED":
+            message = "the result stays in the run directory (config.output.publish: false)"
     elif state in ("FAILED", "STOPPED"):
         tail = "\n".join((logs or "").strip().splitlines()[-5:])
         message = f"{info.message or state.lower()}" + (f"\nlast log lines:\n{tail}" if tail else "")
@@ -507,9 +555,19 @@ def poll_finetune_job(
     patch.status.update(R.build_training_report(training_log, status.get("history")))
 
 
-def _latest_version(memo: kopf.Memo, namespace: str, spec: dict) -> str | None:
-    versions = _platform(memo, namespace).registry.versions(spec["tenant"], spec["adapter"])
-    return versions[-1] if versions else None
+def _publish_run(memo: kopf.Memo, namespace: str, spec: dict) -> Any | None:
+    """Publish what the succeeded job left in its run directory (the training pod could not); None if it opted out.
+
+    The run directory is computed here from the spec and this platform's storage, never taken from
+    the job's output; ``Platform.publish_run`` checks the run is this FineTuneJob's tenant and
+    adapter, applies every publishing rule, and returns the run's version if it is already published.
+    """
+    job = parse_spec("FineTuneJob", spec).job_config()
+    if job.output.publish is False:
+        return None
+    platform = _platform(memo, namespace)
+    run_dir = job.bind(platform.config).resolved_run_dir
+    return _run(platform.publish_run(run_dir, job.tenant, job.adapter))
 
 
 def _upsert_adapter(
@@ -560,8 +618,12 @@ def reconcile_adapter(
         platform = _platform(memo, namespace)
         if parsed.source and status.get("publishedSource") != parsed.source:
             with _adapter_source(memo, parsed.source) as local:
+                # Keyed by resource and source: a handler run twice (a restart, an event race) publishes once.
+                source = f"Adapter {namespace}/{meta['name']}: {parsed.source}"
                 _run(
-                    platform.publish_adapter(parsed.tenant, parsed.name, local, base_model=parsed.base_model)
+                    platform.publish_adapter(
+                        parsed.tenant, parsed.name, local, base_model=parsed.base_model, source=source
+                    )
                 )
             patch.status["publishedSource"] = parsed.source
         versions = platform.registry.versions(parsed.tenant, parsed.name)

@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from adept.config.base import StrictModel, load_config
 from adept.config.platform import PlatformConfig
@@ -21,6 +21,11 @@ class OperatorConfig(StrictModel):
     ray_address: str = Field(
         "http://127.0.0.1:8265",
         description="Default Ray dashboard address for FineTuneJobs (`rayAddress` overrides).",
+    )
+    ray_token: SecretStr | None = Field(
+        None,
+        description="Token of the training Ray cluster (token auth): every Ray Jobs API call sends it. "
+        "The chart sets it from the cluster's token Secret.",
     )
     shared_dir: str = Field(
         "/data/shared", description="Mount point of the shared volume KnowledgeBase paths live on."

@@ -12,7 +12,6 @@ from ray import serve
 
 from adept.config.base import deep_merge, env_overrides, validate
 from adept.config.serving import ServingConfig
-from adept.tenancy import hash_api_key
 
 
 def load_serving_config(args: dict[str, Any] | ServingConfig | None) -> ServingConfig:
@@ -29,13 +28,13 @@ def load_serving_config(args: dict[str, Any] | ServingConfig | None) -> ServingC
 
 def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Application:
     """Bind the three deployments with their options (replicas, resources, autoscaling) from the config."""
-    from services.gateway.auth import load_or_create_admin_key
+    from services.gateway.auth import admin_key_sha256
     from services.gateway.deployment import GatewayDeployment
     from services.llm.deployment import LLMDeployment
     from services.retrieval.deployment import RetrievalDeployment
 
     cfg = load_serving_config(args)
-    admin_key, _ = load_or_create_admin_key(cfg.admin_key_path, cfg.gateway.admin_key_env)
+    admin_hash = admin_key_sha256(cfg.admin_key_path, cfg.gateway.admin_key_env)
     platform = cfg.platform.model_dump(mode="json")
     d = cfg.deployments
     llm = LLMDeployment.options(**d.llm.to_serve_options()).bind(platform, cfg.llm.model_dump(mode="json"))
@@ -43,5 +42,5 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Appli
         platform, cfg.retrieval.model_dump(mode="json")
     )
     return GatewayDeployment.options(**d.gateway.to_serve_options()).bind(
-        cfg.model_dump(mode="json"), llm, retrieval, hash_api_key(admin_key)
+        cfg.model_dump(mode="json"), llm, retrieval, admin_hash
     )

@@ -3,6 +3,11 @@
 ``start_platform(config)`` is what ``adept up`` and ``adept eval`` (without ``--url``) run. All
 state lives in the data dir (tenants, documents, adapters, models, Ray's temp dir when its path
 is short enough for unix sockets), so a second start finds everything again.
+
+Private by default: Ray runs with token auth on and a token of its own (``<data_dir>/ray_auth_token``,
+0600; ``adept.ray_auth``) and binds loopback, except each Serve replica's inter-deployment gRPC
+server, which Ray binds on all interfaces and authenticates with that token; the HTTP port is on
+127.0.0.1 unless ``gateway.host`` (``adept up --host``) says otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from adept.config.serving import ServingConfig
 from adept.errors import Unavailable
+from adept.ray_auth import restore_env, token_path, use_local_cluster_env
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,9 @@ class EmbeddedPlatform:
     demo_key: str | None = None
     demo_key_file: Path | None = None
     run_file: Path | None = None
+    ray_token_file: Path | None = None
     runner: Any = None  # the fine-tuning job runner (adept.finetuning.runner.JobRunner)
+    _ray_env_before: dict[str, str | None] = field(default_factory=dict, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
@@ -53,7 +61,10 @@ class EmbeddedPlatform:
             if self.runner is not None:
                 self.runner.stop()  # running jobs stop now and resume from a checkpoint at the next start
         finally:
-            shutdown_ray()
+            try:
+                shutdown_ray()
+            finally:
+                restore_env(self._ray_env_before)
 
     def __enter__(self) -> EmbeddedPlatform:
         return self
@@ -105,12 +116,8 @@ def start_platform(
         timeout_s: How long to wait for the application to become healthy.
         say: Progress callback (one line per step); default: the module logger.
     """
-    import ray
-    from ray import serve
-
     from adept.admin_client import record_running
     from adept.models import resolve_model
-    from services.app import build_app
     from services.gateway.auth import load_or_create_admin_key
 
     say = say or log.info
@@ -124,20 +131,28 @@ def start_platform(
     _check_port_free(config.gateway.host, config.gateway.port)
     temp = ray_temp_dir(config)
     temp.mkdir(parents=True, exist_ok=True)
+    # Before Ray is imported here: it reads the loopback switch at import (adept.ray_auth).
+    env_before = use_local_cluster_env(data_dir)
+    import ray
+    from ray import serve
+
+    from services.app import build_app
+
     if ray.is_initialized():
+        restore_env(env_before)
         raise Unavailable("Ray is already initialized in this process; stop it before starting the platform")
-    say(f"starting Ray (temp dir {temp})")
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count() or 1,
-        include_dashboard=False,
-        _temp_dir=str(temp),
-        object_store_memory=512 * 1024 * 1024,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    say(f"starting Ray (temp dir {temp}; token auth, token in {token_path(data_dir)})")
     host, port = config.gateway.host, config.gateway.port
     platform: EmbeddedPlatform | None = None
     try:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _temp_dir=str(temp),
+            object_store_memory=512 * 1024 * 1024,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         serve.start(http_options={"host": host, "port": port}, detached=False)
         say("deploying the Serve application (gateway, LLM replica, retrieval)")
         try:
@@ -147,6 +162,7 @@ def start_platform(
             raise Unavailable(f"{e} (replica logs: {logs})") from None
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         platform = EmbeddedPlatform(url, admin_key, source, config, temp)
+        platform.ray_token_file, platform._ray_env_before = token_path(data_dir), env_before
         _wait_healthy(url, timeout_s, say)
         platform.runner = start_job_runner(config, ray.get_runtime_context().gcs_address, say)
         # From now on CLI commands on this data dir go through this platform's admin API.
@@ -158,7 +174,10 @@ def start_platform(
         if platform is not None:
             platform.stop()
         else:
-            shutdown_ray()
+            try:
+                shutdown_ray()
+            finally:
+                restore_env(env_before)
         raise
 
 

@@ -10,6 +10,10 @@ names only what is its own. Order matters for fast failure: the config (all erro
 the dataset (every bad line) and whether the result could be published (tenant, quota, base
 model) are checked before Ray starts; only then are workers started. Re-submitting a job with
 the same run name resumes it from its latest checkpoint, and a finished run is not published twice.
+
+The trained adapter goes to ``<run dir>/result`` (``adept.training_runs``); on one machine this
+job then publishes it (``Platform.publish_run``); on a cluster (``training_publish: handoff``) the
+job holds no platform credentials and the operator publishes it when the FineTuneJob succeeds.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from adept.errors import AdeptError, Conflict, NotFound, Unavailable
-from adept.platform import JOB_STATE_FILE as JOB_STATE
+from adept.training_runs import JOB_STATE_FILE as JOB_STATE
+from adept.training_runs import RESULT_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +88,7 @@ def run_job(
 
     started = time.time()
     platform = platform or load_platform_config()
+    cfg.check_publisher(platform)
     cfg = cfg.bind(platform)
     model_dir = resolve_model(cfg.resolved_base_model, cfg.resolved_data_dir / "models")
     base_model_id = canonical_model_id(cfg.resolved_base_model)
@@ -96,13 +102,13 @@ def run_job(
             )
             raise NotFound(
                 f"{e.message} in the platform at {where} (set ADEPT_DATA_DIR / ADEPT_CONFIG to the platform's, "
-                "create the tenant, or publish nothing with output.publish=false)"
+                "create the tenant, or publish nothing from this job with output.publish=false)"
             ) from None
     tokenizer = build_tokenizer(model_dir)
     prepared = prepare(cfg.data, tokenizer, cfg.train.seed)
     _say(f"dataset {cfg.data.path}: {json.dumps(prepared.stats)}")
 
-    run_dir = f"{cfg.resolved_storage_path.rstrip('/')}/{cfg.resolved_run_name}"
+    run_dir = cfg.resolved_run_dir
     state = _read_json(run_dir, JOB_STATE)
     fingerprint = f"{cfg.fingerprint()}-{prepared.dataset_hash[7:23]}"
     if state and state.get("fingerprint") != fingerprint:
@@ -125,16 +131,12 @@ def run_job(
     }
     if dry_run:
         return {"dry_run": True, **plan}
-    if publisher is not None and state.get("published"):
-        from training.publish import already_published
-
-        done = already_published(publisher.registry, cfg.tenant, cfg.adapter, state["run_id"])
-        if done is not None:
-            _say(f"run {cfg.resolved_run_name} already finished and published as {done.id}; nothing to do")
-            return {"adapter": done.id, "path": str(done.path), "run_dir": run_dir, "resumed": True}
+    if state.get("result"):  # trained before: only what is left of publishing is done
+        _say(f"run {cfg.resolved_run_name} already finished; its result is in {run_dir}/{RESULT_DIR}")
+        return {**_hand_over(publisher, cfg, run_dir, state), "run_dir": run_dir, "resumed": True}
     _write_json(run_dir, JOB_STATE, state)
 
-    stop_ray = _init_ray(address, cfg)
+    stop_ray, env_before = _init_ray(address, cfg)
     try:
         import ray
 
@@ -158,20 +160,20 @@ def run_job(
             from training.recipes.lora_finetune import STATE_FILE
 
             summary.update(final_summary(json.loads((Path(ckpt) / STATE_FILE).read_text())))
-            if publisher is not None:
-                from training.publish import publish_adapter
+            from training.publish import stage_result
 
-                version = publish_adapter(
-                    publisher,
-                    cfg,
-                    Path(ckpt),
-                    run_id=state["run_id"],
-                    base_model_id=base_model_id,
-                    dataset_hash=prepared.dataset_hash,
-                    duration_s=time.time() - started,
-                )
-                summary.update(adapter=version.id, path=str(version.path))
-                _write_json(run_dir, JOB_STATE, {**state, "published": version.id})
+            summary["result"] = stage_result(
+                cfg,
+                Path(ckpt),
+                run_dir,
+                run_id=state["run_id"],
+                base_model_id=base_model_id,
+                dataset_hash=prepared.dataset_hash,
+                duration_s=time.time() - started,
+            )
+        state = {**state, "result": RESULT_DIR}  # complete: a publisher may take it from here
+        _write_json(run_dir, JOB_STATE, state)
+        summary.update(_hand_over(publisher, cfg, run_dir, state))
         _say(f"done: {summary.get('adapter', '(not published)')} after {summary['steps']} steps")
         return summary
     finally:
@@ -179,6 +181,21 @@ def run_job(
             import ray
 
             ray.shutdown()
+        if env_before is not None:
+            from adept.ray_auth import restore_env
+
+            restore_env(env_before)
+
+
+def _hand_over(publisher: Any, cfg: Any, run_dir: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Publish the run's result from here (``publisher``), or leave it to the platform's publisher."""
+    if publisher is None:
+        _say(f"result left in {run_dir}/{RESULT_DIR} for the platform's publisher (output.publish is off)")
+        return {"result": f"{run_dir}/{RESULT_DIR}"}
+    version = asyncio.run(publisher.publish_run(run_dir, cfg.tenant, cfg.adapter))
+    if state.get("published") != version.id:
+        _write_json(run_dir, JOB_STATE, {**state, "published": version.id})
+    return {"adapter": version.id, "path": str(version.path)}
 
 
 def _publisher(cfg: Any, platform: Any) -> Any:
@@ -192,30 +209,43 @@ def _publisher(cfg: Any, platform: Any) -> Any:
     return Platform(platform, registry=registry)
 
 
-def _init_ray(address: str, cfg: Any) -> bool:
-    """Connect to a cluster or start a local one; returns True when this process started Ray."""
+def _init_ray(address: str, cfg: Any) -> tuple[bool, dict[str, str | None] | None]:
+    """Connect to a cluster or start a local one.
+
+    Returns whether this process started Ray, and the environment to restore afterwards when it
+    started a local cluster (which runs with token auth and its own token, ``adept.ray_auth``).
+    """
     import ray
 
     if ray.is_initialized():
-        return False
+        return False, None
     if address != "local":
         target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
         try:
             ray.init(address=target or "auto", log_to_driver=True)
-            return True
+            return True, None
         except ConnectionError:
             if address != "auto" or target:
                 raise Unavailable(f"cannot reach the Ray cluster at {target or address}") from None
+    from adept.ray_auth import use_local_cluster_env
+
     # DeepSpeed JIT-builds its CPU communication op once; keep the build with Adept's data.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cfg.resolved_data_dir / "cache" / "torch_extensions"))
     needed = cfg.workers.num_workers * cfg.workers.cpus_per_worker()
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, needed),
-        num_gpus=None if cfg.workers.use_gpu else 0,
-        include_dashboard=False,
-        _temp_dir=_ray_temp_dir(cfg.resolved_data_dir),
-    )
-    return True
+    env_before = use_local_cluster_env(cfg.resolved_data_dir)
+    try:
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, needed),
+            num_gpus=None if cfg.workers.use_gpu else 0,
+            include_dashboard=False,
+            _temp_dir=_ray_temp_dir(cfg.resolved_data_dir),
+        )
+    except BaseException:
+        from adept.ray_auth import restore_env
+
+        restore_env(env_before)
+        raise
+    return True, env_before
 
 
 def _ray_temp_dir(data_dir: Path) -> str:

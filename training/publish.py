@@ -1,20 +1,22 @@
-"""After training: the adapter, its manifest, a loss curve and metrics, into the adapter registry.
+"""After training: the run's result — adapter, manifest, loss curve, metrics — for the publisher.
 
+``stage_result`` writes it into ``<run dir>/result`` (``adept.training_runs``), where
+``Platform.publish_run`` publishes it: this job itself on one machine, the operator on a cluster.
 Exactly one version is published per run, even when the job is retried or re-submitted: the
 manifest records the run id, and a run whose id is already in the registry is not published again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from adept.errors import InvalidRequest
-
-RUN_ID_KEY = "run_id"
+from adept.training_runs import RESULT_DIR, RUN_ID_KEY
 
 
 def final_summary(state: dict[str, Any]) -> dict[str, Any]:
@@ -55,52 +57,35 @@ def write_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> N
     plt.close(fig)
 
 
-def already_published(registry: Any, tenant: str, name: str, run_id: str) -> Any | None:
-    """The version this run already published, if any."""
-    for version in registry.list(tenant):
-        if version.name == name and version.manifest.metrics.get(RUN_ID_KEY) == run_id:
-            return version
-    return None
-
-
-def publish_adapter(
-    platform: Any,
+def stage_result(
     cfg: Any,
     checkpoint_dir: Path,
+    run_dir: str,
     *,
     run_id: str,
     base_model_id: str,
     dataset_hash: str,
     duration_s: float,
-) -> Any:
-    """Publish the adapter in a final checkpoint (once per ``run_id``) with manifest, PNG and metrics.
+) -> str:
+    """Write the adapter of a final checkpoint, its manifest, metrics and loss curve to ``<run_dir>/result``.
 
-    Publishing goes through the kernel's ``Platform`` (``platform``), which enforces the tenant's
-    ``max_adapters`` quota and the base-model policy against the model the platform *serves*
-    (not the base this job says it used).
-
-    Returns:
-        The published (or previously published) ``AdapterVersion``.
+    The directory is assembled beside and renamed into place, so a publisher never reads half of
+    it (the run state, written after, says it is complete). Returns its URI.
     """
     from training.recipes.lora_finetune import ADAPTER_DIR, STATE_FILE
 
-    previous = already_published(platform.registry, cfg.tenant, cfg.adapter, run_id)
-    if previous is not None:
-        return previous
     adapter_dir = Path(checkpoint_dir) / ADAPTER_DIR
     if not (adapter_dir / "adapter_config.json").is_file():
         raise InvalidRequest(f"final checkpoint {checkpoint_dir} holds no adapter")
     state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
     summary = final_summary(state)
-    staging = Path(checkpoint_dir).parent / f".publish-{run_id}"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(adapter_dir, staging)
-    try:
-        extras = {"metrics.json": staging / "metrics.json", "loss_curve.png": staging / "loss_curve.png"}
-        extras["metrics.json"].write_text(
+    with tempfile.TemporaryDirectory(prefix="adept-result-") as tmp:
+        staging = Path(tmp) / RESULT_DIR
+        shutil.copytree(adapter_dir, staging)
+        (staging / "metrics.json").write_text(
             json.dumps({"summary": summary, "history": state.get("history", [])}, indent=2)
         )
-        write_loss_curve(state.get("history", []), extras["loss_curve.png"], f"{cfg.tenant}/{cfg.adapter}")
+        write_loss_curve(state.get("history", []), staging / "loss_curve.png", f"{cfg.tenant}/{cfg.adapter}")
         manifest = {
             "tenant": cfg.tenant,
             "name": cfg.adapter,
@@ -119,11 +104,25 @@ def publish_adapter(
             },
             "description": cfg.description,
         }
-        return asyncio.run(
-            platform.publish_adapter(cfg.tenant, cfg.adapter, staging, manifest, extra_files=extras)
-        )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return _upload(staging, run_dir)
+
+
+def _upload(staging: Path, run_dir: str) -> str:
+    """Copy ``staging`` to ``<run_dir>/result`` (any pyarrow filesystem): a fresh name, then a rename."""
+    import pyarrow.fs
+
+    uri = run_dir if "://" in run_dir else str(Path(run_dir).expanduser().absolute())
+    fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+    partial, final = f"{root}/.{RESULT_DIR}-{uuid.uuid4().hex}", f"{root}/{RESULT_DIR}"
+    fs.create_dir(partial, recursive=True)
+    for f in sorted(staging.iterdir()):
+        with f.open("rb") as src, fs.open_output_stream(f"{partial}/{f.name}") as dst:
+            shutil.copyfileobj(src, dst)
+    if fs.get_file_info(final).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(final)  # a result of an earlier attempt that was never published
+    fs.move(partial, final)
+    return f"{run_dir.rstrip('/')}/{RESULT_DIR}"
 
 
 def _target_modules(adapter_dir: Path) -> list[str]:

@@ -102,12 +102,14 @@ def _submit(
         *(["--dry-run"] if dry_run else []),
         *overrides,
     ]
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    import os
 
-    try:
-        client = JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise Unavailable(f"cannot reach the Ray jobs API at {address}: {e}") from None
+    from ray.job_submission import JobStatus
+
+    from adept.ray_auth import TOKEN_ENV, jobs_client
+
+    # The cluster's token (Ray clusters run with token auth): $RAY_AUTH_TOKEN, as `ray job submit` reads it.
+    client = jobs_client(address, os.environ.get(TOKEN_ENV))
     job_id = client.submit_job(
         entrypoint=shlex.join(entry),
         runtime_env={"working_dir": str(root), "excludes": _EXCLUDES, "env_vars": env},

@@ -108,6 +108,11 @@ def _print_banner(p: Any) -> None:
         f"\n[bold green]Adept is up[/] at [bold]{p.url}[/]  (OpenAI-compatible: {p.url}/v1)", highlight=False
     )
     console.print(f"admin key: {admin}   (admin API: {p.url}/admin/...)", highlight=False, soft_wrap=True)
+    console.print(
+        f"Ray: token auth (token: {p.ray_token_file}); GCS, raylet and agents on loopback",
+        highlight=False,
+        soft_wrap=True,
+    )
     key = "$ADEPT_API_KEY"
     if p.demo_key:
         console.print(

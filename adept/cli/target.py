@@ -73,7 +73,10 @@ class _LocalDocuments:
 
         def delete() -> None:
             store = ChunkStore.existing(
-                self.cfg.resolved_milvus_uri, self.cfg.collection, token=self.cfg.milvus_token
+                self.cfg.resolved_milvus_uri,
+                self.cfg.collection,
+                token=self.cfg.milvus_token,
+                client_options=self.cfg.milvus_client_options(),
             )
             if store is not None:
                 try:

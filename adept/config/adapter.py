@@ -50,3 +50,8 @@ class AdapterManifest(StoredModel):
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"), description="ISO-8601 UTC."
     )
     description: str = Field("", description="Free text.")
+    source: str | None = Field(
+        None,
+        description="What this version was published from (an Adapter resource's source); publishing the same "
+        "source again returns this version instead of a new one.",
+    )

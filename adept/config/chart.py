@@ -69,8 +69,33 @@ class ModelValues(StrictModel):
 
 
 class AuthValues(StrictModel):
-    existingSecret: str = Field("", description="Existing Secret with the admin key.")
+    existingSecret: str = Field("", description="Existing Secret with the admin key and its sha256.")
     secretKey: str = Field("admin-key", min_length=1, description="Key in the Secret.")
+    hashKey: str = Field("admin-key-sha256", min_length=1, description="Key holding the admin key's sha256.")
+
+
+class RayClusterAuthValues(StrictModel):
+    existingSecret: str = Field(
+        "", description="Existing Secret (key `auth_token`) with the cluster's Ray token."
+    )
+
+
+class RayAuthValues(StrictModel):
+    """Ray token auth: on for both Ray clusters, each with a token of its own."""
+
+    serving: RayClusterAuthValues = Field(default_factory=RayClusterAuthValues, description="RayService.")
+    training: RayClusterAuthValues = Field(default_factory=RayClusterAuthValues, description="RayCluster.")
+
+
+class MilvusAuthValues(StrictModel):
+    existingSecret: str = Field("", description="Existing Secret with the bundled Milvus's root password.")
+    passwordKey: str = Field("password", min_length=1, description="Key of the password in that Secret.")
+
+
+class MilvusTlsValues(StrictModel):
+    caSecret: str = Field("", description="Secret with the CA of Milvus's server certificate (TLS on).")
+    caKey: str = Field("ca.crt", min_length=1, description="Key of the CA (PEM) in that Secret.")
+    serverName: str = Field("", description="Name in the server certificate, if not the host's.")
 
 
 class VolumeValues(StrictModel):
@@ -266,11 +291,65 @@ class IngressValues(StrictModel):
     tls: list[K8sObject] = Field(default_factory=list, description="TLS.")
 
 
+class EgressTarget(StrictModel):
+    """A destination outside the cluster's pods: addresses and ports (no addresses: anywhere but link-local)."""
+
+    cidrs: list[str] = Field(default_factory=list, description="Allowed address ranges (CIDR).")
+    ports: list[int] = Field(min_length=1, description="Allowed TCP ports.")
+
+    @model_validator(mode="after")
+    def _cidrs(self) -> EgressTarget:
+        import ipaddress
+
+        for cidr in self.cidrs:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return self
+
+
+class DnsValues(StrictModel):
+    namespace: str = Field("kube-system", min_length=1, description="Namespace of the cluster DNS.")
+    podLabels: dict[str, str] = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"}, description="Labels of the DNS pods."
+    )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description="Addresses of a node-local DNS cache (e.g. 169.254.20.10/32), which is link-local and so "
+        "otherwise denied.",
+    )
+
+    @model_validator(mode="after")
+    def _cidrs(self) -> DnsValues:
+        import ipaddress
+
+        for cidr in self.cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+        return self
+
+
+class ExtraEgressValues(StrictModel):
+    serving: list[K8sObject] = Field(default_factory=list, description="Extra egress rules of serving pods.")
+    training: list[K8sObject] = Field(
+        default_factory=list, description="Extra egress rules of training pods."
+    )
+    operator: list[K8sObject] = Field(default_factory=list, description="Extra egress rules of the operator.")
+
+
 class NetworkPolicyValues(StrictModel):
     enabled: bool = Field(True, description="Create NetworkPolicies.")
     gatewayFrom: list[K8sObject] = Field(default_factory=list, description="Peers allowed to the gateway.")
-    kuberayOperatorNamespaceSelector: K8sObject = Field(default_factory=dict, description="KubeRay ns.")
-    monitoringNamespaceSelector: K8sObject = Field(default_factory=dict, description="Prometheus ns.")
+    kuberayOperatorNamespace: str = Field(
+        "", description="KubeRay operator namespace (empty: the release's)."
+    )
+    monitoringNamespace: str = Field("", description="Prometheus namespace (empty: the release's).")
+    dns: DnsValues = Field(default_factory=DnsValues, description="Cluster DNS.")
+    kubernetesApi: EgressTarget = Field(
+        default_factory=lambda: EgressTarget(ports=[443, 6443]), description="Kubernetes API server."
+    )
+    s3: EgressTarget = Field(default_factory=lambda: EgressTarget(ports=[443]), description="S3 endpoint.")
+    externalMilvus: EgressTarget = Field(
+        default_factory=lambda: EgressTarget(ports=[19530]), description="Your own Milvus."
+    )
+    extraEgress: ExtraEgressValues = Field(default_factory=ExtraEgressValues, description="More egress.")
 
 
 class ServiceMonitorValues(StrictModel):
@@ -308,6 +387,9 @@ class ChartValues(StrictModel):
     )
     model: ModelValues = Field(description="Models.")
     auth: AuthValues = Field(default_factory=AuthValues, description="Admin key.")
+    rayAuth: RayAuthValues = Field(default_factory=RayAuthValues, description="Ray token auth.")
+    milvusAuth: MilvusAuthValues = Field(default_factory=MilvusAuthValues, description="Bundled Milvus auth.")
+    milvusTls: MilvusTlsValues = Field(default_factory=MilvusTlsValues, description="TLS to Milvus.")
     persistence: PersistenceValues = Field(description="Data volume.")
     adapterStore: AdapterStoreValues = Field(
         default_factory=AdapterStoreValues, description="Adapter storage."

@@ -47,7 +47,12 @@ def parse_values_docs(text: str) -> tuple[list[ValueDoc], list[str]]:
     stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
     pending: str | None = None
     skip_from: int | None = None  # keys inside list items are part of the list's default
+    block_over: int | None = None  # lines indented deeper than this are a block scalar's text (`key: |`)
     for line in text.splitlines():
+        if block_over is not None:
+            if not line.strip() or len(line) - len(line.lstrip(" ")) > block_over:
+                continue
+            block_over = None
         doc = _DOC.match(line)
         if doc:
             pending = doc.group("text").strip()
@@ -76,6 +81,8 @@ def parse_values_docs(text: str) -> tuple[list[ValueDoc], list[str]]:
             undocumented.append(".".join(path))  # a leaf nobody explains (a non-empty mapping is a section)
         stack.append((indent, key, pending is not None))
         pending = None
+        if re.search(r":\s*[|>][-+0-9]*\s*(#.*)?$", line):
+            block_over = indent
     return docs, undocumented
 
 

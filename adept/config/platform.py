@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from adept.config.base import StrictModel
 
@@ -51,6 +51,15 @@ class PlatformConfig(StrictModel):
         "Default: `<data_dir>/milvus.db`.",
     )
     milvus_token: str | None = Field(None, description="Milvus token (`user:password`) for a secured server.")
+    milvus_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the Milvus server's certificate (`https://` URI): the "
+        "client verifies the server with it. Default: verify against the system's CAs.",
+    )
+    milvus_tls_server_name: str | None = Field(
+        None,
+        description="Name expected in the Milvus server's certificate, when it differs from the URI's host.",
+    )
     collection: str = Field(
         "adept_chunks",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
@@ -75,6 +84,13 @@ class PlatformConfig(StrictModel):
         description="Where tenants and their key hashes live: `sqlite` (`<data_dir>/tenants.sqlite`, one "
         "machine) or `kubernetes` (`Tenant` resources and key-hash Secrets, watched; cluster mode).",
     )
+    training_publish: Literal["direct", "handoff"] = Field(
+        "direct",
+        description="How a fine-tune's adapter reaches the registry. `direct`: the training job publishes it "
+        "(one machine, no trust boundary). `handoff`: the job leaves it in its run directory and the "
+        "platform's publisher (the operator, when the FineTuneJob succeeds) publishes it, so training "
+        "pods, where tenants' data is processed, hold no tenant-store, registry or admin credentials.",
+    )
     kubernetes_namespace: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
@@ -86,6 +102,25 @@ class PlatformConfig(StrictModel):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> PlatformConfig:
+        if (self.milvus_tls_ca_file or self.milvus_tls_server_name) and not (
+            self.milvus_uri or ""
+        ).startswith("https://"):
+            raise ValueError("milvus_tls_ca_file / milvus_tls_server_name need an https:// milvus_uri")
+        return self
+
+    def milvus_client_options(self) -> dict[str, object]:
+        """Keyword arguments for ``pymilvus.MilvusClient`` beyond URI and token: TLS verification."""
+        if not (self.milvus_uri or "").startswith("https://"):
+            return {}
+        options: dict[str, object] = {"secure": True}
+        if self.milvus_tls_ca_file:
+            options["server_pem_path"] = str(self.milvus_tls_ca_file)
+        if self.milvus_tls_server_name:
+            options["server_name"] = self.milvus_tls_server_name
+        return options
 
     @field_validator("max_lora_rank")
     @classmethod

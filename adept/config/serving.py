@@ -186,6 +186,13 @@ class GatewayConfig(StrictModel):
     enforce_quotas: bool = Field(
         True, description="Apply tenants' requests/min and tokens/min limits (HTTP 429)."
     )
+    quota_shards: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Named Ray actors the tenants' quota counters are spread over; every gateway replica "
+        "calls the one holding its tenant, so a quota counts once for all replicas.",
+    )
     request_timeout_s: float = Field(
         300.0,
         gt=0,

@@ -195,8 +195,12 @@ class OutputSection(StrictModel):
         None,
         description="Adapter registry URI. Default: the platform's adapter store (what serving reads).",
     )
-    publish: bool = Field(
-        True, description="Publish the trained adapter to the registry (one version per run)."
+    publish: bool | None = Field(
+        None,
+        description="Publish the trained adapter to the registry from this job (one version per run). "
+        "Default: as the platform says (`training_publish`: `direct` publishes here; `handoff` leaves the "
+        "result in the run directory for the operator to publish). `false`: the result stays in the run "
+        "directory, published by nobody.",
     )
 
     @field_validator("data_dir")
@@ -274,13 +278,30 @@ class FineTuneJobConfig(StrictModel):
         Each is taken independently: a job that names its own data dir still publishes where
         serving reads, unless it names an adapter store too.
         """
+        direct = platform.training_publish == "direct"
         output = self.output.model_copy(
             update={
                 "data_dir": self.output.data_dir or platform.data_dir,
                 "adapter_store_uri": self.output.adapter_store_uri or platform.resolved_adapter_store,
+                "publish": direct if self.output.publish is None else self.output.publish,
             }
         )
         return self.model_copy(update={"base_model": self.base_model or platform.model, "output": output})
+
+    def check_publisher(self, platform: PlatformConfig) -> None:
+        """Refuse ``output.publish: true`` where training jobs hold no credentials to publish (``handoff``).
+
+        Raises:
+            InvalidRequest: naming ``output.publish``.
+        """
+        if self.output.publish and platform.training_publish == "handoff":
+            from adept.errors import InvalidRequest
+
+            raise InvalidRequest(
+                "output.publish is true, but this platform's training jobs hand their result to its publisher "
+                "(training_publish: handoff) and hold no credentials to publish: leave output.publish unset",
+                param="output.publish",
+            )
 
     def _bound(self) -> tuple[str, Path]:
         if self.base_model is None or self.output.data_dir is None:
@@ -302,6 +323,11 @@ class FineTuneJobConfig(StrictModel):
     @property
     def resolved_storage_path(self) -> str:
         return self.output.storage_path or str(self.resolved_data_dir / "training")
+
+    @property
+    def resolved_run_dir(self) -> str:
+        """``<storage>/<run name>``: checkpoints, job state and the result handed to the publisher."""
+        return f"{self.resolved_storage_path.rstrip('/')}/{self.resolved_run_name}"
 
     @property
     def resolved_adapter_store(self) -> str:

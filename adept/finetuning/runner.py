@@ -49,13 +49,12 @@ _DATASET_CODES = frozenset({"invalid_dataset", "invalid_jsonl"})
 _DROPPED_ENV_PREFIXES = ("ADEPT_",)
 
 
-def ray_auth_env() -> dict[str, str]:
-    """Environment a training process needs to join the platform's Ray when Ray demands a token.
+def ray_auth_env(platform: PlatformConfig) -> dict[str, str]:
+    """Environment a training process needs to join the platform's local Ray: token auth with the
+    data dir's own token file, loopback only (``adept.ray_auth``), whatever this process's env says."""
+    from adept.ray_auth import local_cluster_env
 
-    The one place that knows how a job authenticates to the local Ray; empty while Ray runs
-    without token auth.
-    """
-    return {}
+    return local_cluster_env(platform.data_dir)
 
 
 def training_env(platform: PlatformConfig, job_dir: Path) -> dict[str, str]:
@@ -64,7 +63,7 @@ def training_env(platform: PlatformConfig, job_dir: Path) -> dict[str, str]:
     config = platform.model_dump(mode="json", exclude_none=True, exclude={"milvus_token"})
     path = job_dir / "platform.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    env.update(ADEPT_CONFIG=str(path), PYTHONUNBUFFERED="1", **ray_auth_env())
+    env.update(ADEPT_CONFIG=str(path), PYTHONUNBUFFERED="1", **ray_auth_env(platform))
     return env
 
 

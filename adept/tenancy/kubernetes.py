@@ -1,14 +1,18 @@
-"""Cluster mode's tenant store: ``Tenant`` resources and their key-hash Secrets, watched and cached.
+"""Cluster mode's tenant store: ``Tenant`` resources, watched and cached; each carries its key's sha256.
 
-Every gateway replica keeps two in-memory mirrors, each fed by a list + watch of the Kubernetes
-API: the ``Tenant`` resources of the namespace and the Secrets holding their keys' sha256. Requests
-authenticate against the mirrors, so no request makes an API call, and a key created, rotated or
-revoked anywhere (the operator, another replica, ``kubectl``) takes effect on every replica as fast
-as the watch delivers the event. Writes go to the API first and then into this replica's mirrors,
-so a replica always sees its own changes at once.
+Every gateway replica keeps an in-memory mirror of the namespace's ``Tenant`` resources, fed by a
+list + watch of the Kubernetes API. Each Tenant carries the sha256 of its API key in an annotation
+(``adept.dev/key-sha256``); requests authenticate against the mirror, so no request makes an API
+call, and a key created, rotated or revoked anywhere (the operator, another replica, ``kubectl``)
+takes effect on every replica as fast as the watch delivers the event. Writes go to the API first
+and then into this replica's mirror, so a replica always sees its own changes at once.
 
-Each tenant has two Secrets: the key itself (for the tenant's administrators) and its sha256
-(for gateways): gateways never need the key, and keeping the hash apart lets RBAC say so.
+Why an annotation and not a Secret: a sha256 of a 256-bit random key is not a secret (nothing can
+be learned from it but the key's identity), while reading Secrets cannot be limited by label in
+RBAC — a gateway allowed to watch key-hash Secrets could read every Secret of the namespace. So
+gateways read only Tenants. The key itself, when the operator issues it, goes into a Secret for the
+tenant's administrators (``adept-tenant-<name>-key``), which only the operator writes; a key issued
+through the admin API is shown once and stored nowhere.
 """
 
 from __future__ import annotations
@@ -41,19 +45,23 @@ LABEL_TENANT = "adept.dev/tenant"
 LABEL_COMPONENT = "adept.dev/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "adept-operator", "app.kubernetes.io/part-of": "adept"}
 KEY_SECRET_COMPONENT = "api-key"
-HASH_SECRET_COMPONENT = "api-key-hash"
-HASH_SELECTOR = f"{LABEL_COMPONENT}={HASH_SECRET_COMPONENT}"
+HASH_ANNOTATION = "adept.dev/key-sha256"
 PREFIX_ANNOTATION = "adept.dev/key-prefix"
 ISSUED_ANNOTATION = "adept.dev/issued-at"
 
 
-# --- the Secrets -----------------------------------------------------------------------------------
+def key_annotations(api_key: str, now: str | None = None) -> dict[str, str]:
+    """What a Tenant (and its key Secret) records about its current key: sha256, shown prefix, issue time."""
+    return {
+        HASH_ANNOTATION: hash_api_key(api_key),
+        PREFIX_ANNOTATION: api_key[:SHOWN_KEY_CHARS],
+        ISSUED_ANNOTATION: now or now_iso(),
+    }
+
+
+# --- the key Secret --------------------------------------------------------------------------------
 def key_secret_name(tenant: str) -> str:
     return f"adept-tenant-{tenant}-key"
-
-
-def hash_secret_name(tenant: str) -> str:
-    return f"adept-tenant-{tenant}-keyhash"
 
 
 def _b64(text: str) -> str:
@@ -73,34 +81,30 @@ def build_owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_key_secrets(
+def build_key_secret(
     tenant: str,
     api_key: str,
     *,
     namespace: str,
     owner: Mapping[str, Any] | None = None,
     now: str | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The tenant's two Secrets: the key itself (for the tenant's admins) and its sha256 (for gateways)."""
-    now = now or now_iso()
-    owners = [build_owner_reference(owner)] if owner and owner.get("metadata", {}).get("uid") else []
-
-    def secret(name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**MANAGED_BY, LABEL_TENANT: tenant, LABEL_COMPONENT: component},
-            "annotations": {PREFIX_ANNOTATION: api_key[:SHOWN_KEY_CHARS], ISSUED_ANNOTATION: now},
-        }
-        if owners:
-            meta["ownerReferences"] = owners
-        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
-
-    key_secret = secret(key_secret_name(tenant), KEY_SECRET_COMPONENT, {"api-key": _b64(api_key)})
-    hash_secret = secret(
-        hash_secret_name(tenant), HASH_SECRET_COMPONENT, {"sha256": _b64(hash_api_key(api_key))}
-    )
-    return key_secret, hash_secret
+) -> dict[str, Any]:
+    """The Secret holding the tenant's key, for its administrators (gateways never read it)."""
+    meta: dict[str, Any] = {
+        "name": key_secret_name(tenant),
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, LABEL_TENANT: tenant, LABEL_COMPONENT: KEY_SECRET_COMPONENT},
+        "annotations": key_annotations(api_key, now),
+    }
+    if owner and owner.get("metadata", {}).get("uid"):
+        meta["ownerReferences"] = [build_owner_reference(owner)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": meta,
+        "data": {"api-key": _b64(api_key)},
+    }
 
 
 def decode_secret_value(secret: Mapping[str, Any], key: str) -> str | None:
@@ -233,10 +237,13 @@ class Mirror:
 class KubernetesTenantStore:
     """``adept.tenancy.TenantStore`` over the ``Tenant`` resources of one namespace.
 
+    Gateways use the reading side and ``create``/``update``/``delete``/``rotate_key`` (RBAC:
+    Tenants only); the operator also writes the key Secrets (``issue_key``, ``ensure_key``).
+
     Args:
-        namespace: Where Tenant resources and their Secrets live (the release namespace).
+        namespace: Where Tenant resources and their key Secrets live (the release namespace).
         kube: API wrapper; default: in-cluster config, else ``KUBECONFIG``.
-        ready_timeout_s: How long the first read waits for the first listings.
+        ready_timeout_s: How long the first read waits for the first listing.
     """
 
     def __init__(self, namespace: str, *, kube: Kube | None = None, ready_timeout_s: float = 15.0) -> None:
@@ -245,47 +252,37 @@ class KubernetesTenantStore:
         self.ready_timeout_s = ready_timeout_s
         self._lock = threading.Lock()
         self._by_hash: dict[str, str] = {}
-        self._mirrors: tuple[Mirror, Mirror] | None = None
+        self._mirror: Mirror | None = None
 
-    # -- mirrors ----------------------------------------------------------------------------------
-    def _watching(self) -> tuple[Mirror, Mirror]:
-        """Start the watches on first use (the operator only writes, and needs none)."""
+    # -- the mirror -------------------------------------------------------------------------------
+    def _watching(self) -> Mirror:
+        """Start the watch on first use (the operator writes keys, and reads Tenants through kopf)."""
         with self._lock:
-            if self._mirrors is None:
-                tenants = Mirror(self.kube, self.namespace, "tenants").start()
-                hashes = Mirror(
-                    self.kube, self.namespace, "secrets", label_selector=HASH_SELECTOR, on_change=self._index
-                ).start()
-                self._mirrors = (tenants, hashes)
-            mirrors = self._mirrors
-        deadline = time.monotonic() + self.ready_timeout_s
-        for m in mirrors:
-            if not m.ready.wait(max(0.0, deadline - time.monotonic())):
-                raise Unavailable(
-                    f"tenant store: cannot list {m.plural} in namespace {self.namespace}: "
-                    f"{m.error or 'no answer from the Kubernetes API'}"
-                )
-        return mirrors
+            if self._mirror is None:
+                self._mirror = Mirror(self.kube, self.namespace, "tenants", on_change=self._index).start()
+            mirror = self._mirror
+        if not mirror.ready.wait(self.ready_timeout_s):
+            raise Unavailable(
+                f"tenant store: cannot list tenants in namespace {self.namespace}: "
+                f"{mirror.error or 'no answer from the Kubernetes API'}"
+            )
+        return mirror
 
     def _index(self) -> None:
-        """Rebuild ``sha256 -> tenant`` from the hash Secrets mirror."""
-        if self._mirrors is None:
+        """Rebuild ``sha256 -> tenant`` from the mirrored Tenants' annotations."""
+        mirror = self._mirror
+        if mirror is None:
             return
         table = {}
-        for secret in list(self._mirrors[1].objects.values()):
-            digest = decode_secret_value(secret, "sha256")
-            tenant = (secret["metadata"].get("labels") or {}).get(LABEL_TENANT)
-            if digest and tenant:
-                table[digest] = tenant
+        for obj in list(mirror.objects.values()):
+            digest = (obj["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
+            if digest:
+                table[digest] = _name(obj)
         self._by_hash = table
 
     def _tenant(self, obj: Mapping[str, Any]) -> Tenant:
         spec, status, meta = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
-        prefix = status.get("keyPrefix") or ""
-        if self._mirrors is not None:
-            secret = self._mirrors[1].objects.get(hash_secret_name(meta["name"]))
-            if secret is not None:
-                prefix = (secret["metadata"].get("annotations") or {}).get(PREFIX_ANNOTATION) or prefix
+        prefix = (meta.get("annotations") or {}).get(PREFIX_ANNOTATION) or status.get("keyPrefix") or ""
         return Tenant(
             name=meta["name"],
             display_name=spec.get("displayName", ""),
@@ -298,96 +295,115 @@ class KubernetesTenantStore:
     def _live(obj: Mapping[str, Any] | None) -> bool:
         return obj is not None and not obj["metadata"].get("deletionTimestamp")
 
-    # -- reading (from the mirrors: no API call) ---------------------------------------------------
+    # -- reading (from the mirror: no API call) ----------------------------------------------------
     def get(self, name: str) -> Tenant:
         name = valid_tenant_name(name)
-        obj = self._watching()[0].objects.get(name)
+        obj = self._watching().objects.get(name)
         if not self._live(obj):
             raise NotFound(f"tenant {name!r} not found")
         return self._tenant(obj)
 
     def list(self) -> list[Tenant]:
-        objs = list(self._watching()[0].objects.values())
+        objs = list(self._watching().objects.values())
         return sorted((self._tenant(o) for o in objs if self._live(o)), key=lambda t: t.name)
 
     def authenticate(self, api_key: str) -> Tenant:
         digest = check_presented_key(api_key)
-        tenants, _ = self._watching()
+        mirror = self._watching()
         # Looking up the sha256 of what the caller sent reveals nothing about stored keys (the
         # caller chose the input; keys have 256 bits), so a dict lookup needs no constant-time compare.
         owner = self._by_hash.get(digest)
-        obj = tenants.objects.get(owner) if owner else None
+        obj = mirror.objects.get(owner) if owner else None
         if obj is None or not self._live(obj):
             raise AuthenticationError("invalid API key")
         return self._tenant(obj)
 
     # -- keys -------------------------------------------------------------------------------------
+    def _set_key(self, name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        """Record a key on the Tenant (the only place gateways look); the previous key stops working."""
+        obj = self.kube.patch(self.namespace, "tenants", name, {"metadata": {"annotations": annotations}})
+        obj = obj or self.kube.get(self.namespace, "tenants", name)  # an API that answers without the object
+        if obj is not None and self._mirror is not None:
+            self._mirror.put(obj)
+        return obj
+
     def issue_key(self, name: str, *, owner: Mapping[str, Any] | None = None) -> str:
-        """Write a new key (and its hash) for ``name``; the previous key stops working. Returns the key."""
+        """Operator: a new key into the key Secret, then onto the Tenant; the previous key stops working.
+
+        The Secret is written first: a crash in between leaves a Secret whose key ``ensure_key``
+        puts on the Tenant, never a working key nobody can read.
+        """
         api_key = new_api_key()
-        for secret in build_key_secrets(name, api_key, namespace=self.namespace, owner=owner):
-            if self.kube.get_secret(self.namespace, _name(secret)) is None:
-                self.kube.create_secret(secret)
-            else:  # rotation, or leftovers of a tenant deleted while the operator was down
-                self.kube.patch_secret(secret)
-            if secret["metadata"]["labels"][LABEL_COMPONENT] == HASH_SECRET_COMPONENT and self._mirrors:
-                self._mirrors[1].put(secret)
+        secret = build_key_secret(name, api_key, namespace=self.namespace, owner=owner)
+        if self.kube.get_secret(self.namespace, _name(secret)) is None:
+            self.kube.create_secret(secret)
+        else:  # rotation, or a leftover of a tenant deleted while the operator was down
+            self.kube.patch_secret(secret)
+        self._set_key(name, secret["metadata"]["annotations"])
         return api_key
 
     def ensure_key(self, name: str, *, owner: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """Make sure ``name`` has a key and its hash; returns the key Secret's annotations (prefix, issued-at).
+        """Operator: make the Tenant's key and its key Secret agree; returns the key's annotations.
 
-        A missing key is issued; a missing hash (deleted by hand) is rebuilt from the key, so
-        gateways authenticate again without the tenant's key changing.
+        - no key anywhere: one is issued (into the Secret and onto the Tenant);
+        - a Secret but no key on the Tenant (a crash after writing the Secret): the Secret's key is
+          put on the Tenant, so it works without changing;
+        - a Secret whose key is no longer the Tenant's (rotated through the admin API): the stale
+          Secret is deleted, so nobody is handed a dead key;
+        - a key on the Tenant and no Secret (issued through the admin API, shown once): kept.
         """
-        key_secret = self.kube.get_secret(self.namespace, key_secret_name(name))
-        if key_secret is None:
+        tenant = self.kube.get(self.namespace, "tenants", name)
+        if tenant is None:
+            raise NotFound(f"tenant {name!r} not found")
+        current = dict(tenant["metadata"].get("annotations") or {})
+        secret = self.kube.get_secret(self.namespace, key_secret_name(name))
+        held = decode_secret_value(secret, "api-key") if secret is not None else None
+        if held and not current.get(HASH_ANNOTATION):
+            issued = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(ISSUED_ANNOTATION)
+            current.update(key_annotations(held, issued))
+            self._set_key(name, key_annotations(held, issued))
+        elif held and hash_api_key(held) != current.get(HASH_ANNOTATION):
+            self.kube.delete_secret(self.namespace, key_secret_name(name))
+        elif not current.get(HASH_ANNOTATION):
             self.issue_key(name, owner=owner)
-            key_secret = self.kube.get_secret(self.namespace, key_secret_name(name)) or {}
-        elif self.kube.get_secret(self.namespace, hash_secret_name(name)) is None:
-            api_key = decode_secret_value(key_secret, "api-key") or ""
-            annotations = (key_secret.get("metadata") or {}).get("annotations") or {}
-            hash_secret = build_key_secrets(
-                name, api_key, namespace=self.namespace, owner=owner, now=annotations.get(ISSUED_ANNOTATION)
-            )[1]
-            self.kube.create_secret(hash_secret)
-            if self._mirrors:
-                self._mirrors[1].put(hash_secret)
-        return dict((key_secret.get("metadata") or {}).get("annotations") or {})
+            current = dict(
+                self.kube.get(self.namespace, "tenants", name)["metadata"].get("annotations") or {}
+            )
+        return {k: v for k, v in current.items() if k in (PREFIX_ANNOTATION, ISSUED_ANNOTATION)}
 
-    def has_key(self, name: str) -> bool:
+    def has_key_secret(self, name: str) -> bool:
         return self.kube.get_secret(self.namespace, key_secret_name(name)) is not None
 
     def revoke_keys(self, name: str) -> None:
-        """Delete both Secrets (idempotent): the key stops working on every replica."""
-        for secret in (hash_secret_name(name), key_secret_name(name)):
-            self.kube.delete_secret(self.namespace, secret)
-        if self._mirrors:
-            self._mirrors[1].drop(hash_secret_name(name))
+        """Operator: delete the key Secret (idempotent); the Tenant's own record goes with the Tenant."""
+        self.kube.delete_secret(self.namespace, key_secret_name(name))
 
-    # -- writing (API first, then this replica's mirrors) -------------------------------------------
+    # -- writing (API first, then this replica's mirror) --------------------------------------------
     def create(self, spec: TenantSpec) -> tuple[Tenant, str]:
-        """Create the Secrets first, then the Tenant: the operator finds the key and keeps it."""
+        """Create the Tenant carrying its key's hash: the key works at once and is shown only here."""
         name = valid_tenant_name(spec.name)
         if self.kube.get(self.namespace, "tenants", name) is not None:
             raise Conflict(f"tenant {name!r} already exists")
-        api_key = self.issue_key(name)
+        api_key = new_api_key()
         body = {
             "apiVersion": API_VERSION,
             "kind": "Tenant",
-            "metadata": {"name": name, "namespace": self.namespace, "labels": dict(MANAGED_BY)},
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": dict(MANAGED_BY),
+                "annotations": key_annotations(api_key),
+            },
             "spec": {"displayName": spec.display_name, "quotas": spec.quotas.model_dump()},
         }
         try:
             obj = self.kube.create(self.namespace, "tenants", body)
         except Conflict:
             raise Conflict(f"tenant {name!r} already exists") from None
-        if self._mirrors:
-            self._mirrors[0].put(obj)
-        tenant = self._tenant(obj)
-        return Tenant(
-            tenant.name, tenant.display_name, tenant.quotas, tenant.created_at, api_key[:SHOWN_KEY_CHARS]
-        ), api_key
+        obj = obj or self.kube.get(self.namespace, "tenants", name) or body  # an API that answers without it
+        if self._mirror is not None:
+            self._mirror.put(obj)
+        return self._tenant(obj), api_key
 
     def update(self, spec: TenantSpec) -> Tenant:
         name = valid_tenant_name(spec.name)
@@ -399,28 +415,29 @@ class KubernetesTenantStore:
             name,
             {"spec": {"displayName": spec.display_name, "quotas": spec.quotas.model_dump()}},
         )
-        if self._mirrors:
-            self._mirrors[0].put(obj)
+        if self._mirror is not None:
+            self._mirror.put(obj)
         return self._tenant(obj)
 
     def delete(self, name: str) -> None:
-        """Delete the Tenant resource; the key stops working now, not when the operator's finalizer ends."""
+        """Delete the Tenant resource; its key stops working now (a Tenant being deleted authenticates nobody)."""
         name = valid_tenant_name(name)
         if not self.kube.delete(self.namespace, "tenants", name):
             raise NotFound(f"tenant {name!r} not found")
-        self.kube.delete_secret(self.namespace, hash_secret_name(name))
-        if self._mirrors:
-            self._mirrors[0].drop(name)
-            self._mirrors[1].drop(hash_secret_name(name))
+        if self._mirror is not None:
+            self._mirror.drop(name)
 
     def rotate_key(self, name: str) -> str:
+        """A new key, recorded on the Tenant and shown once (an operator-issued key Secret goes stale: the operator drops it)."""
         name = valid_tenant_name(name)
         if not self._live(self.kube.get(self.namespace, "tenants", name)):
             raise NotFound(f"tenant {name!r} not found")
-        return self.issue_key(name)
+        api_key = new_api_key()
+        self._set_key(name, key_annotations(api_key))
+        return api_key
 
     def close(self) -> None:
         with self._lock:
-            mirrors, self._mirrors = self._mirrors, None
-        for m in mirrors or ():
-            m.stop()
+            mirror, self._mirror = self._mirror, None
+        if mirror is not None:
+            mirror.stop()

@@ -130,7 +130,10 @@ def build_console_api_router(
         except AdeptError as e:  # retrieval down (the handle maps every failure): the page shows "unknown"
             log.warning("document count for the usage page unavailable: %s", e.message)
         adapters = await asyncio.to_thread(lambda: len({v.name for v in _registry(ctx).list(tenant.name)}))
-        report = inventory.usage_report(tenant, ctx.quotas, documents=documents, adapters=adapters)
+        window = await ctx.quotas.usage(tenant.name) if ctx.quotas is not None else (0, 0)
+        report = inventory.usage_report(
+            tenant, ctx.quotas, window=window, documents=documents, adapters=adapters
+        )
         if ctx.finetuning is not None:
             report["quotas"].update(await ctx.finetuning.usage(tenant))
         return report

@@ -83,25 +83,12 @@ def read_extra(version: Any, filename: str, *, probe: bool = False) -> bytes | N
 
 
 # -- usage ----------------------------------------------------------------------------------------
-def window_usage(quotas: Any, tenant: str) -> tuple[int, int]:
-    """Requests and tokens the tenant used in the quota window (0, 0 when quotas are off)."""
-    if quotas is None:
-        return 0, 0
-    usage = getattr(quotas, "usage", None)
-    if callable(usage):
-        return tuple(usage(tenant))  # type: ignore[return-value]
-    # QuotaEnforcer has no public read-out yet: read its windows under its own lock.
-    with quotas._lock:
-        now = quotas._clock()
-        requests = quotas._requests.get(tenant)
-        tokens = quotas._tokens.get(tenant)
-        return (requests.used(now) if requests else 0, tokens.used(now) if tokens else 0)
-
-
-def usage_report(tenant: Any, quotas: Any, *, documents: int | None, adapters: int) -> dict[str, Any]:
-    """Use against each quota; ``limit`` 0 means unlimited."""
+def usage_report(
+    tenant: Any, quotas: Any, *, window: tuple[int, int], documents: int | None, adapters: int
+) -> dict[str, Any]:
+    """Use against each quota; ``limit`` 0 means unlimited. ``window``: requests and tokens in the quota window."""
     q = tenant.quotas
-    requests, tokens = window_usage(quotas, tenant.name)
+    requests, tokens = window
     return {
         "tenant": tenant.name,
         "display_name": tenant.display_name,

@@ -38,10 +38,10 @@ STREAM_EVENT_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, Complet
 def tenant_dependency(ctx: GatewayContext) -> Callable[..., Tenant]:
     """FastAPI dependency: the calling tenant (401 without a valid key), admitted under its quota (429)."""
 
-    def current_tenant(request: Request, authorization: str | None = Header(None)) -> Tenant:
+    async def current_tenant(request: Request, authorization: str | None = Header(None)) -> Tenant:
         tenant = ctx.auth.tenant(authorization)
         request.state.tenant = tenant.name  # for the request metrics' tenant label
-        ctx.admit(tenant)
+        await ctx.admit(tenant)
         return tenant
 
     return current_tenant

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 
-from adept.errors import AuthenticationError, PermissionDenied, StorageError
+from adept.errors import AuthenticationError, ConfigError, PermissionDenied, StorageError
 from adept.tenancy import Tenant, TenantStore, hash_api_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,26 @@ def load_or_create_admin_key(path: Path, env_var: str = "ADEPT_ADMIN_KEY") -> tu
     except OSError as e:
         raise StorageError(f"cannot read or create the admin key file {path}: {e.strerror or e}") from None
     return key, str(path)
+
+
+def admin_key_sha256(
+    path: Path, env_var: str = "ADEPT_ADMIN_KEY", hash_env_var: str = "ADEPT_ADMIN_KEY_SHA256"
+) -> str:
+    """The sha256 of the admin key: ``$ADEPT_ADMIN_KEY_SHA256`` if set, else hashed from ``load_or_create_admin_key``.
+
+    On a cluster the Ray pods get only the hash (from the admin Secret): the key itself reaches no
+    Ray process — where replicas hold nothing but the hash anyway — only the operator and people.
+
+    Raises:
+        ConfigError: the variable is set but is not a sha256 (64 hex characters).
+    """
+    digest = os.environ.get(hash_env_var, "").strip().lower()
+    if digest:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{hash_env_var} must be the admin key's sha256 (64 hex characters)")
+        return digest
+    key, _ = load_or_create_admin_key(path, env_var)
+    return hash_api_key(key)
 
 
 def bearer_token(authorization: str | None) -> str:

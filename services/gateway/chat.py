@@ -41,7 +41,7 @@ from services.gateway.protocol import (
     now,
     sse_event,
 )
-from services.gateway.quotas import QuotaEnforcer
+from services.gateway.quotas import Quotas
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
@@ -181,7 +181,7 @@ class CompletionService:
         kb: KnowledgeBase | None,
         limits: Limits,
         metrics: GatewayMetrics | None = None,
-        quotas: QuotaEnforcer | None = None,
+        quotas: Quotas | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.llm = llm

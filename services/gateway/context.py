@@ -15,7 +15,7 @@ from services.gateway.chat import CompletionService, ModelCatalog
 from services.gateway.embeddings import EmbeddingService
 from services.gateway.finetuning import FineTuningService
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import QuotaEnforcer
+from services.gateway.quotas import QuotaEnforcer, Quotas
 
 MiB = 1024 * 1024
 
@@ -39,7 +39,7 @@ class GatewayContext:
     platform: Platform
     kb: Any
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    quotas: QuotaEnforcer | None = None
+    quotas: Quotas | None = None
     finetuning: FineTuningService | None = None
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     max_request_bytes: int = 4 * MiB
@@ -48,10 +48,10 @@ class GatewayContext:
     # Called before each /metrics scrape to pull state from the LLM replicas (loaded adapters).
     refresh_metrics: Callable[[], Awaitable[None]] | None = None
 
-    def admit(self, tenant: Tenant) -> None:
+    async def admit(self, tenant: Tenant) -> None:
         """Apply the tenant's request quota (429 when over)."""
         if self.quotas is not None:
-            self.quotas.admit(tenant)
+            await self.quotas.admit(tenant)
 
     def charge(self, tenant: Tenant, tokens: int) -> None:
         if self.quotas is not None:
@@ -86,17 +86,22 @@ def build_gateway_context(
     unload: Callable[[str], Awaitable[Any]] | None,
     health: Callable[[], Awaitable[dict[str, str]]] = _always_ready,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    quotas: Quotas | None = None,
 ) -> GatewayContext:
     """The gateway's services over an LLM and a knowledge base, whatever carries them.
 
-    The Serve ingress passes Serve handles; an in-process platform (reliability suite) passes
-    the engine and the ``KnowledgeBase`` directly. Everything else is built the same way.
+    The Serve ingress passes Serve handles and the quota counter all its replicas share; an
+    in-process platform (reliability suite) passes the engine and the ``KnowledgeBase``
+    directly, and counts quotas in its one process. Everything else is built the same way.
     """
     from adept.finetuning.files import open_file_store
     from adept.finetuning.store import open_job_store
     from services.gateway.chat import Limits
 
-    quotas = QuotaEnforcer() if cfg.gateway.enforce_quotas else None
+    if not cfg.gateway.enforce_quotas:
+        quotas = None
+    elif quotas is None:
+        quotas = QuotaEnforcer()
     files = open_file_store(cfg.platform) if cfg.finetuning.enabled else None
     jobs = open_job_store(cfg.platform) if cfg.finetuning.enabled else None
     # Jobs first (none may publish while its tenant goes), then files, then rate counters.

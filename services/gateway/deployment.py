@@ -37,6 +37,8 @@ class GatewayDeployment:
         async def unload(model_id: str) -> int:
             return await self.llm.unload(model_id, attempts=replicas)
 
+        from services.gateway.quota_shards import SharedQuotas
+
         self.ctx = build_gateway_context(
             cfg,
             llm=self.llm,
@@ -45,6 +47,8 @@ class GatewayDeployment:
             unload=unload,
             health=self.health,
             refresh_metrics=self.refresh_metrics,
+            # One count per tenant for all gateway replicas (not one per replica).
+            quotas=SharedQuotas(cfg.app_name, cfg.gateway.quota_shards),
         )
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -1,8 +1,12 @@
 """Per-tenant rate limits: requests per minute and tokens per minute over a sliding window.
 
-Limits come from the tenant record (``TenantQuotas``; 0 = unlimited). Counting is per gateway
-replica: with N gateway replicas a tenant may get up to N times its limit, which is why the
-embedded and default configurations run one gateway replica.
+Limits come from the tenant record (``TenantQuotas``; 0 = unlimited). The rules live in
+``QuotaLedger``; where the ledger lives decides what "per tenant" means:
+
+- ``QuotaEnforcer``: one ledger in this process (unit tests, the in-process platform);
+- ``services.gateway.quota_shards.SharedQuotas``: one ledger per shard of tenants, each in a named
+  Ray actor that every gateway replica calls, so a tenant's requests are counted once however many
+  gateway replicas serve them (the Serve application always uses it).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from adept.errors import RateLimited
 from adept.tenancy import Tenant
@@ -51,8 +57,24 @@ class SlidingWindow:
         return self.window_s
 
 
-class QuotaEnforcer:
-    """Admits requests within each tenant's quotas and charges their tokens afterwards."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was refused: plain data, so it crosses a Ray actor call intact."""
+
+    message: str
+    retry_after: float
+    code: str | None = None
+
+    def error(self) -> RateLimited:
+        return RateLimited(self.message, retry_after=self.retry_after, code=self.code)
+
+
+class QuotaLedger:
+    """Every tenant's request and token windows; the quota rules, wherever the ledger lives.
+
+    Thread-safe. ``clock`` is the ledger's own (one clock per ledger, so callers on several
+    machines never compare their clocks).
+    """
 
     def __init__(self, *, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
@@ -67,38 +89,86 @@ class QuotaEnforcer:
             self._tokens[tenant] = SlidingWindow(self.window_s)
         return self._requests[tenant], self._tokens[tenant]
 
-    def admit(self, tenant: Tenant) -> None:
-        """Count one request, or raise ``RateLimited`` (429 with ``Retry-After``) without counting it."""
-        q = tenant.quotas
+    def admit(self, tenant: str, rpm: int, tpm: int) -> Refusal | None:
+        """Count one request of ``tenant``, or return why not (a refused request is not counted)."""
         with self._lock:
             now = self._clock()
-            requests, tokens = self._windows(tenant.name)
-            rpm, tpm = q.requests_per_minute, q.tokens_per_minute
+            requests, tokens = self._windows(tenant)
             if rpm and requests.used(now) + 1 > rpm:
-                raise RateLimited(
-                    f"tenant {tenant.name!r} exceeded its quota of {rpm} requests per minute",
-                    retry_after=requests.retry_after(now, rpm, 1),
+                return Refusal(
+                    f"tenant {tenant!r} exceeded its quota of {rpm} requests per minute",
+                    requests.retry_after(now, rpm, 1),
                 )
             # Tokens are known only after generation, so a request is refused once the window is spent.
             if tpm and tokens.used(now) >= tpm:
-                raise RateLimited(
-                    f"tenant {tenant.name!r} exceeded its quota of {tpm} tokens per minute",
-                    retry_after=tokens.retry_after(now, tpm, 1),
-                    code="token_rate_limit_exceeded",
+                return Refusal(
+                    f"tenant {tenant!r} exceeded its quota of {tpm} tokens per minute",
+                    tokens.retry_after(now, tpm, 1),
+                    "token_rate_limit_exceeded",
                 )
             requests.add(now, 1)
+            return None
 
-    def charge_tokens(self, tenant: str, n: int) -> None:
+    def charge(self, tenant: str, n: int) -> None:
         """Record ``n`` prompt + completion tokens used by ``tenant``."""
         with self._lock:
             self._windows(tenant)[1].add(self._clock(), n)
 
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """Requests and tokens ``tenant`` used within the window."""
+        with self._lock:
+            now = self._clock()
+            requests, tokens = self._requests.get(tenant), self._tokens.get(tenant)
+            return (requests.used(now) if requests else 0, tokens.used(now) if tokens else 0)
+
     def forget(self, tenant: str) -> None:
-        """Drop a deleted tenant's counters."""
+        """Drop a deleted tenant's windows."""
         with self._lock:
             self._requests.pop(tenant, None)
             self._tokens.pop(tenant, None)
 
+
+class Quotas(Protocol):
+    """What the gateway needs from a quota counter (also an ``adept.platform.TenantState``)."""
+
+    window_s: float
+
+    async def admit(self, tenant: Tenant) -> None:
+        """Count one request, or raise ``RateLimited`` (429 with ``Retry-After``) without counting it."""
+        ...
+
+    def charge_tokens(self, tenant: str, n: int) -> None:
+        """Record ``n`` tokens used by ``tenant`` (never blocks the caller)."""
+        ...
+
+    async def usage(self, tenant: str) -> tuple[int, int]:
+        """Requests and tokens ``tenant`` used within the window."""
+        ...
+
     async def purge_tenant(self, tenant: str) -> None:
-        """``adept.platform.TenantState``: a tenant created later under the same name starts afresh."""
-        self.forget(tenant)
+        """A tenant created later under the same name starts afresh."""
+        ...
+
+
+class QuotaEnforcer:
+    """``Quotas`` counted in this process: right for one process only (tests, the in-process platform)."""
+
+    def __init__(self, *, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ledger = QuotaLedger(window_s=window_s, clock=clock)
+        self.window_s = window_s
+
+    async def admit(self, tenant: Tenant) -> None:
+        refusal = self.ledger.admit(
+            tenant.name, tenant.quotas.requests_per_minute, tenant.quotas.tokens_per_minute
+        )
+        if refusal is not None:
+            raise refusal.error()
+
+    def charge_tokens(self, tenant: str, n: int) -> None:
+        self.ledger.charge(tenant, n)
+
+    async def usage(self, tenant: str) -> tuple[int, int]:
+        return self.ledger.usage(tenant)
+
+    async def purge_tenant(self, tenant: str) -> None:
+        self.ledger.forget(tenant)

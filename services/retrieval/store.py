@@ -70,6 +70,7 @@ class ChunkStore:
         dim: Dense vector dimension (the embedding model's).
         token: Milvus token for a secured server.
         index: Dense index settings (resolved per backend).
+        client_options: More ``MilvusClient`` arguments (TLS: ``PlatformConfig.milvus_client_options``).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class ChunkStore:
         *,
         token: str | None = None,
         index: IndexConfig | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
@@ -89,7 +91,7 @@ class ChunkStore:
         self.index_type, self.index_params, self.search_params = (index or IndexConfig()).resolve(self.lite)
         self.dim = dim
         try:
-            self.client = MilvusClient(uri, token=token or "")
+            self.client = MilvusClient(uri, token=token or "", **(client_options or {}))
         except MilvusException as e:
             hint = (
                 " (Milvus Lite allows one process per file: is another Adept running on it?)"
@@ -101,7 +103,14 @@ class ChunkStore:
         self._ensure_records()
 
     @classmethod
-    def existing(cls, uri: str, collection: str, *, token: str | None = None) -> ChunkStore | None:
+    def existing(
+        cls,
+        uri: str,
+        collection: str,
+        *,
+        token: str | None = None,
+        client_options: dict[str, Any] | None = None,
+    ) -> ChunkStore | None:
         """Open the store if its collection exists (its dimension read from it), else None.
 
         For tools that only read or delete (``adept tenant delete`` without a running platform):
@@ -113,7 +122,7 @@ class ChunkStore:
         if is_lite_uri(uri) and not Path(uri).expanduser().exists():
             return None
         try:
-            probe = MilvusClient(uri, token=token or "")
+            probe = MilvusClient(uri, token=token or "", **(client_options or {}))
         except MilvusException as e:
             raise Unavailable(f"cannot open Milvus at {uri}: {e}") from None
         try:
@@ -123,7 +132,7 @@ class ChunkStore:
             dim = int(fields["dense"]["params"]["dim"])
         finally:
             probe.close()
-        return cls(uri, collection, dim, token=token)
+        return cls(uri, collection, dim, token=token, client_options=client_options)
 
     # ---- schema -------------------------------------------------------------------------------
     def _ensure_chunks(self) -> bool:
@@ -235,6 +244,8 @@ class ChunkStore:
 
         Milvus Lite searches rows it has not flushed by brute force in Python, on every query:
         measured at 20k chunks, 6.9 s per dense search unflushed vs 0.2 s flushed (bench/retrieval.py).
+        But Lite (3.2.2) scores BM25 with each sealed segment's own statistics, which ruins hybrid
+        ranking across segments, so ingestion does not call this; it is for dense-only bulk loads.
         A Milvus server seals and indexes segments on its own, and frequent flushes there are an anti-pattern.
         """
         if self.lite:

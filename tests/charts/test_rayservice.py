@@ -151,7 +151,12 @@ def test_ray_pods_share_storage_and_model_cache(default_objects):
     assert claims["data"] == "adept-data" and claims["models"] == "adept-models"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["HF_HOME"]["value"] == "/models/hf"
-    assert env["ADEPT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "adept-admin"
+    # The admin key's sha256 only: the key itself never reaches a Ray pod (docs/security.md).
+    assert "ADEPT_ADMIN_KEY" not in env
+    assert env["ADEPT_ADMIN_KEY_SHA256"]["valueFrom"]["secretKeyRef"] == {
+        "name": "adept-admin",
+        "key": "admin-key-sha256",
+    }
 
 
 def test_deployment_names_match_the_application(default_objects):

@@ -7,6 +7,7 @@ with anything else on the machine, nothing listens beyond that namespace, and no
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import tempfile
@@ -89,11 +90,16 @@ def operator_image(cpu_dev) -> str:
 
 
 def container_env(container: dict[str, Any], secrets_: dict[tuple[str, str], str]) -> dict[str, str]:
-    """A rendered container's env with Secret references resolved (what the kubelet would inject)."""
-    env = {}
+    """A rendered container's env with Secret references resolved and ``$(VAR)`` references to earlier
+    variables expanded (what the kubelet would inject)."""
+    env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
-            env[item["name"]] = str(item["value"])
+            env[item["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m.group(1), m.group(0)),
+                str(item["value"]),
+            )
             continue
         ref = item["valueFrom"]
         if "secretKeyRef" in ref:

@@ -13,7 +13,10 @@ is not run (it needs a Kubernetes API), so the job fits on the head's spare CPU 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -39,13 +42,24 @@ RAY_CLI = Path(sys.executable).parent / "ray"  # the platform team's own `ray` (
 
 
 @pytest.fixture(scope="module")
-def head(cpu_dev, cpu_image, admin_key, scratch) -> Any:
+def ray_token() -> str:
+    """What the chart's generated Ray token Secret (`adept-ray-serving`) would hold."""
+    return secrets.token_hex(32)
+
+
+@pytest.fixture(scope="module")
+def head(cpu_dev, cpu_image, admin_key, scratch, ray_token) -> Any:
     rs = cpu_dev[("RayService", "adept")]
     cluster = rs["spec"]["rayClusterConfig"]
     pod = cluster["headGroupSpec"]["template"]["spec"]
     ray = pod["containers"][0]
     assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["runAsGroup"] == 100
-    secrets = {("adept-admin", "admin-key"): admin_key}
+    secrets = {
+        ("adept-admin", "admin-key"): admin_key,
+        ("adept-admin", "admin-key-sha256"): hashlib.sha256(admin_key.encode()).hexdigest(),
+        ("adept-ray-serving", "auth_token"): ray_token,
+        ("adept-milvus-root", "password"): "milvus-root-smoke",
+    }
     volumes = pod_volumes(pod, scratch / "head")
     milvus_host = httpx.URL(
         yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["platform"]["milvus_uri"]
@@ -96,17 +110,27 @@ def head(cpu_dev, cpu_image, admin_key, scratch) -> Any:
         )
         assert proc.poll() is None, (logs / "head.log").read_text()[-4000:]
 
-        # serveConfigV2 goes in as KubeRay sends it: YAML -> JSON, PUT to the dashboard.
+        # The token auth KubeRay's authOptions turns on: a call without the token is refused.
+        assert httpx.get(kuberay.serve_deploy_url(), timeout=30).status_code == 401
+        auth = {"Authorization": f"Bearer {ray_token}"}
+        # serveConfigV2 goes in as KubeRay sends it: YAML -> JSON, PUT to the dashboard (with the token).
         serve_config = yaml.safe_load(rs["spec"]["serveConfigV2"])
+        # One stand-in: no Kubernetes API here, so tenants live in the data dir's SQLite store instead of
+        # Tenant resources (the Kubernetes store is tested against kmock in tests/integration/operators).
+        assert serve_config["applications"][0]["args"]["platform"]["tenant_store"] == "kubernetes"
+        serve_config["applications"][0]["args"]["platform"]["tenant_store"] = "sqlite"
         wait_for(
             "the Serve REST API",
-            lambda: httpx.put(kuberay.serve_deploy_url(), json=serve_config, timeout=30).status_code == 200,
+            lambda: (
+                httpx.put(kuberay.serve_deploy_url(), json=serve_config, headers=auth, timeout=30).status_code
+                == 200
+            ),
             timeout=180,
             interval=3,
         )
 
         def app_running() -> bool:
-            apps = httpx.get(kuberay.serve_deploy_url(), timeout=30).json()["applications"]
+            apps = httpx.get(kuberay.serve_deploy_url(), headers=auth, timeout=30).json()["applications"]
             app = apps.get(serve_config["applications"][0]["name"]) or {}
             assert app.get("status") not in ("DEPLOY_FAILED", "UNHEALTHY"), json.dumps(app)[:4000]
             return app.get("status") == "RUNNING"
@@ -200,7 +224,7 @@ def test_tenant_ingest_and_streamed_rag_answer_with_a_citation(tenant):
     assert any(cit["document_id"] == "outage-restoration" for cit in final["citations"]), final
 
 
-def test_ray_job_submit_publishes_an_adapter_that_answers(head, tenant, admin_key):
+def test_ray_job_submit_publishes_an_adapter_that_answers(head, tenant, admin_key, ray_token):
     """`ray job submit` of training/configs/cpu-quick.yaml to the head, as a platform team would.
 
     On a cluster the chart's CPU worker group (or the training RayCluster) takes the job; here the head
@@ -233,11 +257,13 @@ def test_ray_job_submit_publishes_an_adapter_that_answers(head, tenant, admin_ke
         timeout=300,
         check=False,
         cwd=REPO_ROOT,
+        # As the chart's NOTES say: the Ray CLI sends the cluster's token only with RAY_AUTH_MODE=token.
+        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token},
     )
     assert submit.returncode == 0, submit.stdout + submit.stderr
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(DASHBOARD)
+    client = JobSubmissionClient(DASHBOARD, headers={"Authorization": f"Bearer {ray_token}"})
 
     def finished() -> JobStatus | None:
         status = client.get_job_status(job_id)

@@ -31,7 +31,11 @@ def test_operator_reports_ready(cpu_dev, operator_image, admin_key, scratch):
             "users: [{name: kmock, user: {token: operator}}]\n"
             "contexts: [{name: kmock, context: {cluster: kmock, user: kmock, namespace: adept}}]\n"
         )
-        env = container_env(op, {("adept-admin", "admin-key"): admin_key}) | {"KUBECONFIG": "/kube/config"}
+        secret_values = {
+            ("adept-admin", "admin-key"): admin_key,
+            ("adept-ray-training", "auth_token"): "t" * 64,
+        }
+        env = container_env(op, secret_values) | {"KUBECONFIG": "/kube/config"}
         volumes = mounts(op, pod_volumes(pod, scratch / "operator")) | {str(kube): "/kube"}
         log = scratch / "operator.log"
         proc = box.start([*op["command"], *op["args"]], log=log, env=env, volumes=volumes)

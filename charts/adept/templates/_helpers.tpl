@@ -75,7 +75,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "adept.milvusUri" -}}
 {{- if .Values.milvus.enabled }}
 {{- $svc := ternary .Release.Name (printf "%s-milvus" .Release.Name) (contains "milvus" .Release.Name) | trunc 63 | trimSuffix "-" }}
-{{- printf "http://%s:19530" $svc }}
+{{- printf "%s://%s:19530" (ternary "https" "http" (ne .Values.milvusTls.caSecret "")) $svc }}
 {{- else }}
 {{- required "milvus.enabled=false needs externalMilvus.uri (the Milvus you bring)" .Values.externalMilvus.uri }}
 {{- end }}
@@ -89,7 +89,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by every Adept container (Ray pods and the operator). */}}
+{{/* Environment shared by every Adept container (Ray pods and the operator): settings only, no secrets. */}}
 {{- define "adept.env" -}}
 - name: ADEPT_DATA_DIR
   value: {{ .Values.persistence.mountPath | quote }}
@@ -102,20 +102,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: "1"
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
-- name: ADEPT_ADMIN_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "adept.adminSecretName" . }}
-      key: {{ .Values.auth.secretKey }}
-{{- if and (not .Values.milvus.enabled) .Values.externalMilvus.existingSecret }}
-{{- range list "ADEPT_MILVUS_TOKEN" "ADEPT_PLATFORM__MILVUS_TOKEN" }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $.Values.externalMilvus.existingSecret }}
-      key: {{ $.Values.externalMilvus.tokenKey }}
 {{- end }}
-{{- end }}
+
+{{/*
+Secrets are given per use (docs/security.md), never to every pod:
+  adept.s3Env        S3 keys: where adapters are read or written (serving pods, the operator's publisher)
+  adept.milvusEnv    Milvus credentials: serving pods (retrieval) only
+  adept.rayAuthEnv   a Ray cluster's token: that cluster's pods (Ray needs it in every process)
+The admin key reaches no Ray pod: serving pods get its sha256 (ADEPT_ADMIN_KEY_SHA256), the operator the key.
+*/}}
+{{- define "adept.s3Env" -}}
 {{- if eq .Values.adapterStore.type "s3" }}
 {{- with .Values.adapterStore.s3 }}
 {{- if .endpointUrl }}
@@ -140,6 +136,57 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{- define "adept.milvusEnv" -}}
+{{- if .Values.milvus.enabled }}
+# The bundled Milvus runs with authorization on; its root password comes from the milvusAuth Secret.
+- name: ADEPT_MILVUS_ROOT_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "adept.milvusSecretName" . }}
+      key: {{ .Values.milvusAuth.passwordKey }}
+- name: ADEPT_PLATFORM__MILVUS_TOKEN
+  value: "root:$(ADEPT_MILVUS_ROOT_PASSWORD)"
+{{- else if .Values.externalMilvus.existingSecret }}
+- name: ADEPT_PLATFORM__MILVUS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalMilvus.existingSecret }}
+      key: {{ .Values.externalMilvus.tokenKey }}
+{{- end }}
+{{- end }}
+
+{{/* Token auth for a Ray cluster's containers. Arg: dict root, cluster (serving|training). KubeRay's authOptions
+     injects the same two variables (>= 1.6); set here too, so Ray runs with token auth on any KubeRay version. */}}
+{{- define "adept.rayAuthEnv" -}}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "adept.rayTokenSecretName" . }}
+      key: auth_token
+{{- end }}
+
+{{- define "adept.rayTokenSecretName" -}}
+{{- $own := (index .root.Values.rayAuth .cluster).existingSecret }}
+{{- default (printf "%s-ray-%s" (include "adept.fullname" .root) .cluster) $own }}
+{{- end }}
+
+{{- define "adept.milvusSecretName" -}}
+{{- default (printf "%s-milvus-root" (include "adept.fullname" .)) .Values.milvusAuth.existingSecret }}
+{{- end }}
+
+{{- define "adept.servingServiceAccount" -}}
+{{- printf "%s-serving" (include "adept.fullname" .) }}
+{{- end }}
+
+{{/* KubeRay authOptions of a Ray cluster. Arg: dict root, cluster. */}}
+{{- define "adept.rayAuthOptions" -}}
+authOptions:
+  mode: token
+  secretName: {{ include "adept.rayTokenSecretName" . }}
 {{- end }}
 
 {{- define "adept.volumes" -}}
@@ -212,6 +259,8 @@ template:
       app.kubernetes.io/component: weights
   spec:
     restartPolicy: Never
+    # It downloads weights; it never calls the Kubernetes API.
+    automountServiceAccountToken: false
     {{- with .Values.imagePullSecrets }}
     imagePullSecrets:
       {{- toYaml . | nindent 6 }}
@@ -328,6 +377,45 @@ resources:
   mountPath: /tmp
 {{- end }}
 
+{{/* Training pods see of the data volume only their run storage (read-write), the shared inputs and the
+     converted models (read-only): not the adapter registry, the tenant store or other state. */}}
+{{- define "adept.trainingVolumeMounts" -}}
+- name: data
+  mountPath: {{ printf "%s/training" .Values.persistence.mountPath }}
+  subPath: training
+- name: data
+  mountPath: {{ printf "%s/shared" .Values.persistence.mountPath }}
+  subPath: shared
+  readOnly: true
+- name: data
+  mountPath: {{ printf "%s/models" .Values.persistence.mountPath }}
+  subPath: models
+  readOnly: true
+- name: models
+  mountPath: {{ .Values.modelCache.mountPath }}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{- define "adept.milvusCaMount" -}}
+{{- if .Values.milvusTls.caSecret }}
+- name: milvus-ca
+  mountPath: /etc/adept/milvus-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "adept.milvusCaVolume" -}}
+{{- if .Values.milvusTls.caSecret }}
+- name: milvus-ca
+  secret:
+    secretName: {{ .Values.milvusTls.caSecret }}
+    items:
+      - key: {{ .Values.milvusTls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
 {{/*
 A Ray pod template. Args: dict with
   root (the chart context), component (serving|training), group (head|cpu|gpu),
@@ -338,6 +426,7 @@ A Ray pod template. Args: dict with
 {{- $spec := .spec }}
 {{- $gpus := 0 }}
 {{- if eq .group "gpu" }}{{- $gpus = int $spec.gpusPerWorker }}{{- end -}}
+{{- $serving := eq .component "serving" }}
 {{- $image := default (include (ternary "adept.cudaImage" "adept.image" (eq .group "gpu")) $root) $spec.image -}}
 metadata:
   labels:
@@ -345,6 +434,15 @@ metadata:
     app.kubernetes.io/component: {{ .component }}
     adept.io/ray-group: {{ .group }}
 spec:
+  {{- if and $serving (ne .group "gpu") }}
+  # The gateway (CPU-only: on the head or CPU workers; its tenant store watches Tenants) and, on the head,
+  # KubeRay's autoscaler use this token. GPU workers host no CPU-only replica, so no gateway: no token.
+  serviceAccountName: {{ include "adept.servingServiceAccount" $root }}
+  automountServiceAccountToken: true
+  {{- else if ne .group "head" }}
+  # Nothing in this pod calls the Kubernetes API (on training workers: tenants' fine-tunes).
+  automountServiceAccountToken: false
+  {{- end }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
@@ -373,6 +471,24 @@ spec:
         {{- toYaml $root.Values.rayContainerSecurityContext | nindent 8 }}
       env:
         {{- include "adept.env" $root | nindent 8 }}
+        {{- include "adept.rayAuthEnv" (dict "root" $root "cluster" .component) | nindent 8 }}
+        {{- if $serving }}
+        - name: ADEPT_ADMIN_KEY_SHA256
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "adept.adminSecretName" $root }}
+              key: {{ $root.Values.auth.hashKey }}
+        {{- include "adept.s3Env" $root | nindent 8 }}
+        {{- include "adept.milvusEnv" $root | nindent 8 }}
+        {{- else }}
+        # Training hands its result to the operator, which publishes it: no registry, tenant or admin credentials here.
+        - name: ADEPT_TRAINING_PUBLISH
+          value: handoff
+        - name: ADEPT_MODEL
+          value: {{ $root.Values.model.name | quote }}
+        - name: ADEPT_EMBEDDING_MODEL
+          value: {{ $root.Values.model.embedding | quote }}
+        {{- end }}
       ports:
         {{- if eq .group "head" }}
         - {name: gcs, containerPort: 6379}
@@ -391,7 +507,12 @@ spec:
         {{- end }}
         {{- toYaml $res | nindent 8 }}
       volumeMounts:
+        {{- if $serving }}
         {{- include "adept.volumeMounts" $root | nindent 8 }}
+        {{- include "adept.milvusCaMount" $root | nindent 8 }}
+        {{- else }}
+        {{- include "adept.trainingVolumeMounts" $root | nindent 8 }}
+        {{- end }}
         - name: shared-mem
           mountPath: /dev/shm
       {{- if eq .group "head" }}
@@ -402,6 +523,9 @@ spec:
       {{- end }}
   volumes:
     {{- include "adept.volumes" $root | nindent 4 }}
+    {{- if $serving }}
+    {{- include "adept.milvusCaVolume" $root | nindent 4 }}
+    {{- end }}
     # Ray's object store lives in /dev/shm; the runtime's default is 64 MiB. Memory-backed, capped at the
     # container's memory limit (what KubeRay would add itself, made explicit here).
     - name: shared-mem
@@ -431,6 +555,7 @@ spec:
 
 {{/* Head group. Args: dict root, component, spec. */}}
 {{- define "adept.rayHeadGroup" -}}
+{{- $ctx := merge (dict "group" "head") . }}
 {{- /* A serving head that offers CPUs (a one-node try-out) hosts CPU-only replicas too. */}}
 {{- $cpuReplicas := and (eq .component "serving") (ne (toString (index .spec.rayStartParams "num-cpus" | default "")) "0") }}
 {{- include "adept.rayGroupResources" (dict "spec" .spec "cpuReplicas" $cpuReplicas) }}
@@ -440,7 +565,7 @@ rayStartParams:
   {{ $k }}: {{ $v | quote }}
   {{- end }}
 template:
-  {{- include "adept.rayPodTemplate" (merge (dict "group" "head") .) | nindent 2 }}
+  {{- include "adept.rayPodTemplate" $ctx | nindent 2 }}
 {{- end }}
 
 {{/* In-tree autoscaler settings. Arg: the autoscaler values block plus root. */}}
@@ -452,4 +577,37 @@ resources:
   {{- toYaml .spec.resources | nindent 2 }}
 securityContext:
   {{- toYaml .root.Values.rayContainerSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* An egress rule to addresses outside the cluster: the given CIDRs, or anywhere but link-local. Arg: {cidrs, ports}. */}}
+{{- define "adept.externalEgress" -}}
+- to:
+    {{- if .cidrs }}
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+    {{- else }}
+    - ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}
+    - ipBlock: {cidr: "::/0", except: ["fe80::/10"]}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end }}
+{{/* Egress to the cluster DNS (and a node-local DNS cache's address, when given). Arg: networkPolicy.dns. */}}
+{{- define "adept.dnsEgress" -}}
+- to:
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .namespace | quote }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .podLabels | nindent 10 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
 {{- end }}

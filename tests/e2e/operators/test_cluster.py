@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from adept.tenancy import kubernetes as K
 from operators import resources as R
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,7 @@ def test_tenant_knowledge_base_and_cleanup_on_a_real_cluster(kube):
         },
     )
     wait(lambda: ready(kube, "tenants", name), f"Tenant {name} Ready")
-    assert kube.get_secret(NS, R.key_secret_name(name)) is not None
+    assert kube.get_secret(NS, K.key_secret_name(name)) is not None
     kb = {
         "apiVersion": "adept.dev/v1alpha1",
         "kind": "KnowledgeBase",
@@ -96,5 +97,4 @@ def test_tenant_knowledge_base_and_cleanup_on_a_real_cluster(kube):
     wait(lambda: kube.get(NS, "tenants", name) is None, "Tenant deleted")
     assert kube.get(NS, "knowledgebases", f"{name}-kb") is None
     assert kube.get(NS, "finetunejobs", f"{name}-bad") is None
-    assert kube.get_secret(NS, R.key_secret_name(name)) is None
-    assert kube.get_secret(NS, R.hash_secret_name(name)) is None
+    assert kube.get_secret(NS, K.key_secret_name(name)) is None

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -197,67 +196,17 @@ class Operator:
         self.start()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
-    """The dashboard answers before its job agent is up ("No available agent"): submit a probe until it runs."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = JobSubmissionClient(address)
-            probe = client.submit_job(entrypoint=f"{sys.executable} -c pass")
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    while client.get_job_status(probe) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        assert time.monotonic() < deadline, "Ray Jobs API probe did not finish"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="package")
-def ray_head() -> Iterator[str]:
-    """One local Ray cluster with the dashboard (Jobs API) for this package's tests; shut down after them."""
-    import ray
-    from ray._private import parameter
+def ray_head() -> Iterator[Any]:
+    """The training cluster: a local Ray head with token auth and its Jobs API, in its own process."""
+    from tests.ray_head import start_head
 
-    temp = tempfile.mkdtemp(prefix="adop-", dir="/tmp")
-    port = _free_port()
-    # The job agent's HTTP port is fixed (52365) unless set, and ray.init cannot set it: on a
-    # machine where another Ray runs a dashboard, the agent never starts ("No available agent").
-    original = parameter.RayParams.__init__
-    agent_port = _free_port()
-
-    def with_free_agent_port(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.dashboard_agent_listen_port = agent_port
-
-    parameter.RayParams.__init__ = with_free_agent_port  # type: ignore[method-assign]
+    head = start_head(Path(tempfile.mkdtemp(prefix="adop-", dir="/tmp")))
     try:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-            _temp_dir=temp,
-            configure_logging=False,
-        )
+        yield head
     finally:
-        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
-    address = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_jobs_api(address)
-        yield address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+        head.stop()
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 ADMIN_KEY = "adept-admin-operator-test-key"
@@ -265,7 +214,7 @@ ADMIN_KEY = "adept-admin-operator-test-key"
 
 @pytest.fixture(scope="module")
 def env(
-    tmp_path_factory: pytest.TempPathFactory, ray_head: str, tiny_phi3: Path
+    tmp_path_factory: pytest.TempPathFactory, ray_head: Any, tiny_phi3: Path
 ) -> Iterator[dict[str, Path]]:
     data = tmp_path_factory.mktemp("data")
     shared = tmp_path_factory.mktemp("shared")
@@ -275,7 +224,12 @@ def env(
         "ADEPT_DATA_DIR": str(data),
         "ADEPT_MODEL": str(tiny_phi3),
         "ADEPT_SHARED_DIR": str(shared),
-        "ADEPT_RAY_ADDRESS": ray_head,
+        "ADEPT_RAY_ADDRESS": ray_head.address,
+        # The operator's only way into the training cluster: this process runs with Ray auth off.
+        "ADEPT_RAY_TOKEN": ray_head.token,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AUTH_TOKEN": None,
+        "RAY_AUTH_TOKEN_PATH": None,
         "ADEPT_RETRY_DELAY": "1",
         "ADEPT_POLL_INTERVAL": "1",
         "ADEPT_RESYNC_CHECK_INTERVAL": "1",
@@ -283,29 +237,28 @@ def env(
         "KUBECONFIG": str(kubeconfig),
         # The job's shell would find whichever `python` is first on PATH; the image has one, tests name it.
         "ADEPT_JOB_ENTRYPOINT": f"{sys.executable} {HERE / 'fake_trainer.py'} --config finetune.yaml",
-        # What a training pod's environment carries in cluster mode: the platform's settings.
+        # The installation hands training results to the operator (cluster mode).
+        "ADEPT_TRAINING_PUBLISH": "handoff",
+        # What a training pod's environment carries in cluster mode: the platform's settings, and no
+        # credentials (no KUBECONFIG, admin key, Ray token or registry keys).
         "ADEPT_JOB_ENV": json.dumps(
             {
                 "PYTHONPATH": str(REPO),
                 "ADEPT_FAKE_GATE": str(gate),
                 "ADEPT_DATA_DIR": str(data),
                 "ADEPT_MODEL": str(tiny_phi3),
-                "ADEPT_TENANT_STORE": "kubernetes",
-                "ADEPT_KUBERNETES_NAMESPACE": NS,
-                "KUBECONFIG": str(kubeconfig),
+                "ADEPT_TRAINING_PUBLISH": "handoff",
             }
         ),
     }
+    from adept.ray_auth import restore_env
+
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    restore_env(values)  # sets the values, drops the None ones, makes Ray re-read its auth mode
     try:
         yield {"data": data, "shared": shared, "gate": gate, "kubeconfig": kubeconfig}
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(old)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,19 @@
-"""Stand-in for `python -m training.finetune` in operator tests: same CLI, same publish path, instant.
+"""Stand-in for `python -m training.finetune` in operator tests: same CLI, same hand-off, instant.
 
 It prints progress the way the real recipe does, can be held at a gate (a file it waits for) so
-a test can restart the operator mid-job (or, for a training file saying so, until it is stopped), then publishes a real (tiny) PEFT-format adapter the
-way training does — the job bound to the platform's configuration, published through the
-kernel's ``Platform`` (quotas, base-model policy) — and prints the JSON summary line. Only the
-training itself is skipped (the recipe has its own tests, tests/integration/training).
+a test can restart the operator mid-job (or, for a training file saying so, until it is stopped),
+then leaves a real (tiny) PEFT-format adapter in its run directory the way training does on a
+cluster (``training_publish: handoff``: the job holds no platform credentials; the operator
+publishes the result when the job succeeds), and prints the JSON summary line. Only the training
+itself is skipped (the recipe has its own tests, tests/integration/training). It also records the
+names of the environment variables it got, so a test can check that no platform secret reached the job.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,11 +21,10 @@ import numpy as np
 import yaml
 from safetensors.numpy import save_file
 
-from adept.adapters import AdapterRegistry
 from adept.config.platform import load_platform_config
 from adept.config.training import FineTuneJobConfig
 from adept.models import canonical_model_id
-from adept.platform import Platform
+from adept.training_runs import JOB_STATE_FILE, RESULT_DIR
 
 
 def main() -> None:
@@ -34,6 +33,8 @@ def main() -> None:
     cfg = yaml.safe_load(Path(p.parse_args().config).read_text())
     print("[adept.train] step 1/4 train_loss 2.5000 lr 2.00e-04 tokens 10", flush=True)
     gate = os.environ.get("ADEPT_FAKE_GATE")
+    if gate:
+        Path(gate).with_name("job-env-names.json").write_text(json.dumps(sorted(os.environ)))
     if gate and cfg.get("description") == "gated":
         while not Path(gate).exists():  # the test opens the gate once the operator has restarted
             time.sleep(0.2)
@@ -41,18 +42,25 @@ def main() -> None:
     if data.is_file() and b"HOLD-UNTIL-STOPPED" in data.read_bytes():
         time.sleep(3600)  # a job a test cancels: only stopping the Ray job ends it
     print("[adept.train] step 4/4 train_loss 1.2500 lr 1.00e-04 tokens 40", flush=True)
-    job = FineTuneJobConfig.model_validate(cfg).bind(load_platform_config())
+    platform = load_platform_config()
+    job = FineTuneJobConfig.model_validate(cfg)
+    job.check_publisher(platform)
+    job = job.bind(platform)
+    assert not job.output.publish, "the operator tests run training as on a cluster: hand-off"
     base = canonical_model_id(job.resolved_base_model)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "adapter_config.json").write_text(
-            json.dumps({"peft_type": "LORA", "r": 2, "base_model_name_or_path": base})
-        )
-        save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(Path(tmp) / "adapter_model.safetensors"))
-        registry = AdapterRegistry(job.resolved_adapter_store)
-        platform = Platform(load_platform_config(), registry=registry)
-        manifest = {"base_model": base, "steps": 4}
-        version = asyncio.run(platform.publish_adapter(job.tenant, job.adapter, tmp, manifest))
-    print(json.dumps({"adapter": version.id, "steps": 4}), flush=True)
+    run_dir = Path(job.resolved_run_dir)
+    result = run_dir / RESULT_DIR
+    result.mkdir(parents=True, exist_ok=True)
+    (result / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "base_model_name_or_path": base})
+    )
+    save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(result / "adapter_model.safetensors"))
+    run_id = f"{job.resolved_run_name}-{os.getpid()}"
+    manifest = {"base_model": base, "steps": 4, "metrics": {"run_id": run_id}}
+    (result / "manifest.json").write_text(json.dumps(manifest))
+    state = {"tenant": job.tenant, "adapter": job.adapter, "run_id": run_id, "result": RESULT_DIR}
+    (run_dir / JOB_STATE_FILE).write_text(json.dumps(state))
+    print(json.dumps({"result": str(result), "steps": 4}), flush=True)
 
 
 if __name__ == "__main__":

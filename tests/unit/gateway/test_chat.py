@@ -153,12 +153,12 @@ def test_usage_is_charged_to_the_token_quota(service, tenants, store):
 
     svc, _, _ = service
     tenant = store.update(TenantSpec(name="acme", quotas=TenantQuotas(tokens_per_minute=15)))
-    svc.quotas.admit(tenant)
+    run(svc.quotas.admit(tenant))
     run(svc.chat(tenant, chat_req()))  # 10 tokens
-    svc.quotas.admit(tenant)
+    run(svc.quotas.admit(tenant))
     run(svc.chat(tenant, chat_req()))  # 20 tokens
     with pytest.raises(RateLimited):
-        svc.quotas.admit(tenant)
+        run(svc.quotas.admit(tenant))
 
 
 def test_metrics_have_labels_but_no_prompt_text(service, tenants):

@@ -87,3 +87,17 @@ def test_stored_manifest_tolerates_unknown_keys_with_a_warning():
 def test_user_input_is_strict():
     with pytest.raises(ConfigError, match="unknown field"):
         load_config(TenantSpec, None, ["name=acme", "quota.rpm=3"], env=False)
+
+
+def test_milvus_tls_options_need_https_and_reach_the_client():
+    from adept.config.platform import PlatformConfig
+    from adept.errors import ConfigError
+
+    cfg = PlatformConfig(
+        milvus_uri="https://milvus.db.svc:19530", milvus_tls_ca_file="/etc/adept/milvus-ca/ca.crt"
+    )
+    assert cfg.milvus_client_options() == {"secure": True, "server_pem_path": "/etc/adept/milvus-ca/ca.crt"}
+    assert PlatformConfig(milvus_uri="https://m:19530").milvus_client_options() == {"secure": True}
+    assert PlatformConfig(milvus_uri="http://m:19530").milvus_client_options() == {}
+    with pytest.raises((ConfigError, ValueError), match="https://"):
+        PlatformConfig(milvus_uri="http://m:19530", milvus_tls_ca_file="/ca.crt")

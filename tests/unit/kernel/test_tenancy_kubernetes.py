@@ -10,20 +10,18 @@ from adept.tenancy import kubernetes as K
 NOW = "2026-01-01T00:00:00Z"
 
 
-def test_build_key_secrets_store_key_and_hash_separately():
+def test_the_key_secret_holds_the_key_and_says_which_key_it_is():
     owner = {"apiVersion": "adept.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme", "uid": "u-1"}}
-    key_secret, hash_secret = K.build_key_secrets(
-        "acme", "adept-secretvalue", namespace="ns", owner=owner, now=NOW
-    )
-    assert key_secret["metadata"]["name"] == K.key_secret_name("acme") == "adept-tenant-acme-key"
-    assert hash_secret["metadata"]["name"] == K.hash_secret_name("acme")
-    assert K.decode_secret_value(key_secret, "api-key") == "adept-secretvalue"
-    assert K.decode_secret_value(hash_secret, "sha256") == hash_api_key("adept-secretvalue")
-    assert "adept-secretvalue" not in str(hash_secret)  # gateways never see the key itself
-    assert hash_secret["metadata"]["labels"][K.LABEL_COMPONENT] == K.HASH_SECRET_COMPONENT
-    assert key_secret["metadata"]["labels"][K.LABEL_TENANT] == "acme"
-    assert key_secret["metadata"]["annotations"]["adept.dev/key-prefix"] == "adept-secr"
-    ref = key_secret["metadata"]["ownerReferences"][0]
+    secret = K.build_key_secret("acme", "adept-secretvalue", namespace="ns", owner=owner, now=NOW)
+    assert secret["metadata"]["name"] == K.key_secret_name("acme") == "adept-tenant-acme-key"
+    assert K.decode_secret_value(secret, "api-key") == "adept-secretvalue"
+    assert secret["metadata"]["labels"][K.LABEL_TENANT] == "acme"
+    assert secret["metadata"]["annotations"] == {
+        K.HASH_ANNOTATION: hash_api_key("adept-secretvalue"),
+        K.PREFIX_ANNOTATION: "adept-secr",
+        K.ISSUED_ANNOTATION: NOW,
+    }
+    ref = secret["metadata"]["ownerReferences"][0]
     assert ref == {
         "apiVersion": "adept.dev/v1alpha1",
         "kind": "Tenant",
@@ -34,11 +32,18 @@ def test_build_key_secrets_store_key_and_hash_separately():
     }
 
 
-def test_key_secrets_without_owner_uid_have_no_owner_reference():
-    key_secret, _ = K.build_key_secrets(
+def test_what_gateways_read_carries_no_key():
+    """The Tenant's annotations (all a gateway reads) identify the key without revealing it."""
+    notes = K.key_annotations("adept-secretvalue", NOW)
+    assert "adept-secretvalue" not in str(notes)
+    assert notes[K.HASH_ANNOTATION] == hash_api_key("adept-secretvalue")
+
+
+def test_key_secret_without_owner_uid_has_no_owner_reference():
+    secret = K.build_key_secret(
         "acme", "adept-x", namespace="ns", owner={"kind": "Tenant", "metadata": {"name": "acme"}}
     )
-    assert "ownerReferences" not in key_secret["metadata"]
+    assert "ownerReferences" not in secret["metadata"]
 
 
 def test_decode_secret_value_reads_data_and_string_data():
