@@ -46,23 +46,33 @@ class RunState:
 
 
 @contextlib.contextmanager
-def local_run_dir(run_dir: str) -> Iterator[Path]:
-    """``run_dir`` as a local directory: itself, or a download of an fsspec URI (``s3://...``)."""
-    if "://" not in run_dir or run_dir.startswith("file://"):
-        yield Path(run_dir.removeprefix("file://"))
+def local_dir(uri: str, *, what: str) -> Iterator[Path]:
+    """A directory ``uri`` as a local one: itself (a path or ``file://``), or a temporary download of an
+    fsspec URI (``s3://...``) removed afterwards. ``what`` names it in the error.
+
+    Raises:
+        Unavailable: the download failed (missing, forbidden, unreachable).
+    """
+    if "://" not in uri or uri.startswith("file://"):
+        yield Path(uri.removeprefix("file://"))
         return
     import fsspec
 
-    tmp = tempfile.mkdtemp(prefix="adept-run-")
+    tmp = tempfile.mkdtemp(prefix="adept-download-")
     try:
-        fs, path = fsspec.core.url_to_fs(run_dir)
         try:
+            fs, path = fsspec.core.url_to_fs(uri)
             fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        except OSError as e:  # fsspec raises FileNotFoundError/PermissionError/ClientError (OSError)
-            raise Unavailable(f"cannot download training run {run_dir}: {type(e).__name__}: {e}") from None
+        except (OSError, ValueError) as e:  # fsspec: FileNotFoundError/PermissionError/ClientError; bad URIs
+            raise Unavailable(f"cannot download {what} {uri}: {type(e).__name__}: {e}") from None
         yield Path(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def local_run_dir(run_dir: str) -> contextlib.AbstractContextManager[Path]:
+    """``run_dir`` as a local directory: itself, or a download of an fsspec URI (``s3://...``)."""
+    return local_dir(run_dir, what="training run")
 
 
 def read_run(run_dir: Path) -> RunState:

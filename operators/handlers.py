@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -660,21 +659,10 @@ def _adapter_source(memo: kopf.Memo, src: str) -> Iterator[Path]:
     if "://" not in src or src.startswith("file://"):
         yield kb_sync.resolve_path(memo.config.shared_dir, src.removeprefix("file://"))
         return
-    import fsspec
+    from adept.training_runs import local_dir
 
-    tmp = tempfile.mkdtemp(prefix="adept-adapter-")
-    try:
-        fs, path = fsspec.core.url_to_fs(src)
-        try:
-            fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        except (
-            OSError,
-            ValueError,
-        ) as e:  # fsspec raises FileNotFoundError/PermissionError/ClientError(OSError)
-            raise Unavailable(f"cannot download adapter source {src}: {type(e).__name__}: {e}") from None
-        yield Path(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with local_dir(src, what="adapter source") as local:
+        yield local
 
 
 @kopf.on.delete(GROUP, VERSION, "adapters")

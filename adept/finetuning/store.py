@@ -9,18 +9,16 @@ keeps each job as a ``FineTuneJob`` resource that the operator drives
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import shutil
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adept.errors import InvalidRequest, StorageError
 from adept.finetuning import process
 from adept.finetuning.jobs import JOB_ID_RE, JobRecord, job_not_found, now
+from adept.sqlite_file import SQLiteFile
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -84,48 +82,10 @@ class SQLiteJobStore:
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path).expanduser().absolute()
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._write() as db:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-        except OSError as e:
-            raise StorageError(f"cannot create the job store at {self.path}: {e.strerror or e}") from None
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)  # tenants' job settings are nobody else's business
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as e:
-                raise StorageError(f"cannot open the job store {self.path}: {e}") from None
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise StorageError(f"job store {self.path} is busy or read-only: {e}") from None
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException as e:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.OperationalError):
-                raise StorageError(f"job store {self.path}: write failed: {e}") from None
-            raise
+        # Tenants' job settings are nobody else's business: the file is 0600.
+        self._db = SQLiteFile(path, what="job store", schema=_SCHEMA, busy_timeout_s=busy_timeout_s)
+        self.path = self._db.path
+        self._conn, self._write = self._db.conn, self._db.write
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[JobRecord]:
         try:
@@ -135,10 +95,7 @@ class SQLiteJobStore:
         return [JobRecord.model_validate_json(row[0]) for row in rows]
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
-        self._local.conn = None
+        self._db.close()
 
     # -- JobStore ----------------------------------------------------------------------------
     def create(self, record: JobRecord) -> JobRecord:

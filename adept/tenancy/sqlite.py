@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
-import os
 import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from adept.config.tenant import TenantQuotas, TenantSpec
-from adept.errors import AuthenticationError, Conflict, NotFound, StorageError
+from adept.errors import AuthenticationError, Conflict, NotFound
+from adept.sqlite_file import SQLiteFile
 from adept.tenancy import (
     SHOWN_KEY_CHARS,
     Tenant,
@@ -44,58 +41,19 @@ class SQLiteTenantStore:
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path).expanduser().absolute()
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._write() as db:
-                db.execute(_SCHEMA)
-        except OSError as e:
-            raise StorageError(f"cannot create tenant store at {self.path}: {e.strerror or e}") from None
-        # The file holds no secrets, but tenant names and quotas are nobody else's business.
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
-
-    # -- connections -----------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as e:
-                raise StorageError(f"cannot open tenant store {self.path}: {e}") from None
-            conn.row_factory = sqlite3.Row
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error, so a failed write changes nothing."""
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise StorageError(f"tenant store {self.path} is busy or read-only: {e}") from None
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException as e:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.OperationalError):
-                raise StorageError(f"tenant store {self.path}: write failed: {e}") from None
-            raise
+        self._db = SQLiteFile(
+            path,
+            what="tenant store",
+            schema=[_SCHEMA],
+            busy_timeout_s=busy_timeout_s,
+            row_factory=sqlite3.Row,
+        )
+        self.path = self._db.path
+        self._conn, self._write = self._db.conn, self._db.write
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
-        self._local.conn = None
+        self._db.close()
 
     # -- rows ------------------------------------------------------------------------------
     @staticmethod
