@@ -172,7 +172,7 @@ def tenant(head, admin_key) -> dict[str, str]:
     return {"name": "demo", "key": r.json()["api_key"]}
 
 
-def test_head_starts_as_kuberay_starts_it(head, cpu_dev):
+def test_head_starts_as_kuberay_starts_it(head, cpu_dev, ray_token):
     """KubeRay's generated command carries the chart's params, and its probes pass with the image's tools."""
     start = head["start"]
     for flag in (
@@ -189,7 +189,12 @@ def test_head_starts_as_kuberay_starts_it(head, cpu_dev):
         assert f" {flag} " in f" {start} ", start
     assert head["box"].run(head["probe"], timeout=30).returncode == 0
     # The head advertises the custom resource that the chart's CPU-only replicas need (and hold).
-    status = head["box"].run(["ray", "status"], env={"RAY_ADDRESS": "127.0.0.1:6379"}, timeout=120)
+    # `ray status` is a GCS client: the head runs with token auth (the chart's authOptions and env), so a
+    # client without the cluster's token is refused, one with it gets through.
+    refused = head["box"].run(["ray", "status"], env={"RAY_ADDRESS": "127.0.0.1:6379"}, timeout=120)
+    assert refused.returncode != 0 and "InvalidAuthToken" in refused.stdout + refused.stderr
+    env = {"RAY_ADDRESS": "127.0.0.1:6379", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
+    status = head["box"].run(["ray", "status"], env=env, timeout=120)
     assert "adept_cpu_replicas" in status.stdout, status.stdout + status.stderr
 
 

@@ -25,7 +25,11 @@ def test_the_job_fills_the_cache_and_releases_the_waiting_pod(tiny_phi3, cpu_ima
             "modelCache": {"download": {"endpoint": hub.url}},
         }
         chart = rendered(values)
-        (job,) = [obj for (kind, _), obj in chart.items() if kind == "Job"]
+        (job,) = [  # the weights Job (the other one sets the bundled Milvus's password)
+            obj
+            for (kind, _), obj in chart.items()
+            if kind == "Job" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "weights"
+        ]
         job_pod = job["spec"]["template"]["spec"]
         head_pod = chart[("RayService", "adept")]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"][
             "spec"
