@@ -212,7 +212,7 @@ def worker_ours(spec: dict) -> dict:
         "seconds": result["train_seconds"],
         "steps": result["steps"],
         "peak_memory_mb": result["peak_memory_mb"],
-        "adapter": result["path"],
+        "adapter": result["result"],  # the run's result dir (PEFT files): nothing was published
     }
 
 
