@@ -33,7 +33,7 @@ from adept.training_runs import (
     RESULT_EXTRAS,
     TrainingRuns,
     find_run_version,
-    local_run_dir,
+    local_dir,
     read_run,
 )
 
@@ -288,7 +288,7 @@ class Platform:
             NotFound: no run, or a run without a result. InvalidRequest: the run belongs to
                 another tenant or adapter. And whatever ``publish_adapter`` raises.
         """
-        with local_run_dir(str(run_dir)) as local:
+        with local_dir(str(run_dir), what="training run") as local:
             run = await asyncio.to_thread(read_run, local)
             if (run.tenant, run.adapter) != (tenant, name):
                 raise InvalidRequest(

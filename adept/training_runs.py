@@ -70,11 +70,6 @@ def local_dir(uri: str, *, what: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def local_run_dir(run_dir: str) -> contextlib.AbstractContextManager[Path]:
-    """``run_dir`` as a local directory: itself, or a download of an fsspec URI (``s3://...``)."""
-    return local_dir(run_dir, what="training run")
-
-
 def read_run(run_dir: Path) -> RunState:
     """The run's state; NotFound when the run never started here, InvalidRequest when it is unreadable."""
     path = Path(run_dir) / JOB_STATE_FILE
