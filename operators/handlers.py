@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-import yaml
 
 from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, PermissionDenied, Unavailable
-from adept.finetuning.progress import parse_training_log
 from adept.kube import GROUP, VERSION, Kube
 from adept.tenancy.kubernetes import (
     HASH_ANNOTATION,
@@ -346,6 +343,9 @@ def delete_knowledge_base(name: str, spec: Any, memo: kopf.Memo, logger: Any, **
 
 
 # --- FineTuneJob -----------------------------------------------------------------------------------
+# A FineTuneJob is a job of the kernel's ``FineTuning`` owner (its record rides in the resource,
+# ``adept.finetuning.kube_store``); these handlers only decide when the owner's driver looks at it,
+# with the Ray Jobs executor, and mirror the record into ``status`` for kubectl.
 def _ray(memo: kopf.Memo, address: str | None) -> Any:
     """A Jobs API client of the training cluster, sending its token (the cluster refuses calls without)."""
     from adept.ray_auth import jobs_client
@@ -354,22 +354,46 @@ def _ray(memo: kopf.Memo, address: str | None) -> Any:
     return jobs_client(address or memo.config.ray_address, token.get_secret_value() if token else None)
 
 
-def _ray_job(client: Any, submission_id: str) -> Any | None:
-    """The Ray job with ``submission_id``, or None: found by listing (the SDK's errors carry no type)."""
-    try:
-        jobs = client.list_jobs()
-    except Exception as e:  # the SDK raises RuntimeError/requests errors for any HTTP failure
-        raise Unavailable(f"cannot list Ray jobs: {type(e).__name__}: {e}") from None
-    return next((j for j in jobs if j.submission_id == submission_id), None)
+def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None) -> Any:
+    """The kernel's ``FineTuning`` for ``namespace``: FineTuneJob resources, runs on Ray Jobs."""
+    from adept.config.finetuning import FineTuningConfig
+    from adept.finetuning.executors import RayJobs
+    from adept.finetuning.files import open_file_store
+    from adept.finetuning.kube_store import KubernetesJobStore
+    from adept.finetuning.service import FineTuning
+
+    platform = _platform(memo, namespace)
+    executor = RayJobs(
+        _ray(memo, ray_address),
+        entrypoint=memo.config.job_entrypoint,
+        env=memo.config.job_env,
+        config_file="finetune.yaml",
+    )
+    store = KubernetesJobStore(namespace, kube=memo.kube)
+    return FineTuning(
+        platform, open_file_store(platform.config), store, FineTuningConfig(), executor=executor
+    )
+
+
+def _record(memo: kopf.Memo, namespace: str, name: str) -> Any:
+    from adept.finetuning.kube_store import PLURAL, record_of
+
+    obj = memo.kube.get(namespace, PLURAL, name)
+    return (obj, record_of(obj)) if obj is not None else (None, None)
+
+
+def _mirror(patch: kopf.Patch, status: dict, meta: dict, record: Any) -> None:
+    patch.status.update(
+        R.build_job_status(record, generation=meta.get("generation"), old_conditions=status.get("conditions"))
+    )
 
 
 @kopf.on.resume(GROUP, VERSION, "finetunejobs")
 @kopf.on.create(GROUP, VERSION, "finetunejobs")
 @kopf.on.update(GROUP, VERSION, "finetunejobs", field="spec")
-def submit_finetune_job(
+def reconcile_finetune_job(
     name: str,
     namespace: str,
-    uid: str | None,
     spec: Any,
     status: Any,
     meta: Any,
@@ -378,116 +402,37 @@ def submit_finetune_job(
     logger: Any,
     **_: Any,
 ) -> None:
-    """Submit the training job once per generation (deterministic submission id), then let the timer watch it."""
+    """Adopt a FineTuneJob made with kubectl as a job of the kernel (every check of a job, once); cancel
+    one whose ``spec.cancel`` is set. The timer below drives it."""
     status, meta = dict(status), dict(meta)
     parsed = _spec("FineTuneJob", spec, patch, status, meta)
-    generation = meta.get("generation")
-    if parsed.cancel:
-        _cancel_finetune_job(parsed, status, meta, patch, memo, logger)
-        return
-    submission_id = R.build_submission_id(uid or f"{namespace}/{name}", generation)
-    if status.get("jobId") == submission_id:
-        return  # this generation is already submitted (operator restart, resume)
     with _outcomes(patch, status, meta, memo):
-        platform = _platform(memo, namespace)
-        job = parsed.job_config()
-        job.check_publisher(platform.config)
-        store = job.output.adapter_store_uri
-        if store and store != platform.config.resolved_adapter_store:
-            raise InvalidRequest(
-                f"config.output.adapter_store_uri {store!r} is not this platform's registry "
-                f"{platform.config.resolved_adapter_store!r}; serving would never see the adapter"
-            )
-        _check_adapter_owner(memo, namespace, parsed.tenant, parsed.adapter)
-        _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
-        from adept.models import canonical_model_id
-
-        # What publishing will enforce (tenant, quota, base model), checked before any GPU is used.
-        base = canonical_model_id(job.base_model or platform.config.model)
-        _run(platform.check_publishable(parsed.tenant, parsed.adapter, base))
-        client = _ray(memo, parsed.ray_address)
-        old = status.get("jobId")
-        if old and status.get("state") not in R.TERMINAL_STATES and _ray_job(client, old) is not None:
-            client.stop_job(old)  # the spec changed: the previous generation's run is obsolete
-        if _ray_job(client, submission_id) is not None:
-            logger.info(
-                "Ray job %s was already submitted (operator restarted mid-submit): adopting it", submission_id
-            )
-        else:
-            _submit(client, memo, name, namespace, uid, generation, job)
-            logger.info("submitted Ray job %s", submission_id)
-        patch.status.update(
-            R.build_finetune_status("PENDING", generation=generation, old_conditions=status.get("conditions"))
-        )
-        patch.status.update(
-            jobId=submission_id,
-            startedAt=R.now_iso(),
-            step=None,
-            loss=None,
-            adapterVersion=None,
-            finishedAt=None,
-        )
-
-
-def _cancel_finetune_job(
-    parsed: Any, status: dict, meta: dict, patch: kopf.Patch, memo: kopf.Memo, logger: Any
-) -> None:
-    """``spec.cancel``: stop the Ray job if one runs, and end the job STOPPED (never resubmitted)."""
-    if status.get("state") in R.TERMINAL_STATES:
-        return
-    job_id = status.get("jobId")
-    with _outcomes(patch, status, meta, memo):
-        if job_id:
-            client = _ray(memo, parsed.ray_address)
-            job = _ray_job(client, job_id)
-            if job is not None and str(getattr(job.status, "value", job.status)) not in R.TERMINAL_STATES:
-                client.stop_job(job_id)
-                logger.info("cancelled: stopped Ray job %s", job_id)
-        patch.status.update(
-            R.build_finetune_status(
-                "STOPPED",
-                message="cancelled (spec.cancel)",
-                generation=meta.get("generation"),
-                old_conditions=status.get("conditions"),
-            )
-        )
-
-
-def _submit(
-    client: Any, memo: kopf.Memo, name: str, namespace: str, uid: str | None, generation: Any, job: Any
-) -> None:
-    with tempfile.TemporaryDirectory(prefix="adept-ftj-") as tmp:
-        # Unset fields (base model, data dir, adapter store) stay unset: the training pod's platform fills them.
-        config = job.model_dump(mode="json", exclude_none=True)
-        Path(tmp, "finetune.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        kwargs = R.build_job_submission(
-            name=name,
-            namespace=namespace,
-            uid=uid or f"{namespace}/{name}",
-            generation=generation,
-            job_config=config,
-            config_dir=tmp,
-            env=memo.config.job_env,
-            entrypoint=memo.config.job_entrypoint,
-        )
-        try:
-            client.submit_job(**kwargs)
-        except Exception as e:  # the SDK's errors carry no type; a racing duplicate is found by listing
-            if _ray_job(client, kwargs["submission_id"]) is None:
-                raise Unavailable(f"Ray job submission failed: {type(e).__name__}: {e}") from None
-
-
-def _check_adapter_owner(memo: kopf.Memo, namespace: str, tenant: str, adapter: str) -> None:
-    existing = memo.kube.get(namespace, "adapters", R.adapter_object_name(tenant, adapter))
-    if existing is not None and (existing.get("spec") or {}).get("tenant") != tenant:
-        raise InvalidRequest(
-            f"Adapter {existing['metadata']['name']!r} belongs to tenant {existing['spec'].get('tenant')!r}, "
-            f"not {tenant!r}"
-        )
+        owner = _finetuning(memo, namespace, parsed.ray_address)
+        obj, record = _record(memo, namespace, name)
+        if obj is None:
+            return  # deleted meanwhile
+        if record is None:  # made with kubectl: the platform team's job, checked as every job is
+            platform = owner.platform
+            job = parsed.job_config()
+            job.check_publisher(platform.config)
+            store = job.output.adapter_store_uri
+            if store and store != platform.config.resolved_adapter_store:
+                raise InvalidRequest(
+                    f"config.output.adapter_store_uri {store!r} is not this platform's registry "
+                    f"{platform.config.resolved_adapter_store!r}; serving would never see the adapter"
+                )
+            _check_adapter_owner(memo, namespace, parsed.tenant, parsed.adapter)
+            _require_tenant(memo, namespace, parsed.tenant, patch, status, meta)
+            record = _run(owner.create_from_config(job, adopt=obj))
+            logger.info("FineTuneJob %s is job %s of tenant %s", name, record.id, record.tenant)
+        if parsed.cancel and (record.active or record.status == "cancelled"):
+            record = owner.cancel_job(record.id)  # stops its Ray job
+            logger.info("cancelled: stopped the Ray job of %s", name)
+        _mirror(patch, status, meta, record)
 
 
 def _job_active(status: Any, **_: Any) -> bool:
-    return bool((status or {}).get("jobId")) and (status or {}).get("state") not in R.TERMINAL_STATES
+    return (status or {}).get("state") not in R.TERMINAL_STATES
 
 
 @kopf.timer(GROUP, VERSION, "finetunejobs", interval=POLL_INTERVAL, when=_job_active)
@@ -502,71 +447,48 @@ def poll_finetune_job(
     logger: Any,
     **_: Any,
 ) -> None:
-    """Mirror the Ray job's state, step and loss; on success create or update the Adapter resource."""
+    """One step of the kernel's driver for this job (queue, start on Ray, read its events, publish),
+    then mirror the record; a published adapter gets its Adapter resource."""
+    from adept.finetuning.runner import JobRunner
+
     status, meta, spec = dict(status), dict(meta), dict(spec)
-    job_id = status["jobId"]
+    _, record = _record(memo, namespace, name)
+    if record is None:
+        return  # not adopted yet (the create handler is retrying) or deleted
+    owner = _finetuning(memo, namespace, spec.get("rayAddress"))
     try:
-        client = _ray(memo, spec.get("rayAddress"))
-        info = client.get_job_info(job_id)
-        logs = client.get_job_logs(job_id)
-    except Exception as e:  # Unavailable, or the SDK's own errors: the job runs on without us
-        reason = e.message if isinstance(e, AdeptError) else f"{type(e).__name__}: {e}"
-        _phase(patch, status, meta, "progressing", "RayUnreachable", reason)
+        record = JobRunner(owner).step(record)
+    except AdeptError as e:  # Ray or the API server away: the job runs on without us
+        _phase(patch, status, meta, "progressing", "RayUnreachable", e.message)
         return  # the timer polls again
-    state = str(getattr(info.status, "value", info.status))
-    if spec.get("cancel") and state not in R.TERMINAL_STATES:
-        return  # being cancelled: the cancel handler stops it and writes the final state
-    training_log = parse_training_log(logs or "")
-    progress = R.parse_progress(logs or "")
-    progress.pop("adapter_version", None)  # what the job's own output claims is not what gets served
-    message = ""
-    if state == "SUCCEEDED":
-        try:
-            published = _publish_run(memo, namespace, spec)
-        except (InvalidRequest, Conflict, NotFound, PermissionDenied) as e:
-            published, state = None, "FAILED"
-            message = f"the job succeeded but its adapter cannot be published: {e.message}"
-        except AdeptError as e:  # the registry or the tenant store is away: publish at the next poll
-            _phase(patch, status, meta, "progressing", "Publishing", f"publishing the result: {e.message}")
-            return
-        if published is not None:
-            progress["adapter_version"] = published.version
-            _upsert_adapter(memo, namespace, name, spec["tenant"], spec["adapter"], published.version)
-            message = f"adapter {published.id} published"
-        elif state == "SUCCEEDED":
-            message = "the result stays in the run directory (config.output.publish: false)"
-    elif state in ("FAILED", "STOPPED"):
-        tail = "\n".join((logs or "").strip().splitlines()[-5:])
-        message = f"{info.message or state.lower()}" + (f"\nlast log lines:\n{tail}" if tail else "")
-    if state != status.get("state") or progress.get("step") != status.get("step"):
-        logger.info(
-            "Ray job %s: %s %s", job_id, state, {k: v for k, v in progress.items() if k != "adapter_version"}
+    if record.status != "running" or record.history != []:
+        logger.info("FineTuneJob %s: %s", name, record.status)
+    if record.status == "succeeded" and record.adapter_version:
+        _upsert_adapter(memo, namespace, name, record.tenant, record.adapter, record.adapter_version)
+    _mirror(patch, status, meta, record)
+
+
+def _check_adapter_owner(memo: kopf.Memo, namespace: str, tenant: str, adapter: str) -> None:
+    existing = memo.kube.get(namespace, "adapters", R.adapter_object_name(tenant, adapter))
+    if existing is not None and (existing.get("spec") or {}).get("tenant") != tenant:
+        raise InvalidRequest(
+            f"Adapter {existing['metadata']['name']!r} belongs to tenant {existing['spec'].get('tenant')!r}, "
+            f"not {tenant!r}"
         )
-    patch.status.update(
-        R.build_finetune_status(
-            state,
-            message=message,
-            progress=progress,
-            generation=meta.get("generation"),
-            old_conditions=status.get("conditions"),
-        )
-    )
-    patch.status.update(R.build_training_report(training_log, status.get("history")))
 
 
-def _publish_run(memo: kopf.Memo, namespace: str, spec: dict) -> Any | None:
-    """Publish what the succeeded job left in its run directory (the training pod could not); None if it opted out.
-
-    The run directory is computed here from the spec and this platform's storage, never taken from
-    the job's output; ``Platform.publish_run`` checks the run is this FineTuneJob's tenant and
-    adapter, applies every publishing rule, and returns the run's version if it is already published.
-    """
-    job = parse_spec("FineTuneJob", spec).job_config()
-    if job.output.publish is False:
-        return None
-    platform = _platform(memo, namespace)
-    run_dir = job.bind(platform.config).resolved_run_dir
-    return _run(platform.publish_run(run_dir, job.tenant, job.adapter))
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "finetunejobs",
+    interval=max(POLL_INTERVAL, 600.0),
+    when=lambda **kw: not _job_active(**kw),
+)
+def prune_finetune_jobs(namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Retention: finished jobs past ``retention_days`` go, resource and run directory (the kernel's prune)."""
+    gone = _finetuning(memo, namespace).prune()
+    if gone:
+        logger.info("pruned %d finished FineTuneJobs", len(gone))
 
 
 def _upsert_adapter(
@@ -583,17 +505,14 @@ def _upsert_adapter(
 
 
 @kopf.on.delete(GROUP, VERSION, "finetunejobs", retries=10)
-def delete_finetune_job(spec: Any, status: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def delete_finetune_job(name: str, namespace: str, spec: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Stop the Ray job if it still runs (after 10 failed tries the resource is released anyway)."""
-    job_id = (status or {}).get("jobId")
-    if not job_id or (status or {}).get("state") in R.TERMINAL_STATES:
+    _, record = _record(memo, namespace, name)
+    if record is None or not record.run.ref:
         return
-    with _cleanup(memo, f"cannot stop Ray job {job_id}"):
-        client = _ray(memo, (spec or {}).get("rayAddress"))
-        job = _ray_job(client, job_id)
-        if job is not None and str(getattr(job.status, "value", job.status)) not in R.TERMINAL_STATES:
-            client.stop_job(job_id)
-            logger.info("stopped Ray job %s", job_id)
+    with _cleanup(memo, f"cannot stop Ray job {record.run.ref}"):
+        if _finetuning(memo, namespace, (spec or {}).get("rayAddress")).executor.stop(record):
+            logger.info("stopped Ray job %s", record.run.ref)
 
 
 # --- Adapter ---------------------------------------------------------------------------------------

@@ -208,6 +208,7 @@ class TrainingStep(BaseModel):
     loss: float | None = Field(None, description="Training loss.")
     eval_loss: float | None = Field(None, description="Validation loss, at steps that evaluate.")
     tokens: int | None = Field(None, description="Training tokens seen so far.")
+    checkpoint: str | None = Field(None, description="The checkpoint written at this step, if one was.")
 
 
 class TrainingError(BaseModel):
@@ -219,9 +220,13 @@ class TrainingError(BaseModel):
 
 
 class FineTuneJobStatus(ResourceStatus):
-    job_id: str | None = Field(None, description="Ray job submission id (deterministic per generation).")
+    """The mirror of the job's record (the kernel's ``FineTuning``; the record is the truth)."""
+
+    job_record: str | None = Field(None, description="The job's id (`GET /v1/fine_tuning/jobs/<id>`).")
+    job_id: str | None = Field(None, description="Ray job submission id of the current attempt.")
     state: str | None = Field(
-        None, description="Ray job state: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED."
+        None,
+        description="Job state: PENDING (validating, queued), RUNNING, SUCCEEDED, FAILED, STOPPED (cancelled).",
     )
     step: int | None = Field(None, description="Last reported optimizer step.")
     loss: float | None = Field(None, description="Last reported training loss.")

@@ -4,14 +4,12 @@ status conditions. No I/O here, so every one of them is unit-tested directly.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adept.finetuning.jobs import MAX_HISTORY
-from adept.finetuning.progress import TrainingLog, parse_training_log
+from adept.finetuning.jobs import MAX_HISTORY, JobRecord
 from adept.kube import API_VERSION
 from adept.tenancy.kubernetes import LABEL_TENANT, MANAGED_BY
 
@@ -95,95 +93,75 @@ def condition_status(status: Mapping[str, Any] | None, type_: str) -> str | None
 
 
 # --- FineTuneJob -----------------------------------------------------------------------------------
-def build_submission_id(uid: str, generation: int | None) -> str:
-    """Ray submission id for one generation of a FineTuneJob.
+_STATE_OF = {
+    "validating_files": "PENDING",
+    "queued": "PENDING",
+    "running": "RUNNING",
+    "succeeded": "SUCCEEDED",
+    "failed": "FAILED",
+    "cancelled": "STOPPED",
+}
 
-    Deterministic, so an operator that crashed between submitting and recording the submission
-    re-submits with the same id; Ray refuses the duplicate and we adopt the running job.
-    """
-    digest = hashlib.sha256(uid.encode("utf-8")).hexdigest()[:16]
-    return f"adept-ftj-{digest}-g{generation or 1}"
+
+def _iso(t: int | None) -> str | None:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
-def build_job_submission(
+def build_job_status(
+    record: JobRecord,
     *,
-    name: str,
-    namespace: str,
-    uid: str,
     generation: int | None,
-    job_config: Mapping[str, Any],
-    config_dir: str,
-    env: Mapping[str, str] | None = None,
-    entrypoint_num_cpus: float | None = None,
-    entrypoint: str = "python -m training.finetune --config finetune.yaml",
+    old_conditions: Sequence[Mapping[str, Any]] | None = None,
+    now: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``JobSubmissionClient.submit_job``.
-
-    The config travels in the job's ``working_dir`` (``config_dir`` holds ``finetune.yaml``), so it
-    reaches a remote cluster without a shared volume; the training code comes from the image.
-    """
-    kwargs: dict[str, Any] = {
-        "entrypoint": entrypoint,
-        "submission_id": build_submission_id(uid, generation),
-        "runtime_env": {"working_dir": config_dir, "env_vars": dict(env or {})},
-        "metadata": {
-            "adept.dev/finetunejob": f"{namespace}/{name}",
-            "adept.dev/tenant": str(job_config.get("tenant", "")),
-            "adept.dev/adapter": str(job_config.get("adapter", "")),
-            "adept.dev/generation": str(generation or 1),
-        },
-    }
-    if entrypoint_num_cpus is not None:
-        kwargs["entrypoint_num_cpus"] = entrypoint_num_cpus
-    return kwargs
-
-
-def parse_progress(logs: str) -> dict[str, Any]:
-    """Last ``step`` / ``loss`` and the published adapter version found in a job's logs.
-
-    Reads the log the way every reader of training logs does (``adept.finetuning.progress``):
-    ``step=10 loss=1.9`` text, the recipe's step lines and JSON lines; an unparsable log simply
-    yields no progress.
-    """
-    log = parse_training_log(logs)
-    out: dict[str, Any] = {}
-    if log.last is not None:
-        out["step"] = log.last.step
-        if log.last.train_loss is not None:
-            out["loss"] = log.last.train_loss
-    if log.adapter_version:
-        out["adapter_version"] = log.adapter_version
-    return out
-
-
-def build_training_report(
-    log: TrainingLog, old_history: Sequence[Mapping[str, Any]] | None, *, now: str | None = None
-) -> dict[str, Any]:
-    """Status fields from a run's log: every reported step (``history``), the error, trained tokens.
-
-    Steps already in ``old_history`` keep the time they were first seen; new ones get ``now``.
-    """
-    now = now or now_iso()
-    seen = {h.get("step"): h.get("at") for h in old_history or [] if isinstance(h, Mapping)}
+    """A FineTuneJob's status: the mirror of its job record (the kernel's; never written apart from it)."""
+    state = _STATE_OF[record.status]
+    message = ""
+    if record.status == "failed" and record.error is not None:
+        message = record.error.message
+    elif record.status == "cancelled":
+        message = "cancelled (spec.cancel)"
+    elif record.status == "succeeded" and record.adapter_version:
+        message = f"adapter {record.tenant}/{record.adapter}@{record.adapter_version} published"
+    last = record.history[-1] if record.history else None
+    progress: dict[str, Any] = {}
+    if last is not None:
+        progress["step"] = last.step
+        if last.train_loss is not None and math.isfinite(last.train_loss):
+            progress["loss"] = last.train_loss
+    if record.adapter_version:
+        progress["adapter_version"] = record.adapter_version
+    status = build_finetune_status(
+        state,
+        message=message,
+        progress=progress,
+        generation=generation,
+        old_conditions=old_conditions,
+        now=now,
+    )
     history = []
-    for s in log.steps[-MAX_HISTORY:]:
-        entry: dict[str, Any] = {"step": s.step, "at": seen.get(s.step) or now}
+    for h in record.history[-MAX_HISTORY:]:
+        entry: dict[str, Any] = {"step": h.step, "at": _iso(h.at)}
         for key, value in (
-            ("totalSteps", s.total_steps),
-            ("loss", s.train_loss),
-            ("evalLoss", s.valid_loss),
-            ("tokens", s.tokens),
+            ("totalSteps", h.total_steps),
+            ("loss", h.train_loss),
+            ("evalLoss", h.valid_loss),
+            ("tokens", h.tokens),
+            ("checkpoint", h.checkpoint),
         ):
             if value is not None and (not isinstance(value, float) or math.isfinite(value)):
                 entry[key] = value  # NaN and infinities are not JSON: the API server would refuse them
         history.append(entry)
-    out: dict[str, Any] = {"history": history}
-    if log.error is not None:
-        out["error"] = dict(log.error)
-    tokens = (log.summary or {}).get("tokens_seen")
-    if isinstance(tokens, int):
-        out["trainedTokens"] = tokens
-    return out
+    status.update(
+        jobId=record.run.ref,
+        jobRecord=record.id,
+        startedAt=_iso(record.started_at),
+        finishedAt=_iso(record.finished_at),
+        history=history,
+        trainedTokens=record.trained_tokens,
+        error=record.error.model_dump() if record.error else None,
+    )
+    return status
 
 
 def build_finetune_status(

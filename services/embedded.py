@@ -190,11 +190,12 @@ def start_job_runner(config: ServingConfig, ray_address: str | None, say: Say) -
     if not config.finetuning.enabled or config.platform.tenant_store != "sqlite":
         return None  # with Kubernetes stores, jobs are FineTuneJob resources: the operator runs them
     from adept.finetuning.runner import JobRunner
-    from adept.finetuning.store import SQLiteJobStore
+    from adept.finetuning.service import open_fine_tuning
+    from adept.platform import Platform
 
-    store = SQLiteJobStore(config.platform.jobs_db)
-    runner = JobRunner(store, config.platform, config.finetuning, ray_address=ray_address).start()
-    unfinished = len(store.active())
+    owner = open_fine_tuning(Platform(config.platform), config.finetuning, ray_address=ray_address)
+    runner = JobRunner(owner).start()
+    unfinished = len(owner.jobs.active())
     say(
         "fine-tuning job runner started"
         + (f" ({unfinished} unfinished jobs to pick up)" if unfinished else "")

@@ -40,8 +40,10 @@ def build_lora_model(
     dtype: str = "auto",
     gradient_checkpointing: bool = False,
     seed: int = 0,
+    init_adapter: str | None = None,
 ) -> Any:
-    """Load the base model (4-bit when ``quantize_base``) and wrap it with fresh LoRA adapters.
+    """Load the base model (4-bit when ``quantize_base``) and wrap it with fresh LoRA adapters
+    (or, with ``init_adapter``, with that PEFT adapter's weights as the starting point).
 
     Returns:
         A ``peft.PeftModel`` whose only trainable parameters are the LoRA matrices.
@@ -81,7 +83,13 @@ def build_lora_model(
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)  # same adapter init on every worker and every run
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    if init_adapter:  # fine-tuning a fine-tuned model: go on from its weights
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(peft_model, load_file(f"{init_adapter}/adapter_model.safetensors"))
+    return peft_model
 
 
 def trainable_parameters(model: Any) -> list[Any]:

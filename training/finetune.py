@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from adept.errors import AdeptError, Conflict, NotFound, Unavailable
+from adept.finetuning.events import emit
 from adept.training_runs import JOB_STATE_FILE as JOB_STATE
 from adept.training_runs import RESULT_DIR
 
@@ -63,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(load_job(args.config, args.overrides), address=args.address, dry_run=args.dry_run)
     except AdeptError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
-        # The last line, typed for whoever follows the log (the embedded runner, the operator).
-        print(json.dumps({"error": {"code": e.code, "message": e.message, "param": e.param}}), flush=True)
+        # Typed, for the job's driver (adept.finetuning.runner), whichever executor ran it.
+        emit("error", code=e.code, message=e.message, param=e.param)
         return e.exit_code
-    print(json.dumps(result), flush=True)
+    emit("result", **result)
     return 0
 
 

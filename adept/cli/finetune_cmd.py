@@ -1,4 +1,11 @@
-"""``adept finetune``: run a fine-tuning job here, or submit it to a Ray cluster and follow its logs."""
+"""``adept finetune``: a fine-tuning job of the platform (listed by the API and the console), trained
+here; or a job submitted to a Ray cluster whose logs it follows.
+
+Here, the job is the kernel's (``adept.finetuning.service.FineTuning.create_from_config``): the same
+record, checks, limits and state machine as an API job. When the platform runs (``adept up``
+holds the data dir's job runner) its runner trains it and this command follows it; otherwise this
+command drives it itself, in the foreground, with the same runner and the local executor.
+"""
 
 from __future__ import annotations
 
@@ -61,16 +68,68 @@ def finetune(
     overrides = list(overrides or [])
     cfg = load_job(str(config), overrides)  # every config error, before anything starts
     platform = platform_config(data_dir, platform_overrides)
-    if address is None:
+    if address is None and dry_run:
         import json
 
         from training.finetune import run_job
 
-        result = run_job(cfg, address="auto", dry_run=dry_run, platform=platform)
-        console.print_json(json.dumps(result))
+        console.print_json(json.dumps(run_job(cfg, address="auto", dry_run=True, platform=platform)))
+        return
+    if address is None:
+        _train_here(cfg, platform)
         return
     env = _platform_env(data_dir, platform_overrides)
     _submit(config, overrides, address, follow=follow, dry_run=dry_run, env=env)
+
+
+def _train_here(cfg: object, platform: object) -> None:
+    """Create the job in the platform's store and see it through (here, or by the running platform's runner)."""
+    import asyncio
+    import time
+
+    from adept.config.finetuning import FineTuningConfig
+    from adept.errors import Unavailable as Busy
+    from adept.finetuning.runner import JobRunner
+    from adept.finetuning.service import open_fine_tuning
+    from adept.platform import Platform
+
+    settings = FineTuningConfig()
+    owner = open_fine_tuning(Platform(platform), settings)
+    record = asyncio.run(owner.create_from_config(cfg))  # type: ignore[arg-type]
+    console.print(f"created fine-tuning job [bold]{record.id}[/] ({record.tenant}/{record.adapter})")
+    runner = JobRunner(owner)
+    try:
+        runner.take_lock()  # one runner per data dir
+        here = True
+    except Busy:
+        here = False  # `adept up` runs: its runner trains the job
+        console.print("the running platform's job runner trains it; following")
+    shown = 0
+    try:
+        while True:
+            if here:
+                runner.reconcile()
+            record = owner.jobs.get(record.tenant, record.id)
+            for h in record.history[shown:]:
+                loss = f" train_loss {h.train_loss:.4f}" if h.train_loss is not None else ""
+                console.print(f"step {h.step}/{h.total_steps or '?'}{loss}")
+            shown = len(record.history)
+            if not record.active:
+                break
+            time.sleep(settings.runner_poll_interval_s)
+    except KeyboardInterrupt:
+        if here:
+            runner.stop()  # interrupted: the next `adept up` or `adept finetune` run resumes it
+        raise
+    finally:
+        if here:
+            runner.stop(interrupt_jobs=False)
+    if record.status != "succeeded":
+        reason = record.error.message if record.error else record.status
+        raise Unavailable(f"fine-tuning job {record.id} {record.status}: {reason}")
+    console.print(
+        f"job {record.id} [green]succeeded[/]: {record.fine_tuned_model or 'result kept in its run dir'}"
+    )
 
 
 def _platform_env(data_dir: str | None, overrides: list[str] | None) -> dict[str, str]:

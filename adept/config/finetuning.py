@@ -51,6 +51,12 @@ class FineTuningConfig(StrictModel):
     runner_poll_interval_s: float = Field(
         2.0, gt=0, le=60, description="Embedded: how often the runner looks at its jobs and their logs."
     )
+    retention_days: float = Field(
+        30,
+        ge=0,
+        description="Finished jobs (records, run directories, FineTuneJob resources) are pruned this many days "
+        "after they end; 0 = kept forever.",
+    )
     runner_max_attempts: int = Field(
         3,
         ge=1,

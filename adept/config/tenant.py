@@ -49,6 +49,9 @@ class TenantQuotas(StrictModel):
     max_concurrent_finetune_jobs: int = Field(
         2, ge=0, description="Fine-tuning jobs not yet finished at once (HTTP 429 above); 0 = unlimited."
     )
+    max_finetune_jobs_per_day: int = Field(
+        20, ge=0, description="Fine-tuning jobs created in any 24 hours (HTTP 429 above); 0 = unlimited."
+    )
     max_trained_tokens_per_day: int = Field(
         10_000_000,
         ge=0,

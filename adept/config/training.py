@@ -47,6 +47,12 @@ class LoraSection(StrictModel):
         "down_proj; llama-style: q/k/v/o_proj, gate/up/down_proj; others: all linear layers).",
     )
 
+    init_adapter: str | None = Field(
+        None,
+        description="A PEFT adapter directory whose weights training starts from (fine-tuning a fine-tuned "
+        "model); its rank and target modules must match `rank` and `target_modules`.",
+    )
+
     @field_validator("target_modules")
     @classmethod
     def _targets(cls, v: list[str] | None) -> list[str] | None:

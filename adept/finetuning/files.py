@@ -154,6 +154,24 @@ class FileStore:
             return None
 
     # -- writing -------------------------------------------------------------------------------
+    def check(self, filename: str | None, purpose: str, data: bytes) -> tuple[str, int]:
+        """Validate an upload before anything is stored: its clean name and its examples.
+
+        Raises:
+            InvalidRequest: an unknown ``purpose``; FileValidationError: bad lines (all listed).
+        """
+        name = _clean_filename(filename)
+        if purpose not in UPLOAD_PURPOSES:
+            raise InvalidRequest(
+                f"purpose {purpose!r} is not supported: Adept stores files for fine-tuning "
+                f"(purpose {FINE_TUNE!r})",
+                param="purpose",
+            )
+        checked = check_examples(data, source=name)
+        if not checked.ok:
+            raise FileValidationError(name, checked.problems[:MAX_LISTED_PROBLEMS], len(checked.examples))
+        return name, len(checked.examples)
+
     def create(
         self,
         tenant: str,
@@ -162,48 +180,40 @@ class FileStore:
         data: bytes,
         *,
         quotas: TenantQuotas | None = None,
-        validate: bool = True,
     ) -> FileRecord:
-        """Validate and store an upload.
+        """Validate and store an upload, counted by this store (where no shared ledger counts files).
 
         Raises:
             InvalidRequest: an unknown ``purpose``; FileValidationError: bad lines (all listed).
             PermissionDenied: over ``max_files`` or ``max_file_storage_bytes`` (code ``quota_exceeded``).
         """
-        name = _clean_filename(filename)
-        examples = 0
-        if validate:
-            if purpose not in UPLOAD_PURPOSES:
-                raise InvalidRequest(
-                    f"purpose {purpose!r} is not supported: Adept stores files for fine-tuning "
-                    f"(purpose {FINE_TUNE!r})",
-                    param="purpose",
-                )
-            checked = check_examples(data, source=name)
-            if not checked.ok:
-                raise FileValidationError(name, checked.problems[:MAX_LISTED_PROBLEMS], len(checked.examples))
-            examples = len(checked.examples)
+        checked = self.check(filename, purpose, data)
+        with self._lock:
+            if quotas is not None:
+                self._check_quota(tenant, len(data), quotas)
+            return self.store(tenant, new_file_id(), checked, data)
+
+    def store(self, tenant: str, file_id: str, checked: tuple[str, int], data: bytes) -> FileRecord:
+        """Store a checked upload under ``file_id``."""
+        name, examples = checked
         record = FileRecord(
-            id=new_file_id(),
+            id=file_id,
             tenant=check_tenant_name(tenant),
             filename=name,
-            purpose=purpose,
+            purpose=FINE_TUNE,
             bytes=len(data),
             created_at=int(time.time()),
             examples=examples,
         )
-        with self._lock:
-            if quotas is not None:
-                self._check_quota(tenant, len(data), quotas)
-            base = f"{self._dir(tenant)}/{record.id}"
-            try:
-                self.fs.makedirs(self._dir(tenant), exist_ok=True)
-                self.fs.pipe_file(f"{base}.jsonl", data)
-                tmp = f"{self._dir(tenant)}/.tmp-{uuid.uuid4().hex}.json"
-                self.fs.pipe_file(tmp, record.model_dump_json().encode())
-                self.fs.mv(tmp, f"{base}.json")  # the file exists from here on
-            except OSError as e:
-                raise StorageError(f"cannot store file {record.id}: {e.strerror or e}") from None
+        base = f"{self._dir(tenant)}/{record.id}"
+        try:
+            self.fs.makedirs(self._dir(tenant), exist_ok=True)
+            self.fs.pipe_file(f"{base}.jsonl", data)
+            tmp = f"{self._dir(tenant)}/.tmp-{uuid.uuid4().hex}.json"
+            self.fs.pipe_file(tmp, record.model_dump_json().encode())
+            self.fs.mv(tmp, f"{base}.json")  # the file exists from here on
+        except OSError as e:
+            raise StorageError(f"cannot store file {record.id}: {e.strerror or e}") from None
         return record
 
     def _check_quota(self, tenant: str, size: int, quotas: TenantQuotas) -> None:

@@ -7,10 +7,15 @@ steps, error, the model it produced). Events and checkpoints are *derived* from 
 cluster's ``FineTuneJob`` resources hold the same record and answer the same events, with
 stable ids (``ftevent-<job>-<what>``), in OpenAI's order (newest first).
 
-The model a job produces is an adapter of the tenant named ``ft-<suffix>-<8 hex of the job
-id>`` (``ft-<8 hex>`` without a suffix), published as its ``v1``: that name is the job's
-``fine_tuned_model``, what ``/v1/models`` lists and what ``/v1/chat/completions`` takes as
-``model``. (OpenAI's ``ft:<base>:<org>:<suffix>:<id>`` holds ``:``, which adapter names cannot.)
+The model a job produces is named the OpenAI way, ``ft:<base>:<tenant>:<suffix>:<8 hex of the job
+id>`` (the job's ``fine_tuned_model``; the suffix may be empty). It is stored as an adapter of the
+tenant named ``ft-<suffix>-<8 hex>`` (``ft-<8 hex>`` without a suffix; adapter names hold no ``:``),
+and ``adapter_of_fine_tuned_model`` maps the one to the other, so every place that takes a model
+name takes either.
+
+The one state machine: ``validating_files -> queued -> running -> succeeded | failed | cancelled``
+(``advance``); a run that is interrupted goes back from ``running`` to ``queued``. Every status
+change of every job goes through ``advance``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ JobStatus = Literal["validating_files", "queued", "running", "succeeded", "faile
 ACTIVE_STATUSES: frozenset[str] = frozenset({"validating_files", "queued", "running"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MAX_HISTORY = 1000  # reported steps kept per job (events and the loss curve); later ones replace the oldest
-MAX_SUFFIX_CHARS = 40
+MAX_SUFFIX_CHARS = 64  # as OpenAI allows
+_ADAPTER_SUFFIX_CHARS = 50  # ft-<suffix>-<8 hex> must stay a 63-character adapter name
 SUFFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 JOB_ID_RE = re.compile(r"^ftjob-[0-9a-f]{24}$")
 FINE_TUNED_PREFIX = "ft-"  # every model a job produces is named ft-...
@@ -70,6 +76,17 @@ class StepRecord(StoredModel):
     train_loss: float | None = None
     valid_loss: float | None = None
     tokens: int | None = Field(None, description="Training tokens seen so far.")
+    learning_rate: float | None = None
+    checkpoint: str | None = Field(None, description="The checkpoint written at this step, if one was.")
+
+
+class Note(StoredModel):
+    """A message event of the job (an unsupported integration, a published model)."""
+
+    at: int
+    key: str = Field(description="Stable part of the event id.")
+    level: Literal["info", "warn", "error"] = "info"
+    message: str
 
 
 class Resume(StoredModel):
@@ -83,6 +100,10 @@ class Resume(StoredModel):
 class RunState(StoredModel):
     """The embedded runner's bookkeeping for the process that trains this job."""
 
+    executor: str = Field(
+        "local", description="Which executor runs it: `local` (a process) or `ray` (Ray Jobs)."
+    )
+    ref: str | None = Field(None, description="The executor's id of the run (a Ray Jobs submission id).")
     pid: int | None = None
     create_time: float | None = Field(None, description="The process's start time: tells a reused pid apart.")
     log_path: str = ""
@@ -113,10 +134,15 @@ class JobRecord(StoredModel):
     started_at: int | None = None
     finished_at: int | None = None
     fine_tuned_model: str | None = None
+    adapter_version: str | None = Field(None, description="The version of `adapter` the job published.")
     trained_tokens: int | None = None
     error: JobError | None = None
     history: list[StepRecord] = Field(default_factory=list)
     resumes: list[Resume] = Field(default_factory=list)
+    notes: list[Note] = Field(default_factory=list, description="Events of the job that are not steps.")
+    finetuned_from: str | None = Field(
+        None, description="The tenant's adapter version training started from."
+    )
     cancel_requested: bool = False
     run: RunState = Field(default_factory=RunState)
 
@@ -165,10 +191,93 @@ def check_suffix(suffix: str | None) -> str | None:
     return value
 
 
-def fine_tuned_model_name(job_id: str, suffix: str | None) -> str:
+def adapter_name(short_id: str, suffix: str | None) -> str:
     """``ft-<suffix>-<8 hex>`` (or ``ft-<8 hex>``): a valid adapter name, unique per job."""
-    short = job_id.removeprefix("ftjob-")[:8]
-    return f"{FINE_TUNED_PREFIX}{suffix}-{short}" if suffix else f"{FINE_TUNED_PREFIX}{short}"
+    if not suffix:
+        return f"{FINE_TUNED_PREFIX}{short_id}"
+    cut = suffix[:_ADAPTER_SUFFIX_CHARS].rstrip("-_.")
+    return f"{FINE_TUNED_PREFIX}{cut}-{short_id}"
+
+
+def short_job_id(job_id: str) -> str:
+    return job_id.removeprefix("ftjob-")[:8]
+
+
+def fine_tuned_model_name(job_id: str, suffix: str | None) -> str:
+    """The adapter a job publishes (see ``adapter_name``)."""
+    return adapter_name(short_job_id(job_id), suffix)
+
+
+def openai_model_name(base: str, tenant: str, suffix: str | None, job_id: str) -> str:
+    """``ft:<base>:<tenant>:<suffix>:<8 hex>``: the job's ``fine_tuned_model``, in OpenAI's shape."""
+    return f"ft:{base}:{tenant}:{suffix or ''}:{short_job_id(job_id)}"
+
+
+_SHORT_ID_RE = re.compile(r"^[0-9a-f]{8}$")
+
+
+def adapter_of_fine_tuned_model(tenant: str, model: str) -> str | None:
+    """The adapter name an ``ft:<base>:<owner>:<suffix>:<id>`` model stands for; None when ``model`` is
+    not of that shape or not ``tenant``'s (the caller then says "not found", as for anything absent)."""
+    if not model.startswith("ft:"):
+        return None
+    parts = model[3:].rsplit(":", 3)
+    if len(parts) != 4:
+        return None
+    _base, owner, suffix, short = parts
+    if owner != tenant or not _SHORT_ID_RE.fullmatch(short):
+        return None
+    if suffix and (len(suffix) > MAX_SUFFIX_CHARS or not SUFFIX_RE.fullmatch(suffix)):
+        return None
+    return adapter_name(short, suffix or None)
+
+
+# -- the state machine -----------------------------------------------------------------------------
+_NEXT: dict[str, frozenset[str]] = {
+    "validating_files": frozenset({"queued", "failed", "cancelled"}),
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"queued", "succeeded", "failed", "cancelled"}),  # queued: interrupted, runs again
+}
+
+
+def can_advance(r: JobRecord, status: str) -> bool:
+    return status in _NEXT.get(r.status, frozenset())
+
+
+def advance(r: JobRecord, status: str, *, error: JobError | None = None, at: int | None = None) -> JobRecord:
+    """Move ``r`` to ``status`` (the one place a job's status changes), stamping the times OpenAI reports.
+
+    Raises:
+        InvalidRequest: not a move the state machine allows (a finished job never changes again).
+    """
+    if not can_advance(r, status):
+        if status == "cancelled":
+            raise InvalidRequest(
+                f"fine-tuning job {r.id} has already {r.status}; only unfinished jobs can be cancelled",
+                code="job_not_cancellable",
+                param="fine_tuning_job_id",
+            )
+        raise InvalidRequest(
+            f"fine-tuning job {r.id} is {r.status}; it cannot become {status}",
+            code="invalid_job_state",
+            param="fine_tuning_job_id",
+        )
+    t = at or now()
+    if status == "queued":
+        r.queued_at = r.queued_at or t
+        if r.status == "running":
+            r.resumes.append(Resume(at=t, interrupted=True))
+            r.run.pid, r.run.create_time = None, None
+    elif status == "running":
+        r.started_at = r.started_at or t
+    else:
+        r.finished_at = t
+        if status == "cancelled":
+            r.cancel_requested = True
+        if status == "failed":
+            r.error = error or JobError(code="training_failed", message="training failed")
+    r.status = status  # type: ignore[assignment]
+    return r
 
 
 def now() -> int:
@@ -235,9 +344,11 @@ def job_events(r: JobRecord) -> list[JobEvent]:
                 "info",
                 f"Training resumed from the checkpoint at step {resume.from_step}",
             )
+    for note in r.notes:
+        add(note.at, 1, note.key, note.level, note.message)
     for h in r.history:
         data: dict[str, Any] = {"step": h.step}
-        for name in ("total_steps", "train_loss", "valid_loss", "tokens"):
+        for name in ("total_steps", "train_loss", "valid_loss", "tokens", "learning_rate", "checkpoint"):
             if getattr(h, name) is not None:
                 data[name] = getattr(h, name)
         add(h.at, 4, f"step{h.step}", "info", _metrics_message(h), type="metrics", data=data, seq=h.step)

@@ -1,27 +1,21 @@
 """Where job records live: the ``JobStore`` interface, and SQLite for the embedded platform.
 
-``open_job_store`` picks the store the way the tenant store is picked: ``tenant_store: sqlite``
-keeps jobs in ``<data_dir>/finetuning.sqlite`` (the embedded runner trains them); ``kubernetes``
-keeps each job as a ``FineTuneJob`` resource that the operator drives
-(``adept.finetuning.kube_store``). Either way state survives a gateway restart.
+``adept.finetuning.service.open_job_store`` picks the store the way the tenant store is picked:
+``tenant_store: sqlite`` keeps jobs in ``<data_dir>/finetuning.sqlite`` (the embedded runner
+trains them); ``kubernetes`` keeps each job as a ``FineTuneJob`` resource that the operator
+drives (``adept.finetuning.kube_store``, which imports this module, never the reverse).
 """
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from adept.errors import InvalidRequest, StorageError
-from adept.finetuning import process
-from adept.finetuning.jobs import JOB_ID_RE, JobRecord, job_not_found, now
+from adept.errors import StorageError
+from adept.finetuning.jobs import JOB_ID_RE, JobRecord, job_not_found
 from adept.sqlite_file import SQLiteFile
-
-if TYPE_CHECKING:
-    from adept.config.platform import PlatformConfig
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -33,14 +27,28 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at)",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status)",
+    # Uploaded files as the limits count them (files_store holds the bytes): shared by every replica.
+    """CREATE TABLE IF NOT EXISTS files (
+        id         TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        bytes      INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant)",
 ]
 _ACTIVE = "('validating_files', 'queued', 'running')"
 
 
-class JobStore(Protocol):
-    """What the gateway needs from wherever jobs live."""
+# Called inside the store's write transaction with the tenant's jobs, before a new one is added:
+# raises to refuse it. Limits checked here hold for every gateway replica sharing the store.
+Admit = Callable[[list[JobRecord]], None]
+# The same for an upload: called with the tenant's (files, bytes) before the new file is counted.
+FileAdmit = Callable[[int, int], None]
 
-    def create(self, record: JobRecord) -> JobRecord: ...
+
+class JobStore(Protocol):
+    """Where job records live. Only ``adept.finetuning.service.FineTuning`` writes them."""
+
+    def create(self, record: JobRecord, admit: Admit | None = None) -> JobRecord: ...
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
         """The tenant's job; NotFound, worded as absent, for anyone else's."""
@@ -50,12 +58,22 @@ class JobStore(Protocol):
         """The tenant's jobs, newest first."""
         ...
 
-    def cancel(self, tenant: str, job_id: str) -> JobRecord:
-        """Cancel an unfinished job (InvalidRequest for a finished one); returns it cancelled."""
+    def modify(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Apply ``change`` to the current record atomically; returns the result."""
         ...
 
-    async def purge_tenant(self, tenant: str) -> int:
-        """``adept.platform.TenantState``: stop and forget every job of ``tenant``."""
+    def active(self) -> list[JobRecord]:
+        """Every tenant's unfinished jobs, oldest first."""
+        ...
+
+    def finished_before(self, t: int) -> list[JobRecord]:
+        """Every tenant's jobs that finished before ``t`` (what retention prunes)."""
+        ...
+
+    def delete(self, job_id: str) -> None: ...
+
+    def delete_tenant(self, tenant: str) -> list[JobRecord]:
+        """Forget every job of ``tenant``; returns them (their processes and directories are the caller's)."""
         ...
 
 
@@ -65,18 +83,10 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def finished_error(record: JobRecord) -> InvalidRequest:
-    return InvalidRequest(
-        f"fine-tuning job {record.id} has already {record.status}; only unfinished jobs can be cancelled",
-        code="job_not_cancellable",
-        param="fine_tuning_job_id",
-    )
-
-
 class SQLiteJobStore:
     """Job records in one SQLite file (WAL); every change is one ``BEGIN IMMEDIATE`` transaction.
 
-    The gateway (creating, cancelling) and the embedded runner (reporting progress) write the
+    Gateway replicas (creating, cancelling) and the embedded runner (reporting progress) write the
     same rows from different processes: each change re-reads the row inside its transaction
     (``modify``), so neither overwrites what the other wrote.
     """
@@ -98,8 +108,11 @@ class SQLiteJobStore:
         self._db.close()
 
     # -- JobStore ----------------------------------------------------------------------------
-    def create(self, record: JobRecord) -> JobRecord:
-        with self._write() as db:
+    def create(self, record: JobRecord, admit: Admit | None = None) -> JobRecord:
+        with self._write() as db:  # BEGIN IMMEDIATE: one writer at a time, in every process
+            if admit is not None:
+                rows = db.execute("SELECT record FROM jobs WHERE tenant = ?", (record.tenant,)).fetchall()
+                admit([JobRecord.model_validate_json(row[0]) for row in rows])
             db.execute(
                 "INSERT INTO jobs (id, tenant, created_at, status, record) VALUES (?, ?, ?, ?, ?)",
                 (record.id, record.tenant, record.created_at, record.status, record.model_dump_json()),
@@ -119,35 +132,41 @@ class SQLiteJobStore:
             "SELECT record FROM jobs WHERE tenant = ? ORDER BY created_at DESC, rowid DESC", (tenant,)
         )
 
-    def cancel(self, tenant: str, job_id: str) -> JobRecord:
-        self.get(tenant, job_id)  # NotFound for anyone else's
-
-        def mark(r: JobRecord) -> None:
-            if not r.active:
-                raise finished_error(r)
-            r.cancel_requested, r.status, r.finished_at = True, "cancelled", now()
-
-        record = self.modify(job_id, mark)
-        process.stop(record.run)  # at once: the runner would only notice at its next poll
-        return record
-
-    async def purge_tenant(self, tenant: str) -> int:
-        return await asyncio.to_thread(self._purge, tenant)
-
-    def _purge(self, tenant: str) -> int:
-        records = self.list(tenant)
-        for r in records:
-            if r.active:
-                # Stopped before its row goes: the process must not publish for a vanishing tenant.
-                self.modify(r.id, lambda x: setattr(x, "cancel_requested", True))
-                process.stop(r.run)
+    def delete(self, job_id: str) -> None:
         with self._write() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def delete_tenant(self, tenant: str) -> list[JobRecord]:
+        with self._write() as db:
+            rows = db.execute("SELECT record FROM jobs WHERE tenant = ?", (tenant,)).fetchall()
             db.execute("DELETE FROM jobs WHERE tenant = ?", (tenant,))
-        for r in records:  # its job directory: config, training log
-            job_dir = Path(r.run.log_path).parent if r.run.log_path else None
-            if job_dir is not None and job_dir.name == r.id:
-                shutil.rmtree(job_dir, ignore_errors=True)
-        return len(records)
+        return [JobRecord.model_validate_json(row[0]) for row in rows]
+
+    def finished_before(self, t: int) -> list[JobRecord]:
+        return [
+            r
+            for r in self._read(f"SELECT record FROM jobs WHERE status NOT IN {_ACTIVE} ORDER BY created_at")
+            if (r.finished_at or r.created_at) < t
+        ]
+
+    # -- uploaded files, as the limits count them ----------------------------------------------
+    def reserve_file(self, tenant: str, file_id: str, size: int, admit: FileAdmit | None = None) -> None:
+        """Count a file for ``tenant`` (before its bytes are stored), ``admit(files, bytes)`` first, atomically."""
+        with self._write() as db:
+            if admit is not None:
+                count, used = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)
+                ).fetchone()
+                admit(int(count), int(used))
+            db.execute("INSERT INTO files (id, tenant, bytes) VALUES (?, ?, ?)", (file_id, tenant, size))
+
+    def release_file(self, file_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def release_tenant_files(self, tenant: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM files WHERE tenant = ?", (tenant,))
 
     # -- the runner's view -------------------------------------------------------------------
     def active(self) -> list[JobRecord]:
@@ -167,12 +186,3 @@ class SQLiteJobStore:
                 (record.status, record.model_dump_json(), job_id),
             )
         return record
-
-
-def open_job_store(cfg: PlatformConfig) -> JobStore:
-    """The job store this installation uses (follows ``tenant_store``: SQLite or ``FineTuneJob`` resources)."""
-    if cfg.tenant_store == "kubernetes":
-        from adept.finetuning.kube_store import KubernetesJobStore
-
-        return KubernetesJobStore(cfg.resolved_kubernetes_namespace)
-    return SQLiteJobStore(cfg.jobs_db)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from adept.config.adapter import ADAPTER_NAME_RE, VERSION_RE
 from adept.errors import AdeptError, InvalidRequest, NotFound, Unavailable
+from adept.finetuning.jobs import adapter_of_fine_tuned_model
 from adept.tenancy import Tenant
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.protocol import (
@@ -95,9 +96,15 @@ class ModelCatalog:
         self._base_names = {base_model_id, *aliases}
 
     def resolve(self, tenant: str, model: str) -> ResolvedModel:
-        """``model`` is the base id, ``name``, ``name@vN`` or ``<tenant>/name[@vN]`` (own tenant only)."""
+        """``model`` is the base id, ``name``, ``name@vN``, ``<tenant>/name[@vN]`` or a fine-tuning job's
+        ``ft:<base>:<tenant>:<suffix>:<id>`` (own tenant only)."""
         if model in self._base_names:
             return ResolvedModel(self.base_model_id, "", BASE_LABEL)
+        if model.startswith("ft:"):  # a job's fine_tuned_model, OpenAI's shape: the adapter it names
+            ref = adapter_of_fine_tuned_model(tenant, model)
+            if ref is None:
+                raise model_not_found(model)
+            model = ref
         ref = model
         if "/" in ref:
             owner, _, ref = ref.partition("/")

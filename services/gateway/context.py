@@ -94,32 +94,23 @@ def build_gateway_context(
     in-process platform (reliability suite) passes the engine and the ``KnowledgeBase``
     directly, and counts quotas in its one process. Everything else is built the same way.
     """
-    from adept.finetuning.files import open_file_store
-    from adept.finetuning.store import open_job_store
+    from adept.finetuning.service import open_fine_tuning
     from services.gateway.chat import Limits
 
     if not cfg.gateway.enforce_quotas:
         quotas = None
     elif quotas is None:
         quotas = QuotaEnforcer()
-    files = open_file_store(cfg.platform) if cfg.finetuning.enabled else None
-    jobs = open_job_store(cfg.platform) if cfg.finetuning.enabled else None
-    # Jobs first (none may publish while its tenant goes), then files, then rate counters.
-    state = [s for s in (jobs, files, quotas) if s is not None]
     platform = Platform(
-        cfg.platform,
-        documents=kb,
-        replicas=_Replicas(unload) if unload is not None else None,
-        state=state,
+        cfg.platform, documents=kb, replicas=_Replicas(unload) if unload is not None else None
     )
     base_id, aliases = base_model_names(cfg.platform.model)
     metrics = GatewayMetrics()
     catalog = ModelCatalog(platform.registry, base_id, aliases)
-    finetuning = (
-        FineTuningService(files, jobs, catalog, platform, cfg.finetuning)
-        if files is not None and jobs is not None
-        else None
-    )
+    owner = open_fine_tuning(platform, cfg.finetuning, models=catalog) if cfg.finetuning.enabled else None
+    # Jobs and files first (none may publish while its tenant goes), then rate counters.
+    platform.state = [s for s in (owner, quotas) if s is not None]
+    finetuning = FineTuningService(owner) if owner is not None else None
     limits = Limits(
         max_tokens_limit=cfg.llm.max_tokens_limit,
         default_max_tokens=cfg.llm.default_max_tokens,

@@ -4,7 +4,8 @@ Responses follow ``openai.types.FileObject``, ``FileDeleted``, ``fine_tuning.Fin
 ``FineTuningJobEvent`` and ``jobs.FineTuningJobCheckpoint`` field for field (a unit test parses
 each with them); lists are OpenAI's cursor pages (``data``, ``has_more``; the next page starts
 ``after`` the last id). Requests are strict: an unknown field is a 400 naming it, and what
-Adept cannot do (DPO, reinforcement, integrations) is refused rather than ignored.
+Adept cannot do (DPO, reinforcement) is refused rather than ignored; ``integrations`` (W&B) are
+accepted and reported as unsupported in the job's events.
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ class MethodRequest(WireModel):
 class FineTuningJobCreateRequest(WireModel):
     """``POST /v1/fine_tuning/jobs``."""
 
-    model: str = Field(min_length=1, max_length=256, description="The served base model.")
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The served base model, or one of your fine-tuned models (training starts from its weights).",
+    )
     training_file: str = Field(min_length=1, max_length=128, description="Id of a `fine-tune` file.")
     validation_file: str | None = Field(None, max_length=128, description="Id of a `fine-tune` file.")
     suffix: str | None = Field(None, max_length=64, description="Part of the fine-tuned model's name.")
@@ -123,7 +128,9 @@ class FineTuningJobCreateRequest(WireModel):
     )
     method: MethodRequest | None = None
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs, echoed back.")
-    integrations: list[dict[str, Any]] | None = Field(None, description="Not supported (must be empty).")
+    integrations: list[dict[str, Any]] | None = Field(
+        None, max_length=16, description="Accepted; not supported: the job's events say so."
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -20,11 +20,12 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from adept.finetuning.events import emit
 
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.pt"
@@ -128,6 +129,7 @@ class LoRAFinetuneRecipe:
             dtype=t.dtype,
             gradient_checkpointing=t.gradient_checkpointing,
             seed=t.seed,
+            init_adapter=cfg.lora.init_adapter,
         )
         # Served adapters name the base model by its canonical id, not this worker's local path.
         model.peft_config["default"].base_model_name_or_path = self.loop_config["base_model_id"]
@@ -200,7 +202,8 @@ class LoRAFinetuneRecipe:
                 self.optimizer.load_state_dict(opt["optimizer"])
                 self.scheduler.load_state_dict(opt["scheduler"])
         self.state["restarts"].append({"from_step": self.state["step"], "at": time.time()})
-        self._log(f"resumed from checkpoint at step {self.state['step']}/{self.total_steps}")
+        if self.rank == 0:
+            emit("resumed", from_step=self.state["step"], total_steps=self.total_steps)
 
     # -- data --------------------------------------------------------------------------------
     def _micro_per_epoch(self) -> int:
@@ -359,11 +362,18 @@ class LoRAFinetuneRecipe:
     def _report(self, metrics: dict[str, Any], *, checkpoint: bool) -> None:
         import ray.train
 
-        self._log(
-            f"step {metrics['step']}/{self.total_steps} train_loss {metrics['train_loss']:.4f}"
-            + (f" eval_loss {metrics['eval_loss']:.4f}" if "eval_loss" in metrics else "")
-            + f" lr {metrics['lr']:.2e} tokens {self.state['tokens_seen']}"
-        )
+        name = f"checkpoint-{metrics['step']:07d}"
+        if self.rank == 0:  # the structured progress event the job's driver reads (adept.finetuning.events)
+            emit(
+                "step",
+                step=metrics["step"],
+                total_steps=self.total_steps,
+                train_loss=metrics["train_loss"],
+                eval_loss=metrics.get("eval_loss"),
+                lr=metrics["lr"],
+                tokens=self.state["tokens_seen"],
+                checkpoint=f"{self.cfg.resolved_run_dir}/{name}" if checkpoint else None,
+            )
         if not checkpoint:
             ray.train.report(metrics)
             return
@@ -372,7 +382,7 @@ class LoRAFinetuneRecipe:
         self._save(ckpt_dir)
         wrote = any(ckpt_dir.iterdir())
         ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if wrote else None
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint-{metrics['step']:07d}")
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     def _save(self, d: Path) -> None:
@@ -426,12 +436,6 @@ class LoRAFinetuneRecipe:
     # -- cleanup -----------------------------------------------------------------------------
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _log(self, msg: str) -> None:
-        if getattr(self, "rank", 0) == 0:
-            # sys.stdout directly: Ray Train's patched print() would echo each line twice to the driver.
-            sys.stdout.write(f"[adept.train] {msg}\n")
-            sys.stdout.flush()
 
 
 class _nullcontext:

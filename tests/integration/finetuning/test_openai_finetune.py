@@ -177,8 +177,9 @@ def _restart_gateway(platform) -> None:
 
 def test_the_job_yields_a_model_that_answers_differently(platform, trained) -> None:
     acme = client(platform, "acme")
-    model = trained.fine_tuned_model
-    assert model.startswith("ft-nightshift-") and trained.trained_tokens > 0 and trained.finished_at
+    model = trained.fine_tuned_model  # OpenAI's shape, accepted wherever a model is named
+    assert model == f"ft:{trained.model}:acme:nightshift:{trained.id[6:14]}"
+    assert trained.trained_tokens > 0 and trained.finished_at
     events = acme.fine_tuning.jobs.list_events(trained.id, limit=200).data
     steps = [e.data["step"] for e in events if e.type == "metrics"]
     assert steps == sorted(steps, reverse=True) and steps[-1] == 1 and len(steps) >= 4
@@ -187,7 +188,8 @@ def test_the_job_yields_a_model_that_answers_differently(platform, trained) -> N
     assert events[0].message == "The job has successfully completed"
     (ckpt,) = acme.fine_tuning.jobs.checkpoints.list(trained.id).data
     assert ckpt.fine_tuned_model_checkpoint == model and ckpt.step_number == steps[0]
-    assert model in [m.id for m in acme.models.list().data]
+    assert f"ft-nightshift-{trained.id[6:14]}" in [m.id for m in acme.models.list().data]
+    assert acme.models.retrieve(model).id
     base = acme.models.list().data[0].id
     tuned, plain = ask(acme, model), ask(acme, base)
     print(f"\nbase: {plain!r}\nfine-tuned: {tuned!r}")
@@ -208,8 +210,8 @@ def test_a_malformed_file_names_its_line(platform) -> None:
 def test_cancel_stops_a_running_job(platform, trained) -> None:
     acme = client(platform, "acme")
     f = acme.files.list().data[0]
-    job = acme.fine_tuning.jobs.create(
-        model=trained.model, training_file=f.id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+    job = acme.fine_tuning.jobs.create(  # from the fine-tuned model: its adapter's weights to start with
+        model=trained.fine_tuned_model, training_file=f.id, hyperparameters={"n_epochs": 50, "batch_size": 1}
     )
     wait_for(
         "a first step",
@@ -248,3 +250,45 @@ def test_another_tenant_gets_404_on_everything(platform, trained) -> None:
     assert globex.files.list().data == [] and globex.fine_tuning.jobs.list().data == []
     assert trained.fine_tuned_model not in [m.id for m in globex.models.list().data]
     assert acme.files.retrieve(f.id).id == f.id  # nothing of acme's changed
+
+
+def test_adept_finetune_creates_a_job_the_api_lists(platform, trained, tmp_path) -> None:
+    """The CLI's job is the kernel's: the running platform's runner trains it; the API and events show it."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from adept.cli import app
+
+    data = tmp_path / "cli.jsonl"
+    data.write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]}
+        )
+        + "\n"
+    )
+    job = {
+        "tenant": "acme",
+        "adapter": "cli-made",
+        "data": {"path": str(data), "validation_split": 0.0, "max_seq_length": 64},
+        "lora": {"rank": 4, "alpha": 8},
+        "train": {"max_steps": 2, "batch_size": 1, "log_every_steps": 1},
+        "workers": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    out = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            "--config",
+            str(tmp_path / "job.yaml"),
+            "--data-dir",
+            str(platform.config.platform.data_dir),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "the running platform's job runner trains it" in out.output
+    acme = client(platform, "acme")
+    (listed,) = [j for j in acme.fine_tuning.jobs.list().data if j.id in out.output]
+    assert listed.status == "succeeded" and listed.fine_tuned_model == "cli-made"
+    assert any(e.type == "metrics" for e in acme.fine_tuning.jobs.list_events(listed.id).data)
+    assert "cli-made" in [m.id for m in acme.models.list().data]

@@ -1,10 +1,10 @@
 """Stand-in for `python -m training.finetune` in operator tests: same CLI, same hand-off, instant.
 
-It prints progress the way the real recipe does, can be held at a gate (a file it waits for) so
+It reports progress with the real structured events (``adept.finetuning.events``), can be held at a gate (a file it waits for) so
 a test can restart the operator mid-job (or, for a training file saying so, until it is stopped),
 then leaves a real (tiny) PEFT-format adapter in its run directory the way training does on a
 cluster (``training_publish: handoff``: the job holds no platform credentials; the operator
-publishes the result when the job succeeds), and prints the JSON summary line. Only the training
+publishes the result when the job succeeds), and reports its result event. Only the training
 itself is skipped (the recipe has its own tests, tests/integration/training). It also records the
 names of the environment variables it got, so a test can check that no platform secret reached the job.
 """
@@ -23,6 +23,7 @@ from safetensors.numpy import save_file
 
 from adept.config.platform import load_platform_config
 from adept.config.training import FineTuneJobConfig
+from adept.finetuning.events import emit
 from adept.models import canonical_model_id
 from adept.training_runs import JOB_STATE_FILE, RESULT_DIR
 
@@ -31,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
     cfg = yaml.safe_load(Path(p.parse_args().config).read_text())
-    print("[adept.train] step 1/4 train_loss 2.5000 lr 2.00e-04 tokens 10", flush=True)
+    emit("step", step=1, total_steps=4, train_loss=2.5, lr=2e-4, tokens=10)
     gate = os.environ.get("ADEPT_FAKE_GATE")
     if gate:
         Path(gate).with_name("job-env-names.json").write_text(json.dumps(sorted(os.environ)))
@@ -41,7 +42,7 @@ def main() -> None:
     data = Path(cfg["data"]["path"])
     if data.is_file() and b"HOLD-UNTIL-STOPPED" in data.read_bytes():
         time.sleep(3600)  # a job a test cancels: only stopping the Ray job ends it
-    print("[adept.train] step 4/4 train_loss 1.2500 lr 1.00e-04 tokens 40", flush=True)
+    emit("step", step=4, total_steps=4, train_loss=1.25, lr=1e-4, tokens=40)
     platform = load_platform_config()
     job = FineTuneJobConfig.model_validate(cfg)
     job.check_publisher(platform)
@@ -60,7 +61,7 @@ def main() -> None:
     (result / "manifest.json").write_text(json.dumps(manifest))
     state = {"tenant": job.tenant, "adapter": job.adapter, "run_id": run_id, "result": RESULT_DIR}
     (run_dir / JOB_STATE_FILE).write_text(json.dumps(state))
-    print(json.dumps({"result": str(result), "steps": 4}), flush=True)
+    emit("result", run_dir=str(run_dir), steps=4, tokens_seen=40)
 
 
 if __name__ == "__main__":

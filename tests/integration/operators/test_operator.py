@@ -205,7 +205,7 @@ def ftj(name: str, tenant_name: str, adapter: str, /, **config):
 
 def ray_jobs_of(ray_head, name: str) -> list:
     jobs = ray_head.client().list_jobs()
-    return [j for j in jobs if (j.metadata or {}).get("adept.dev/finetunejob") == f"adept-test/{name}"]
+    return [j for j in jobs if (j.metadata or {}).get("adept.dev/job") == name]
 
 
 def test_finetune_job_survives_an_operator_restart_and_yields_an_adapter(cluster, operator, env, ray_head):
@@ -235,7 +235,7 @@ def test_finetune_job_survives_an_operator_restart_and_yields_an_adapter(cluster
 
 
 def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operator, env, ray_head, tmp_path):
-    """The operator died after submit_job and before writing status: the same id is refused, we adopt."""
+    """The operator died after submit_job and before the record said so: the same id is refused, we adopt."""
     import os
 
     import yaml
@@ -243,26 +243,17 @@ def test_crash_between_submit_and_status_adopts_the_running_job(cluster, operato
     from operators.models import FineTuneJobSpec
 
     body = ftj("adopt-run", "ft", "adopted")
-    uid = "0f0f0f0f-uid-of-adopt-run"
-    body["metadata"]["uid"] = uid
-    job = FineTuneJobSpec.model_validate(body["spec"]).job_config(
-        adapter_store_uri=str(env["data"] / "adapters")
-    )
-    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(job.model_dump(mode="json")))
-    kwargs = R.build_job_submission(
-        name="adopt-run",
-        namespace="adept-test",
-        uid=uid,
-        generation=1,
-        job_config=job.model_dump(mode="json"),
-        config_dir=str(tmp_path),
-        env=json.loads(os.environ["ADEPT_JOB_ENV"]),
+    job = FineTuneJobSpec.model_validate(body["spec"]).job_config()
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True)))
+    ray_head.client().submit_job(
         entrypoint=os.environ["ADEPT_JOB_ENTRYPOINT"],
+        submission_id="adopt-run-a1",  # what the executor submits for the job's first attempt
+        runtime_env={"working_dir": str(tmp_path), "env_vars": json.loads(os.environ["ADEPT_JOB_ENV"])},
+        metadata={"adept.dev/job": "adopt-run", "adept.dev/tenant": "ft"},
     )
-    ray_head.client().submit_job(**kwargs)
     cluster.apply(body)
     obj = cluster.wait_condition("FineTuneJob", "adopt-run", timeout=90)
-    assert obj["status"]["jobId"] == kwargs["submission_id"]
+    assert obj["status"]["jobId"] == "adopt-run-a1" and obj["status"]["state"] == "SUCCEEDED"
     assert len(ray_jobs_of(ray_head, "adopt-run")) == 1
 
 
@@ -340,11 +331,13 @@ def test_a_job_created_through_the_api_is_a_finetunejob_the_operator_drives(
     done = cluster.wait_condition("FineTuneJob", job.id, timeout=90)
     assert done["status"]["state"] == "SUCCEEDED" and [h["step"] for h in done["status"]["history"]] == [1, 4]
     finished = c.fine_tuning.jobs.retrieve(job.id)
-    assert finished.status == "succeeded" and finished.fine_tuned_model == obj["spec"]["adapter"]
+    assert (
+        finished.status == "succeeded" and finished.fine_tuned_model == f"ft:{base}:apift:k8s:{job.id[6:14]}"
+    )
     steps = [e.data["step"] for e in c.fine_tuning.jobs.list_events(job.id).data if e.type == "metrics"]
     assert steps == [4, 1]
-    assert finished.fine_tuned_model in [m.id for m in c.models.list().data]
-    cluster.wait_condition("Adapter", R.adapter_object_name("apift", finished.fine_tuned_model))
+    assert obj["spec"]["adapter"] in [m.id for m in c.models.list().data]
+    cluster.wait_condition("Adapter", R.adapter_object_name("apift", obj["spec"]["adapter"]))
 
     # A job the fake trainer holds until its Ray job is stopped: cancel it through the API.
     hold = {

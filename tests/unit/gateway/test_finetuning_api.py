@@ -20,7 +20,8 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from adept.config.finetuning import FineTuningConfig
 from adept.config.tenant import TenantQuotas, TenantSpec
 from adept.finetuning.files import FileStore
-from adept.finetuning.jobs import StepRecord, now
+from adept.finetuning.jobs import StepRecord, advance, now, openai_model_name
+from adept.finetuning.service import FineTuning
 from adept.finetuning.store import SQLiteJobStore
 from services.gateway.finetuning import FineTuningService
 from tests.unit.console.conftest import platform  # noqa: F401  (the gateway's app with real stores)
@@ -47,14 +48,20 @@ def ft(platform):  # noqa: F811  (the fixture imported above)
     _, small_key = store.create(
         TenantSpec(
             name="small",
-            quotas=TenantQuotas(max_files=1, max_concurrent_finetune_jobs=1, max_trained_tokens_per_day=1000),
+            quotas=TenantQuotas(
+                max_files=1,
+                max_concurrent_finetune_jobs=1,
+                max_trained_tokens_per_day=1000,
+                max_finetune_jobs_per_day=2,
+            ),
         )
     )
     jobs = SQLiteJobStore(tmp / "finetuning.sqlite")
     files = FileStore(str(tmp / "files"))
-    ctx.finetuning = FineTuningService(files, jobs, ctx.catalog, ctx.platform, FineTuningConfig())
-    ctx.platform.state = [jobs, files, *ctx.platform.state]
-    return {**platform, "jobs": jobs, "files": files, "small": small_key}
+    owner = FineTuning(ctx.platform, files, jobs, FineTuningConfig(), models=ctx.catalog)
+    ctx.finetuning = FineTuningService(owner)
+    ctx.platform.state = [owner, *ctx.platform.state]
+    return {**platform, "jobs": jobs, "files": files, "small": small_key, "owner": owner}
 
 
 def client(ft, tenant: str) -> openai.AsyncOpenAI:
@@ -125,9 +132,9 @@ async def test_job_lifecycle_events_checkpoints_and_cancel(ft) -> None:
     assert record.adapter.startswith("ft-support-") and record.config["train"]["epochs"] == 2
     assert record.config["data"]["path"].endswith(f"acme/{f.id}.jsonl") and record.config["lora"]["rank"] == 8
 
-    # What the runner writes as the job trains, then succeeds.
+    # What the driver writes (through the state machine) as the job trains, then succeeds.
     def progress(r):
-        r.status, r.queued_at, r.started_at = "running", now(), now()
+        advance(advance(r, "queued"), "running")
         for step in (1, 2):
             r.record_step(
                 StepRecord(step=step, at=now(), total_steps=2, train_loss=2.0 / step, tokens=50 * step)
@@ -143,16 +150,18 @@ async def test_job_lifecycle_events_checkpoints_and_cancel(ft) -> None:
     rest = await acme.fine_tuning.jobs.list_events(job.id, limit=50, after=page.data[-1].id)
     assert [e.id for e in page.data + rest.data] == [e.id for e in events.data]
 
+    name = openai_model_name(record.model, "acme", "support", job.id)
+    assert name == f"ft:bundled:test-base:acme:support:{job.id[6:14]}"
+
     def succeed(r):
-        r.status, r.finished_at, r.fine_tuned_model, r.trained_tokens = "succeeded", now(), r.adapter, 100
+        r.fine_tuned_model, r.trained_tokens = name, 100
+        advance(r, "succeeded")
 
     ft["jobs"].modify(job.id, succeed)
     done = await acme.fine_tuning.jobs.retrieve(job.id)
-    assert (
-        done.status == "succeeded" and done.fine_tuned_model == record.adapter and done.trained_tokens == 100
-    )
+    assert done.status == "succeeded" and done.fine_tuned_model == name and done.trained_tokens == 100
     (ckpt,) = (await acme.fine_tuning.jobs.checkpoints.list(job.id)).data
-    assert isinstance(ckpt, FineTuningJobCheckpoint) and ckpt.fine_tuned_model_checkpoint == record.adapter
+    assert isinstance(ckpt, FineTuningJobCheckpoint) and ckpt.fine_tuned_model_checkpoint == name
     assert ckpt.step_number == 2 and ckpt.metrics.train_loss == 1.0
     first = (await acme.fine_tuning.jobs.list_events(job.id)).data[0]
     assert first.message == "The job has successfully completed"
@@ -199,8 +208,7 @@ async def test_bad_job_requests_are_400_naming_the_field(ft) -> None:
         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
         ({"hyperparameters": {"n_epochs": 500}}, "n_epochs"),
         ({"method": {"type": "supervised", "adept": {"lora_rank": 4096}}}, "method.adept.lora_rank"),
-        ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations"),
-        ({"model": "legal"}, "model"),  # a fine-tuned model (the tenant's adapter), not the base
+        ({"suffix": "x" * 65}, "suffix"),
         ({"validation_file": f.id, "surprise": 1}, "surprise"),
     ]
     for extra, param in cases:
@@ -210,9 +218,33 @@ async def test_bad_job_requests_are_400_naming_the_field(ft) -> None:
                 extra_body={"surprise": 1} if "surprise" in extra else None,
             )
         assert e.value.body["param"] == param, (extra, e.value.body)
-    with pytest.raises(openai.NotFoundError) as e:
-        await acme.fine_tuning.jobs.create(**{**base, "model": "gpt-4o-mini"})
-    assert e.value.body["code"] == "model_not_found"
+    for model in ("gpt-4o-mini", "globex/legal", "ft:bundled:test-base:globex::0123abcd"):
+        with pytest.raises(openai.NotFoundError) as e:
+            await acme.fine_tuning.jobs.create(**{**base, "model": model})
+        assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+
+
+async def test_openai_shape_suffix_integrations_and_starting_from_a_fine_tuned_model(ft) -> None:
+    acme = client(ft, "acme")
+    f = await upload(acme)
+    suffix = "s" * 64  # OpenAI's limit
+    job = await acme.fine_tuning.jobs.create(
+        model="legal",  # the tenant's own adapter: its weights are the starting point
+        training_file=f.id,
+        suffix=suffix,
+        integrations=[{"type": "wandb", "wandb": {"project": "x"}}],
+    )
+    record = ft["jobs"].get("acme", job.id)
+    assert len(record.adapter) <= 63 and record.adapter.startswith("ft-ss")
+    assert record.finetuned_from.startswith("acme/legal@") and record.config["lora"]["init_adapter"]
+    (warn,) = [e for e in (await acme.fine_tuning.jobs.list_events(job.id)).data if e.level == "warn"]
+    assert "'wandb'" in warn.message and "not supported" in warn.message
+    # The ft: name resolves to the adapter, for its owner only.
+    from adept.finetuning.jobs import adapter_of_fine_tuned_model
+
+    name = openai_model_name(record.model, "acme", suffix, job.id)
+    assert adapter_of_fine_tuned_model("acme", name) == record.adapter
+    assert adapter_of_fine_tuned_model("globex", name) is None
 
 
 async def test_quotas_files_concurrent_jobs_and_trained_tokens(ft) -> None:
@@ -236,6 +268,43 @@ async def test_quotas_files_concurrent_jobs_and_trained_tokens(ft) -> None:
     assert usage["files"] == {"used": 1, "limit": 1} and usage["finetune_jobs"] == {"used": 0, "limit": 1}
     assert usage["trained_tokens_per_day"] == {"used": 5000, "limit": 1000}
     assert usage["file_storage_bytes"]["used"] == len(jsonl(CHAT))
+    assert usage["finetune_jobs_per_day"] == {"used": 1, "limit": 2}
+
+
+async def test_limits_hold_across_two_gateway_replicas(ft) -> None:
+    """Two owners over the same store (two gateway replicas) racing for the last slots: the limits hold."""
+    import asyncio
+
+    from adept.finetuning.service import JobRequest
+
+    tmp = Path(ft["tmp"])
+    replicas = [
+        FineTuning(
+            ft["ctx"].platform,
+            FileStore(str(tmp / "files")),
+            SQLiteJobStore(tmp / "finetuning.sqlite"),
+            FineTuningConfig(),
+            models=ft["ctx"].catalog,
+        )
+        for _ in range(2)
+    ]
+    small = await ft["ctx"].platform.get_tenant("small")
+    uploads = await asyncio.gather(
+        *(r.upload_file(small, f"t{i}.jsonl", "fine-tune", jsonl(CHAT)) for i, r in enumerate(replicas * 3)),
+        return_exceptions=True,
+    )
+    stored = [u for u in uploads if not isinstance(u, Exception)]
+    assert len(stored) == 1 and all("max_files" in str(u) for u in uploads if isinstance(u, Exception))
+    request = JobRequest(model="bundled:test-base", training_file=stored[0].id)
+    created = await asyncio.gather(*(r.create(small, request) for r in replicas * 3), return_exceptions=True)
+    jobs = [c for c in created if not isinstance(c, Exception)]
+    assert len(jobs) == 1
+    assert all("max_concurrent_finetune_jobs" in str(c) for c in created if isinstance(c, Exception))
+    await replicas[1].cancel(small, jobs[0].id)
+    await replicas[0].create(small, request)  # the second of the day
+    await replicas[0].cancel(small, (await replicas[0].list(small))[0].id)
+    with pytest.raises(Exception, match="max_finetune_jobs_per_day"):
+        await replicas[1].create(small, request)
 
 
 async def test_deleting_a_tenant_removes_its_files_and_jobs(ft) -> None:
@@ -244,6 +313,7 @@ async def test_deleting_a_tenant_removes_its_files_and_jobs(ft) -> None:
     await globex.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
     await ft["ctx"].platform.delete_tenant("globex")
     assert ft["jobs"].list("globex") == [] and ft["files"].list("globex") == []
+    assert ft["jobs"]._conn().execute("SELECT COUNT(*) FROM files WHERE tenant = 'globex'").fetchone() == (0,)
     assert not (Path(ft["tmp"]) / "files" / "globex").exists()
 
 

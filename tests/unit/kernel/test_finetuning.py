@@ -9,6 +9,7 @@ import pytest
 
 from adept.config.tenant import TenantQuotas
 from adept.errors import InvalidRequest, NotFound, PermissionDenied
+from adept.finetuning.events import emit, outcome_of, read_events
 from adept.finetuning.examples import check_examples
 from adept.finetuning.files import FileStore, FileValidationError
 from adept.finetuning.jobs import (
@@ -17,6 +18,8 @@ from adept.finetuning.jobs import (
     JobRecord,
     Resume,
     StepRecord,
+    adapter_of_fine_tuned_model,
+    advance,
     check_suffix,
     fine_tuned_model_name,
     job_checkpoints,
@@ -25,7 +28,7 @@ from adept.finetuning.jobs import (
     page_after,
 )
 from adept.finetuning.kube_store import job_resource, record_of
-from adept.finetuning.progress import parse_training_log
+from adept.finetuning.service import apply_events
 from adept.finetuning.store import SQLiteJobStore
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
@@ -66,28 +69,52 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
     assert check_examples(b"\n\n").examples == [] and not check_examples(b"").ok
 
 
-def test_training_log_steps_resumes_result_and_error() -> None:
+def test_progress_is_read_from_structured_events_only(capsys) -> None:
+    emit("step", step=1, total_steps=3, train_loss=2.5, lr=1e-3, tokens=100, eval_loss=None)
+    lines = capsys.readouterr().out
     text = "\n".join(
         [
             "[adept.finetune] dataset x: {}",
-            "(RayTrainWorker pid=42) [adept.train] step 1/3 train_loss 2.5000 lr 1.00e-03 tokens 100",
-            "(RayTrainWorker pid=42) [adept.train] step 2/3 train_loss 2.0000 eval_loss 2.2500 lr 1.00e-03 tokens 200",
-            "(RayTrainWorker pid=43) [adept.train] resumed from checkpoint at step 2/3",
-            "(RayTrainWorker pid=43) [adept.train] step 2/3 train_loss 1.9000 lr 1.00e-03 tokens 200",
-            "[adept.train] step 3/3 train_loss nan lr 1.00e-03 tokens 300",
-            '{"run_dir": "/r", "adapter": "acme/ft-1@v1", "steps": 3, "tokens_seen": 300}',
+            "(RayTrainWorker pid=42) " + lines.strip(),
+            "[adept.train] step 2/3 train_loss 2.0000 (free text is never read)",
+            '(RayTrainWorker pid=43) {"adept": "resumed", "from_step": 1}',
+            '{"adept": "step", "step": 2, "train_loss": 1.9, "tokens": 200',  # cut short by a kill
+            '{"not": "an event"}',
+            '{"adept": "result", "run_dir": "/r", "steps": 3, "tokens_seen": 300}',
         ]
     )
-    log = parse_training_log(text)
-    assert [(s.step, s.total_steps, s.tokens) for s in log.steps] == [(1, 3, 100), (2, 3, 200), (3, 3, 300)]
-    assert log.steps[1].train_loss == 1.9 and log.steps[1].valid_loss is None  # the re-run replaced it
-    assert log.resumed_from == [2] and log.adapter_version == "v1" and log.summary["tokens_seen"] == 300
-    err = parse_training_log(
-        'error: bad\n{"error": {"code": "invalid_dataset", "message": "x:2: bad", "param": null}}'
-    )
-    assert (
-        err.error == {"code": "invalid_dataset", "message": "x:2: bad", "param": None} and err.summary is None
-    )
+    events = read_events(text)
+    assert [e["adept"] for e in events] == ["step", "resumed", "result"]
+    assert events[0] == {
+        "adept": "step",
+        "step": 1,
+        "total_steps": 3,
+        "train_loss": 2.5,
+        "lr": 1e-3,
+        "tokens": 100,
+    }
+    result, error = outcome_of(events)
+    assert result["tokens_seen"] == 300 and error is None
+    err = '{"adept": "error", "code": "invalid_dataset", "message": "x:2: bad", "param": null}'
+    assert outcome_of(read_events(text + "\n" + err)) == (None, json.loads(err))
+    r = record(status="running")
+    apply_events(r, events, at=5)
+    assert [(h.step, h.tokens) for h in r.history] == [(1, 100)] and r.resumes[0].from_step == 1
+
+
+def test_the_state_machine_allows_only_its_moves() -> None:
+    r = record()
+    for bad in ("running", "succeeded"):
+        with pytest.raises(InvalidRequest, match="cannot become"):
+            advance(r, bad)
+    advance(advance(r, "queued", at=2), "running", at=3)
+    advance(r, "queued", at=4)  # interrupted: runs again, and says so
+    assert r.resumes[-1].interrupted and (r.queued_at, r.started_at) == (2, 3)
+    advance(advance(r, "running"), "cancelled", at=9)
+    assert r.cancel_requested and r.finished_at == 9
+    for later in ("queued", "running", "succeeded", "failed", "cancelled"):
+        with pytest.raises(InvalidRequest):
+            advance(r, later)
 
 
 def test_events_are_derived_newest_first_with_stable_ids() -> None:
@@ -130,9 +157,17 @@ def test_model_names_follow_adapter_rules() -> None:
     assert fine_tuned_model_name("ftjob-0123456789abcdef01234567", "legal-v2") == "ft-legal-v2-01234567"
     assert fine_tuned_model_name("ftjob-0123456789abcdef01234567", None) == "ft-01234567"
     assert check_suffix("My.Model_2") == "my.model_2" and check_suffix("") is None
-    for bad in ("has space", "-lead", "x" * 41, "a..b", "ümlaut"):
+    assert check_suffix("x" * 64) == "x" * 64
+    for bad in ("has space", "-lead", "x" * 65, "a..b", "ümlaut", "a:b"):
         with pytest.raises(InvalidRequest):
             check_suffix(bad)
+    long = fine_tuned_model_name("ftjob-0123456789abcdef01234567", "a" * 49 + "-" + "b" * 14)
+    assert long == "ft-" + "a" * 49 + "-01234567" and len(long) <= 63  # cut, without a dangling '-'
+    ft = "ft:base/model-x:acme:legal-v2:01234567"
+    assert adapter_of_fine_tuned_model("acme", ft) == "ft-legal-v2-01234567"
+    assert adapter_of_fine_tuned_model("acme", "ft:base:acme::01234567") == "ft-01234567"
+    for other in ("ft:base:globex:legal-v2:01234567", "ft:base:acme:x:nothex00", "ft-01234567", "ft:acme"):
+        assert adapter_of_fine_tuned_model("acme", other) is None
 
 
 def test_file_store_validates_limits_and_isolates(tmp_path) -> None:
@@ -158,25 +193,32 @@ def test_file_store_validates_limits_and_isolates(tmp_path) -> None:
     assert asyncio.run(store.purge_tenant("acme")) == 1 and store.list("acme") == []
 
 
-def test_sqlite_job_store_modify_cancel_purge(tmp_path) -> None:
+def test_sqlite_job_store_modify_admit_prune_purge(tmp_path) -> None:
     store = SQLiteJobStore(tmp_path / "jobs.sqlite")
     a, b = store.create(record(created_at=1)), store.create(record(created_at=2))
     store.create(record("globex"))
     assert [r.id for r in store.list("acme")] == [b.id, a.id] and len(store.active()) == 3
     with pytest.raises(NotFound, match="Could not find fine-tuning job"):
         store.get("globex", a.id)
-    store.modify(a.id, lambda r: setattr(r, "status", "running"))
-    assert store.get("acme", a.id).status == "running"
-    assert store.cancel("acme", a.id).status == "cancelled"
-    with pytest.raises(InvalidRequest, match="already cancelled"):
-        store.cancel("acme", a.id)
-    with pytest.raises(NotFound):
-        store.cancel("globex", b.id)
-    assert asyncio.run(store.purge_tenant("acme")) == 2 and store.list("acme") == []
+    store.modify(a.id, lambda r: advance(r, "queued"))
+    assert store.get("acme", a.id).status == "queued"
+    seen = []
+
+    def refuse(jobs):
+        seen.append(sorted(j.id for j in jobs))
+        raise PermissionDenied("over")
+
+    with pytest.raises(PermissionDenied):
+        store.create(record(), refuse)
+    assert seen == [sorted([a.id, b.id])] and len(store.list("acme")) == 2  # counted inside, nothing added
+    store.modify(a.id, lambda r: advance(r, "cancelled", at=10))
+    assert [r.id for r in store.finished_before(11)] == [a.id] and store.finished_before(10) == []
+    store.delete(a.id)
+    assert [r.id for r in store.delete_tenant("acme")] == [b.id] and store.list("acme") == []
     assert [r.tenant for r in store.active()] == ["globex"]
 
 
-def test_a_finetunejob_resource_maps_back_to_the_record() -> None:
+def test_a_finetunejob_resource_holds_the_record() -> None:
     r = record(metadata={"team": "x"})
     obj = job_resource(r, "ns")
     assert (
@@ -185,25 +227,7 @@ def test_a_finetunejob_resource_maps_back_to_the_record() -> None:
         and "tenant" not in obj["spec"]["config"]
     )
     back = record_of(obj)
-    assert (
-        back.status == "validating_files"
-        and back.metadata == {"team": "x"}
-        and back.config["tenant"] == "acme"
-    )
-    obj["status"] = {
-        "state": "RUNNING",
-        "startedAt": "2026-01-01T00:00:00Z",
-        "history": [{"step": 1, "at": "2026-01-01T00:01:00Z", "loss": 2.0, "totalSteps": 4}],
-    }
-    running = record_of(obj)
-    assert running.status == "running" and running.history[0].train_loss == 2.0 and running.started_at
-    obj["status"].update(
-        state="SUCCEEDED", adapterVersion="v1", trainedTokens=99, finishedAt="2026-01-01T00:02:00Z"
-    )
-    done = record_of(obj)
-    assert (done.status, done.fine_tuned_model, done.trained_tokens) == ("succeeded", r.adapter, 99)
-    obj["status"] = {"state": "FAILED", "error": {"code": "invalid_dataset", "message": "bad line"}}
-    assert record_of(obj).error.code == "invalid_dataset"
-    obj["status"], obj["spec"]["cancel"] = {"state": "RUNNING"}, True
-    assert record_of(obj).status == "cancelled"
+    assert back.status == "validating_files" and back.metadata == {"team": "x"}
+    obj["spec"]["cancel"] = True  # kubectl patch: the driver cancels it
+    assert record_of(obj).cancel_requested
     assert record_of({"metadata": {"name": "made-by-kubectl"}, "spec": {"tenant": "acme"}}) is None

@@ -1,13 +1,14 @@
 """The embedded job runner's supervision: start, follow, settle, cancel, adopt after a restart, resume.
 
-Real processes, real SQLite store and log files. The trained program is a stand-in with the
-training entry point's command line and log lines (``--config job.yaml --address ...``,
-``[adept.train] step ...``, the final JSON line), because what is under test here is the
-supervision; real training through the runner runs in tests/integration/finetuning.
+Real processes, real SQLite store, the real kernel publishing. The trained program is a stand-in
+with the training entry point's command line and structured events (``--config job.yaml --address
+...``, ``{"adept": "step", ...}``, the result or error event), because what is under test here is
+the supervision; real training through the runner runs in tests/integration/finetuning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -23,50 +24,77 @@ from adept.finetuning.runner import JobRunner
 from adept.finetuning.store import SQLiteJobStore
 
 TRAINER = r"""
-import json, os, sys, time, yaml
+import json, os, shutil, sys, time, yaml
 cfg = yaml.safe_load(open("job.yaml"))
 mode = cfg["description"]
 with open("starts", "a") as f:
     f.write(f"{os.getpid()}\n")
 assert os.environ["ADEPT_CONFIG"].endswith("platform.yaml") and "ADEPT_ADMIN_KEY" not in os.environ
-print("[adept.train] step 1/2 train_loss 2.5000 lr 1.00e-03 tokens 10", flush=True)
+platform = yaml.safe_load(open(os.environ["ADEPT_CONFIG"]))
+
+def emit(kind, **kw):
+    print("(RayTrainWorker pid=1) " + json.dumps({"adept": kind, **kw}), flush=True)
+
+print("[adept.train] step 9/9 train_loss 0.1 (free text: never read)", flush=True)
+emit("step", step=1, total_steps=2, train_loss=2.5, lr=1e-3, tokens=10)
 if mode == "crash":
     sys.exit(3)
 if mode == "bad-data":
-    print(json.dumps({"error": {"code": "invalid_dataset", "message": "train.jsonl:2: not valid JSON"}}))
+    emit("error", code="invalid_dataset", message="train.jsonl:2: not valid JSON")
     sys.exit(2)
 if mode.startswith("gated:"):
     while not os.path.exists(mode[6:]):
         time.sleep(0.05)
 if mode == "forever":
     time.sleep(600)
-print("[adept.train] step 2/2 train_loss 1.2500 lr 1.00e-03 tokens 20", flush=True)
-print(json.dumps({"adapter": f"{cfg['tenant']}/{cfg['adapter']}@v1", "steps": 2, "tokens_seen": 20}))
+run_dir = os.path.join(platform["data_dir"], "training", cfg["output"]["run_name"])
+shutil.copytree(os.environ["TEST_PEFT_DIR"], os.path.join(run_dir, "result"), dirs_exist_ok=True)
+state = {"run_id": cfg["output"]["run_name"], "tenant": cfg["tenant"], "adapter": cfg["adapter"], "result": "result"}
+open(os.path.join(run_dir, "adept_job.json"), "w").write(json.dumps(state))
+emit("step", step=2, total_steps=2, train_loss=1.25, lr=1e-3, tokens=20, checkpoint=run_dir + "/checkpoint-0000002")
+emit("result", run_dir=run_dir, steps=2, tokens_seen=20)
 """
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch):
+    import asyncio
+
+    from adept.config.tenant import TenantSpec
+    from adept.finetuning.executors import LocalProcess
+    from adept.finetuning.files import FileStore
+    from adept.finetuning.service import FineTuning
+    from adept.platform import Platform
+    from tests.unit.gateway.fakes import write_peft_dir
+
     monkeypatch.setenv("ADEPT_ADMIN_KEY", "adept-admin-must-not-reach-jobs")
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     data = tmp_path / "train.jsonl"
     data.write_text("{}\n")
-    platform = PlatformConfig(data_dir=tmp_path / "data")
+    platform = PlatformConfig(data_dir=tmp_path / "data", model="bundled:test-base")
+    kernel = Platform(platform)
+    asyncio.run(kernel.create_tenant(TenantSpec(name="acme")))
+    monkeypatch.setenv("TEST_PEFT_DIR", str(write_peft_dir(tmp_path / "peft", kernel.base_model_id)))
     store = SQLiteJobStore(platform.jobs_db)
     settings = FineTuningConfig(runner_poll_interval_s=0.1, runner_max_attempts=2)
     runners: list[JobRunner] = []
 
+    def owner() -> FineTuning:
+        executor = LocalProcess(platform, entrypoint=[sys.executable, str(script)])
+        return FineTuning(kernel, FileStore(str(tmp_path / "files")), store, settings, executor=executor)
+
     def runner() -> JobRunner:
-        r = JobRunner(store, platform, settings, entrypoint=[sys.executable, str(script)])
+        r = JobRunner(owner())
         runners.append(r)
         return r
 
-    yield {"store": store, "data": data, "runner": runner, "platform": platform}
+    yield {"store": store, "data": data, "runner": runner, "platform": platform, "owner": owner}
     for r in runners:
         r.stop(interrupt_jobs=False)
     for rec in store.active():
         process.stop(rec.run, grace_s=1)
+    kernel.close()
 
 
 def job(env, mode: str) -> JobRecord:
@@ -87,6 +115,7 @@ def job(env, mode: str) -> JobRecord:
                 "adapter": "ft-" + job_id[6:14],
                 "description": mode,
                 "data": {"path": str(env["data"])},
+                "output": {"run_name": job_id},
             },
         )
     )
@@ -101,7 +130,7 @@ def until(env, runner: JobRunner | None, job_id: str, check, timeout: float = 30
         rec = env["store"].get("acme", job_id)
         if check(rec):
             return rec
-        assert time.monotonic() < deadline, rec.model_dump()
+        assert time.monotonic() < deadline, rec.model_dump_json(exclude={"config"})
         time.sleep(0.1)
 
 
@@ -112,8 +141,10 @@ def starts(env, rec: JobRecord) -> list[str]:
 def test_a_job_goes_from_validating_to_succeeded_with_its_steps(env) -> None:
     r = env["runner"]()
     rec = until(env, r, job(env, "ok").id, lambda x: x.status == "succeeded")
-    assert rec.fine_tuned_model == rec.adapter and rec.trained_tokens == 20
-    assert [(h.step, h.train_loss) for h in rec.history] == [(1, 2.5), (2, 1.25)]
+    assert rec.fine_tuned_model == f"ft:base:acme::{rec.id[6:14]}" and rec.trained_tokens == 20
+    assert [(h.step, h.train_loss) for h in rec.history] == [(1, 2.5), (2, 1.25)]  # events only, no log text
+    assert rec.history[1].checkpoint.endswith("checkpoint-0000002") and rec.history[0].learning_rate == 1e-3
+    assert [v.name for v in env["owner"]().platform.registry.list("acme")] == [rec.adapter]  # published
     assert rec.queued_at and rec.started_at and rec.finished_at and rec.run.attempts == 1
 
 
@@ -133,7 +164,7 @@ def test_cancel_stops_the_process_at_once(env) -> None:
     r = env["runner"]()
     rec = until(env, r, job(env, "forever").id, lambda x: x.status == "running" and x.history)
     assert process.alive(rec.run)
-    assert env["store"].cancel("acme", rec.id).status == "cancelled"
+    assert asyncio.run(env["owner"]().cancel("acme", rec.id)).status == "cancelled"
     assert not process.alive(rec.run)
     r.reconcile()
     assert env["store"].get("acme", rec.id).status == "cancelled"
@@ -167,11 +198,9 @@ def test_stopping_the_platform_interrupts_jobs_and_the_next_start_resumes_them(e
 
 
 def test_deleting_the_tenant_stops_its_running_job(env) -> None:
-    import asyncio
-
     r = env["runner"]()
     rec = until(env, r, job(env, "forever").id, lambda x: x.status == "running" and x.history)
-    assert asyncio.run(env["store"].purge_tenant("acme")) == 1
+    assert asyncio.run(env["owner"]().purge_tenant("acme")) == 1
     assert not process.alive(rec.run) and env["store"].list("acme") == []
     assert not Path(rec.run.log_path).parent.exists()  # its job directory went too
     r.reconcile()  # the runner's next round finds nothing to do, and says nothing about it

@@ -66,53 +66,6 @@ def test_condition_status_absent():
     assert R.condition_status(None, "Ready") is None
 
 
-def test_submission_id_is_deterministic_per_uid_and_generation():
-    a = R.build_submission_id("uid-1", 1)
-    assert a == R.build_submission_id("uid-1", 1)
-    assert a != R.build_submission_id("uid-1", 2)
-    assert a != R.build_submission_id("uid-2", 1)
-    assert a.startswith("adept-ftj-") and a.endswith("-g1")
-    assert R.build_submission_id("uid-1", None) == a  # a missing generation counts as the first
-
-
-def test_build_job_submission():
-    kw = R.build_job_submission(
-        name="ft",
-        namespace="ns",
-        uid="u",
-        generation=2,
-        job_config={"tenant": "acme", "adapter": "a"},
-        config_dir="/tmp/x",
-        env={"ADEPT_DATA_DIR": "/data"},
-        entrypoint_num_cpus=0.5,
-    )
-    assert kw["entrypoint"] == "python -m training.finetune --config finetune.yaml"
-    assert kw["submission_id"] == R.build_submission_id("u", 2)
-    assert kw["runtime_env"] == {"working_dir": "/tmp/x", "env_vars": {"ADEPT_DATA_DIR": "/data"}}
-    assert kw["metadata"]["adept.dev/finetunejob"] == "ns/ft" and kw["metadata"]["adept.dev/tenant"] == "acme"
-    assert kw["entrypoint_num_cpus"] == 0.5
-    assert "entrypoint_num_cpus" not in R.build_job_submission(
-        name="ft", namespace="ns", uid="u", generation=1, job_config={}, config_dir="/d"
-    )
-
-
-def test_parse_progress_reads_training_log_lines():
-    logs = (
-        "[adept.train] step 10/40 train_loss 2.5000 eval_loss 9.9 lr 2.00e-04 tokens 100\n"
-        "noise without numbers\n"
-        "[adept.train] step 20/40 train_loss 1.2500 lr 1.00e-04 tokens 200\n"
-    )
-    assert R.parse_progress(logs) == {"step": 20, "loss": 1.25}
-
-
-def test_parse_progress_json_lines_and_published_version():
-    logs = (
-        '{"step": 3, "loss": 0.5}\n{"adapter_id": "acme/a@v4"}\npublished adapter acme/a@v5\n{broken json\n'
-    )
-    assert R.parse_progress(logs) == {"step": 3, "loss": 0.5, "adapter_version": "v5"}
-    assert R.parse_progress("") == {}
-
-
 @pytest.mark.parametrize(
     ("state", "ready", "progressing", "failed"),
     [
@@ -169,22 +122,42 @@ def test_kb_document_prefix():
     assert R.kb_document_prefix("docs") == "docs/"
 
 
-def test_training_report_keeps_first_seen_times_and_drops_non_json_numbers():
-    from adept.finetuning.progress import parse_training_log
+def test_the_status_mirrors_the_job_record_and_drops_non_json_numbers():
+    from adept.finetuning.jobs import (
+        AdeptOptions,
+        Hyperparameters,
+        JobError,
+        JobRecord,
+        StepRecord,
+        advance,
+    )
 
-    log = parse_training_log(
-        "[adept.train] step 1/3 train_loss 2.0 lr 1e-3 tokens 5\n"
-        "[adept.train] step 2/3 train_loss nan eval_loss 1.5 lr 1e-3 tokens 10\n"
-        '{"error": {"code": "invalid_dataset", "message": "train.jsonl:2: bad"}}\n'
+    r = JobRecord(
+        id="ftjob-" + "a" * 24,
+        tenant="acme",
+        created_at=1,
+        model="base",
+        training_file="file-x",
+        seed=1,
+        hyperparameters=Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
+        options=AdeptOptions(lora_rank=4, lora_alpha=8, max_seq_length=64),
+        adapter="tech",
     )
-    old = [{"step": 1, "at": "2025-12-31T23:00:00Z"}]
-    report = R.build_training_report(log, old, now=NOW)
-    assert report["history"] == [
-        {"step": 1, "at": "2025-12-31T23:00:00Z", "totalSteps": 3, "loss": 2.0, "tokens": 5},
-        {"step": 2, "at": NOW, "totalSteps": 3, "evalLoss": 1.5, "tokens": 10},
+    assert R.build_job_status(r, generation=1, now=NOW)["state"] == "PENDING"
+    advance(advance(r, "queued", at=2), "running", at=1767225600)
+    r.run.ref = "ftjob-x-a1"
+    r.record_step(StepRecord(step=1, at=1767225600, total_steps=3, train_loss=2.0, tokens=5))
+    r.record_step(StepRecord(step=2, at=1767225600, total_steps=3, train_loss=float("nan"), valid_loss=1.5))
+    running = R.build_job_status(r, generation=1, now=NOW)
+    assert running["state"] == "RUNNING" and running["jobId"] == "ftjob-x-a1" and running["step"] == 2
+    assert "loss" not in running and running["history"] == [
+        {"step": 1, "at": NOW, "totalSteps": 3, "loss": 2.0, "tokens": 5},
+        {"step": 2, "at": NOW, "totalSteps": 3, "evalLoss": 1.5},
     ]
-    assert report["error"] == {"code": "invalid_dataset", "message": "train.jsonl:2: bad", "param": None}
-    done = R.build_training_report(
-        parse_training_log('{"adapter": "a/b@v1", "tokens_seen": 7}'), None, now=NOW
+    advance(r, "failed", error=JobError(code="invalid_dataset", message="train.jsonl:2: bad"))
+    failed = R.build_job_status(r, generation=1, now=NOW)
+    assert failed["state"] == "FAILED" and failed["error"]["code"] == "invalid_dataset"
+    assert (
+        R.condition_status(failed, "Failed") == "True"
+        and "train.jsonl:2" in failed["conditions"][2]["message"]
     )
-    assert done == {"history": [], "trainedTokens": 7}

@@ -1,0 +1,810 @@
+"""``FineTuning``: the one owner of fine-tuning jobs and the files they train on.
+
+Every entry point is a thin caller: the OpenAI routes (``services/gateway/finetuning*.py``), the
+console, ``adept finetune`` and the operator's ``FineTuneJob`` reconciler. Each operation is
+implemented here once:
+
+- ``create``: every validation and limit, in one order (tenant → files → base model → suffix →
+  hyper-parameters → ``_check_plan`` (the slot for further checks of a planned job: the cluster
+  shape, an evaluation file) → ``max_adapters`` and base-model policy → the tenant's job limits,
+  counted inside the store's write transaction so they hold for every gateway replica);
+- ``list``, ``retrieve``, ``cancel``, ``events``, ``checkpoints``;
+- the state machine's moves after create (``queue``, ``started``, ``observe``, ``finish``,
+  ``requeue``, ``fail``), which the executors' driver (``adept.finetuning.runner``) calls with
+  what an executor saw: nothing else writes a job's state.
+
+Methods are coroutines where they touch the tenant store or the registry (the gateway awaits
+them); the driver's moves are plain functions (it runs in a thread of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from adept.config.finetuning import FineTuningConfig
+from adept.config.training import FineTuneJobConfig
+from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
+from adept.finetuning.files import FINE_TUNE, FileRecord, FileStore, file_not_found, new_file_id
+from adept.finetuning.jobs import (
+    FINE_TUNED_PREFIX,
+    AdeptOptions,
+    Hyperparameters,
+    JobCheckpoint,
+    JobError,
+    JobEvent,
+    JobRecord,
+    Note,
+    Resume,
+    StepRecord,
+    adapter_of_fine_tuned_model,
+    advance,
+    check_suffix,
+    fine_tuned_model_name,
+    job_checkpoints,
+    job_events,
+    new_job_id,
+    now,
+    openai_model_name,
+)
+from adept.finetuning.store import JobStore
+
+if TYPE_CHECKING:
+    from adept.config.platform import PlatformConfig
+    from adept.platform import Platform
+    from adept.tenancy import Tenant
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400
+# Training reports dataset problems with these codes; OpenAI calls them invalid training files.
+_DATASET_CODES = frozenset({"invalid_dataset", "invalid_jsonl"})
+
+
+@dataclass
+class JobRequest:
+    """What a caller asks for: OpenAI's ``POST /v1/fine_tuning/jobs`` body, flattened (``None``/"auto": defaults)."""
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    n_epochs: int | Literal["auto"] | None = None
+    batch_size: int | Literal["auto"] | None = None
+    learning_rate_multiplier: float | Literal["auto"] | None = None
+    method: str = "supervised"
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    qlora: bool = False
+    max_seq_length: int | None = None
+    integrations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class JobPlan:
+    """A job as create() has resolved it, before it is stored: what ``_check_plan`` checks."""
+
+    tenant: Tenant
+    training: FileRecord
+    validation: FileRecord | None
+    base_model: str
+    hyperparameters: Hyperparameters
+    options: AdeptOptions
+    config: dict[str, Any]
+
+
+class ModelResolver(Protocol):
+    """Resolves a ``model`` a tenant names: ``model_id`` is "" for the base model, else the adapter id."""
+
+    def resolve(self, tenant: str, model: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as its events say (``adept.finetuning.events``)."""
+
+    result: dict[str, Any] | None = None  # the "result" event: the run's summary
+    error: dict[str, Any] | None = None  # the "error" event: code, message, param
+
+
+class FineTuning:
+    """Fine-tuning jobs and files of one installation.
+
+    Args:
+        platform: The kernel ``Platform`` (tenants, registry, publishing).
+        files: Where uploads live.
+        jobs: Where job records live (SQLite, or ``FineTuneJob`` resources).
+        settings: Defaults and limits of jobs.
+        models: Resolves ``model`` names (default: the base model and the tenant's adapters, via
+            the platform's registry).
+        executor: Where runs go (``adept.finetuning.executors``): the driver starts them with it;
+            cancel, tenant deletion and pruning stop them with it. None where this process cannot
+            reach runs (a gateway on a cluster: the operator stops them).
+    """
+
+    def __init__(
+        self,
+        platform: Platform,
+        files: FileStore,
+        jobs: JobStore,
+        settings: FineTuningConfig,
+        *,
+        models: ModelResolver | None = None,
+        executor: Any = None,
+        clock: Any = now,
+    ) -> None:
+        self.platform = platform
+        self.files = files
+        self.jobs = jobs
+        self.settings = settings
+        self.models = models
+        self.executor = executor
+        self.clock = clock
+
+    # -- files -------------------------------------------------------------------------------------
+    async def upload_file(
+        self, tenant: Tenant, filename: str | None, purpose: str, data: bytes
+    ) -> FileRecord:
+        """Validate and store an upload, counted against ``max_files`` / ``max_file_storage_bytes`` once
+        for every replica (the count lives in the job store, when it keeps one)."""
+        ledger = getattr(self.jobs, "reserve_file", None)
+        if ledger is None:  # a store without a ledger (FineTuneJob resources): the file store counts
+            return await asyncio.to_thread(
+                self.files.create, tenant.name, filename, purpose, data, quotas=tenant.quotas
+            )
+        file_id = new_file_id()
+        checked = await asyncio.to_thread(self.files.check, filename, purpose, data)
+        await asyncio.to_thread(ledger, tenant.name, file_id, len(data), _file_limits(tenant, len(data)))
+        try:
+            return await asyncio.to_thread(self.files.store, tenant.name, file_id, checked, data)
+        except BaseException:
+            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+            raise
+
+    async def list_files(self, tenant: Tenant, purpose: str | None = None) -> list[FileRecord]:
+        return await asyncio.to_thread(self.files.list, tenant.name, purpose)
+
+    async def get_file(self, tenant: Tenant, file_id: str) -> FileRecord:
+        return await asyncio.to_thread(self.files.get, tenant.name, file_id)
+
+    async def file_content(self, tenant: Tenant, file_id: str) -> tuple[FileRecord, bytes]:
+        record = await asyncio.to_thread(self.files.get, tenant.name, file_id)
+        return record, await asyncio.to_thread(self.files.content, tenant.name, file_id)
+
+    async def delete_file(self, tenant: Tenant, file_id: str) -> FileRecord:
+        record = await asyncio.to_thread(self.files.delete, tenant.name, file_id)
+        if hasattr(self.jobs, "release_file"):
+            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+        return record
+
+    async def usage(self, tenant: Tenant) -> dict[str, dict[str, int]]:
+        """Use against the fine-tuning limits (``limit`` 0 = unlimited), for ``/v1/usage`` and the console."""
+        files, stored = await asyncio.to_thread(self.files.usage, tenant.name)
+        jobs = await asyncio.to_thread(self.jobs.list, tenant.name)
+        t, q = self.clock(), tenant.quotas
+        return {
+            "files": {"used": files, "limit": q.max_files},
+            "file_storage_bytes": {"used": stored, "limit": q.max_file_storage_bytes},
+            "finetune_jobs": {"used": sum(j.active for j in jobs), "limit": q.max_concurrent_finetune_jobs},
+            "finetune_jobs_per_day": {
+                "used": sum(j.created_at > t - DAY_S for j in jobs),
+                "limit": q.max_finetune_jobs_per_day,
+            },
+            "trained_tokens_per_day": {
+                "used": sum(j.tokens_trained() for j in _in_window(jobs, t)),
+                "limit": q.max_trained_tokens_per_day,
+            },
+        }
+
+    # -- jobs: create ------------------------------------------------------------------------------
+    async def create(self, tenant: Tenant | str, req: JobRequest) -> JobRecord:
+        """Check everything once, then store the job ``validating_files``; the driver takes it from there.
+
+        Raises:
+            NotFound: no such tenant, file or model. InvalidRequest: a bad field (named in ``param``).
+            PermissionDenied: over ``max_adapters``. RateLimited: over a job limit (named in the message).
+        """
+        t = tenant if not isinstance(tenant, str) else await self.platform.get_tenant(tenant)
+        training = await self._file(t, req.training_file, "training_file")
+        validation = (
+            await self._file(t, req.validation_file, "validation_file") if req.validation_file else None
+        )
+        base, start_from = await self._base_model(t, req.model)
+        suffix = check_suffix(req.suffix)
+        hp, options = self._resolve(req, training)
+        job_id = new_job_id()
+        adapter = fine_tuned_model_name(job_id, suffix)
+        seed = req.seed if req.seed is not None else random.randrange(2**31)
+        config = self._training_config(t.name, adapter, job_id, hp, options, seed, training, validation)
+        if start_from is not None:
+            config["lora"].update(_starting_shape(start_from.path))
+            shape = {"lora_rank": config["lora"]["rank"], "lora_alpha": config["lora"]["alpha"]}
+            options = options.model_copy(update=shape)
+        plan = JobPlan(t, training, validation, base, hp, options, config)
+        self._check_plan(plan)
+        # The job will publish a new model: refuse now what publishing would refuse in an hour.
+        await self.platform.check_publishable(t.name, adapter, base)
+        created = self.clock()
+        record = JobRecord(
+            id=job_id,
+            tenant=t.name,
+            created_at=created,
+            model=base,
+            training_file=training.id,
+            validation_file=validation.id if validation else None,
+            suffix=suffix,
+            seed=seed,
+            hyperparameters=hp,
+            options=options,
+            metadata=req.metadata,
+            adapter=adapter,
+            config=plan.config,
+            finetuned_from=start_from.id if start_from is not None else None,
+            notes=[
+                Note(
+                    at=created,
+                    key=f"integration{i}",
+                    level="warn",
+                    message=f"Integration {item.get('type', '?')!r} is not supported by this platform; "
+                    "the job runs without it",
+                )
+                for i, item in enumerate(req.integrations)
+            ],
+        )
+        await asyncio.to_thread(self.jobs.create, record, lambda jobs: self._admit(t, jobs))
+        return record
+
+    async def create_from_config(
+        self, job: FineTuneJobConfig, *, adopt: dict[str, Any] | None = None
+    ) -> JobRecord:
+        """A job for a training config someone wrote (``adept finetune``; a ``FineTuneJob`` made with
+        kubectl, whose resource ``adopt`` names): the same record, state machine and limits as an API
+        job; it publishes ``job.adapter``."""
+        from adept.models import canonical_model_id
+
+        t = await self.platform.get_tenant(job.tenant)
+        base = canonical_model_id(job.base_model) if job.base_model else self.platform.base_model_id
+        await self.platform.check_publishable(t.name, job.adapter, base)
+        job_id = adopt["metadata"]["name"] if adopt is not None else new_job_id()
+        config = job.model_dump(mode="json", exclude_none=True)
+        config.setdefault("output", {}).setdefault("run_name", job_id)
+        record = JobRecord(
+            id=job_id,
+            tenant=t.name,
+            created_at=self.clock(),
+            model=base,
+            training_file=job.data.path,
+            validation_file=job.data.validation_path,
+            seed=job.train.seed,
+            hyperparameters=Hyperparameters(
+                n_epochs=job.train.epochs,
+                batch_size=job.train.batch_size,
+                learning_rate_multiplier=job.train.learning_rate / self.settings.base_learning_rate,
+            ),
+            options=AdeptOptions(
+                lora_rank=job.lora.rank,
+                lora_alpha=job.lora.alpha,
+                qlora=job.method == "qlora",
+                max_seq_length=job.data.max_seq_length,
+            ),
+            adapter=job.adapter,
+            config=config,
+        )
+        admit = lambda jobs: self._admit(t, jobs)  # noqa: E731
+        if adopt is not None:
+            await asyncio.to_thread(self.jobs.adopt, adopt, record, admit)  # type: ignore[attr-defined]
+        else:
+            await asyncio.to_thread(self.jobs.create, record, admit)
+        return record
+
+    def _check_plan(self, plan: JobPlan) -> None:
+        """Checks of a planned job beyond its fields: THE place for more of them.
+
+        The cluster's shape (does ``plan.config["workers"]`` fit the training cluster's groups) and
+        an evaluation file (``plan.validation`` / an eval set) slot in here; each raises
+        ``InvalidRequest`` naming the field. Runs before anything is stored.
+        """
+        workers = plan.config.get("workers") or {}
+        if int(workers.get("num_workers", 1)) < 1:
+            raise InvalidRequest("a job needs at least one training worker", param="workers")
+
+    def _admit(self, tenant: Tenant, jobs: list[JobRecord]) -> None:
+        """The job limits, counted from the stored jobs inside the store's write transaction."""
+        q, t = tenant.quotas, self.clock()
+        active = sum(j.active for j in jobs)
+        if q.max_concurrent_finetune_jobs and active >= q.max_concurrent_finetune_jobs:
+            raise RateLimited(
+                f"tenant {tenant.name!r} already has {active} unfinished fine-tuning jobs, its "
+                "max_concurrent_finetune_jobs limit; wait for one to finish or cancel one",
+                retry_after=60,
+                code="concurrent_jobs_limit_exceeded",
+            )
+        today = sorted(j.created_at for j in jobs if j.created_at > t - DAY_S)
+        if q.max_finetune_jobs_per_day and len(today) >= q.max_finetune_jobs_per_day:
+            raise RateLimited(
+                f"tenant {tenant.name!r} created {len(today)} fine-tuning jobs in the last 24 hours, its "
+                "max_finetune_jobs_per_day limit",
+                retry_after=max(1, today[0] + DAY_S - t),
+                code="jobs_per_day_limit_exceeded",
+            )
+        limit = q.max_trained_tokens_per_day
+        if limit:
+            counted = _in_window(jobs, t)
+            used = sum(j.tokens_trained() for j in counted)
+            if used >= limit:
+                raise RateLimited(
+                    f"tenant {tenant.name!r} trained on {used} tokens in the last 24 hours, its "
+                    f"max_trained_tokens_per_day limit of {limit}",
+                    retry_after=_retry_after(counted, used, limit, t),
+                    code="trained_tokens_limit_exceeded",
+                )
+
+    async def _base_model(self, tenant: Tenant, model: str) -> tuple[str, Any]:
+        """The base model a job trains, and the tenant's adapter version it starts from (or None)."""
+        base = self.platform.base_model_id
+        name = adapter_of_fine_tuned_model(tenant.name, model)
+        if name is None and self.models is not None:
+            try:
+                resolved = self.models.resolve(tenant.name, model)
+            except NotFound as e:
+                e.param = "model"
+                raise
+            if not resolved.model_id:
+                return base, None
+            name = resolved.model_id
+        elif name is None:
+            if model in (base, self.platform.config.model):
+                return base, None
+            name = model
+        adapter, _, version = name.split("/", 1)[-1].partition("@")
+        try:
+            start = await self.platform.resolve_adapter(tenant.name, adapter, version or None)
+        except (NotFound, InvalidRequest):
+            raise NotFound(
+                f"The model {model!r} does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            ) from None
+        return base, start
+
+    async def _file(self, tenant: Tenant, file_id: str, param: str) -> FileRecord:
+        try:
+            record = await asyncio.to_thread(self.files.get, tenant.name, file_id)
+        except NotFound:
+            err = file_not_found(file_id)
+            err.param = param
+            raise err from None
+        if record.purpose != FINE_TUNE:
+            raise InvalidRequest(
+                f"file {file_id} has purpose {record.purpose!r}; upload training data with purpose {FINE_TUNE!r}",
+                param=param,
+            )
+        return record
+
+    def _resolve(self, req: JobRequest, training: FileRecord) -> tuple[Hyperparameters, AdeptOptions]:
+        s = self.settings
+        if req.method != "supervised":
+            raise InvalidRequest(
+                f"method {req.method!r} is not supported: Adept fine-tunes with supervised LoRA/QLoRA",
+                param="method.type",
+            )
+        epochs = s.default_n_epochs if req.n_epochs in (None, "auto") else int(req.n_epochs)
+        if epochs > s.max_n_epochs:
+            raise InvalidRequest(
+                f"n_epochs {epochs} exceeds this platform's limit of {s.max_n_epochs}", param="n_epochs"
+            )
+        # "auto": about one optimizer step per 32 examples, between 1 and 8 sequences.
+        batch = (
+            max(1, min(8, training.examples // 32))
+            if req.batch_size in (None, "auto")
+            else int(req.batch_size)
+        )
+        if batch > s.max_batch_size:
+            raise InvalidRequest(
+                f"batch_size {batch} exceeds this platform's limit of {s.max_batch_size}", param="batch_size"
+            )
+        lr = 1.0 if req.learning_rate_multiplier in (None, "auto") else float(req.learning_rate_multiplier)
+        if s.base_learning_rate * lr > 1.0:
+            raise InvalidRequest(
+                f"learning_rate_multiplier {lr} makes the learning rate exceed 1.0",
+                param="learning_rate_multiplier",
+            )
+        rank = req.lora_rank or s.default_lora_rank
+        if rank > s.max_lora_rank:
+            raise InvalidRequest(
+                f"lora_rank {rank} exceeds this platform's limit of {s.max_lora_rank}",
+                param="method.adept.lora_rank",
+            )
+        seq = req.max_seq_length or s.default_max_seq_length
+        if seq > s.max_seq_length_limit:
+            raise InvalidRequest(
+                f"max_seq_length {seq} exceeds this platform's limit of {s.max_seq_length_limit}",
+                param="method.adept.max_seq_length",
+            )
+        if req.qlora and not s.allow_qlora:
+            raise InvalidRequest("QLoRA is not enabled on this platform", param="method.adept.qlora")
+        alpha = req.lora_alpha or 2.0 * rank
+        return (
+            Hyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lr),
+            AdeptOptions(lora_rank=rank, lora_alpha=alpha, qlora=req.qlora, max_seq_length=seq),
+        )
+
+    def _training_config(
+        self,
+        tenant: str,
+        adapter: str,
+        job_id: str,
+        hp: Hyperparameters,
+        options: AdeptOptions,
+        seed: int,
+        training: FileRecord,
+        validation: FileRecord | None,
+    ) -> dict[str, Any]:
+        """The ``python -m training.finetune`` config the job runs (base model, stores: the platform's)."""
+        s = self.settings
+        job = FineTuneJobConfig.model_validate(
+            {
+                "tenant": tenant,
+                "adapter": adapter,
+                "method": "qlora" if options.qlora else "lora",
+                "description": f"fine-tuning job {job_id}",
+                "lora": {"rank": options.lora_rank, "alpha": options.lora_alpha},
+                "data": {
+                    "path": self.files.location(training),
+                    "validation_path": self.files.location(validation) if validation else None,
+                    "validation_split": 0.0,  # OpenAI: validation metrics only with a validation file
+                    "max_seq_length": options.max_seq_length,
+                },
+                "train": {
+                    "epochs": hp.n_epochs,
+                    "batch_size": hp.batch_size,
+                    "learning_rate": s.base_learning_rate * hp.learning_rate_multiplier,
+                    "seed": seed,
+                    "log_every_steps": 1,  # every step is an event (and a point of the loss curve)
+                    "eval_every_steps": s.eval_every_steps if validation else 0,
+                },
+                "workers": s.workers.model_dump(),
+                "checkpoint": {"every_steps": s.checkpoint_every_steps},
+                "output": {"run_name": job_id},
+            }
+        )
+        return job.model_dump(mode="json", exclude_none=True)
+
+    # -- jobs: read and cancel ---------------------------------------------------------------------
+    async def list(self, tenant: Tenant | str) -> list[JobRecord]:
+        """The tenant's jobs, newest first."""
+        return await asyncio.to_thread(self.jobs.list, _name(tenant))
+
+    async def retrieve(self, tenant: Tenant | str, job_id: str) -> JobRecord:
+        return await asyncio.to_thread(self.jobs.get, _name(tenant), job_id)
+
+    async def events(self, tenant: Tenant | str, job_id: str) -> list[JobEvent]:
+        return job_events(await self.retrieve(tenant, job_id))
+
+    async def checkpoints(self, tenant: Tenant | str, job_id: str) -> list[JobCheckpoint]:
+        return job_checkpoints(await self.retrieve(tenant, job_id))
+
+    async def cancel(self, tenant: Tenant | str, job_id: str) -> JobRecord:
+        """Cancel an unfinished job (InvalidRequest for a finished one); its run is stopped at once where
+        this process has the executor (embedded), else by the driver that runs it (the operator)."""
+        await self.retrieve(tenant, job_id)  # NotFound, worded as absent, for anyone else's
+        return await asyncio.to_thread(self.cancel_job, job_id)
+
+    def cancel_job(self, job_id: str) -> JobRecord:
+        """Cancel job ``job_id`` whoever owns it (the operator, for ``spec.cancel``); stop its run here
+        if this process holds the executor. A job already cancelled is only stopped again."""
+
+        def change(r: JobRecord) -> None:
+            if r.status != "cancelled":
+                advance(r, "cancelled")
+
+        record = self.jobs.modify(job_id, change)
+        if self.executor is not None:
+            self.executor.stop(record)
+        return record
+
+    async def delete_model(self, tenant: Tenant | str, model: str) -> list[str]:
+        """Delete a model the tenant's jobs produced (``ft:...`` or its adapter name, all versions or one)."""
+        name = _name(tenant)
+        adapter = adapter_of_fine_tuned_model(name, model)
+        version = ""
+        if adapter is None:
+            adapter, _, version = model.rsplit("/", 1)[-1].partition("@")
+            if model.startswith("ft:") or ("/" in model and model.split("/", 1)[0] != name):
+                raise NotFound(f"The model {model!r} does not exist", code="model_not_found", param="model")
+        if adapter in (self.platform.base_model_id, self.platform.config.model) or model in (
+            self.platform.base_model_id,
+            self.platform.config.model,
+        ):
+            raise PermissionDenied("the base model cannot be deleted", param="model")
+        if not adapter.startswith(FINE_TUNED_PREFIX):
+            raise PermissionDenied(
+                f"{adapter!r} was not made by a fine-tuning job; only those can be deleted through the API "
+                "(the platform team manages the others)",
+                param="model",
+            )
+        versions = [v for v in await self.platform.list_adapters(name) if v.name == adapter]
+        if not versions or (version and all(v.version != version for v in versions)):
+            raise NotFound(f"The model {model!r} does not exist", code="model_not_found", param="model")
+        return await self.platform.delete_adapter(name, adapter, version or None)
+
+    # -- the state machine's moves after create (the driver's) -----------------------------------------
+    def queue(self, record: JobRecord) -> JobRecord:
+        """``validating_files`` → ``queued`` (its files still exist) or ``failed``."""
+        missing = [
+            (param, path)
+            for param, path in (
+                ("training_file", record.config["data"]["path"]),
+                ("validation_file", record.config["data"].get("validation_path")),
+            )
+            if path and "://" not in path and not Path(path).is_file()
+        ]
+
+        def change(r: JobRecord) -> None:
+            if r.status != "validating_files":
+                return
+            if missing:
+                param = missing[0][0]
+                error = JobError(
+                    code="invalid_training_file" if param == "training_file" else "invalid_validation_file",
+                    message=f"the {param.replace('_', ' ')} {getattr(r, param)} was deleted before the job started",
+                    param=param,
+                )
+                advance(r, "failed", error=error)
+            else:
+                advance(r, "queued")
+
+        return self.jobs.modify(record.id, change)
+
+    def started(self, record: JobRecord, run: Any) -> JobRecord:
+        """``queued`` → ``running``, with the executor's handle of the run (``RunState``)."""
+
+        def change(r: JobRecord) -> None:
+            r.run = run.model_copy(update={"attempts": r.run.attempts + 1, "failures": r.run.failures})
+            if r.status == "queued":
+                advance(r, "running")
+
+        return self.jobs.modify(record.id, change)
+
+    def observe(self, record: JobRecord, events: list[dict[str, Any]], cursor: int) -> JobRecord:
+        """Apply a running job's new events (steps, resumes) and how far they were read."""
+
+        def change(r: JobRecord) -> None:
+            if r.status != "running":
+                return
+            apply_events(r, events, self.clock())
+            r.run.log_offset = cursor
+
+        return self.jobs.modify(record.id, change)
+
+    def requeue(self, record: JobRecord) -> JobRecord:
+        """``running`` → ``queued``: interrupted (platform stop); it goes on from its latest checkpoint."""
+
+        def change(r: JobRecord) -> None:
+            if r.status == "running":
+                advance(r, "queued")
+
+        return self.jobs.modify(record.id, change)
+
+    def finish(self, record: JobRecord, outcome: Outcome, *, max_attempts: int) -> JobRecord:
+        """Settle a job whose run ended: publish its result (the same publish step for every executor),
+        fail it with the run's typed error, or run it again (a process that died without a word)."""
+        published: Any = None  # the AdapterVersion, or "" for a run that keeps its result
+        error: JobError | None = None
+        keep = (record.config.get("output") or {}).get("publish") is False  # the result stays in the run dir
+        if outcome.result is not None and keep:
+            published = ""
+        elif outcome.result is not None and not record.cancel_requested:
+            try:
+                published = self._publish(record, outcome.result)
+            except AdeptError as e:
+                error = JobError(code=e.code, message=f"the result cannot be published: {e.message}")
+        elif outcome.error is not None:
+            code, param = outcome.error.get("code") or "training_failed", outcome.error.get("param")
+            if code in _DATASET_CODES:
+                code, param = "invalid_training_file", param or "training_file"
+            error = JobError(code=code, message=str(outcome.error.get("message", ""))[:4000], param=param)
+
+        def change(r: JobRecord) -> None:
+            if r.status != "running":
+                return
+            if published is not None:
+                tokens = (outcome.result or {}).get("tokens_seen")
+                r.trained_tokens = int(tokens) if isinstance(tokens, int) else r.tokens_trained()
+                if published:
+                    # OpenAI's shape for the adapters API jobs name; a config's own name otherwise.
+                    named = r.adapter == fine_tuned_model_name(r.id, r.suffix)
+                    r.fine_tuned_model = (
+                        openai_model_name(r.model, r.tenant, r.suffix, r.id) if named else r.adapter
+                    )
+                    r.adapter_version = published.version
+                    r.notes.append(
+                        Note(at=self.clock(), key="published", message=f"Published adapter {published.id}")
+                    )
+                advance(r, "succeeded")
+            elif error is not None:
+                advance(r, "failed", error=error)
+            else:
+                r.run.failures += 1
+                if r.run.failures < max_attempts:
+                    advance(
+                        r, "queued"
+                    )  # died without a word (killed, out of memory): again, from its checkpoint
+                else:
+                    message = f"the training run ended without a result {r.run.failures} times"
+                    advance(r, "failed", error=JobError(code="training_failed", message=message))
+
+        return self.jobs.modify(record.id, change)
+
+    def _publish(self, record: JobRecord, result: dict[str, Any]) -> Any:
+        """The run's adapter, published through the platform (idempotent: once per run). The run
+        directory is computed from the job's config and this platform's storage, never taken from
+        what the run says."""
+        return asyncio.run(
+            self.platform.publish_run(_run_dir(record, self.platform), record.tenant, record.adapter)
+        )
+
+    # -- retention and tenants ---------------------------------------------------------------------
+    def prune(self) -> list[str]:
+        """Forget jobs finished longer than ``retention_days`` ago, with their run directories (and,
+        through the store, their ``FineTuneJob`` resources); returns their ids."""
+        days = self.settings.retention_days
+        if not days:
+            return []
+        gone = []
+        for r in self.jobs.finished_before(self.clock() - int(days * DAY_S)):
+            self.jobs.delete(r.id)
+            _remove_run(r, self.platform, self.executor)
+            gone.append(r.id)
+        if gone:
+            log.info("pruned %d finished fine-tuning jobs", len(gone))
+        return gone
+
+    async def purge_tenant(self, tenant: str) -> int:
+        """``adept.platform.TenantState``: stop and forget every job and file of ``tenant``."""
+        records = await asyncio.to_thread(self.jobs.list, tenant)
+        for r in records:
+            if r.active:  # stopped before its record goes: it must not publish for a vanishing tenant
+                await asyncio.to_thread(
+                    self.jobs.modify, r.id, lambda x: setattr(x, "cancel_requested", True)
+                )
+                if self.executor is not None:
+                    await asyncio.to_thread(self.executor.stop, r)
+        removed = await asyncio.to_thread(self.jobs.delete_tenant, tenant)
+        for r in removed:
+            await asyncio.to_thread(_remove_run, r, self.platform, self.executor)
+        await self.files.purge_tenant(tenant)
+        if hasattr(self.jobs, "release_tenant_files"):
+            await asyncio.to_thread(self.jobs.release_tenant_files, tenant)  # type: ignore[attr-defined]
+        return len(removed)
+
+
+def apply_events(r: JobRecord, events: list[dict[str, Any]], at: int) -> None:
+    """Steps and resumes the run reported, onto its record."""
+    for e in events:
+        kind = e.get("adept")
+        if kind == "step" and isinstance(e.get("step"), int):
+            r.record_step(
+                StepRecord(
+                    step=e["step"],
+                    at=at,
+                    total_steps=e.get("total_steps"),
+                    train_loss=e.get("train_loss"),
+                    valid_loss=e.get("eval_loss"),
+                    tokens=e.get("tokens"),
+                    learning_rate=e.get("lr"),
+                    checkpoint=e.get("checkpoint"),
+                )
+            )
+        elif kind == "resumed" and isinstance(e.get("from_step"), int):
+            r.resumes.append(Resume(at=at, from_step=e["from_step"]))
+
+
+def _starting_shape(path: Any) -> dict[str, Any]:
+    """The ``lora`` section of a job that starts from the adapter at ``path``: its own shape and weights."""
+    import json
+
+    try:
+        peft = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidRequest(f"the model to start from cannot be read: {e}", param="model") from None
+    targets = peft.get("target_modules")
+    return {
+        "rank": int(peft.get("r") or 8),
+        "alpha": float(peft.get("lora_alpha") or 16),
+        "target_modules": sorted(targets) if isinstance(targets, list) else None,
+        "init_adapter": str(path),
+    }
+
+
+def _run_dir(record: JobRecord, platform: Platform) -> str:
+    job = FineTuneJobConfig.model_validate(record.config)
+    return job.bind(platform.config).resolved_run_dir
+
+
+def _remove_run(record: JobRecord, platform: Platform, executor: Any) -> None:
+    """A finished job's directories: its run (checkpoints, result) and its executor's (config, log)."""
+    try:
+        run_dir = _run_dir(record, platform)
+    except ValueError:
+        run_dir = None
+    if run_dir and "://" not in run_dir and Path(run_dir).name == record.id:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if executor is not None and hasattr(executor, "forget"):
+        executor.forget(record)
+
+
+def _name(tenant: Tenant | str) -> str:
+    return tenant if isinstance(tenant, str) else tenant.name
+
+
+def _in_window(jobs: list[JobRecord], t: int) -> list[JobRecord]:
+    return [j for j in jobs if j.active or (j.finished_at or 0) > t - DAY_S]
+
+
+def _retry_after(jobs: list[JobRecord], used: int, limit: int, t: int) -> float:
+    """Seconds until enough finished jobs leave the 24-hour window."""
+    for j in sorted((j for j in jobs if j.finished_at), key=lambda j: j.finished_at or 0):
+        used -= j.tokens_trained()
+        if used < limit:
+            return max(1, (j.finished_at or t) + DAY_S - t)
+    return DAY_S
+
+
+def _file_limits(tenant: Tenant, size: int) -> Any:
+    q = tenant.quotas
+
+    def admit(count: int, used: int) -> None:
+        if q.max_files and count + 1 > q.max_files:
+            raise PermissionDenied(
+                f"tenant {tenant.name!r} already stores {count} files, its max_files limit; delete some first",
+                code="quota_exceeded",
+            )
+        if q.max_file_storage_bytes and used + size > q.max_file_storage_bytes:
+            raise PermissionDenied(
+                f"tenant {tenant.name!r} stores {used} bytes of files; this {size}-byte file would exceed its "
+                f"max_file_storage_bytes limit of {q.max_file_storage_bytes}",
+                code="quota_exceeded",
+            )
+
+    return admit
+
+
+def open_fine_tuning(
+    platform: Platform,
+    settings: FineTuningConfig,
+    *,
+    models: ModelResolver | None = None,
+    ray_address: str | None = None,
+) -> FineTuning:
+    """The installation's ``FineTuning``: its stores follow ``tenant_store`` (SQLite + local processes on
+    one machine; ``FineTuneJob`` resources on a cluster, whose runs the operator's ``RayJobs`` drive)."""
+    from adept.finetuning.files import open_file_store
+
+    cfg = platform.config
+    executor = None
+    if cfg.tenant_store == "sqlite":
+        from adept.finetuning.executors import LocalProcess
+
+        executor = LocalProcess(cfg, ray_address=ray_address)
+    return FineTuning(
+        platform, open_file_store(cfg), open_job_store(cfg), settings, models=models, executor=executor
+    )
+
+
+def open_job_store(cfg: PlatformConfig) -> JobStore:
+    """The job store this installation uses (follows ``tenant_store``: SQLite or ``FineTuneJob`` resources)."""
+    if cfg.tenant_store == "kubernetes":
+        from adept.finetuning.kube_store import KubernetesJobStore
+
+        return KubernetesJobStore(cfg.resolved_kubernetes_namespace)
+    from adept.finetuning.store import SQLiteJobStore
+
+    return SQLiteJobStore(cfg.jobs_db)
