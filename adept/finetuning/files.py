@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -66,6 +67,26 @@ class FileValidationError(InvalidRequest):
             message = f"{filename}: no training examples in the file (it is empty); nothing was stored"
         super().__init__(message, param="file")
         self.examples = examples
+
+
+def file_limits(tenant: str, quotas: TenantQuotas, size: int) -> Callable[[int, int], None]:
+    """The check of ``max_files`` and ``max_file_storage_bytes`` for a ``size``-byte upload, given what
+    the tenant stores (files, bytes); PermissionDenied (code ``quota_exceeded``) naming the limit."""
+
+    def admit(count: int, used: int) -> None:
+        if quotas.max_files and count + 1 > quotas.max_files:
+            raise PermissionDenied(
+                f"tenant {tenant!r} already stores {count} files, its max_files limit; delete some first",
+                code="quota_exceeded",
+            )
+        if quotas.max_file_storage_bytes and used + size > quotas.max_file_storage_bytes:
+            raise PermissionDenied(
+                f"tenant {tenant!r} stores {used} bytes of files; this {size}-byte file would exceed its "
+                f"max_file_storage_bytes limit of {quotas.max_file_storage_bytes}",
+                code="quota_exceeded",
+            )
+
+    return admit
 
 
 def file_not_found(file_id: str) -> NotFound:
@@ -179,9 +200,10 @@ class FileStore:
         purpose: str,
         data: bytes,
         *,
-        quotas: TenantQuotas | None = None,
+        admit: Callable[[int, int], None] | None = None,
     ) -> FileRecord:
-        """Validate and store an upload, counted by this store (where no shared ledger counts files).
+        """Validate and store an upload; ``admit(files, bytes)`` (``file_limits``) counts the tenant's
+        files in this store first (where no shared ledger counts them).
 
         Raises:
             InvalidRequest: an unknown ``purpose``; FileValidationError: bad lines (all listed).
@@ -189,8 +211,8 @@ class FileStore:
         """
         checked = self.check(filename, purpose, data)
         with self._lock:
-            if quotas is not None:
-                self._check_quota(tenant, len(data), quotas)
+            if admit is not None:
+                admit(*self.usage(tenant))
             return self.store(tenant, new_file_id(), checked, data)
 
     def store(self, tenant: str, file_id: str, checked: tuple[str, int], data: bytes) -> FileRecord:
@@ -215,20 +237,6 @@ class FileStore:
         except OSError as e:
             raise StorageError(f"cannot store file {record.id}: {e.strerror or e}") from None
         return record
-
-    def _check_quota(self, tenant: str, size: int, quotas: TenantQuotas) -> None:
-        count, used = self.usage(tenant)
-        if quotas.max_files and count + 1 > quotas.max_files:
-            raise PermissionDenied(
-                f"tenant {tenant!r} already stores {count} files, its max_files quota; delete some first",
-                code="quota_exceeded",
-            )
-        if quotas.max_file_storage_bytes and used + size > quotas.max_file_storage_bytes:
-            raise PermissionDenied(
-                f"tenant {tenant!r} stores {used} bytes of files; this {size}-byte file would exceed its "
-                f"max_file_storage_bytes quota of {quotas.max_file_storage_bytes}",
-                code="quota_exceeded",
-            )
 
     def delete(self, tenant: str, file_id: str) -> FileRecord:
         """Delete one file (record first: it stops existing at once)."""

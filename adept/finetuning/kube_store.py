@@ -110,6 +110,9 @@ class KubernetesJobStore:
     def active(self) -> list[JobRecord]:
         return sorted((r for r in self._all() if r.active), key=lambda r: (r.created_at, r.id))
 
+    def recent(self, limit: int) -> list[JobRecord]:
+        return sorted(self._all(), key=lambda r: (r.created_at, r.id), reverse=True)[:limit]
+
     def finished_before(self, t: int) -> list[JobRecord]:
         return [r for r in self._all() if not r.active and (r.finished_at or r.created_at) < t]
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from adept.config.finetuning import FineTuningConfig
 from adept.config.training import FineTuneJobConfig
 from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
-from adept.finetuning.files import FINE_TUNE, FileRecord, FileStore, file_not_found, new_file_id
+from adept.finetuning.files import FINE_TUNE, FileRecord, FileStore, file_limits, file_not_found, new_file_id
 from adept.finetuning.jobs import (
     FINE_TUNED_PREFIX,
     AdeptOptions,
@@ -154,14 +154,15 @@ class FineTuning:
     ) -> FileRecord:
         """Validate and store an upload, counted against ``max_files`` / ``max_file_storage_bytes`` once
         for every replica (the count lives in the job store, when it keeps one)."""
+        admit = file_limits(tenant.name, tenant.quotas, len(data))
         ledger = getattr(self.jobs, "reserve_file", None)
         if ledger is None:  # a store without a ledger (FineTuneJob resources): the file store counts
             return await asyncio.to_thread(
-                self.files.create, tenant.name, filename, purpose, data, quotas=tenant.quotas
+                self.files.create, tenant.name, filename, purpose, data, admit=admit
             )
         file_id = new_file_id()
         checked = await asyncio.to_thread(self.files.check, filename, purpose, data)
-        await asyncio.to_thread(ledger, tenant.name, file_id, len(data), _file_limits(tenant, len(data)))
+        await asyncio.to_thread(ledger, tenant.name, file_id, len(data), admit)
         try:
             return await asyncio.to_thread(self.files.store, tenant.name, file_id, checked, data)
         except BaseException:
@@ -756,25 +757,6 @@ def _retry_after(jobs: list[JobRecord], used: int, limit: int, t: int) -> float:
         if used < limit:
             return max(1, (j.finished_at or t) + DAY_S - t)
     return DAY_S
-
-
-def _file_limits(tenant: Tenant, size: int) -> Any:
-    q = tenant.quotas
-
-    def admit(count: int, used: int) -> None:
-        if q.max_files and count + 1 > q.max_files:
-            raise PermissionDenied(
-                f"tenant {tenant.name!r} already stores {count} files, its max_files limit; delete some first",
-                code="quota_exceeded",
-            )
-        if q.max_file_storage_bytes and used + size > q.max_file_storage_bytes:
-            raise PermissionDenied(
-                f"tenant {tenant.name!r} stores {used} bytes of files; this {size}-byte file would exceed its "
-                f"max_file_storage_bytes limit of {q.max_file_storage_bytes}",
-                code="quota_exceeded",
-            )
-
-    return admit
 
 
 def open_fine_tuning(

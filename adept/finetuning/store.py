@@ -70,6 +70,10 @@ class JobStore(Protocol):
         """Every tenant's jobs that finished before ``t`` (what retention prunes)."""
         ...
 
+    def recent(self, limit: int) -> list[JobRecord]:
+        """Every tenant's latest ``limit`` jobs, newest first (the platform team's view)."""
+        ...
+
     def delete(self, job_id: str) -> None: ...
 
     def delete_tenant(self, tenant: str) -> list[JobRecord]:
@@ -141,6 +145,9 @@ class SQLiteJobStore:
             rows = db.execute("SELECT record FROM jobs WHERE tenant = ?", (tenant,)).fetchall()
             db.execute("DELETE FROM jobs WHERE tenant = ?", (tenant,))
         return [JobRecord.model_validate_json(row[0]) for row in rows]
+
+    def recent(self, limit: int) -> list[JobRecord]:
+        return self._read("SELECT record FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
 
     def finished_before(self, t: int) -> list[JobRecord]:
         return [

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -60,7 +59,6 @@ def build_console_api_router(
     ctx: Any,
     *,
     serve_status: Callable[[], Awaitable[tuple[Any, str | None]]] = _serve_status,
-    job_roots: list[Path] | None = None,
 ) -> APIRouter:
     """``GET /v1/adapters``, ``/v1/adapters/{name}/{version}/{loss_curve.png|metrics}``, ``/v1/usage``,
     ``/admin/replicas``, ``/admin/jobs``.
@@ -68,10 +66,8 @@ def build_console_api_router(
     Args:
         ctx: The gateway's ``GatewayContext``.
         serve_status: Returns ``(serve.status(), app_name)``; injectable for tests.
-        job_roots: Training storage directories to scan for runs; default ``<data_dir>/training``.
     """
     tenant_dep = tenant_dependency(ctx)
-    roots = job_roots if job_roots is not None else [ctx.platform.training_runs.root]
 
     def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
         ctx.auth.admin(authorization)
@@ -150,9 +146,11 @@ def build_console_api_router(
         found = await inventory.sample_replicas(info, running) if info is not None else []
         return {"deployments": deployments, "llm_replicas": found, "llm_replicas_running": running}
 
-    @router.get("/admin/jobs", **admin_only, summary="Recent fine-tuning runs in training storage")
+    @router.get("/admin/jobs", **admin_only, summary="Recent fine-tuning jobs of every tenant")
     async def jobs(limit: int = 50) -> dict[str, Any]:
-        found = await asyncio.to_thread(inventory.recent_jobs, roots, limit=max(1, min(limit, 500)))
-        return {"object": "list", "data": found, "storage": [str(r) for r in roots]}
+        if ctx.finetuning is None:
+            return {"object": "list", "data": []}
+        found = await asyncio.to_thread(ctx.finetuning.owner.jobs.recent, max(1, min(limit, 500)))
+        return {"object": "list", "data": [inventory.job_row(r) for r in found]}
 
     return router

@@ -1,4 +1,5 @@
-"""What the console shows that the API does not list yet: adapters with manifests, usage, replicas, jobs.
+"""What the console shows that the API does not list yet: adapters with manifests, usage, replicas, jobs
+(every tenant's, from the job store: the kernel's ``FineTuning`` owns them).
 
 Logic only (no FastAPI): every function takes the objects it reads — the adapter registry, the
 quota counters, a directory — so it is tested without HTTP. A tenant is always passed in by the
@@ -8,7 +9,6 @@ caller's authenticated identity, never taken from a request.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -150,76 +150,32 @@ def deployment_overview(status: Any, app_name: str | None) -> list[dict[str, Any
 
 
 # -- fine-tuning jobs -----------------------------------------------------------------------------
-JOB_STATE_FILE = "adept_job.json"
-TRAINER_STATE_FILE = "trainer_state.json"
-# A run whose files changed this recently, and is not published, is reported as running.
-RUNNING_WITHIN_S = 600.0
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _job(run_dir: Path, now: float) -> dict[str, Any] | None:
-    state = _read_json(run_dir / JOB_STATE_FILE)
-    if not state:
-        return None
-    checkpoints = sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir())
-    latest = _read_json(checkpoints[-1] / TRAINER_STATE_FILE) if checkpoints else {}
-    history = latest.get("history") or []
-    last = history[-1] if history else {}
-    last_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
-    mtimes = [p.stat().st_mtime for p in [run_dir / JOB_STATE_FILE, *checkpoints] if p.exists()]
-    updated = max(mtimes, default=0.0)
-    published = state.get("published")
-    step = int(latest.get("step") or 0)
-    total = state.get("total_steps")
-    if state.get("state"):
-        status = str(state["state"])
-    elif published:
-        status = "succeeded"
-    else:
-        status = "running" if now - updated < RUNNING_WITHIN_S else "stopped"
-    if published:
+def job_row(record: Any) -> dict[str, Any]:
+    """One row of the platform's jobs table: a job record (``adept.finetuning.jobs.JobRecord``) as it stands."""
+    last = record.history[-1] if record.history else None
+    last_eval = next((h for h in reversed(record.history) if h.valid_loss is not None), None)
+    total = last.total_steps if last is not None else None
+    if record.status == "succeeded":
         progress: float | None = 1.0
-    elif isinstance(total, int) and total > 0:
-        progress = min(1.0, step / total)
+    elif last is not None and total:
+        progress = min(1.0, last.step / total)
     else:
         progress = None
-    tenant, adapter = state.get("tenant"), state.get("adapter")
-    if published and not tenant:
-        tenant, _, rest = str(published).partition("/")
-        adapter = rest.partition("@")[0]
+    updated = max(
+        t for t in (record.created_at, record.started_at, record.finished_at, last and last.at) if t
+    )
     return {
-        "run": run_dir.name,
-        "run_id": state.get("run_id"),
-        "tenant": tenant,
-        "adapter": adapter,
-        "state": status,
-        "step": step,
-        "total_steps": total if isinstance(total, int) else None,
+        "run": record.id,
+        "tenant": record.tenant,
+        "adapter": record.adapter,
+        "state": record.status,
+        "step": last.step if last is not None else 0,
+        "total_steps": total,
         "progress": progress,
-        "train_loss": last.get("train_loss"),
-        "eval_loss": last_eval.get("eval_loss"),
-        "published": published,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(updated)) if updated else None,
-        "_updated": updated,
+        "train_loss": last.train_loss if last is not None else None,
+        "eval_loss": last_eval.valid_loss if last_eval is not None else None,
+        "published": f"{record.tenant}/{record.adapter}@{record.adapter_version}"
+        if record.adapter_version
+        else None,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(updated)),
     }
-
-
-def recent_jobs(roots: list[Path], *, limit: int = 50, now: float | None = None) -> list[dict[str, Any]]:
-    """Fine-tuning runs found in local training storage, most recently updated first."""
-    now = time.time() if now is None else now
-    jobs = []
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for run_dir in root.iterdir():
-            if run_dir.is_dir() and (job := _job(run_dir, now)) is not None:
-                jobs.append(job)
-    jobs.sort(key=lambda j: j["_updated"], reverse=True)
-    return [{k: v for k, v in j.items() if k != "_updated"} for j in jobs[:limit]]

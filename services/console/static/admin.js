@@ -191,7 +191,7 @@ export async function renderPlatform(main) {
     );
     replace(
       jobBox,
-      table(null, ["Run", "Tenant / adapter", "State", "Progress", "Step", "Train loss", "Eval loss", "Published", "Updated"],
+      table(null, ["Job", "Tenant / adapter", "State", "Progress", "Step", "Train loss", "Eval loss", "Published", "Updated"],
         jobs.data.map((j) => [
           h("code", {}, j.run),
           j.tenant ? `${j.tenant}/${j.adapter || "?"}` : "–",
@@ -203,7 +203,7 @@ export async function renderPlatform(main) {
           j.published ? h("code", {}, j.published) : "–",
           fmt.date(j.updated_at),
         ]),
-        `No fine-tuning runs found in ${jobs.storage.join(", ") || "training storage"}.`),
+        "No fine-tuning jobs yet."),
     );
     replace(stamp, `Updated ${new Date().toLocaleTimeString()}`);
   }

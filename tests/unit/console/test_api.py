@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -110,41 +108,54 @@ async def test_replicas_reports_loaded_adapters(client) -> None:
     assert body["deployments"] == []  # no Serve controller in this test
 
 
-async def test_jobs_scans_training_storage(client, platform) -> None:
-    run = platform["tmp"] / "training" / "acme-legal"
-    (run / "checkpoint-0000004").mkdir(parents=True)
-    (run / "adept_job.json").write_text('{"run_id": "acme-legal-1", "published": "acme/legal@v2"}')
-    (run / "checkpoint-0000004" / "trainer_state.json").write_text(
-        '{"step": 4, "history": [{"step": 4, "train_loss": 2.0, "eval_loss": 2.5}]}'
+async def test_jobs_lists_every_tenants_jobs_from_the_job_store(client, platform) -> None:
+    from adept.config.finetuning import FineTuningConfig
+    from adept.finetuning.files import FileStore
+    from adept.finetuning.jobs import AdeptOptions, Hyperparameters, JobRecord, StepRecord, advance
+    from adept.finetuning.service import FineTuning
+    from adept.finetuning.store import SQLiteJobStore
+    from services.gateway.finetuning import FineTuningService
+
+    ctx, tmp = platform["ctx"], platform["tmp"]
+    store = SQLiteJobStore(tmp / "finetuning.sqlite")
+    ctx.finetuning = FineTuningService(
+        FineTuning(ctx.platform, FileStore(str(tmp / "files")), store, FineTuningConfig())
     )
+
+    def job(tenant: str, at: int) -> JobRecord:
+        return JobRecord(
+            id=f"ftjob-{at:024x}",
+            tenant=tenant,
+            created_at=at,
+            model="base",
+            training_file="file-x",
+            seed=1,
+            hyperparameters=Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
+            options=AdeptOptions(lora_rank=4, lora_alpha=8, max_seq_length=64),
+            adapter="legal",
+        )
+
+    store.create(job("globex", 100))
+    done = store.create(job("acme", 200))
+
+    def train(r):
+        advance(advance(r, "queued", at=201), "running", at=202)
+        r.record_step(StepRecord(step=4, at=203, total_steps=4, train_loss=2.0, valid_loss=2.5))
+        r.adapter_version = "v2"
+        advance(r, "succeeded", at=204)
+
+    store.modify(done.id, train)
     r = await client.get("/admin/jobs", headers=bearer(ADMIN_KEY))
-    [job] = r.json()["data"]
-    assert job["run"] == "acme-legal" and job["state"] == "succeeded" and job["progress"] == 1.0
-    assert (job["tenant"], job["adapter"], job["step"]) == ("acme", "legal", 4)
-    assert (job["train_loss"], job["eval_loss"]) == (2.0, 2.5)
-
-
-def test_job_states_from_files(tmp_path: Path) -> None:
-    root = tmp_path / "training"
-    running = root / "fresh"
-    (running / "checkpoint-0000002").mkdir(parents=True)
-    (running / "adept_job.json").write_text(
-        '{"run_id": "a", "tenant": "t", "adapter": "x", "total_steps": 8}'
+    first, second = r.json()["data"]
+    assert (first["run"], first["state"], first["progress"], first["published"]) == (
+        done.id,
+        "succeeded",
+        1.0,
+        "acme/legal@v2",
     )
-    (running / "checkpoint-0000002" / "trainer_state.json").write_text('{"step": 2, "history": []}')
-    stale = root / "stale"
-    stale.mkdir()
-    (stale / "adept_job.json").write_text('{"run_id": "b"}')
-    old = time.time() - 3600
-    os.utime(stale / "adept_job.json", (old, old))
-    (root / "not-a-run").mkdir()
-    (root / "broken").mkdir()
-    (root / "broken" / "adept_job.json").write_text("{not json")
-    jobs = {j["run"]: j for j in inventory.recent_jobs([root, tmp_path / "absent"])}
-    assert set(jobs) == {"fresh", "stale"}
-    assert jobs["fresh"]["state"] == "running" and jobs["fresh"]["progress"] == 0.25
-    assert jobs["stale"]["state"] == "stopped" and jobs["stale"]["progress"] is None
-    assert list(jobs) == ["fresh", "stale"]  # most recently updated first
+    assert (first["tenant"], first["adapter"], first["step"]) == ("acme", "legal", 4)
+    assert (first["train_loss"], first["eval_loss"]) == (2.0, 2.5)
+    assert (second["tenant"], second["state"], second["progress"]) == ("globex", "validating_files", None)
 
 
 async def test_sample_replicas_deduplicates() -> None:

@@ -11,7 +11,7 @@ from adept.config.tenant import TenantQuotas
 from adept.errors import InvalidRequest, NotFound, PermissionDenied
 from adept.finetuning.events import emit, outcome_of, read_events
 from adept.finetuning.examples import check_examples
-from adept.finetuning.files import FileStore, FileValidationError
+from adept.finetuning.files import FileStore, FileValidationError, file_limits
 from adept.finetuning.jobs import (
     AdeptOptions,
     Hyperparameters,
@@ -183,11 +183,16 @@ def test_file_store_validates_limits_and_isolates(tmp_path) -> None:
         store.create("acme", "bad.jsonl", "fine-tune", line(GOOD) + b"oops\n")
     assert [p.line for p in e.value.problems] == [2] and len(store.list("acme")) == 1
     with pytest.raises(PermissionDenied, match="max_files"):
-        store.create("acme", "b.jsonl", "fine-tune", line(GOOD), quotas=TenantQuotas(max_files=1))
-    with pytest.raises(PermissionDenied, match="max_file_storage_bytes"):
         store.create(
-            "acme", "b.jsonl", "fine-tune", line(GOOD), quotas=TenantQuotas(max_file_storage_bytes=100)
+            "acme",
+            "b.jsonl",
+            "fine-tune",
+            line(GOOD),
+            admit=file_limits("acme", TenantQuotas(max_files=1), 9),
         )
+    with pytest.raises(PermissionDenied, match="max_file_storage_bytes"):
+        limits = file_limits("acme", TenantQuotas(max_file_storage_bytes=100), len(line(GOOD)))
+        store.create("acme", "b.jsonl", "fine-tune", line(GOOD), admit=limits)
     (tmp_path / "files" / "acme" / ("file-" + "b" * 24 + ".json")).write_text("{damaged")
     assert [x.id for x in store.list("acme")] == [f.id]  # a damaged record hides nothing else
     assert asyncio.run(store.purge_tenant("acme")) == 1 and store.list("acme") == []
