@@ -344,8 +344,8 @@ def job_events(r: JobRecord) -> list[JobEvent]:
                 "info",
                 f"Training resumed from the checkpoint at step {resume.from_step}",
             )
-    for note in r.notes:
-        add(note.at, 1, note.key, note.level, note.message)
+    for note in r.notes:  # said at create (integrations), or with the result (the published adapter)
+        add(note.at, 1 if note.key.startswith("integration") else 5, note.key, note.level, note.message)
     for h in r.history:
         data: dict[str, Any] = {"step": h.step}
         for name in ("total_steps", "train_loss", "valid_loss", "tokens", "learning_rate", "checkpoint"):

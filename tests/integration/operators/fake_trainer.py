@@ -31,6 +31,7 @@ from adept.training_runs import JOB_STATE_FILE, RESULT_DIR
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
+    p.add_argument("--address")  # the local executor's (which Ray to join): nothing to join here
     cfg = yaml.safe_load(Path(p.parse_args().config).read_text())
     emit("step", step=1, total_steps=4, train_loss=2.5, lr=2e-4, tokens=10)
     gate = os.environ.get("ADEPT_FAKE_GATE")
