@@ -55,6 +55,8 @@ def record_of(obj: dict[str, Any]) -> JobRecord | None:
         return None
     if spec.get("cancel") and record.active:
         record.cancel_requested = True  # `kubectl patch ... spec.cancel`: the driver cancels it
+    # The spec's config is the one the job runs (a kubectl user may have written it).
+    record.config = {**(spec.get("config") or {}), "tenant": record.tenant, "adapter": record.adapter}
     return record
 
 
@@ -70,11 +72,7 @@ class KubernetesJobStore:
         self.kube = kube or Kube()
 
     def _record(self, obj: dict[str, Any]) -> JobRecord | None:
-        record = record_of(obj)
-        if record is not None:
-            spec = obj.get("spec") or {}
-            record.config = {**(spec.get("config") or {}), "tenant": record.tenant, "adapter": record.adapter}
-        return record
+        return record_of(obj)
 
     def create(self, record: JobRecord, admit: Admit | None = None) -> JobRecord:
         # Counted from the resources: replicas racing the last slot may both pass (no transaction

@@ -538,25 +538,26 @@ class FineTuning:
 
     # -- the state machine's moves after create (the driver's) -----------------------------------------
     def queue(self, record: JobRecord) -> JobRecord:
-        """``validating_files`` → ``queued`` (its files still exist) or ``failed``."""
-        missing = [
-            (param, path)
-            for param, path in (
-                ("training_file", record.config["data"]["path"]),
-                ("validation_file", record.config["data"].get("validation_path")),
-            )
-            if path and "://" not in path and not Path(path).is_file()
-        ]
+        """``validating_files`` → ``queued`` (its uploaded files still exist) or ``failed``. A job made
+        from a config names paths instead, which only training can see: training reports them."""
+        missing = None
+        for param in ("training_file", "validation_file"):
+            file_id = getattr(record, param)
+            if file_id and file_id.startswith("file-"):
+                try:
+                    self.files.get(record.tenant, file_id)
+                except NotFound:
+                    missing = param
+                    break
 
         def change(r: JobRecord) -> None:
             if r.status != "validating_files":
                 return
             if missing:
-                param = missing[0][0]
                 error = JobError(
-                    code="invalid_training_file" if param == "training_file" else "invalid_validation_file",
-                    message=f"the {param.replace('_', ' ')} {getattr(r, param)} was deleted before the job started",
-                    param=param,
+                    code="invalid_training_file" if missing == "training_file" else "invalid_validation_file",
+                    message=f"the {missing.replace('_', ' ')} {getattr(r, missing)} was deleted before the job started",
+                    param=missing,
                 )
                 advance(r, "failed", error=error)
             else:

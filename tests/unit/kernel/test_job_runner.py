@@ -105,7 +105,7 @@ def job(env, mode: str) -> JobRecord:
             tenant="acme",
             created_at=int(time.time()),
             model="base",
-            training_file="file-x",
+            training_file=str(env["data"]),  # a config's path (as `adept finetune` makes)
             seed=1,
             hyperparameters=Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
             options=AdeptOptions(lora_rank=4, lora_alpha=8, max_seq_length=64),
