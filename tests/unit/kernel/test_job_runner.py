@@ -99,7 +99,9 @@ def env(tmp_path: Path, monkeypatch):
 
 def job(env, mode: str) -> JobRecord:
     job_id = new_job_id()
-    return env["store"].create(
+    return env[
+        "store"
+    ].create(
         JobRecord(
             id=job_id,
             tenant="acme",
