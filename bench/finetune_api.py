@@ -56,7 +56,7 @@ def main() -> None:
     import openai
 
     from adept.config.serving import ServingConfig
-    from adept.finetuning.runner import training_env
+    from adept.finetuning.executors import training_env
     from adept.finetuning.store import SQLiteJobStore
     from adept.models import resolve_model
     from services.embedded import start_platform
@@ -123,7 +123,7 @@ def main() -> None:
         cfg.update(adapter="direct-baseline", output={**cfg.get("output", {}), "run_name": "direct-baseline"})
         (direct_dir / "job.yaml").write_text(yaml.safe_dump(cfg))
         env = training_env(config.platform, direct_dir)
-        address = platform.runner.ray_address
+        address = platform.runner.executor.ray_address
         t0 = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "training.finetune", "--config", "job.yaml", "--address", address],
