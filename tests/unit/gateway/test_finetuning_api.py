@@ -336,3 +336,14 @@ async def test_deleting_a_fine_tuned_model(ft) -> None:
     assert "ft-notes-0123abcd" not in [m.id for m in (await acme.models.list()).data]
     with pytest.raises(openai.NotFoundError):
         await acme.models.delete("ft-notes-0123abcd")
+
+
+async def test_a_job_whose_file_is_deleted_before_it_starts_fails_naming_it(ft) -> None:
+    acme = client(ft, "acme")
+    f = await upload(acme)
+    job = await acme.fine_tuning.jobs.create(model="bundled:test-base", training_file=f.id)
+    await acme.files.delete(f.id)
+    ft["owner"].queue(ft["jobs"].get("acme", job.id))  # the driver's first look
+    failed = await acme.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed" and failed.error.code == "invalid_training_file"
+    assert failed.error.param == "training_file" and f.id in failed.error.message
