@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adept.cli import app
+from tools.cli import app
 
 pytestmark = pytest.mark.integration
 

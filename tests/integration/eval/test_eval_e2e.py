@@ -103,7 +103,7 @@ def questions(tmp_path_factory) -> Path:
 def _cli(*args: str):
     from typer.testing import CliRunner
 
-    from adept.cli import app
+    from tools.cli import app
 
     return CliRunner().invoke(app, ["eval", *args])
 
@@ -139,10 +139,10 @@ def test_all_four_routes_through_the_public_api(
 
 
 def test_answers_are_deterministic(platform, questions: Path) -> None:
-    from adept.eval.client import PlatformClient
-    from adept.eval.dataset import load_eval_set
-    from adept.eval.routes import Decoding, parse_route_names
-    from adept.eval.runner import EvalOptions, run_eval
+    from tools.eval.client import PlatformClient
+    from tools.eval.dataset import load_eval_set
+    from tools.eval.routes import Decoding, parse_route_names
+    from tools.eval.runner import EvalOptions, run_eval
 
     s = load_eval_set(questions)
     s = s.model_copy(update={"items": s.items[:3]})

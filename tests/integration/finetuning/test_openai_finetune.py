@@ -257,7 +257,7 @@ def test_adept_finetune_creates_a_job_the_api_lists(platform, trained, tmp_path)
     import yaml
     from typer.testing import CliRunner
 
-    from adept.cli import app
+    from tools.cli import app
 
     data = tmp_path / "cli.jsonl"
     data.write_text(

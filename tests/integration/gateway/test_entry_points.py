@@ -23,7 +23,7 @@ def adept(env, *args: str) -> subprocess.CompletedProcess:
     """The real CLI in its own process, pointed at the running platform's data dir only."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("ADEPT_")}
     child.update(ADEPT_ADMIN_KEY=ADMIN_KEY, COLUMNS="250")
-    cmd = [sys.executable, "-c", "from adept.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from tools.cli import main; main()", *args]
     cmd += ["--data-dir", str(env.config.platform.data_dir)]
     return subprocess.run(cmd, capture_output=True, text=True, env=child, timeout=300)
 

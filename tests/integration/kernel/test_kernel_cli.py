@@ -19,7 +19,7 @@ def adept(data_dir: Path, *args: str, check: bool = True) -> subprocess.Complete
     """Run the installed CLI in a fresh process (a "restart" between calls)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADEPT_")}
     env.update(ADEPT_DATA_DIR=str(data_dir), COLUMNS="250")
-    cmd = [sys.executable, "-c", "from adept.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from tools.cli import main; main()", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr

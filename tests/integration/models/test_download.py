@@ -41,7 +41,7 @@ def run(
     if offline:
         base["HF_HUB_OFFLINE"] = "1"
     base.update(env)
-    cmd = [sys.executable, "-c", "from adept.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from tools.cli import main; main()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=base, timeout=300)
 
 

@@ -143,7 +143,7 @@ def _free_port() -> int:
 def test_cli_against_a_live_server(server, tmp_path: Path) -> None:
     import uvicorn
 
-    from adept.cli import app as cli
+    from tools.cli import app as cli
 
     app, _, key_b = server
     port = _free_port()

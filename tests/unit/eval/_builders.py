@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from adept.eval.dataset import EvalItem
-from adept.eval.routes import ROUTES
-from adept.eval.scoring import QuestionResult, RouteResult, summarise
+from tools.eval.dataset import EvalItem
+from tools.eval.routes import ROUTES
+from tools.eval.scoring import QuestionResult, RouteResult, summarise
 
 
 def route_result(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adept.errors import NotFound
-from adept.eval.runner import corpus_files
+from tools.eval.runner import corpus_files
 
 
 def test_folder_files_are_named_relative_to_the_folder_parent(tmp_path: Path) -> None:

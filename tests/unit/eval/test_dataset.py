@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adept.errors import ConfigError
-from adept.eval.dataset import load_eval_set, parse_eval_lines
+from tools.eval.dataset import load_eval_set, parse_eval_lines
 
 
 def test_valid_set_with_defaults() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adept.eval import metrics as m
+from tools.eval import metrics as m
 
 
 def test_normalize_answer_follows_squad() -> None:

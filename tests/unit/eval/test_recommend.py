@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adept.eval.recommend import recommend
 from tests.unit.eval._builders import route_result, skipped
+from tools.eval.recommend import recommend
 
 N = 30
 

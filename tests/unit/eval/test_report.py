@@ -8,11 +8,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adept.eval.recommend import recommend
-from adept.eval.report import print_report, write_report
-from adept.eval.routes import Decoding
-from adept.eval.runner import _route_dict
 from tests.unit.eval._builders import route_result, skipped
+from tools.eval.recommend import recommend
+from tools.eval.report import print_report, write_report
+from tools.eval.routes import Decoding
+from tools.eval.runner import _route_dict
 
 
 def _report() -> dict:

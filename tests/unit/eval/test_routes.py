@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adept.errors import InvalidRequest, NotFound
-from adept.eval.routes import ROUTES, Decoding, build_messages, parse_route_names, plan_routes, split_models
+from tools.eval.routes import ROUTES, Decoding, build_messages, parse_route_names, plan_routes, split_models
 
 CARDS = [
     {"id": "smollm2-135m-instruct", "owned_by": "adept", "root": None},

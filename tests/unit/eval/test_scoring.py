@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from adept.eval.routes import ROUTES
-from adept.eval.scoring import Retrieved, headline_metric, score_question
 from tests.unit.eval._builders import item, route_result
+from tools.eval.routes import ROUTES
+from tools.eval.scoring import Retrieved, headline_metric, score_question
 
 
 def _answer(text: str, cited: list[str] | None = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from adept.cli import app
+from tools.cli import app
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def test_ask_without_key(monkeypatch, tmp_path):
 
 
 def test_http_errors_map_to_exit_codes():
-    from adept.cli.serve_cmd import _error_from
+    from tools.cli.serve_cmd import _error_from
 
     err = _error_from(404, b'{"error": {"message": "The model \'x\' does not exist"}}')
     assert err.exit_code == 4 and "does not exist" in err.message and "HTTP 404" in err.message

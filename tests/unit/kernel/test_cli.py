@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from adept.cli import app
 from tests.unit.kernel.test_registry import BASE, make_adapter_dir
+from tools.cli import app
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_models_list_and_pull_a_local_directory(cli, tiny_phi3):
 
 def test_importing_the_cli_imports_no_heavy_library():
     code = (
-        "import sys, adept.cli, adept.tenancy, adept.adapters, adept.models; "
+        "import sys, tools.cli, adept.tenancy, adept.adapters, adept.models; "
         "print([m for m in ('torch', 'ray', 'transformers', 'pymilvus', 'kopf', 'peft', 'fsspec') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -148,18 +148,18 @@ def test_importing_the_cli_imports_no_heavy_library():
 def test_a_missing_command_module_fails_loudly():
     import typer
 
-    from adept.cli import register
+    from tools.cli import register
 
     target = typer.Typer()
     with pytest.raises(ModuleNotFoundError, match=r"adept\.cli\.no_such_cmd"):
         register(
             target,
-            [("adept.cli.config_cmd", "config", "Config."), ("adept.cli.no_such_cmd", "gone", "Gone.")],
+            [("tools.cli.config_cmd", "config", "Config."), ("tools.cli.no_such_cmd", "gone", "Gone.")],
         )
 
 
 def test_every_command_area_is_registered():
-    from adept.cli import _AREAS
+    from tools.cli import _AREAS
 
     groups = {g.name for g in app.registered_groups}
     assert groups == {name for _, name, _ in _AREAS if name is not None}

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from adept.cli.common import console, err_console, handle_errors, platform_config
-from adept.cli.config_cmd import DataDirOption, SetOption
+from tools.cli.common import console, err_console, handle_errors, platform_config
+from tools.cli.config_cmd import DataDirOption, SetOption
 
 app = typer.Typer(no_args_is_help=True)
 

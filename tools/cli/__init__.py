@@ -18,14 +18,14 @@ app = typer.Typer(
 
 # (module, name or None to merge its commands into the top level, help)
 _AREAS = [
-    ("adept.cli.config_cmd", "config", "Show and validate configuration."),
-    ("adept.cli.models_cmd", "models", "Prepare and list base models."),
-    ("adept.cli.tenant_cmd", "tenant", "Create, list and delete tenants (embedded store)."),
-    ("adept.cli.adapter_cmd", "adapter", "List, publish and delete adapters (embedded registry)."),
-    ("adept.cli.kb_cmd", "kb", "Ingest, search, list and delete knowledge-base documents."),
-    ("adept.cli.finetune_cmd", None, "Fine-tune an adapter."),
-    ("adept.cli.serve_cmd", None, "Run the platform and ask it questions."),
-    ("adept.cli.eval_cmd", None, "Compare routes on a question set."),
+    ("tools.cli.config_cmd", "config", "Show and validate configuration."),
+    ("tools.cli.models_cmd", "models", "Prepare and list base models."),
+    ("tools.cli.tenant_cmd", "tenant", "Create, list and delete tenants (embedded store)."),
+    ("tools.cli.adapter_cmd", "adapter", "List, publish and delete adapters (embedded registry)."),
+    ("tools.cli.kb_cmd", "kb", "Ingest, search, list and delete knowledge-base documents."),
+    ("tools.cli.finetune_cmd", None, "Fine-tune an adapter."),
+    ("tools.cli.serve_cmd", None, "Run the platform and ask it questions."),
+    ("tools.cli.eval_cmd", None, "Compare routes on a question set."),
 ]
 
 

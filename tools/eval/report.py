@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adept.eval.scoring import METRICS
+from tools.eval.scoring import METRICS
 
 CHART_METRICS = ("f1", "rouge_l", "contains", "hit_at_k", "citation_precision", "groundedness")
 

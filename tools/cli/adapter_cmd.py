@@ -1,4 +1,4 @@
-"""``adept adapter``: list, publish, activate and delete tenants' adapters (see ``adept.cli.target`` for where)."""
+"""``adept adapter``: list, publish, activate and delete tenants' adapters (see ``tools.cli.target`` for where)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from adept.cli.common import console, handle_errors
-from adept.cli.config_cmd import DataDirOption, SetOption
-from adept.cli.target import AdminKeyOption, UrlOption, open_target, run
+from tools.cli.common import console, handle_errors
+from tools.cli.config_cmd import DataDirOption, SetOption
+from tools.cli.target import AdminKeyOption, UrlOption, open_target, run
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from adept.errors import AdeptError, AuthenticationError, NotFound, PermissionDenied, Unavailable
-from adept.eval import metrics as m
-from adept.eval.client import PlatformClient
-from adept.eval.dataset import EvalSet
-from adept.eval.recommend import compare, recommend
-from adept.eval.routes import ROUTES, Decoding, Route, RoutePlan, ask, plan_routes, split_models
-from adept.eval.scoring import Retrieved, RouteResult, headline_metric, score_question, summarise
+from tools.eval import metrics as m
+from tools.eval.client import PlatformClient
+from tools.eval.dataset import EvalSet
+from tools.eval.recommend import compare, recommend
+from tools.eval.routes import ROUTES, Decoding, Route, RoutePlan, ask, plan_routes, split_models
+from tools.eval.scoring import Retrieved, RouteResult, headline_metric, score_question, summarise
 
 # Errors that would fail every question the same way: stop the run instead of recording each.
 _FATAL = (AuthenticationError, PermissionDenied, Unavailable)

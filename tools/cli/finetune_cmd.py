@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from adept.cli.common import console, handle_errors, platform_config
-from adept.cli.config_cmd import DataDirOption, SetOption
 from adept.errors import ConfigError, Unavailable
+from tools.cli.common import console, handle_errors, platform_config
+from tools.cli.config_cmd import DataDirOption, SetOption
 
 app = typer.Typer()
 

@@ -1,4 +1,4 @@
-"""``adept tenant``: create, list, delete tenants and rotate their keys (see ``adept.cli.target`` for where)."""
+"""``adept tenant``: create, list, delete tenants and rotate their keys (see ``tools.cli.target`` for where)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from adept.cli.common import console, err_console, handle_errors
-from adept.cli.config_cmd import DataDirOption, SetOption
-from adept.cli.target import AdminKeyOption, UrlOption, open_target, run
+from tools.cli.common import console, err_console, handle_errors
+from tools.cli.config_cmd import DataDirOption, SetOption
+from tools.cli.target import AdminKeyOption, UrlOption, open_target, run
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from adept.cli.common import platform_config
+from tools.cli.common import platform_config
 
 T = TypeVar("T")
 

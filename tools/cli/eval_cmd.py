@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adept.cli.common import console, err_console, handle_errors
+from tools.cli.common import console, err_console, handle_errors
 
 app = typer.Typer()
 
@@ -69,10 +69,10 @@ def eval_command(
 ) -> None:
     """Compare routes on a question set through the tenant's public API and recommend one."""
     from adept.errors import InvalidRequest
-    from adept.eval.dataset import load_eval_set
-    from adept.eval.report import print_report, write_report
-    from adept.eval.routes import DEFAULT_SYSTEM_PROMPT, Decoding, parse_route_names
-    from adept.eval.runner import EvalOptions, corpus_files, embedded_platform
+    from tools.eval.dataset import load_eval_set
+    from tools.eval.report import print_report, write_report
+    from tools.eval.routes import DEFAULT_SYSTEM_PROMPT, Decoding, parse_route_names
+    from tools.eval.runner import EvalOptions, corpus_files, embedded_platform
 
     # Everything that can be checked locally is checked before any platform starts.
     eval_set = load_eval_set(questions)
@@ -111,8 +111,8 @@ def eval_command(
 
 
 def _run(url: str, api_key: str, eval_set, options, corpus: list[Path] | None, progress: bool) -> dict:
-    from adept.eval.client import PlatformClient
-    from adept.eval.runner import ingest_corpus, run_eval
+    from tools.eval.client import PlatformClient
+    from tools.eval.runner import ingest_corpus, run_eval
 
     with PlatformClient(url, api_key) as client:
         if corpus:

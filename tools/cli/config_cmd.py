@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from adept.cli.common import console, handle_errors, platform_config
+from tools.cli.common import console, handle_errors, platform_config
 
 app = typer.Typer(no_args_is_help=True)
 

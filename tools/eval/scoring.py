@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adept.eval import metrics as m
-from adept.eval.dataset import EvalItem
-from adept.eval.routes import Route
+from tools.eval import metrics as m
+from tools.eval.dataset import EvalItem
+from tools.eval.routes import Route
 
 # Metric keys, in display order, with their labels.
 METRICS: dict[str, str] = {

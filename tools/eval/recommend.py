@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adept.eval.metrics import paired_bootstrap
-from adept.eval.routes import ROUTES
-from adept.eval.scoring import METRICS, RouteResult
+from tools.eval.metrics import paired_bootstrap
+from tools.eval.routes import ROUTES
+from tools.eval.scoring import METRICS, RouteResult
 
 CONSIDERATIONS: dict[str, str] = {
     "base": (

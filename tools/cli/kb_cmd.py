@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adept.cli.common import console, err_console, handle_errors
+from tools.cli.common import console, err_console, handle_errors
 
 app = typer.Typer(no_args_is_help=True, help="Ingest, search, list and delete knowledge-base documents.")
 
