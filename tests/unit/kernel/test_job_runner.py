@@ -206,3 +206,17 @@ def test_deleting_the_tenant_stops_its_running_job(env) -> None:
     assert not process.alive(rec.run) and env["store"].list("acme") == []
     assert not Path(rec.run.log_path).parent.exists()  # its job directory went too
     r.reconcile()  # the runner's next round finds nothing to do, and says nothing about it
+
+
+def test_finished_jobs_are_pruned_after_their_retention_with_their_directories(env) -> None:
+    r = env["runner"]()
+    rec = until(env, r, job(env, "ok").id, lambda x: x.status == "succeeded")
+    run_dir = Path(env["platform"].data_dir) / "training" / rec.id
+    job_dir = Path(rec.run.log_path).parent
+    assert run_dir.is_dir() and job_dir.is_dir()
+    owner = env["owner"]()
+    assert owner.prune() == []  # 30 days by default: kept
+    owner.clock = lambda: rec.finished_at + 31 * 86_400
+    assert owner.prune() == [rec.id]
+    assert env["store"].list("acme") == [] and not run_dir.exists() and not job_dir.exists()
+    assert [v.name for v in owner.platform.registry.list("acme")] == [rec.adapter]  # the model stays
