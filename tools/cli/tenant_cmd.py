@@ -42,6 +42,9 @@ def create(
     max_jobs: Annotated[
         int | None, typer.Option("--max-jobs", help="Fine-tuning jobs unfinished at once.")
     ] = None,
+    max_jobs_per_day: Annotated[
+        int | None, typer.Option("--max-jobs-per-day", help="Fine-tuning jobs it may create per 24 h.")
+    ] = None,
     max_trained_tokens: Annotated[
         int | None,
         typer.Option("--max-trained-tokens-per-day", help="Tokens its jobs may train on per 24 h."),
@@ -69,6 +72,7 @@ def create(
             "max_documents": max_documents,
             "max_files": max_files,
             "max_concurrent_finetune_jobs": max_jobs,
+            "max_finetune_jobs_per_day": max_jobs_per_day,
             "max_trained_tokens_per_day": max_trained_tokens,
         }.items()
         if v is not None

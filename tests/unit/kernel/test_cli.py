@@ -151,7 +151,7 @@ def test_a_missing_command_module_fails_loudly():
     from tools.cli import register
 
     target = typer.Typer()
-    with pytest.raises(ModuleNotFoundError, match=r"adept\.cli\.no_such_cmd"):
+    with pytest.raises(ModuleNotFoundError, match=r"tools\.cli\.no_such_cmd"):
         register(
             target,
             [("tools.cli.config_cmd", "config", "Config."), ("tools.cli.no_such_cmd", "gone", "Gone.")],
