@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from adept.finetuning.jobs import adapter_of_fine_tuned_model
 from adept.tenancy import Tenant
 from services.gateway.chat import model_not_found
 from services.gateway.context import GatewayContext
@@ -129,9 +130,11 @@ def build_api_router(ctx: GatewayContext) -> APIRouter:
     @router.get("/v1/models/{model:path}", tags=["openai"], response_model=ModelCard, responses=TENANT_ERRORS)
     async def get_model(model: str, tenant: Tenant = Depends(tenant_dep)) -> Response:
         models = await asyncio.to_thread(ctx.catalog.list, tenant.name)
+        # A fine-tuning job's ft:<base>:<tenant>:<suffix>:<id> names one of the listed adapters.
+        ref = adapter_of_fine_tuned_model(tenant.name, model) or model
         for card in models.data:
-            if card.id == model:
-                return ModelResponse(card)
+            if card.id == ref:
+                return ModelResponse(card.model_copy(update={"id": model}))
         raise model_not_found(model)
 
     @router.post(

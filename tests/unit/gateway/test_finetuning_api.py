@@ -331,6 +331,13 @@ async def test_deleting_a_fine_tuned_model(ft) -> None:
         await acme.models.delete("legal")  # published by the platform team, not by a job
     with pytest.raises(openai.PermissionDeniedError):
         await acme.models.delete("bundled:test-base")
+    ft_name = "ft:bundled:test-base:acme:notes:0123abcd"  # the same model, named the OpenAI way
+    assert (await acme.models.retrieve(ft_name)).id == ft_name
+    with pytest.raises(openai.NotFoundError):
+        await globex.models.retrieve(ft_name.replace(":acme:", ":globex:"))
+    gone = await acme.models.delete(ft_name)
+    assert gone.deleted and gone.id == ft_name
+    ft["ctx"].platform.registry.publish("acme", "ft-notes-0123abcd", src, {"base_model": "bundled:test-base"})
     gone = await acme.models.delete("ft-notes-0123abcd")
     assert isinstance(gone, ModelDeleted) and gone.deleted and gone.id == "ft-notes-0123abcd"
     assert "ft-notes-0123abcd" not in [m.id for m in (await acme.models.list()).data]
