@@ -61,7 +61,8 @@ class AutoscalingOptions(StrictModel):
         gt=0,
         le=3600,
         description="Window the ongoing-requests count is averaged over: longer smooths bursts (less "
-        "flapping), shorter reacts sooner.",
+        "flapping), shorter reacts sooner. Keep it above Serve's metric push interval (10 s unless "
+        "`RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S` / `..._HANDLE_...` say otherwise).",
     )
     upscale_delay_s: float = Field(
         30.0, ge=0, le=3600, description="Load must persist this long before scaling up."

@@ -13,6 +13,7 @@ the gateway's request timeout) for its ongoing requests to finish before the eng
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,7 +30,8 @@ from services.llm.protocol import GenerateChunk, GenerateRequest
 log = logging.getLogger(__name__)
 # Serve writes this logger's INFO lines to the replica's log file (logs/serve/replica_<app>_llm_*.log).
 serve_log = logging.getLogger("ray.serve")
-COLD_LOAD_MESSAGE = "adapter cold load: %s in %.3f s"  # bench/autoscaling.py counts these lines
+# One line per adapter load on a replica (tenant/name@vN, seconds, epoch time): bench/autoscaling.py counts them.
+COLD_LOAD_MESSAGE = "adapter cold load: %s in %.3f s at %.3f"
 MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
 
 
@@ -74,7 +76,8 @@ class LLMDeployment:
         async def load_adapter(model_id: str) -> LoadedAdapter:
             seconds = await self.loader.load(model_id)
             self.metrics.adapter_loaded(model_id, seconds)
-            serve_log.info(COLD_LOAD_MESSAGE, model_id, seconds)
+            if seconds > 0:  # 0.0: the engine still held it (dropped from Serve's cache only)
+                serve_log.info(COLD_LOAD_MESSAGE, model_id, seconds, time.time())
             return LoadedAdapter(model_id, self._evict)
 
         # Wrapped here, not with a class decorator, because the LRU size comes from the config.
