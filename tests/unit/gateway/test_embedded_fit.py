@@ -28,5 +28,5 @@ def test_fewest_replicas_that_cannot_fit_are_refused():
     cfg = _config(
         {"autoscaling_config": {"min_replicas": 2, "max_replicas": 3}, "ray_actor_options": {"num_cpus": 1}}
     )
-    with pytest.raises(ConfigError, match="fewest replicas reserve 2.35 CPUs but Ray has 2"):
+    with pytest.raises(ConfigError, match=r"fewest replicas reserve 2\.35 CPUs but Ray has 2"):
         check_replicas_fit(cfg, 2)
