@@ -59,9 +59,13 @@ def replica_went_away(exc: BaseException) -> bool:
     """Whether ``exc`` says the replica serving the call stopped or died (not that the request was bad).
 
     Such a call can be sent again to another replica as long as nothing of its answer was sent yet:
-    a replica being scaled down or replaced refuses or drops calls that reach it late.
+    a replica being scaled down or replaced refuses or drops calls that reach it late, and its
+    engine, stopping or failed, refuses with a plain ``Unavailable`` (``Overloaded``, a full
+    queue, is backpressure for the client instead).
     """
-    return any(isinstance(c, ReplicaUnavailableError | RayActorError) for c in _chain(exc))
+    return any(
+        isinstance(c, ReplicaUnavailableError | RayActorError) or type(c) is Unavailable for c in _chain(exc)
+    )
 
 
 def as_adept_error(exc: BaseException, what: str) -> AdeptError:
@@ -106,10 +110,10 @@ class ServeLLM:
                     yield chunk
                 done = True
                 return
-            except AdeptError:
-                raise
             except Exception as e:
                 if started or attempt >= self.retries or not replica_went_away(e):
+                    if isinstance(e, AdeptError):
+                        raise  # the replica's own answer (400, 404, 429, ...), as it raised it
                     raise as_adept_error(e, "LLM deployment") from None
                 attempt += 1
                 self.retried += 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adept.errors import Unavailable
+from adept.errors import Overloaded, Unavailable
 from services.gateway.backends import ServeLLM
 from services.llm.protocol import GenerateChunk, GenerateRequest
 
@@ -79,4 +79,33 @@ def test_a_stream_cut_after_its_first_chunk_is_not_replayed(serve_app, tmp_path)
     with pytest.raises(Unavailable, match="went away"):
         asyncio.run(main())
     assert [c.text for c in received] == ["w0 "]  # the client saw part of an answer: no silent replay
+    assert llm.retried == 0
+
+
+def _deploy_refusing(serve, name: str, marker: Path, error: Exception):
+    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+    class RefusingLLM:
+        """The first call is refused with ``error`` (as an engine that is stopping refuses), later ones answer."""
+
+        async def generate(self, req: dict):
+            if not marker.exists():
+                marker.touch()
+                raise error
+            yield GenerateChunk(text="ok")
+            yield GenerateChunk(finish_reason="stop")
+
+    return serve.run(RefusingLLM.bind(), name=name, route_prefix=None)
+
+
+def test_a_stopping_engine_refusal_is_retried_but_backpressure_is_not(serve_app, tmp_path):
+    stopping = Unavailable("the model replica is shutting down; retry shortly")
+    handle = _deploy_refusing(serve_app, "stopping", tmp_path / "refused", stopping)
+    llm = ServeLLM(handle, retries=3, retry_backoff_s=0.1)
+    assert "".join(c.text for c in asyncio.run(_collect(llm))) == "ok" and llm.retried == 1
+
+    full = Overloaded("the replica's queue is full", retry_after=2.0)
+    handle = _deploy_refusing(serve_app, "overloaded", tmp_path / "full", full)
+    llm = ServeLLM(handle, retries=3, retry_backoff_s=0.1)
+    with pytest.raises(Overloaded, match="queue is full"):
+        asyncio.run(_collect(llm))  # the client gets the 503 with Retry-After, not a hidden retry
     assert llm.retried == 0
