@@ -115,7 +115,7 @@ class LLMDeployment:
             yield chunk
 
     async def info(self) -> dict[str, Any]:
-        """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting}``."""
+        """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting, adapter_loads}``."""
         return {
             "base_model": self.platform.model,
             "max_model_len": self.engine.max_model_len,
