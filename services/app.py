@@ -36,11 +36,16 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Appli
     cfg = load_serving_config(args)
     admin_hash = admin_key_sha256(cfg.admin_key_path, cfg.gateway.admin_key_env)
     platform = cfg.platform.model_dump(mode="json")
-    d = cfg.deployments
-    llm = LLMDeployment.options(**d.llm.to_serve_options()).bind(platform, cfg.llm.model_dump(mode="json"))
-    retrieval = RetrievalDeployment.options(**d.retrieval.to_serve_options()).bind(
+    d, timeout = cfg.deployments, cfg.gateway.request_timeout_s
+    llm_options = d.llm.to_serve_options(
+        batch_capacity=cfg.llm.max_batch_size,
+        queue_capacity=cfg.llm.max_queued_requests,
+        request_timeout_s=timeout,
+    )
+    llm = LLMDeployment.options(**llm_options).bind(platform, cfg.llm.model_dump(mode="json"))
+    retrieval = RetrievalDeployment.options(**d.retrieval.to_serve_options(request_timeout_s=timeout)).bind(
         platform, cfg.retrieval.model_dump(mode="json")
     )
-    return GatewayDeployment.options(**d.gateway.to_serve_options()).bind(
+    return GatewayDeployment.options(**d.gateway.to_serve_options(request_timeout_s=timeout)).bind(
         cfg.model_dump(mode="json"), llm, retrieval, admin_hash
     )

@@ -129,6 +129,9 @@ def start_platform(
     resolve_model(config.platform.model, config.platform.models_dir)
 
     _check_port_free(config.gateway.host, config.gateway.port)
+    cpus = num_cpus or os.cpu_count() or 1
+    for line in check_replicas_fit(config, cpus):
+        say(line)
     temp = ray_temp_dir(config)
     temp.mkdir(parents=True, exist_ok=True)
     # Before Ray is imported here: it reads the loopback switch at import (adept.ray_auth).
@@ -146,7 +149,7 @@ def start_platform(
     platform: EmbeddedPlatform | None = None
     try:
         ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 1,
+            num_cpus=cpus,
             include_dashboard=False,
             _temp_dir=str(temp),
             object_store_memory=512 * 1024 * 1024,
@@ -179,6 +182,45 @@ def start_platform(
             finally:
                 restore_env(env_before)
         raise
+
+
+def check_replicas_fit(config: ServingConfig, cpus: float) -> list[str]:
+    """Warnings when the deployments at their most replicas reserve more CPUs than this machine's Ray has.
+
+    Raises ``ConfigError`` when even the fewest replicas do not fit (the application would never
+    become healthy); beyond that, replicas the autoscaler asks for would wait unscheduled, so say
+    how many LLM replicas actually fit.
+    """
+    from adept.errors import ConfigError
+
+    deployments = config.deployments
+    parts = {name: getattr(deployments, name) for name in ("gateway", "llm", "retrieval")}
+
+    def reserved(replicas: dict[str, int]) -> float:
+        return sum(parts[n].ray_actor_options.num_cpus * k for n, k in replicas.items())
+
+    def fewest(d: Any) -> int:
+        a = d.autoscaling_config
+        return (d.num_replicas or 1) if a is None else max(a.min_replicas, a.initial_replicas or 0, 1)
+
+    low = reserved({n: fewest(d) for n, d in parts.items()})
+    if low > cpus:
+        raise ConfigError(
+            f"the deployments' fewest replicas reserve {low:g} CPUs but Ray has {cpus:g}: lower "
+            "deployments.*.ray_actor_options.num_cpus or min_replicas"
+        )
+    high = reserved({n: d.max_replicas for n, d in parts.items()})
+    if high <= cpus:
+        return []
+    llm = parts["llm"]
+    per = llm.ray_actor_options.num_cpus
+    others = reserved({n: parts[n].max_replicas for n in ("gateway", "retrieval")})
+    fit = llm.max_replicas if per == 0 else int((cpus - others) // per)
+    return [
+        f"warning: at their most replicas the deployments reserve {high:g} CPUs but Ray has {cpus:g}; "
+        f"{max(fit, 1)} of {llm.max_replicas} LLM replicas fit (lower deployments.llm.ray_actor_options.num_cpus "
+        "to run more)"
+    ]
 
 
 def start_job_runner(config: ServingConfig, ray_address: str | None, say: Say) -> Any:

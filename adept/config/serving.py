@@ -22,8 +22,24 @@ from adept.config.retrieval import RetrievalConfig
 MiB = 1024 * 1024
 
 
+# A replica aims to keep this share of its engine's batch busy: scaling starts while requests still
+# decode together, before they queue behind a full batch (TTFT is what queueing costs).
+BATCH_FILL = 0.75
+SERVE_DEFAULT_TARGET = 2.0  # Ray Serve's own default, for deployments without a batch (gateway, retrieval)
+# Time for a drain past the longest request: the replica's last stream ends, then it shuts down.
+DRAIN_MARGIN_S = 15.0
+DEFAULT_MAX_ONGOING = 100
+
+
 class AutoscalingOptions(StrictModel):
-    """Ray Serve ``autoscaling_config``: replicas follow the number of ongoing requests."""
+    """Ray Serve ``autoscaling_config``: replicas follow the number of ongoing requests.
+
+    Serve's default policy: ``desired = ceil(ongoing requests averaged over look_back_period_s /
+    target_ongoing_requests)``, clamped to ``[min_replicas, max_replicas]``; a change applies only
+    once the decision has held for ``upscale_delay_s`` (up) or ``downscale_delay_s`` (down). The
+    averaging window and the asymmetric delays are what keep a bursty LLM load from flapping:
+    a replica costs a model load to add, so adding one is quick and taking it away is slow.
+    """
 
     min_replicas: int = Field(
         1, ge=0, le=1000, description="Fewest replicas (0 lets an idle deployment scale to zero)."
@@ -32,8 +48,21 @@ class AutoscalingOptions(StrictModel):
     initial_replicas: int | None = Field(
         None, ge=0, le=1000, description="Replicas at start; default: min_replicas."
     )
-    target_ongoing_requests: float = Field(
-        2.0, gt=0, le=10_000, description="Ongoing requests per replica the autoscaler aims for."
+    target_ongoing_requests: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="Ongoing requests (running + queued) per replica the autoscaler aims for. Default for the "
+        "LLM deployment: 0.75 x `llm.max_batch_size`, the engine's batch capacity, so replicas are added "
+        "before requests queue behind a full batch; for the others, Serve's default 2.",
+    )
+    look_back_period_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Window the ongoing-requests count is averaged over: longer smooths bursts (less "
+        "flapping), shorter reacts sooner. Keep it above Serve's metric push interval (10 s unless "
+        "`RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S` / `..._HANDLE_...` say otherwise).",
     )
     upscale_delay_s: float = Field(
         30.0, ge=0, le=3600, description="Load must persist this long before scaling up."
@@ -54,7 +83,24 @@ class AutoscalingOptions(StrictModel):
                 f"initial_replicas ({self.initial_replicas}) must lie in [min_replicas, max_replicas] "
                 f"= [{self.min_replicas}, {self.max_replicas}]"
             )
+        if self.downscale_delay_s < self.upscale_delay_s:
+            raise ValueError(
+                f"downscale_delay_s ({self.downscale_delay_s:g}) is shorter than upscale_delay_s "
+                f"({self.upscale_delay_s:g}): replicas would be given back faster than they are added (flapping)"
+            )
         return self
+
+    def target(self, batch_capacity: int | None = None) -> float:
+        """``target_ongoing_requests``, else derived from ``batch_capacity`` (``BATCH_FILL`` of it), else 2."""
+        if self.target_ongoing_requests is not None:
+            return self.target_ongoing_requests
+        if batch_capacity:
+            return max(1.0, BATCH_FILL * batch_capacity)
+        return SERVE_DEFAULT_TARGET
+
+    def to_serve(self, batch_capacity: int | None = None) -> dict[str, Any]:
+        """Ray Serve's ``autoscaling_config`` dict, with the target resolved."""
+        return {**self.model_dump(exclude_none=True), "target_ongoing_requests": self.target(batch_capacity)}
 
 
 class ActorResources(StrictModel):
@@ -89,11 +135,27 @@ class DeploymentOptions(StrictModel):
     ray_actor_options: ActorResources = Field(
         default_factory=ActorResources, description="Resources per replica."
     )
-    max_ongoing_requests: int = Field(
-        100,
+    max_ongoing_requests: int | None = Field(
+        None,
         ge=1,
         le=100_000,
-        description="Requests one replica handles at once; more wait in the caller's queue.",
+        description="Requests one replica takes at once; more wait in the caller's (Serve's router) queue, "
+        "and the router sends a multiplexed adapter's requests elsewhere only once the replicas holding it "
+        "are this full. Default for the LLM: with one replica, its batch plus its queue plus 20 % "
+        "(`llm.max_batch_size + llm.max_queued_requests`), so requests wait in the replica's fair per-tenant "
+        "queue; when it autoscales past one replica, twice its batch, so load spreads over the replicas "
+        "once a batch is full. Gateway 1000, retrieval 32, otherwise 100.",
+    )
+    graceful_shutdown_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="How long a replica being stopped (scale-down, upgrade) waits for its ongoing requests "
+        "and streams to finish before it is killed; default: `gateway.request_timeout_s` + 15 s, so no "
+        "request the gateway still waits for is cut.",
+    )
+    graceful_shutdown_wait_loop_s: float = Field(
+        1.0, gt=0, le=60, description="How often a stopping replica checks whether its requests are done."
     )
 
     @model_validator(mode="after")
@@ -109,17 +171,51 @@ class DeploymentOptions(StrictModel):
             return self.autoscaling_config.max_replicas
         return self.num_replicas or 1
 
-    def to_serve_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``Deployment.options(...)``."""
+    def ongoing_limit(self, batch_capacity: int | None = None, queue_capacity: int = 0) -> int:
+        """``max_ongoing_requests``, else derived from the engine's batch and queue (see the field), else 100."""
+        if self.max_ongoing_requests is not None:
+            return self.max_ongoing_requests
+        if not batch_capacity:
+            return DEFAULT_MAX_ONGOING
+        if self.max_replicas > 1:
+            return 2 * batch_capacity
+        return int((batch_capacity + queue_capacity) * 1.2)
+
+    def to_serve_options(
+        self,
+        *,
+        batch_capacity: int | None = None,
+        queue_capacity: int = 0,
+        request_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options(...)``.
+
+        Args:
+            batch_capacity: Requests the deployment's engine decodes together (the LLM's
+                ``max_batch_size``): the autoscaling target and the ongoing-requests limit derive
+                from it when they are not given.
+            queue_capacity: Requests the engine keeps waiting beyond its batch (``max_queued_requests``).
+            request_timeout_s: The longest a request may run (the gateway's): a stopping replica
+                drains for that long plus a margin unless ``graceful_shutdown_timeout_s`` says otherwise.
+        """
         res = self.ray_actor_options
         actor: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
         if res.memory is not None:
             actor["memory"] = res.memory
         if res.resources:
             actor["resources"] = dict(res.resources)
-        out: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
+        out: dict[str, Any] = {
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.ongoing_limit(batch_capacity, queue_capacity),
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
+        }
+        drain_s = self.graceful_shutdown_timeout_s
+        if drain_s is None and request_timeout_s is not None:
+            drain_s = request_timeout_s + DRAIN_MARGIN_S
+        if drain_s is not None:
+            out["graceful_shutdown_timeout_s"] = drain_s
         if self.autoscaling_config is not None:
-            out["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
+            out["autoscaling_config"] = self.autoscaling_config.to_serve(batch_capacity)
         else:
             out["num_replicas"] = self.num_replicas or 1
         return out
@@ -131,10 +227,10 @@ def _gateway_deployment() -> DeploymentOptions:
 
 
 def _llm_deployment() -> DeploymentOptions:
-    # Many ongoing requests per replica is what lets the replica batch them together; beyond the batch,
-    # requests should wait in the replica's fair, bounded queue (llm.max_queued_requests), not in
-    # Serve's first-come-first-served router queue: max_batch_size 16 + max_queued_requests 256 + slack.
-    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5), max_ongoing_requests=320)
+    # max_ongoing_requests derives from the engine (see DeploymentOptions.ongoing_limit): with one replica,
+    # requests beyond the batch wait in the replica's fair, bounded queue (llm.max_queued_requests), not in
+    # Serve's first-come-first-served router queue.
+    return DeploymentOptions(ray_actor_options=ActorResources(num_cpus=0.5))
 
 
 def _retrieval_deployment() -> DeploymentOptions:

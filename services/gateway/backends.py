@@ -7,6 +7,7 @@ map Ray Serve's own failures, by type, to a 503 (or 429) that says what happened
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -54,6 +55,19 @@ def serve_error(exc: BaseException, what: str) -> AdeptError | None:
     return None
 
 
+def replica_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the replica serving the call stopped or died (not that the request was bad).
+
+    Such a call can be sent again to another replica as long as nothing of its answer was sent yet:
+    a replica being scaled down or replaced refuses or drops calls that reach it late, and its
+    engine, stopping or failed, refuses with a plain ``Unavailable`` (``Overloaded``, a full
+    queue, is backpressure for the client instead).
+    """
+    return any(
+        isinstance(c, ReplicaUnavailableError | RayActorError) or type(c) is Unavailable for c in _chain(exc)
+    )
+
+
 def as_adept_error(exc: BaseException, what: str) -> AdeptError:
     """The ``AdeptError`` inside ``exc`` (however Ray wrapped it), else a 503 naming ``what``."""
     for candidate in _chain(exc):
@@ -67,25 +81,48 @@ def as_adept_error(exc: BaseException, what: str) -> AdeptError:
 
 
 class ServeLLM:
-    """``LLMBackend`` over the LLM deployment's handle (multiplexed by adapter id)."""
+    """``LLMBackend`` over the LLM deployment's handle (multiplexed by adapter id).
 
-    def __init__(self, handle: Any) -> None:
+    Args:
+        handle: The LLM deployment's ``DeploymentHandle``.
+        retries: Times a generation is sent again when its replica went away before the first
+            chunk (scale-down, a replaced replica); after the first chunk a failure is final.
+        retry_backoff_s: Wait before the first retry, doubled for each further one (Serve needs a
+            moment to route around the replica that went away).
+    """
+
+    def __init__(self, handle: Any, *, retries: int = 3, retry_backoff_s: float = 0.25) -> None:
         self.handle = handle
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.retried = 0  # generations sent again after their replica went away (tests, logs)
 
     async def generate(self, model_id: str, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
-        response = self.handle.options(multiplexed_model_id=model_id, stream=True).generate.remote(request)
-        done = False
-        try:
-            async for chunk in response:
-                yield chunk
-            done = True
-        except AdeptError:
-            raise
-        except Exception as e:
-            raise as_adept_error(e, "LLM deployment") from None
-        finally:
-            if not done:
-                response.cancel()  # the client went away: free the replica's batch slot
+        attempt = 0
+        while True:
+            response = self.handle.options(multiplexed_model_id=model_id, stream=True).generate.remote(
+                request
+            )
+            started = done = False
+            try:
+                async for chunk in response:
+                    started = True
+                    yield chunk
+                done = True
+                return
+            except Exception as e:
+                if started or attempt >= self.retries or not replica_went_away(e):
+                    if isinstance(e, AdeptError):
+                        raise  # the replica's own answer (400, 404, 429, ...), as it raised it
+                    raise as_adept_error(e, "LLM deployment") from None
+                attempt += 1
+                self.retried += 1
+                log.info("LLM replica went away before answering (%s); retry %d", type(e).__name__, attempt)
+                done = True  # this response is over: nothing to cancel
+            finally:
+                if not done:
+                    response.cancel()  # the client went away: free the replica's batch slot
+            await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
 
     async def unload(self, model_id: str, attempts: int = 1) -> int:
         """Ask replicas holding ``model_id`` to drop it; Serve routes each call to a holder first.

@@ -4,11 +4,16 @@ Call it as ``handle.options(multiplexed_model_id=model_id, stream=True).generate
 ``model_id`` is ``""`` for the base model, else a resolved adapter id ``tenant/name@vN`` (the
 gateway checks ownership first). Serve routes a model id to replicas that already hold it and
 unloads the least recently used adapter beyond ``max_adapters_per_replica``.
+
+Scaling down (or replacing) a replica does not cut its streams: Serve stops routing to it, then
+waits up to the deployment's ``graceful_shutdown_timeout_s`` (``ServingConfig`` derives it from
+the gateway's request timeout) for its ongoing requests to finish before the engine is closed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,6 +28,10 @@ from services.llm.metrics import ReplicaMetrics
 from services.llm.protocol import GenerateChunk, GenerateRequest
 
 log = logging.getLogger(__name__)
+# Serve writes this logger's INFO lines to the replica's log file (logs/serve/replica_<app>_llm_*.log).
+serve_log = logging.getLogger("ray.serve")
+# One line per adapter load on a replica (tenant/name@vN, seconds, epoch time): bench/autoscaling.py counts them.
+COLD_LOAD_MESSAGE = "adapter cold load: %s in %.3f s at %.3f"
 MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
 
 
@@ -67,6 +76,8 @@ class LLMDeployment:
         async def load_adapter(model_id: str) -> LoadedAdapter:
             seconds = await self.loader.load(model_id)
             self.metrics.adapter_loaded(model_id, seconds)
+            if seconds > 0:  # 0.0: the engine still held it (dropped from Serve's cache only)
+                serve_log.info(COLD_LOAD_MESSAGE, model_id, seconds, time.time())
             return LoadedAdapter(model_id, self._evict)
 
         # Wrapped here, not with a class decorator, because the LRU size comes from the config.
@@ -74,6 +85,8 @@ class LLMDeployment:
         self._get_adapter = serve.multiplexed(max_num_models_per_replica=self.cfg.max_adapters_per_replica)(
             load_adapter
         )
+        # An instance attribute, as in ``LoadedAdapter``: Serve awaits it at shutdown, the GC never calls it.
+        self.__del__ = self._drained
         try:
             self.replica_id = serve.get_replica_context().replica_id.unique_id
         except Exception:  # constructed outside Serve (tests, tools)
@@ -102,7 +115,7 @@ class LLMDeployment:
             yield chunk
 
     async def info(self) -> dict[str, Any]:
-        """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting}``."""
+        """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting, adapter_loads}``."""
         return {
             "base_model": self.platform.model,
             "max_model_len": self.engine.max_model_len,
@@ -110,6 +123,7 @@ class LLMDeployment:
             "replica_id": self.replica_id,
             "engine": self.engine_kind,
             "waiting": self.engine.waiting_requests,
+            "adapter_loads": self.loader.loads,
         }
 
     async def unload(self, model_id: str) -> bool:
@@ -125,6 +139,10 @@ class LLMDeployment:
     async def count_tokens(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` with this replica's tokenizer (no special tokens added)."""
         return self.engine.count_tokens(list(texts))
+
+    async def _drained(self) -> None:
+        """Serve awaits this (as ``__del__``) once the stopping replica has drained: stop the engine's loop."""
+        await self.engine.close()
 
     async def check_health(self) -> None:
         """Serve health check: raises once the engine's loop died, so Serve replaces this replica."""

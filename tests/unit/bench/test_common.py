@@ -110,4 +110,4 @@ def test_the_runner_runs_every_benchmark_and_fails_at_the_end(
 
 def test_every_benchmark_is_found() -> None:
     names = {p.stem for p in runner.benchmarks(runner.BENCH_DIR)}
-    assert names == {"finetune_api", "kernel", "load", "retrieval", "serving", "training"}
+    assert names == {"autoscaling", "finetune_api", "kernel", "load", "retrieval", "serving", "training"}

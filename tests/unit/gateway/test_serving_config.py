@@ -96,8 +96,51 @@ def test_build_app_applies_deployment_options(tmp_path, monkeypatch):
     assert gateway.num_replicas == 2
     llm = gateway.init_args[1]._bound_deployment  # (config, llm, retrieval, admin hash)
     assert llm.max_ongoing_requests == 32
-    assert llm._deployment_config.autoscaling_config.max_replicas == 2
+    autoscaling = llm._deployment_config.autoscaling_config
+    assert autoscaling.max_replicas == 2
+    assert autoscaling.target_ongoing_requests == 12  # 0.75 x the default max_batch_size 16
+    assert llm._deployment_config.graceful_shutdown_timeout_s == 315  # request_timeout_s 300 + margin
     assert len(gateway.init_args[3]) == 64  # only the admin key's sha256 travels to the replica
     assert (tmp_path / "admin.key").is_file()
     with pytest.raises(ConfigError, match=r"gateway\.port"):
         build_app({"gateway": {"port": "eighty"}})
+
+
+def test_llm_autoscaling_target_follows_the_engine_batch():
+    cfg = ServingConfig.model_validate(
+        {
+            "llm": {"max_batch_size": 8, "max_queued_requests": 64, "max_queued_per_tenant": 16},
+            "deployments": {"llm": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}},
+        }
+    )
+    llm = cfg.deployments.llm.to_serve_options(batch_capacity=8, queue_capacity=64, request_timeout_s=300)
+    assert llm["autoscaling_config"]["target_ongoing_requests"] == 6  # 0.75 of the batch, not a constant
+    assert llm["autoscaling_config"]["look_back_period_s"] == 30
+    # Past one replica, a replica is "full" at two batches: the router then spreads adapters' requests.
+    assert llm["max_ongoing_requests"] == 16
+    assert llm["graceful_shutdown_timeout_s"] == 315  # the longest request, plus a margin to drain
+    bigger = cfg.deployments.llm.to_serve_options(batch_capacity=32, queue_capacity=64)
+    assert bigger["autoscaling_config"]["target_ongoing_requests"] == 24
+    assert "graceful_shutdown_timeout_s" not in bigger  # Serve's default without a request timeout
+    explicit = DeploymentOptions.model_validate(
+        {"autoscaling_config": {"max_replicas": 2, "target_ongoing_requests": 5}, "max_ongoing_requests": 40}
+    ).to_serve_options(batch_capacity=8)
+    assert explicit["autoscaling_config"]["target_ongoing_requests"] == 5
+    assert explicit["max_ongoing_requests"] == 40
+    # Deployments without a batch get Serve's default target.
+    other = DeploymentOptions.model_validate({"autoscaling_config": {"max_replicas": 2}}).to_serve_options()
+    assert other["autoscaling_config"]["target_ongoing_requests"] == 2
+    assert other["max_ongoing_requests"] == 100
+
+
+def test_single_llm_replica_queues_in_its_own_fair_queue():
+    opts = ServingConfig().deployments.llm.to_serve_options(batch_capacity=16, queue_capacity=256)
+    assert opts["num_replicas"] == 1
+    assert opts["max_ongoing_requests"] == int((16 + 256) * 1.2)  # Serve's router never queues first
+
+
+def test_delays_that_would_flap_are_refused():
+    with pytest.raises(ValueError, match="flapping"):
+        DeploymentOptions.model_validate(
+            {"autoscaling_config": {"max_replicas": 2, "upscale_delay_s": 60, "downscale_delay_s": 10}}
+        )
