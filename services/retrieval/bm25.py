@@ -18,7 +18,9 @@ in one segment or a hundred, on Milvus Lite or a server. Another tenant's chunks
 tenant's IDF.
 
 The analyzer is Unicode word tokens (letters and digits), lowercased and NFKC-folded: part codes
-such as ``PU-1042`` become ``pu`` and ``1042``, like Milvus' standard analyzer.
+such as ``PU-1042`` become ``pu`` and ``1042``, like Milvus' standard analyzer; Lucene's English
+stop words are dropped. They carry almost no IDF, but their posting lists are the longest by far
+(``the`` is in nearly every chunk) and Milvus Lite walks a query term's postings in Python.
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ B = 0.75
 PIVOT_TOKENS = 64.0  # length normalization pivot (analyzer tokens); a constant so vectors are final
 MAX_TOKEN_CHARS = 64  # longer "words" (hashes, base64) are cut: they match only themselves anyway
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
+# Lucene's EnglishAnalyzer stop set (also Elasticsearch's `_english_`).
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
+    "these they this to was will with".split()
+)
 
 
 def tokens(text: str) -> list[str]:
-    """The analyzer: lowercased Unicode word tokens (letters and digits; ``_`` and punctuation split)."""
+    """The analyzer: lowercased Unicode word tokens (letters and digits; ``_`` and punctuation split),
+    English stop words left out."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return [t[:MAX_TOKEN_CHARS] for t in _TOKEN_RE.findall(folded)]
+    return [t[:MAX_TOKEN_CHARS] for t in _TOKEN_RE.findall(folded) if t not in STOP_WORDS]
 
 
 def term_id(token: str) -> int:
