@@ -250,10 +250,10 @@ def worker_trl(spec: dict) -> dict:
     # Tuned: padding-free batches (each example its own sequence, flash/varlen-style) and no gradient
     # checkpointing (TRL 1.16 turns it on by default); padding_free without packing needs max_length=None.
     extra = {"padding_free": True, "gradient_checkpointing": False, "max_length": None} if tuned else {}
+    extra.setdefault("max_length", spec["max_len"])
     gpu = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(Path(spec["workdir"]) / "trl"),
-        max_length=spec["max_len"],
         per_device_train_batch_size=batch,
         num_train_epochs=1,
         learning_rate=lr,
