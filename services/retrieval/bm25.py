@@ -39,8 +39,41 @@ MAX_TOKEN_CHARS = 64  # longer "words" (hashes, base64) are cut: they match only
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 # Lucene's EnglishAnalyzer stop set (also Elasticsearch's `_english_`).
 STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
-    "these they this to was will with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
 )
 
 
