@@ -106,7 +106,8 @@ def document_vector(counts: Mapping[int, int]) -> dict[int, float]:
 
 
 def idf(n_docs: int, df: int) -> float:
-    """BM25's IDF (Lucene's, never negative)."""
+    """BM25's IDF (Lucene's, never negative: statistics read mid-update may have ``df > n_docs``)."""
+    n_docs = max(n_docs, df)
     return math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
 
 

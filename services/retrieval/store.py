@@ -551,12 +551,13 @@ class TermStats:
             if tenant not in self._cache:
                 self._load(tenant)
             _, n, df = self._cache[tenant]
+            df = dict(df)  # copy on write: searches read the cached (count, df) pair without the lock
             if self.shared:  # another replica may have changed these terms: start from the stored values
                 terms = ", ".join(str(t) for t in delta)
                 stored = {int(r["term"]): int(r["df"]) for r in _iterate(
                     self.client, self.name, _scope(tenant, f"term in [{terms}]"), ["term", "df"])}  # fmt: skip
                 n = stored.pop(self.COUNT, n)
-                df = {**df, **stored}
+                df.update(stored)
             n = max(0, n + sign * delta.pop(self.COUNT))
             changed = {t: max(0, df.get(t, 0) + sign * k) for t, k in delta.items()}
             for t, v in changed.items():

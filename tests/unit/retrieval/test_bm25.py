@@ -60,3 +60,7 @@ def test_document_vector_saturates_and_normalizes_length() -> None:
     assert short[pid] > long[pid] > 0
     assert many[pid] < bm25.K1 + 1  # saturation bound
     assert bm25.document_vector({}) == {}
+
+
+def test_idf_is_never_negative_even_mid_update() -> None:
+    assert bm25.idf(10, 10) > 0 and bm25.idf(3, 7) == bm25.idf(7, 7) > 0
