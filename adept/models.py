@@ -325,11 +325,15 @@ def resolve_dtype(device: str, dtype: str = "auto") -> torch.dtype:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX, where bf16 matmuls are faster than fp32."""
+    """True on CPUs with AVX512-BF16 or AMX, where bf16 matmuls are faster than fp32.
+
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: it is true on any AVX-512 CPU
+    (Skylake-class hosts then emulate bf16, slower than fp32).
+    """
     import torch
 
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 

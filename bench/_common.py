@@ -4,12 +4,18 @@ A result is ``bench/results/<name>.json`` (``bench/results/quick/<name>.json`` f
 runs, so a smoke run never overwrites the default-size figures the README is generated from)::
 
     {"name", "schema", "date", "git_commit", "size", "args", "dtype",
-     "machine": {"cpu", "cores", "gpu", "bf16", "load_avg_start", "load_avg_end", ...versions},
+     "machine": {"cpu", "cores", "gpu", "bf16", "load_avg_start", "load_avg_end", "load_avg_max",
+                 "contended", ...versions},
      "figures": [{"figure", "value", "unit", "baseline", "baseline_value", "ratio",
                   "higher_is_better", "note"}],
      "details": {...whatever else the benchmark measured}}
 
 ``python -m bench.report`` turns the files into one table and one PNG.
+
+**Quiet figures.** While a benchmark runs, ``Run`` samples the 1-minute load average every few
+seconds; a run whose load ever exceeded the usable core count is *contended* (other processes
+shared the CPU, so its speeds are low and noisy). A contended result never replaces a quiet one:
+it goes to ``<name>.contended.json`` beside it, and the README table leaves contended results out.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -96,6 +103,48 @@ def load_avg() -> list[float] | None:
         return None
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def is_contended(machine: dict[str, Any]) -> bool:
+    """Whether a result's run shared the CPU: its 1-minute load exceeded the usable cores at any sample.
+
+    Results written before ``load_avg_max`` existed are judged by their start and end loads.
+    """
+    if "contended" in machine:
+        return bool(machine["contended"])
+    cores = machine.get("usable_cores") or machine.get("cores") or 1
+    loads = [x[0] for x in (machine.get("load_avg_start"), machine.get("load_avg_end")) if x]
+    return any(load > cores for load in loads)
+
+
+class LoadWatch:
+    """The highest 1-minute load average seen while running (sampled every ``every_s`` seconds)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        first = load_avg()
+        self.max = first[0] if first else None
+        self._stop = threading.Event()
+        self._every = every_s
+        self._thread = threading.Thread(target=self._loop, name="load-watch", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            self.sample()
+
+    def sample(self) -> float | None:
+        now = load_avg()
+        if now is not None:
+            self.max = now[0] if self.max is None else max(self.max, now[0])
+        return self.max
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        return self.sample()
+
+
 def cpu_bf16() -> bool:
     """Whether this CPU has native bf16 (AVX512-BF16 or AMX): the same test ``dtype: auto`` uses."""
     from adept.models import cpu_has_native_bf16
@@ -114,7 +163,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "mem_gib": _mem_gib(),
         "gpu": gpu_name(),
         "bf16": cpu_bf16(),
@@ -258,12 +307,16 @@ class Run:
         self.quick = bool(self.args.get("quick"))
         self.date = datetime.now(UTC).isoformat(timespec="seconds")
         self.load_start = load_avg()
+        self.load = LoadWatch()
 
     def write(self, figures: Sequence[Figure], *, dtype: str | None, details: dict[str, Any]) -> Path:
         """Write the result file; ``dtype`` is what the measured code computed in (None: no tensors)."""
         if not figures:
             raise ValueError(f"benchmark {self.name!r} produced no figures")
+        load_max = self.load.stop()
         machine = {**machine_info(), "load_avg_start": self.load_start, "load_avg_end": load_avg()}
+        machine["load_avg_max"] = load_max
+        machine["contended"] = load_max is not None and load_max > machine["usable_cores"]
         out = {
             "name": self.name,
             "schema": SCHEMA,
@@ -279,6 +332,14 @@ class Run:
         folder = QUICK_DIR if self.quick else RESULTS_DIR
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.name}.json"
+        if machine["contended"]:
+            print(
+                f"CONTENDED: the 1-minute load reached {load_max:.1f} on {machine['usable_cores']} cores during "
+                f"this run; its figures are not quiet and stay out of the README table",
+                file=sys.stderr,
+            )
+            if path.exists() and not is_contended(json.loads(path.read_text()).get("machine", {})):
+                path = folder / f"{self.name}.contended.json"  # never replace a quiet result
         path.write_text(json.dumps(out, indent=2, default=str) + "\n")
         print(f"wrote {path}")
         return path

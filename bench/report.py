@@ -4,7 +4,9 @@
     python -m bench.report --quick    # bench/results/quick (what `make bench BENCH_ARGS=--quick` wrote)
     python -m bench.report --readme   # also replace the README's generated benchmark table
 
-The README's benchmark section is this table, regenerated between its markers, never typed.
+The README's benchmark section is this table, regenerated between its markers, never typed, and
+only from quiet runs: a result whose load exceeded the core count during its run (``contended``,
+bench/_common.py) is left out of it and named below it; ``report.md`` shows every result.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import QUICK_DIR, RESULTS_DIR  # noqa: E402
+from bench._common import QUICK_DIR, RESULTS_DIR, is_contended  # noqa: E402
 
 BEGIN = "<!-- BEGIN:bench-report -->"
 END = "<!-- END:bench-report -->"
@@ -35,6 +38,8 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
     """Every ``*.json`` result in ``folder``, in report order; a malformed file raises ``ReportError``."""
     results = []
     for path in sorted(folder.glob("*.json")):
+        if path.name.endswith(".contended.json"):  # a loaded rerun kept beside a quiet result
+            continue
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
@@ -70,6 +75,10 @@ def _machine(m: dict[str, Any]) -> str:
     gpu = m.get("gpu") or "no GPU"
     start, end = m.get("load_avg_start"), m.get("load_avg_end")
     load = f", load {start[0]:.1f}→{end[0]:.1f}" if start and end else ""
+    if m.get("load_avg_max") is not None:
+        load += f" (max {m['load_avg_max']:.1f})"
+    if is_contended(m):
+        load += ", CONTENDED"
     return f"{m.get('cpu', '?')}, {cores}{bf16}, {gpu}{load}"
 
 
@@ -84,7 +93,23 @@ def _ratio(fig: dict[str, Any]) -> str:
     )
 
 
-def render_markdown(results: list[dict[str, Any]]) -> str:
+def quiet_only(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(quiet results, one line per contended result left out)``."""
+    quiet, left_out = [], []
+    for r in results:
+        if is_contended(r["machine"]):
+            m = r["machine"]
+            peak = m.get("load_avg_max") or max(
+                x[0] for x in (m.get("load_avg_start"), m.get("load_avg_end")) if x
+            )
+            cores = m.get("usable_cores") or m.get("cores")
+            left_out.append(f"{r['name']} ({r['date'][:10]}: load {peak:.1f} on {cores} cores)")
+        else:
+            quiet.append(r)
+    return quiet, left_out
+
+
+def render_markdown(results: list[dict[str, Any]], left_out: Sequence[str] = ()) -> str:
     """The table: one row per figure, with its baseline, ratio, machine, dtype and date."""
     lines = [
         "| benchmark | figure | value | baseline | ratio | machine | dtype | date, commit |",
@@ -110,6 +135,13 @@ def render_markdown(results: list[dict[str, Any]]) -> str:
         "load: the 1-minute load average at the start → end of the run (above the core count, other "
         "processes shared the CPU and speeds are low and noisy)."
     )
+    if left_out:
+        lines.append("")
+        lines.append(
+            "Left out, measured on a loaded machine (rerun quietly: `python -m bench --only NAME`): "
+            + "; ".join(left_out)
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -184,9 +216,13 @@ def _report(folder: Path, readme: Path | None) -> int:
     print(table)
     print(f"wrote {folder / 'report.md'} and {png}")
     if readme:
+        quiet, left_out = quiet_only(results)
         home = readme.resolve().parent
-        rel = str(png.relative_to(home)) if png.is_relative_to(home) else None
-        changed = update_readme(readme, table, rel)
+        rel = None
+        if quiet:
+            png = render_png(quiet, folder / "readme.png")
+            rel = str(png.relative_to(home)) if png.is_relative_to(home) else None
+        changed = update_readme(readme, render_markdown(quiet, left_out), rel)
         print(f"{readme}: {'updated' if changed else 'already current'}")
     return 0
 

@@ -83,7 +83,10 @@ def build_lora_model(
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)  # same adapter init on every worker and every run
-    peft_model = get_peft_model(model, lora)
+    # LoRA weights in the compute dtype of the base (bf16 with bf16): PEFT's default keeps them in
+    # fp32 beside a bf16 base, which casts activations at every adapted layer, both ways, every step.
+    # The 4-bit path keeps PEFT's default (its compute dtype is bnb's, set above).
+    peft_model = get_peft_model(model, lora, autocast_adapter_dtype=quantize_base)
     if init_adapter:  # fine-tuning a fine-tuned model: go on from its weights
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -97,10 +100,17 @@ def trainable_parameters(model: Any) -> list[Any]:
 
 
 def build_optimizer(params: list[Any], *, lr: float, weight_decay: float) -> Any:
-    """AdamW over the adapter weights."""
+    """AdamW over the adapter weights: the fused kernel (one launch for all tensors) where torch has it."""
     import torch
 
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    kwargs = {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999), "eps": 1e-8}
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if fusable:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # an older torch, or a dtype/device it does not fuse
+            pass
+    return torch.optim.AdamW(params, **kwargs)
 
 
 def build_scheduler(optimizer: Any, *, schedule: str, warmup_steps: int, total_steps: int) -> Any:

@@ -233,10 +233,22 @@ def collate(rows: list[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels}
     if packed:
         batch["position_ids"] = position_ids
+        # The documents of the rows laid end to end (padding is one more): what per-document
+        # attention splits a flattened batch by (training/loss.py).
+        batch["doc_lengths"] = doc_lengths(position_ids)
     else:
         batch["attention_mask"] = attention
     batch["num_tokens"] = int(attention.sum())
     return batch
+
+
+def doc_lengths(position_ids: Any) -> list[int]:
+    """Lengths of the documents of packed rows laid end to end (each starts where its position is 0)."""
+    import torch
+
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).flatten().tolist()
+    return [b - a for a, b in zip(starts, [*starts[1:], flat.numel()], strict=True)]
 
 
 def epoch_order(n_rows: int, epoch: int, seed: int) -> list[int]:

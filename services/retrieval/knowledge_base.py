@@ -215,6 +215,7 @@ class KnowledgeBase:
             live = self._live(tenant)
             count = len(live)
             seen: set[str] = set()
+            unchanged: dict[str, int] = {}
             batch: list[tuple[ParsedDocument, list]] = []
             pending = 0
             for item in items:
@@ -231,9 +232,7 @@ class KnowledgeBase:
                 seen.add(doc.id)
                 current = live.get(doc.id)
                 if current and current["content_hash"] == doc.content_hash:
-                    self._retire(
-                        tenant, {doc.id: current["generation"]}
-                    )  # finishes an interrupted earlier run
+                    unchanged[doc.id] = current["generation"]  # retired below: finishes an interrupted run
                     result.documents.append(_info(current, "unchanged"))
                     continue
                 if current is None and max_documents and count >= max_documents:
@@ -255,10 +254,12 @@ class KnowledgeBase:
                     batch, pending = [], 0
             if batch:
                 result.documents.extend(self._commit(tenant, batch, live))
-            # No flush after ingest (``ChunkStore.seal``): on Milvus Lite it makes search faster but
-            # wrong — Lite scores BM25 with each segment's own statistics, so a document flushed in a
-            # small batch all but vanishes from hybrid search (measured: BM25 0.86 flushed vs 13.35
-            # unflushed for its own words; tests/integration/retrieval). A server seals on its own.
+            if unchanged:
+                self._retire(tenant, unchanged)
+            if result.documents:
+                # One flush per upload: Milvus Lite then searches the new rows through its index
+                # rather than by brute force. BM25 does not depend on segments (services/retrieval/bm25.py).
+                self.store.seal()
         return result
 
     def _commit(
@@ -288,9 +289,8 @@ class KnowledgeBase:
             for row, vec in zip(part, vectors[start : start + step], strict=True):
                 row["dense"] = vec.tolist()
             self.store.insert_chunks(tenant, part)
-        infos = []
-        for doc, chunks in batch:
-            record = {
+        records = [
+            {
                 "document_id": doc.id,
                 "generation": generation,
                 "title": doc.title[:1000],
@@ -298,9 +298,14 @@ class KnowledgeBase:
                 "chunks": len(chunks),
                 "metadata": doc.metadata,
             }
-            self.store.put_record(tenant, record)  # the flip: from here on search sees only this version
-            infos.append(_info(record, "updated" if doc.id in live else "created"))
-            live[doc.id] = record
+            for doc, chunks in batch
+        ]
+        # The flip, for the whole batch in one write: from here on search sees only these versions.
+        self.store.put_records(tenant, records)
+        infos = [_info(rec, "updated" if rec["document_id"] in live else "created") for rec in records]
+        live.update((rec["document_id"], rec) for rec in records)
+        # Every document of the batch has the same generation: one expression retires them all
+        # (new documents too: a crashed earlier run may have left invisible chunks of theirs).
         self._retire(tenant, {doc.id: generation for doc, _ in batch})
         return infos
 
@@ -308,9 +313,12 @@ class KnowledgeBase:
         """Delete chunks and records of generations older than each document's live one."""
         items = list(generations.items())
         for start in range(0, len(items), _MAX_RETIRE_DOCS):
-            part = items[start : start + _MAX_RETIRE_DOCS]
+            by_generation: dict[int, list[str]] = {}
+            for doc_id, g in items[start : start + _MAX_RETIRE_DOCS]:
+                by_generation.setdefault(int(g), []).append(doc_id)
             expr = " or ".join(
-                f"(document_id == {quote_literal(d)} and generation < {int(g)})" for d, g in part
+                f"(document_id in [{', '.join(quote_literal(d) for d in ids)}] and generation < {g})"
+                for g, ids in by_generation.items()
             )
             self.store.delete_where(tenant, expr)
 

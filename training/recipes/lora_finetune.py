@@ -133,6 +133,12 @@ class LoRAFinetuneRecipe:
         )
         # Served adapters name the base model by its canonical id, not this worker's local path.
         model.peft_config["default"].base_model_name_or_path = self.loop_config["base_model_id"]
+        # Packed rows: attention within each document only, not over the whole row (training/loss.py).
+        self.packed = bool(cfg.data.packing)
+        if self.packed:
+            from training.loss import use_packed_attention
+
+            use_packed_attention(model)
         self.peft_model = model
         params = trainable_parameters(model)
         optimizer = build_optimizer(params, lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -239,15 +245,16 @@ class LoRAFinetuneRecipe:
             started = time.monotonic()
             step = self.state["step"]
             batches = [self._micro_batch(step * t.grad_accum_steps + k) for k in range(t.grad_accum_steps)]
-            label_count = torch.tensor(
-                [float(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))], device=self.device
-            )
-            label_count = max(1.0, self._all_reduce(label_count).item())
-            loss_sum = 0.0
+            # Counted on the host from the host-side labels; one all-reduce when there are several workers.
+            label_count = float(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))
+            if self.world > 1:
+                label_count = self._all_reduce(torch.tensor([label_count], device=self.device)).item()
+            label_count = max(1.0, label_count)
+            loss_sum = torch.zeros((), device=self.device)
             for k, batch in enumerate(batches):
                 last = k == len(batches) - 1
                 loss = self._token_loss_sum(batch)
-                loss_sum += loss.item()
+                loss_sum += loss.detach()  # stays on the device: no host sync per micro-batch
                 # Global per-token mean: DDP/DeepSpeed average gradients over ranks, hence * world.
                 scaled = loss * self.world / label_count
                 if self.use_ds:
@@ -266,12 +273,13 @@ class LoRAFinetuneRecipe:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            tokens = self._all_reduce(
-                torch.tensor([float(sum(b["num_tokens"] for b in batches))], device=self.device)
-            )
-            train_loss = self._all_reduce(torch.tensor([loss_sum], device=self.device)).item() / label_count
+            tokens = float(sum(b["num_tokens"] for b in batches))
+            if self.world > 1:
+                tokens = self._all_reduce(torch.tensor([tokens], device=self.device)).item()
+            # The step's one host sync: the loss the metrics history records.
+            train_loss = self._all_reduce(loss_sum.reshape(1)).item() / label_count
             self.state["step"] = step = step + 1
-            self.state["tokens_seen"] += int(tokens.item())
+            self.state["tokens_seen"] += int(tokens)
             self.state["label_tokens"] += int(label_count)
             self.state["train_seconds"] += time.monotonic() - started
             self.state["peak_memory_mb"] = max(self.state.get("peak_memory_mb", 0.0), self._peak_memory_mb())
@@ -294,22 +302,14 @@ class LoRAFinetuneRecipe:
                 self._report(metrics, checkpoint=False)
 
     def _token_loss_sum(self, batch: dict[str, Any]) -> Any:
-        """Sum of next-token cross-entropy over labelled (assistant) tokens of one micro-batch."""
-        import torch.nn.functional as F
+        """Sum of next-token cross-entropy over labelled (assistant) tokens of one micro-batch.
 
-        inputs = {
-            k: v.to(self.device)
-            for k, v in batch.items()
-            if k in ("input_ids", "attention_mask", "position_ids")
-        }
-        labels = batch["labels"].to(self.device)
-        logits = self.model(**inputs, use_cache=False).logits
-        return F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.size(-1)),
-            labels[:, 1:].reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
+        Logits are computed for labelled positions only, and packed rows attend per document
+        (``training.loss``; equal to the full forward: tests/unit/training/test_loss.py).
+        """
+        from training.loss import token_loss_sum
+
+        return token_loss_sum(self.model, batch, self.device, packed_attention=self.packed)
 
     def evaluate(self) -> dict[str, float]:
         """Eval loss and perplexity over the held-out rows (every rank runs the same number of batches)."""

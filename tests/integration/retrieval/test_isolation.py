@@ -56,6 +56,12 @@ def test_store_scoping_on_every_search_path(kb, two_tenants) -> None:
         text = "SECRET-A reactor code" if i % 3 else None
         hits = kb.store.search("iso-b", vec.tolist(), limit=int(rng.integers(1, 200)), query_text=text)
         assert all(h["tenant"] == "iso-b" and not h["document_id"].startswith("a-") for h in hits)
+    for query in ["SECRET-A reactor code gearbox oil", "a-0 reactor", "oil change interval code"]:
+        hits = kb.store.keyword_search("iso-b", query, limit=200)  # BM25 alone, with B's own IDF
+        assert all(h["tenant"] == "iso-b" and not h["document_id"].startswith("a-") for h in hits)
+    assert kb.store.keyword_search("iso-a", "SECRET-A reactor code", limit=5)[0]["document_id"].startswith(
+        "a-"
+    )
 
 
 def test_list_and_delete_by_guessed_id(kb, two_tenants) -> None:

@@ -121,19 +121,16 @@ def test_interrupted_ingest_rerun_has_no_duplicates_or_gaps(kb, tenant, monkeypa
         (n, d.replace(b"the", b"THE") if n.endswith((".md", ".txt", ".html", ".jsonl")) else d)
         for n, d in asset_files()
     ]
-    real_put = kb.store.put_record
-    calls = {"n": 0}
+    real_put = kb.store.put_records
 
-    def put_then_crash(t, record):  # fault injection: the process dies after the second flip
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise _Crash()
-        real_put(t, record)
+    def put_then_crash(t, records):  # fault injection: the process dies after flipping two documents
+        real_put(t, records[:2])
+        raise _Crash()
 
-    monkeypatch.setattr(kb.store, "put_record", put_then_crash)
+    monkeypatch.setattr(kb.store, "put_records", put_then_crash)
     with pytest.raises(_Crash):
         kb.ingest_files(tenant, changed)
-    monkeypatch.setattr(kb.store, "put_record", real_put)
+    monkeypatch.setattr(kb.store, "put_records", real_put)
     # A search in the crashed state sees exactly one version of each document.
     hits = kb.search(tenant, "gearbox oil", top_k=20)
     assert len({h.chunk_id for h in hits}) == len(hits)

@@ -33,18 +33,17 @@ def test_retrieval_figures_name_the_index_and_why_a_backend_is_missing() -> None
         "exact": {"qps": 150.0, "p50_ms": 6.0, "p99_ms": 9.0},
         "kb_search_ms": {"p50": 30.0, "p99": 60.0},
         "backends": {
-            "lite_default": _backend("FLAT", hybrid=True),
-            "lite_flushed": _backend("FLAT", hybrid=True),
-            "lite_hnsw": _backend("HNSW", hybrid=True),
+            "lite_default": _backend("HNSW", hybrid=True),
+            "lite_flat": _backend("FLAT", hybrid=True),
             "server": {"not_run": "cannot create a network namespace"},
         },
         "hit_at_5": {"generated": {"dense": 0.8, "hybrid": 1.0, "questions": 160}},
     }
     names = [f.figure for f in retrieval.make_figures(result)]
     assert names[0] == "ingest chunks/s through the knowledge base (100k chunks)"
-    assert "recall@10, Milvus Lite as the platform leaves it, unflushed (FLAT, 100k chunks)" in names
-    assert "dense top-10 QPS, Milvus Lite after flush() (FLAT, 100k chunks)" in names
-    assert "hybrid top-10 QPS, Milvus Lite, HNSW after flush() (HNSW, 100k chunks)" in names
+    assert "recall@10, Milvus Lite as the platform leaves it (HNSW, 100k chunks)" in names
+    assert "dense top-10 QPS, Milvus Lite, exact (FLAT, 100k chunks)" in names
+    assert "hybrid top-10 QPS, Milvus Lite as the platform leaves it (HNSW, 100k chunks)" in names
     assert not any("Milvus server" in n for n in names)
     result["backends"]["server"] = {
         **_backend("HNSW", hybrid=False),

@@ -48,6 +48,24 @@ def test_a_run_writes_the_common_format(tmp_path: Path, monkeypatch: pytest.Monk
     )
 
 
+def test_a_contended_run_is_marked_and_never_replaces_a_quiet_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(_common, "load_avg", lambda: [0.5, 0.5, 0.5])
+    quiet = Run("demo", {}).write([Figure("s", 1.0, "", "b", 1.0)], dtype=None, details={})
+    assert json.loads(quiet.read_text())["machine"]["contended"] is False
+    cores = _common.usable_cores()
+    monkeypatch.setattr(_common, "load_avg", lambda: [cores + 2.5, 1.0, 1.0])
+    loaded = Run("demo", {}).write([Figure("s", 2.0, "", "b", 1.0)], dtype=None, details={})
+    assert loaded == tmp_path / "demo.contended.json"
+    machine = json.loads(loaded.read_text())["machine"]
+    assert machine["contended"] is True and machine["load_avg_max"] == cores + 2.5
+    assert json.loads(quiet.read_text())["figures"][0]["value"] == 1.0
+    assert _common.is_contended({"usable_cores": 2, "load_avg_start": [0.1], "load_avg_end": [2.4]})
+    assert not _common.is_contended({"usable_cores": 2, "load_avg_start": [0.1], "load_avg_end": [1.9]})
+
+
 def test_a_run_without_figures_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
     with pytest.raises(ValueError, match="no figures"):

@@ -17,7 +17,7 @@ MACHINE = {
     "gpu": None,
     "bf16": False,
     "load_avg_start": [1.0, 0.5, 0.2],
-    "load_avg_end": [2.5, 1.0, 0.4],
+    "load_avg_end": [1.5, 1.0, 0.4],
 }
 
 
@@ -65,7 +65,7 @@ def test_table_has_one_row_per_figure_in_report_order(results_dir: Path) -> None
     assert "fine-tuning tokens/s — eval loss 1.2 vs 1.21" in tokens
     assert "1,500 tokens/s" in tokens and "TRL SFTTrainer: 1,000 tokens/s" in tokens
     assert "1.50× ↑" in tokens and "bfloat16" in tokens and "2026-11-29, abc123def456" in tokens
-    assert "AMD EPYC, 2 cores, no bf16, no GPU, load 1.0→2.5" in tokens
+    assert "AMD EPYC, 2 cores, no bf16, no GPU, load 1.0→1.5" in tokens
     assert "0.90× ↓" in rows[2]  # QLoRA / LoRA memory: lower is better
     assert "| — |" in rows[3]  # no tensors in the kernel benchmark: no dtype
     assert "something \\| odd" in rows[4] and "| nothing | — |" in rows[4]  # no baseline value: no ratio
@@ -109,9 +109,31 @@ def test_readme_block_is_replaced_between_markers_only(results_dir: Path, tmp_pa
     text = readme.read_text()
     assert text.startswith("# Title\n\n## Benchmarks\n\nintro\n\n") and text.endswith("\n\nafter\n")
     assert "old typed table" not in text and "| training | fine-tuning tokens/s" in text
-    assert "![ratio of each figure to its baseline](results/report.png)" in text
+    assert "![ratio of each figure to its baseline](results/readme.png)" in text
     assert (results_dir / "report.md").read_text() in text
-    assert not report.update_readme(readme, (results_dir / "report.md").read_text(), "results/report.png")
+    assert not report.update_readme(readme, (results_dir / "report.md").read_text(), "results/readme.png")
+
+
+def test_the_readme_leaves_out_contended_runs(results_dir: Path, tmp_path: Path) -> None:
+    loaded = result("serving", [Figure("tokens/s", 9.0, "tokens/s", "HF generate", 3.0)])
+    loaded["machine"] = {**MACHINE, "load_avg_max": 4.5, "contended": True}
+    old = result("load", [Figure("requests/s", 5.0, "requests/s", "one replica", 4.0)])
+    old["machine"] = {**MACHINE, "load_avg_end": [3.1, 2.0, 1.0]}  # before load_avg_max: judged by start/end
+    (results_dir / "serving.json").write_text(json.dumps(loaded))
+    (results_dir / "load.json").write_text(json.dumps(old))
+    (results_dir / "kernel.contended.json").write_text(json.dumps(loaded))  # kept aside, never reported
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.BEGIN}\n{report.END}\n")
+    assert report.main(["--results", str(results_dir), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "| training |" in text and "| serving |" not in text and "| load |" not in text
+    assert "Left out, measured on a loaded machine" in text
+    assert (
+        "serving (2026-11-29: load 4.5 on 2 cores)" in text
+        and "load (2026-11-29: load 3.1 on 2 cores)" in text
+    )
+    full = (results_dir / "report.md").read_text()
+    assert "| serving |" in full and "CONTENDED" in full and full.count("| kernel |") == 1
 
 
 def test_readme_without_markers_is_refused(tmp_path: Path) -> None:
@@ -125,7 +147,8 @@ def test_the_readme_table_is_the_generated_one() -> None:
     """The README's benchmark section is regenerated from the committed results, never typed."""
     readme = Path(report.REPO / "README.md").read_text()
     block = readme[readme.index(report.BEGIN) : readme.index(report.END) + len(report.END)]
-    table = report.render_markdown(report.load_results(RESULTS_DIR))
-    assert block == report.readme_block(table, "bench/results/report.png"), (
+    quiet, left_out = report.quiet_only(report.load_results(RESULTS_DIR))
+    table = report.render_markdown(quiet, left_out)
+    assert block == report.readme_block(table, "bench/results/readme.png" if quiet else None), (
         "README benchmark table is stale: run `python -m bench.report --readme`"
     )

@@ -32,10 +32,11 @@ def test_overlap_must_be_below_size() -> None:
 
 
 def test_index_per_backend() -> None:
-    assert IndexConfig().resolve(lite=True)[0] == "FLAT"
+    assert IndexConfig().resolve(lite=True) == IndexConfig().resolve(lite=False)
     kind, build, search = IndexConfig().resolve(lite=False)
-    assert kind == "HNSW" and build["M"] == 16 and search["ef"] == 128
-    assert IndexConfig(type="HNSW", search_params={"ef": 256}).resolve(lite=True)[2] == {"ef": 256}
+    assert kind == "HNSW" and build["M"] == 16 and search["ef"] == 256
+    assert IndexConfig(type="HNSW", search_params={"ef": 64}).resolve(lite=True)[2] == {"ef": 64}
+    assert IndexConfig(type="FLAT").resolve(lite=True) == ("FLAT", {}, {})
 
 
 def test_uri_kind() -> None:
