@@ -2,7 +2,9 @@
 
 Row ``i`` of the batch is row ``i`` of the ``SlotKVCache``; rows stay contiguous (``0 .. n-1``):
 newcomers are added at the end and a leaving row is filled by the last one (one row's data
-moves). Every row keeps its own positions, which are also its cache columns.
+moves). Every row keeps its own positions, which are also its cache columns. Rows beyond the
+running ones are always zero: a row is cleared when its sequence leaves (finished, failed or
+cancelled), so no later sequence can read what an earlier one stored.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class RunningBatch:
         self.cache.reserve(len(rows), max(s.cost for s in rows), keep_rows=len(self.rows))
         return len(self.rows)
 
+    def clear_free_rows(self) -> None:
+        """Zero every allocated row beyond the running ones (after a prefill that failed part-way)."""
+        self.cache.clear_rows(len(self.rows), self.cache.rows)
+
     def remove(self, gone: set[Sequence]) -> None:
         """Drop ``gone`` rows; rows from the end fill the holes so the rest stay where they are."""
         if not gone:
@@ -88,8 +94,11 @@ class RunningBatch:
         movers = [i for i, s in enumerate(self.rows) if i >= n and s not in gone]
         rows = self.rows[:n]
         for hole, src in zip(holes, movers, strict=True):
-            self.cache.move_row(src, hole, self.rows[src].cache_len)
+            self.cache.move_row(src, hole)
             rows[hole] = self.rows[src]
+        freed = len(self.rows)
         self.rows = rows
         if not self.rows:
             self.cache.release()
+        else:
+            self.cache.clear_rows(n, freed)  # finished, failed or cancelled: nothing of theirs stays

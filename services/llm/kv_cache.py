@@ -173,11 +173,26 @@ class SlotKVCache(Cache):
         self.keys_all = self.values_all = None
         self.rows = self.cols = 0
 
-    def move_row(self, src: int, dst: int, length: int) -> None:
-        """Copy row ``src``'s first ``length`` columns into row ``dst`` (to keep running rows contiguous)."""
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row ``src`` whole into row ``dst`` (to keep running rows contiguous).
+
+        Whole, not just ``src``'s length: the columns beyond it must overwrite what ``dst``'s
+        previous sequence left there, which a later row reading a wider window would see.
+        """
         assert self.keys_all is not None and self.values_all is not None
-        self.keys_all[:, dst, :, :length] = self.keys_all[:, src, :, :length]
-        self.values_all[:, dst, :, :length] = self.values_all[:, src, :, :length]
+        self.keys_all[:, dst] = self.keys_all[:, src]
+        self.values_all[:, dst] = self.values_all[:, src]
+
+    def clear_rows(self, start: int, stop: int) -> None:
+        """Zero rows ``[start, stop)``: a sequence that left must leave nothing a later one could read.
+
+        Attention masks are additive, and a masked NaN or inf (a broken adapter's keys) is still
+        NaN in the scores: an uncleared row would fail the next request placed in it.
+        """
+        if self.keys_all is None or self.values_all is None or start >= stop:
+            return
+        self.keys_all[:, start:stop].zero_()
+        self.values_all[:, start:stop].zero_()
 
     # -- the window of one forward pass ---------------------------------------------------------------
     def for_prefill(self, start: int, stop: int, width: int) -> SlotKVCache:

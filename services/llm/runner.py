@@ -128,13 +128,16 @@ class ModelRunner:
             logits = self._prefill_rows(seqs, start)
         except Exception as e:
             if len(seqs) == 1:
+                self.batch.clear_free_rows()
                 self._fail(seqs[0], e, out)
                 return
             log.warning("batched prefill of %d requests failed (%r); retrying one by one", len(seqs), e)
+            self.batch.clear_free_rows()  # the failed pass may have written into rows beyond the batch
             for seq in seqs:
                 try:
                     logits = self._prefill_rows([seq], self.batch.reserve([seq]))
                 except Exception as one_error:
+                    self.batch.clear_free_rows()
                     self._fail(seq, one_error, out)
                     continue
                 self.batch.rows.append(seq)
