@@ -248,7 +248,7 @@ class Engine:
             temperature=req.temperature,
             top_p=req.top_p,
             generator=make_generator(req.seed, self.device),
-            stream=TextStream(self.tokenizer, req.stop),
+            stream=TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids),
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
             ignore_eos=req.ignore_eos,

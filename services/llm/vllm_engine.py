@@ -35,6 +35,7 @@ from services.llm.engine import END_MARKERS, EngineObserver, tenant_of
 from services.llm.prompting import PromptBuilder
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import GenerationFailed
+from services.llm.streaming import TextStream
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +221,12 @@ class VLLMEngine:
             temperature=req.temperature,
             top_p=req.top_p,
             seed=req.seed,
-            stop=list(req.stop) or None,
             stop_token_ids=self._stop_ids or None,
             ignore_eos=req.ignore_eos,
             max_tokens=max_tokens,
             skip_special_tokens=True,
             output_kind=RequestOutputKind.DELTA,
+            detokenize=False,  # text comes from the replica's own detokenizer, as on the HF engine
         )
         self._inflight[tenant] += 1
         if lora is not None:
@@ -240,24 +241,34 @@ class VLLMEngine:
             ),
             self,
         )
+        text = TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids)
         completion, first = 0, True
         try:
             async for out in stream:
                 piece = out.outputs[0]
-                completion += len(piece.token_ids)
-                if not out.finished:
-                    if piece.text or first:  # the first chunk always goes out: it marks TTFT
+                delta, stopped = "", False
+                for token in piece.token_ids:
+                    completion += 1
+                    more, stopped = text.push(token)
+                    delta += more
+                    if stopped:
+                        break
+                if not stopped and out.finished:
+                    if piece.finish_reason not in ("stop", "length"):
+                        raise GenerationFailed(f"generation ended early ({piece.finish_reason})")
+                    rest, stopped = text.flush()
+                    delta += rest
+                if not stopped and not out.finished:
+                    if delta or first:  # the first chunk always goes out: it marks TTFT
                         first = False
-                        yield GenerateChunk(text=piece.text)
+                        yield GenerateChunk(text=delta)
                     continue
                 usage = Usage(prompt_tokens=len(prompt.ids), completion_tokens=completion)
-                finish = "length" if piece.finish_reason == "length" else "stop"
-                if piece.finish_reason not in ("stop", "length"):
-                    raise GenerationFailed(f"generation ended early ({piece.finish_reason})")
+                finish = "stop" if stopped or piece.finish_reason != "length" else "length"
                 yield GenerateChunk(
-                    text=piece.text, finish_reason=finish, usage=usage, passages_used=prompt.passages_used
+                    text=delta, finish_reason=finish, usage=usage, passages_used=prompt.passages_used
                 )
-                return
+                return  # on a stop string, closing the stream aborts the request in vLLM
         finally:
             await stream.aclose()  # the client went away: vLLM aborts the request
             self._inflight[tenant] -= 1

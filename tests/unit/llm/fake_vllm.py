@@ -108,6 +108,16 @@ class SamplingParams:
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    detokenize: bool = True
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    logit_bias: dict[int, float] | None = None
+    structured_outputs: Any = None
+
+    def __post_init__(self):
+        if not self.detokenize and self.stop:
+            raise ValueError("stop strings are only supported when detokenize is True")
 
 
 @dataclass
@@ -206,6 +216,9 @@ class _Calls:
     aborted: list[str] = field(default_factory=list)
     priorities: dict[str, int] = field(default_factory=dict)
     loras_of: dict[str, int | None] = field(default_factory=dict)
+    outputs: list[list[int]] = field(default_factory=list)  # token ids generated, per request
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompt dicts received
+    params: list[Any] = field(default_factory=list)  # the SamplingParams received
 
 
 class AsyncLLM:
@@ -319,10 +332,13 @@ class AsyncLLM:
         params = sampling_params
         assert params.output_kind is RequestOutputKind.DELTA, "the fake implements DELTA outputs"
         ids = list(prompt["prompt_token_ids"])
+        self.calls.prompts.append(dict(prompt))
+        self.calls.params.append(sampling_params)
         stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
         eos = set(params.stop_token_ids or []) | {self.tokenizer.eos_token_id}
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         out_ids: list[int] = []
+        self.calls.outputs.append(out_ids)
         sent = ""
         cache = None
         try:
@@ -336,7 +352,9 @@ class AsyncLLM:
                 token = self._choose(logits, params, gen)
                 ids.append(token)
                 out_ids.append(token)
-                text = self.tokenizer.decode(out_ids, skip_special_tokens=params.skip_special_tokens)
+                text = ""
+                if params.detokenize:
+                    text = self.tokenizer.decode(out_ids, skip_special_tokens=params.skip_special_tokens)
                 finish, stop_reason = None, None
                 cut = [i for i in (text.find(s) for s in stops) if i >= 0]
                 if cut:

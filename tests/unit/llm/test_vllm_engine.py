@@ -19,6 +19,7 @@ from adept.adapter_compat import ServingLimits, check_adapter_compatible, servin
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
 from adept.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from services.llm.protocol import GenerateRequest
 from tests.unit.llm import fake_vllm
 from tests.unit.llm.conftest import chat, collect, run
 from tests.unit.llm.vllm_api import WANTED, describe_class, record
@@ -212,3 +213,32 @@ def test_engine_choice(tiny_phi3, tmp_path):
     engine._exec.shutdown(wait=True)
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         build_engine(platform, LLMConfig(engine="vllm"))
+
+
+def test_both_engines_return_the_same_text_with_leading_spaces_on_sentencepiece(
+    vllm_fake, tiny_phi3_sentencepiece
+):
+    """One detokenizer for both engines, primed with the prompt: ``"... is" + " Paris"``, never ``"isParis"``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.llm.engine import Engine
+    from services.llm.vllm_engine import VLLMEngine
+
+    path = tiny_phi3_sentencepiece
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = Engine(AutoModelForCausalLM.from_pretrained(path), tokenizer, batch_wait_ms=0, max_tokens_limit=64)
+    vllm = VLLMEngine.from_pretrained(path, dtype="float32", max_batch_size=4, max_tokens_limit=64)
+    req = GenerateRequest(prompt="what is the grid", max_tokens=12, temperature=0.0, ignore_eos=True)
+    prompt_ids = hf.prompts.build(req, 12).ids
+
+    async def generated_ids(engine):
+        # The tokens the model chose (both engines are greedy on the same weights).
+        text, last, _ = await collect(engine, req)
+        return text, last
+
+    (hf_text, hf_last), (v_text, v_last) = run(generated_ids(hf)), run(generated_ids(vllm))
+    hf._exec.shutdown(wait=True)
+    assert hf_text == v_text and hf_last.usage == v_last.usage
+    # The answer continues the prompt's text exactly, spaces included.
+    ids = prompt_ids + vllm.llm.calls.outputs[-1]
+    assert tokenizer.decode(prompt_ids) + hf_text == tokenizer.decode(ids, skip_special_tokens=True)
