@@ -46,8 +46,12 @@ class Sequence:
 
     @property
     def cost(self) -> int:
-        """KV tokens this request may occupy (what fair queuing charges and admission reserves)."""
+        """KV tokens this request may occupy (what admission reserves; fair share charges service)."""
         return len(self.prompt_ids) + self.max_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
 
     @property
     def context_ids(self) -> list[int]:

@@ -5,8 +5,9 @@ model call (forward passes, adapter injection and removal) runs on one dedicated
 (``runner.py``), so the event loop keeps accepting and streaming while the model computes, and
 the model's modules never change under a running forward pass.
 
-Each step: requests are admitted from per-tenant fair queues while the batch has rows and the
-KV budget has room (``scheduler.py``), a starved tenant may preempt a heavier tenant's newest row;
+Each step: requests are admitted from per-tenant queues, least-served tenant first (the virtual
+token counter, ``scheduler.py``), while the batch has rows and the KV budget has room; a starved
+tenant may preempt a heavier tenant's newest row;
 then the running rows decode one token together (any mix of adapters, via peft's per-row
 ``adapter_names``), the admitted ones are prefilled into free cache rows, finished rows leave.
 
@@ -55,6 +56,9 @@ class EngineObserver:
     def tokens(self, adapter_id: str, n: int) -> None: ...
 
     def finished(self, adapter_id: str, usage: Usage, finish_reason: str, seconds: float) -> None: ...
+
+    def served(self, tenant: str, *, prompt_tokens: int, output_tokens: int) -> None:
+        """Tokens processed for ``tenant`` (what fair share charges): prompts when admitted, each output token."""
 
 
 def tenant_of(adapter_id: str) -> str:
@@ -345,25 +349,36 @@ class Engine:
             self.observer.kv_cache(allocated, budget)
 
     def _plan(self) -> tuple[list[Sequence], list[Sequence]]:
-        """Admit waiting requests by fair queuing while rows and KV budget allow; preempt for starved tenants."""
+        """Admit waiting requests, least-served tenant first, while rows and KV budget allow.
+
+        The least-served tenant's first waiting request that fits is admitted (any of them, not
+        only its oldest); if none fits, rows of a tenant running two or more rows more are
+        preempted for its oldest one. If even that cannot make room, admission stops for this
+        step (letting others pass would starve it).
+        """
         keep = [s for s in self.batch.rows if not s.cancelled]
         admit: list[Sequence] = []
         preempt: list[Sequence] = []
-        while (seq := self.waiting.peek()) is not None:
-            if self._fits(keep, [*admit, seq]):
-                admit.append(self.waiting.pop())
-                continue
-            # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
-            victims: list[Sequence] = []
-            rest = list(keep)
-            while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
-                rest.remove(victim)
-                victims.append(victim)
-                if self._fits(rest, [*admit, seq]):
+        while len(self.waiting):
+            tenant = self.waiting.tenants()[0]
+            seq = next((s for s in self.waiting.waiting(tenant) if self._fits(keep, [*admit, s])), None)
+            if seq is None:
+                seq = self.waiting.peek()
+                # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
+                victims: list[Sequence] = []
+                rest = list(keep)
+                while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
+                    rest.remove(victim)
+                    victims.append(victim)
+                    if self._fits(rest, [*admit, seq]):
+                        break
+                if not victims or not self._fits(rest, [*admit, seq]):
                     break
-            if not victims or not self._fits(rest, [*admit, seq]):
-                break
-            keep, preempt = rest, [*preempt, *victims]
+                keep, preempt = rest, [*preempt, *victims]
+            self.waiting.take(seq)
+            if seq.preemptions == 0:
+                self.observer.served(seq.tenant, prompt_tokens=seq.prompt_tokens, output_tokens=0)
+            admit.append(seq)
         return admit, preempt
 
     def _fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
@@ -371,6 +386,7 @@ class Engine:
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         per_adapter: collections.Counter[str] = collections.Counter()
+        per_tenant: collections.Counter[str] = collections.Counter()
         now = time.monotonic()
         for o in outcomes:
             seq = o.seq
@@ -379,6 +395,7 @@ class Engine:
                 self._finish_times.append(now)
                 continue
             per_adapter[seq.adapter_id] += 1
+            per_tenant[seq.tenant] += 1
             if len(seq.generated) == 1:
                 self.observer.first_token(seq.adapter_id, now - seq.submitted)
             if o.finish is None:
@@ -393,6 +410,9 @@ class Engine:
             )
             self._finish_times.append(now)
             self.observer.finished(seq.adapter_id, usage, o.finish, now - seq.submitted)
+        for tenant, n in per_tenant.items():
+            self.waiting.charge(tenant, output_tokens=n)
+            self.observer.served(tenant, prompt_tokens=0, output_tokens=n)
         for adapter_id, n in per_adapter.items():
             self.observer.tokens(adapter_id, n)
 
@@ -403,6 +423,7 @@ class Engine:
             if seq.released:
                 continue
             seq.released = True
+            self.waiting.finished(seq)
             self._users[seq.slot] -= 1
             if seq.slot in self._doomed and self._users[seq.slot] <= 0:
                 self._doomed.discard(seq.slot)
