@@ -56,7 +56,10 @@ class VLLMServerError(VLLMError):
 
 
 class GracefulHTTPError(VLLMError):
-    pass
+    def __init__(self, message, http_status):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
 
 
 class QueueOverflowError(GracefulHTTPError):
@@ -219,6 +222,8 @@ class _Calls:
     outputs: list[list[int]] = field(default_factory=list)  # token ids generated, per request
     prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompt dicts received
     params: list[Any] = field(default_factory=list)  # the SamplingParams received
+    running: int = 0  # requests inside generate now
+    max_running: int = 0
 
 
 class AsyncLLM:
@@ -292,6 +297,8 @@ class AsyncLLM:
         if self.errored:
             raise self.dead_error
 
+    fail_next: BaseException | None = None  # test hook: the next generate raises this
+
     def kill(self) -> None:
         """Test hook: the engine core process dies."""
         self._dead = True
@@ -325,6 +332,9 @@ class AsyncLLM:
     ) -> AsyncGenerator[RequestOutput, None]:
         if self._dead:
             raise EngineDeadError()
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
         self.calls.priorities[request_id] = priority
         self.calls.loras_of[request_id] = None if lora_request is None else lora_request.lora_int_id
         if lora_request is not None and lora_request.lora_int_id not in self.loras:
@@ -339,6 +349,8 @@ class AsyncLLM:
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         out_ids: list[int] = []
         self.calls.outputs.append(out_ids)
+        self.calls.running += 1
+        self.calls.max_running = max(self.calls.max_running, self.calls.running)
         sent = ""
         cache = None
         try:
@@ -376,6 +388,8 @@ class AsyncLLM:
         except (asyncio.CancelledError, GeneratorExit):
             await self.abort(request_id, internal=True)
             raise
+        finally:
+            self.calls.running -= 1
 
     def _forward(self, ids: list[int], cache: Any, lora: LoRARequest | None):
         import contextlib
