@@ -124,7 +124,7 @@ class LLMDeployment:
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` with this replica's tokenizer (no special tokens added)."""
-        return self.engine.count_tokens(list(texts))
+        return await self.engine.count_tokens(list(texts))
 
     async def check_health(self) -> None:
         """Serve health check: raises once the engine's loop died, so Serve replaces this replica."""

@@ -38,6 +38,7 @@ from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
 from services.llm.scheduler import FairQueue, preemption_victim
 from services.llm.streaming import TextStream
+from services.llm.tokenizing import PromptWorker
 
 log = logging.getLogger(__name__)
 # Turn-end markers of common chat formats (ChatML, Phi-3, Llama 3): generation stops at them too.
@@ -136,6 +137,7 @@ class Engine:
         self.prompts = PromptBuilder(
             tokenizer, max_model_len=self.max_model_len, rag_instruction=rag_instruction
         )
+        self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         self.slots = AdapterSlots(model)
         cache = SlotKVCache.for_model(
             model, max_rows=max_batch_size, max_cols=self.max_model_len, budget_tokens=kv_cache_tokens
@@ -214,8 +216,8 @@ class Engine:
         return True
 
     # -- generation -------------------------------------------------------------------------
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(self.prompts.encode(t)) for t in texts]
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return await self.prompt_worker.count(texts)
 
     async def generate(self, req: GenerateRequest, adapter_id: str = "") -> AsyncIterator[GenerateChunk]:
         """Stream the answer to ``req`` with ``adapter_id`` (``""``: the base model), one chunk per token.
@@ -241,7 +243,7 @@ class Engine:
             slot = self._adapters.get(adapter_id, "")
             if not slot:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
-        prompt = self.prompts.build(req, max_tokens)
+        prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
         seq = Sequence(
             request_id=req.request_id,
             tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
@@ -296,6 +298,7 @@ class Engine:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._exec.shutdown(wait=True)  # waits for a step still running on the model thread
+        self.prompt_worker.close()
         self._drop_batch()
 
     # -- the loop ---------------------------------------------------------------------------

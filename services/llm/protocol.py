@@ -47,6 +47,13 @@ class GenerateRequest(StrictModel):
     )
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="For logs and tracing.")
 
+    @property
+    def text_chars(self) -> int:
+        """Characters of the prompt or messages (passages are fitted, never required)."""
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(m.content) for m in self.messages or [])
+
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:
         if (self.messages is None) == (self.prompt is None):

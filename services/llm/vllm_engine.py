@@ -43,6 +43,7 @@ from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
 from services.llm.streaming import TextStream
+from services.llm.tokenizing import PromptWorker
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class VLLMEngine:
         self.max_queued_per_tenant = max_queued_per_tenant
         self.limits = ServingLimits(max_lora_rank=max_lora_rank)
         self.prompts = PromptBuilder(tokenizer, max_model_len=max_model_len, rag_instruction=rag_instruction)
+        self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         vocab = tokenizer.get_vocab()
         self._stop_ids = sorted({vocab[m] for m in END_MARKERS if m in vocab})
         self._loras: dict[str, _Lora] = {}
@@ -224,8 +226,8 @@ class VLLMEngine:
         await self.llm.remove_lora(lora.request.lora_int_id)
 
     # -- generation -------------------------------------------------------------------------
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(self.prompts.encode(t)) for t in texts]
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return await self.prompt_worker.count(texts)
 
     async def generate(self, req: GenerateRequest, adapter_id: str = "") -> AsyncIterator[GenerateChunk]:
         """Stream the answer to ``req``; same chunks and errors as ``Engine.generate``."""
@@ -241,7 +243,7 @@ class VLLMEngine:
             lora = self._loras.get(adapter_id)
             if lora is None or lora.doomed:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
-        prompt = self.prompts.build(req, max_tokens)
+        prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
         tenant = req.tenant if req.tenant is not None else tenant_of(adapter_id)
         ticket = _Ticket(tenant, len(prompt.ids), lora, asyncio.get_running_loop().create_future())
         self.waiting.push(ticket)  # raises 429/503 before anything is held
@@ -393,6 +395,7 @@ class VLLMEngine:
 
     async def close(self) -> None:
         self.llm.shutdown()
+        self.prompt_worker.close()
 
 
 async def _typed_errors(stream: Any, engine: VLLMEngine) -> AsyncIterator[Any]:

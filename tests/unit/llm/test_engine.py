@@ -199,4 +199,17 @@ def test_raw_prompt_and_count_tokens(make_engine):
     engine = make_engine()
     req = GenerateRequest(prompt="the grid", max_tokens=4, temperature=0)
     _, last, _ = run(collect(engine, req))
-    assert last.usage.prompt_tokens == engine.count_tokens(["the grid"])[0]
+    assert last.usage.prompt_tokens == run(engine.count_tokens(["the grid"]))[0]
+
+
+def test_a_huge_prompt_is_refused_by_its_size_before_tokenizing(make_engine):
+    """The issue's 4 MiB prompt: refused from its character count, the tokenizer never entered."""
+    engine = make_engine(max_model_len=256, max_tokens_limit=64)
+    encoded: list[int] = []
+    encode = engine.prompts.encode
+    engine.prompts.encode = lambda text: encoded.append(len(text)) or encode(text)  # a spy, not a stand-in
+    with pytest.raises(InvalidRequest, match="context window") as err:
+        run(collect(engine, chat("storm " * 700_000, max_tokens=16)))
+    assert err.value.code == "context_length_exceeded" and encoded == []
+    text, _, _ = run(collect(engine, chat("storm", max_tokens=2)))  # normal prompts still tokenize
+    assert encoded
