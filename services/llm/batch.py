@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,6 +37,7 @@ class Sequence:
     queue: asyncio.Queue
     passages_used: list[int]
     ignore_eos: bool = False
+    grammar: Any = None  # an xgrammar matcher: the row's logits are masked to what it allows
     submitted: float = field(default_factory=time.monotonic)
     generated: list[int] = field(default_factory=list)
     cache_len: int = 0  # tokens of this row held in the KV cache (= the position of its next token)

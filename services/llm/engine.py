@@ -38,6 +38,7 @@ from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
 from services.llm.scheduler import FairQueue, preemption_victim
 from services.llm.streaming import TextStream
+from services.llm.structured import GrammarBook, template_renders_tools
 from services.llm.tokenizing import PromptWorker
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Engine:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(model.config.vocab_size)
         self.kv_bytes_per_token = kv_bytes_per_token(model.config, self.dtype)
         if kv_cache_tokens is None:
             kv_cache_tokens = (
@@ -244,6 +246,7 @@ class Engine:
             if not slot:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
         prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
+        grammar = await self._grammar(req)
         seq = Sequence(
             request_id=req.request_id,
             tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
@@ -257,7 +260,8 @@ class Engine:
             stream=TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids),
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=req.ignore_eos and grammar is None,
+            grammar=grammar,
         )
         self._ensure_loop()
         self.waiting.push(seq)  # raises 429/503 before anything is held
@@ -276,6 +280,31 @@ class Engine:
             if seq.finish_reason is None:
                 seq.cancelled = True  # the client went away: its row or queue entry goes at the next step
                 self._kick()
+
+    async def _grammar(self, req: GenerateRequest) -> Any:
+        """A fresh matcher for ``req``'s output grammar (compiled off the loop, cached per schema), or None.
+
+        Raises:
+            InvalidRequest: the schema cannot be compiled, or ``tool_choice: auto`` on a template without tools.
+        """
+        if req.tool_choice == "auto" and not template_renders_tools(self.tokenizer):
+            raise InvalidRequest(
+                "this model's chat template has no tool-call format, so tool_choice 'auto' cannot be honoured: "
+                "use tool_choice 'required' or name a function",
+                param="tool_choice",
+            )
+        if req.guided is None:
+            return None
+        if self.runner.grammars is None:
+            self.runner.grammars = await self.prompt_worker.run(
+                lambda: GrammarBook(self.tokenizer, vocab_size=self.vocab_size, stop_ids=self.runner.eos_ids)
+            )
+        book = self.runner.grammars
+        try:
+            compiled = await self.prompt_worker.run(book.compile, req.guided)
+        except (ValueError, RuntimeError) as e:
+            raise InvalidRequest(f"the JSON schema cannot be used: {e}", param="response_format") from None
+        return book.matcher(compiled)
 
     def check_health(self) -> None:
         """Raise if the loop died (step errors fail only their requests; this is for bugs and crashes)."""

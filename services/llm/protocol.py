@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from adept.config.base import StrictModel
 
 
+class FunctionCall(StrictModel):
+    name: str = Field(description="The function called.")
+    arguments: str = Field(description="Its arguments, a JSON object as text.")
+
+
+class ToolCall(StrictModel):
+    """A tool call an assistant turn made (OpenAI's shape)."""
+
+    id: str = Field(description="Call id; the `tool` turn answering it names it.")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(StrictModel):
     """One chat turn."""
 
-    role: Literal["system", "user", "assistant"] = Field(description="Who speaks.")
-    content: str = Field(description="What is said.")
+    role: Literal["system", "user", "assistant", "tool"] = Field(description="Who speaks.")
+    content: str = Field("", description="What is said.")
+    tool_calls: list[ToolCall] | None = Field(None, description="Assistant turns: the tools it called.")
+    tool_call_id: str | None = Field(None, description="Tool turns: the call this result answers.")
+    name: str | None = Field(None, description="Tool turns: the function that produced the result.")
+
+
+class Guided(StrictModel):
+    """Grammar-constrained output: any JSON object, or JSON valid against a schema."""
+
+    json_schema: dict[str, Any] | None = Field(
+        None, description="JSON schema the output must match (strict)."
+    )
+    json_object: bool = Field(False, description="Any JSON object (`response_format: json_object`).")
+
+    @model_validator(mode="after")
+    def _one(self) -> Guided:
+        if (self.json_schema is None) == (not self.json_object):
+            raise ValueError("give exactly one of json_schema or json_object")
+        return self
 
 
 class GenerateRequest(StrictModel):
@@ -38,6 +69,13 @@ class GenerateRequest(StrictModel):
     )
     ignore_eos: bool = Field(
         False, description="Keep generating past end-of-sequence until max_tokens (benchmarks, load tests)."
+    )
+    guided: Guided | None = Field(None, description="Constrain the output to JSON (a grammar, per request).")
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="OpenAI tool definitions, shown to the model (its chat template, or a system turn)."
+    )
+    tool_choice: Literal["none", "auto", "required", "named"] = Field(
+        "none", description="How tools are used; `auto` needs a chat template with a tool-call format."
     )
     tenant: str | None = Field(
         None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,6 +72,7 @@ class ModelRunner:
         self.eos_ids, self.pad_id = eos_ids, pad_id
         self.max_model_len, self.sliding_window = max_model_len, sliding_window
         self.device, self.dtype = slots.device, slots.dtype
+        self.grammars: Any = None  # a GrammarBook, set by the engine when a request first needs one
 
     def step(self, admit: list[Sequence], preempt: list[Sequence]) -> list[Outcome]:
         """Drop cancelled and preempted rows, decode one token for the rest, prefill ``admit``."""
@@ -173,8 +175,19 @@ class ModelRunner:
 
     # -- sampling ----------------------------------------------------------------------------------
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor, out: list[Outcome]) -> None:
+        constrained = [i for i, s in enumerate(seqs) if s.grammar is not None]
+        finite = None
+        if constrained:
+            finite = torch.isfinite(logits).all(
+                dim=-1
+            )  # before the mask's -inf: a broken adapter still fails
+            logits = self.grammars.mask(logits, constrained, [seqs[i].grammar for i in constrained])
         tokens, finite = sample_batch(
-            logits, [s.temperature for s in seqs], [s.top_p for s in seqs], [s.generator for s in seqs]
+            logits,
+            [s.temperature for s in seqs],
+            [s.top_p for s in seqs],
+            [s.generator for s in seqs],
+            finite=finite,
         )
         for seq, token, ok in zip(seqs, tokens, finite, strict=True):
             if not ok:
@@ -187,6 +200,12 @@ class ModelRunner:
 
     def _advance(self, seq: Sequence, token: int) -> Outcome:
         seq.generated.append(token)
+        if seq.grammar is not None:
+            if not seq.grammar.accept_token(token):
+                raise GenerationFailed("the sampled token broke this request's output grammar")
+            if seq.grammar.is_terminated():  # it accepted an end-of-turn token: the JSON is complete
+                seq.finish_reason = "stop"
+                return Outcome(seq, seq.stream.flush()[0], "stop")
         if token in self.eos_ids and not seq.ignore_eos:
             seq.finish_reason = "stop"
             return Outcome(seq, seq.stream.flush()[0], "stop")

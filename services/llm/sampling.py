@@ -27,14 +27,17 @@ def sample_batch(
     temperatures: Sequence[float],
     top_ps: Sequence[float],
     generators: Sequence[torch.Generator],
+    finite: torch.Tensor | None = None,
 ) -> tuple[list[int], list[bool]]:
     """Next token of every row of ``logits`` ``[rows, vocab]``, and whether that row's logits were finite.
 
     A row with temperature 0 is greedy. Rows with NaN or infinite logits get a token anyway (so
-    the batch shape holds) but are reported, so the caller fails those requests alone.
+    the batch shape holds) but are reported, so the caller fails those requests alone. A caller
+    that masked logits to ``-inf`` (an output grammar) passes ``finite`` computed before masking.
     """
     device = logits.device
-    finite = torch.isfinite(logits).all(dim=-1)
+    if finite is None:
+        finite = torch.isfinite(logits).all(dim=-1)
     greedy = torch.argmax(logits, dim=-1)
     sampled_rows = [i for i, t in enumerate(temperatures) if t > 0]
     if sampled_rows:

@@ -67,5 +67,9 @@ class PromptWorker:
             self._exec, lambda: [len(self.prompts.encode(t)) for t in texts]
         )
 
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Any other tokenizer-bound work (compiling an output grammar) on the worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+
     def close(self) -> None:
         self._exec.shutdown(wait=False, cancel_futures=True)
