@@ -33,15 +33,18 @@ from services.gateway.protocol import (
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
+    DeltaToolCall,
     ModelCard,
     ModelList,
     SamplingFields,
+    ToolCall,
     Usage,
     new_id,
     now,
     sse_event,
 )
 from services.gateway.quotas import Quotas
+from services.gateway.tool_calls import guided_output, parse_tool_calls, tool_definitions
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
@@ -244,9 +247,12 @@ class CompletionService:
             messages=[m.as_llm_message() for m in req.messages],
             passages=[passage_text(h) for h in hits],
             tenant=tenant.name,  # the replica shares its batch fairly across tenants
+            guided=guided_output(req),
+            tools=tool_definitions(req),
+            tool_choice=req.tool_mode,
             **self._sampling(req, max_tokens),
         )
-        run = _Run(self, tenant, model, greq, hits, started, chat=True)
+        run = _Run(self, tenant, model, greq, hits, started, chat=True, tools=req)
         if req.stream:
             return await run.stream(req.include_usage)
         return await run.complete()
@@ -296,8 +302,11 @@ class _Run:
         started: float,
         *,
         chat: bool,
+        tools: ChatCompletionRequest | None = None,
     ) -> None:
         self.svc, self.tenant, self.model, self.greq, self.hits = svc, tenant, model, greq, hits
+        # A request whose answer may be tool calls: its text is parsed at the end, not streamed as content.
+        self.tools = tools if tools is not None and tools.tool_mode != "none" else None
         self.started, self.chat = started, chat
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = now()
@@ -380,11 +389,22 @@ class _Run:
         text = "".join(self.out.text)
         head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
         if self.chat:
+            content, calls = self._answer(text)
             choice = ChatCompletionChoice(
-                message=AssistantMessage(content=text), finish_reason=self.out.finish_reason
+                message=AssistantMessage(content=content, tool_calls=calls),
+                finish_reason=self.out.finish_reason,
             )
             return ChatCompletion(**head, choices=[choice], citations=self.citations)
         return Completion(**head, choices=[CompletionChoice(text=text, finish_reason=self.out.finish_reason)])
+
+    def _answer(self, text: str) -> tuple[str | None, list[ToolCall] | None]:
+        """The content and tool calls of the whole text; a turn of tool calls finishes with ``tool_calls``."""
+        if self.tools is None:
+            return text, None
+        content, calls = parse_tool_calls(self.tools, text)
+        if calls and self.out.finish_reason == "stop":
+            self.out.finish_reason = "tool_calls"
+        return content, calls
 
     # -- streaming -------------------------------------------------------------------------------
     def _event(
@@ -404,6 +424,16 @@ class _Run:
         return sse_event(
             CompletionChunk(**head, choices=[CompletionChoice(text=text or "", finish_reason=finish_reason)])
         )
+
+    def _tool_event(self) -> bytes:
+        """A possibly-tool-call answer goes out whole once generated: its calls, or its text."""
+        content, calls = self._answer("".join(self.out.text))
+        head = {"id": self.id, "created": self.created, "model": self.model.name}
+        deltas = (
+            None if not calls else [DeltaToolCall(index=i, **c.model_dump()) for i, c in enumerate(calls)]
+        )
+        delta = ChoiceDelta(content=content, tool_calls=deltas)
+        return sse_event(ChatCompletionChunk(**head, choices=[ChatCompletionChunkChoice(delta=delta)]))
 
     def _usage_event(self) -> bytes:
         head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
@@ -428,9 +458,11 @@ class _Run:
                 chunk = first
                 while chunk is not None:
                     text = self._take(chunk)
-                    if text:
+                    if text and self.tools is None:
                         yield self._event(text)
                     chunk = await self._next()
+                if self.tools is not None:
+                    yield self._tool_event()
             yield self._event(None, self.out.finish_reason, citations=self.citations)
             if include_usage:
                 yield self._usage_event()

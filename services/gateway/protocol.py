@@ -47,17 +47,116 @@ class TextPart(WireModel):
     text: str = Field(description="The text.")
 
 
+class FunctionCallIn(WireModel):
+    name: str = Field(max_length=64, description="The function called.")
+    arguments: str = Field(description="Its arguments: a JSON object, as text.")
+
+
+class ToolCallIn(WireModel):
+    """A tool call of an earlier assistant turn, sent back in the conversation."""
+
+    id: str = Field(max_length=128, description="Call id; the `tool` turn answering it names it.")
+    type: Literal["function"] = Field("function", description="Only `function` tools exist.")
+    function: FunctionCallIn
+
+    @field_validator("function")
+    @classmethod
+    def _json_arguments(cls, v: FunctionCallIn) -> FunctionCallIn:
+        try:
+            json.loads(v.arguments)
+        except ValueError:
+            raise ValueError("tool call arguments must be JSON") from None
+        return v
+
+
 class ChatMessage(WireModel):
-    """One chat turn. ``developer`` is OpenAI's newer name for ``system``."""
+    """One chat turn. ``developer`` is OpenAI's newer name for ``system``; ``tool`` carries a tool's result."""
 
-    role: Literal["system", "developer", "user", "assistant"] = Field(description="Who speaks.")
-    content: str | list[TextPart] = Field(description="Text, or a list of text parts.")
-    name: str | None = Field(None, max_length=64, description="Optional participant name (ignored).")
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="Who speaks.")
+    content: str | list[TextPart] | None = Field(
+        None, description="Text, or a list of text parts (may be null on an assistant turn with tool_calls)."
+    )
+    name: str | None = Field(None, max_length=64, description="Optional participant name.")
+    tool_calls: list[ToolCallIn] | None = Field(None, description="Assistant turns: the tools it called.")
+    tool_call_id: str | None = Field(None, max_length=128, description="Tool turns: the call answered.")
 
-    def as_llm_message(self) -> dict[str, str]:
-        """The ``{"role", "content"}`` dict the LLM deployment's chat template expects."""
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    @model_validator(mode="after")
+    def _shape(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def as_llm_message(self) -> dict[str, Any]:
+        """The message the LLM deployment's chat template expects (``role``, ``content``, tool fields)."""
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text,
+        }
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.role == "tool":
+            out["tool_call_id"] = self.tool_call_id
+            if self.name:
+                out["name"] = self.name
+        return out
+
+
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDef(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME, description="Function name (letters, digits, _ and -).")
+    description: str | None = Field(None, description="What it does (shown to the model).")
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of its arguments.")
+    strict: StrictBool | None = Field(None, description="Arguments always match `parameters` (they do here).")
+
+
+class Tool(WireModel):
+    type: Literal["function"] = Field(description="Only `function` tools exist.")
+    function: FunctionDef
+
+
+class ToolChoiceFunction(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+class JsonSchemaFormat(WireModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=FUNCTION_NAME, description="Name of the schema.")
+    description: str | None = Field(None, description="What the output is for.")
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"}, alias="schema", description="The JSON schema."
+    )
+    strict: StrictBool | None = Field(None, description="Output always matches the schema (it does here).")
+
+
+class ResponseFormat(WireModel):
+    """``text``, any JSON object (``json_object``), or JSON matching a schema (``json_schema``)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(None, description="With type `json_schema`.")
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
 
 
 class RagOptions(WireModel):
@@ -125,7 +224,18 @@ class ChatCompletionRequest(SamplingFields):
         None, description='Adept extension: `true` or `{"top_k": 4}`.'
     )
     logprobs: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
-    response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}` is accepted.')
+    response_format: ResponseFormat | None = Field(
+        None, description="`text`, `json_object`, or `json_schema` (output constrained by a grammar)."
+    )
+    tools: list[Tool] | None = Field(None, max_length=128, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None,
+        description="`none`, `auto` (models whose template has a tool-call format), `required`, or a named "
+        "function; default `auto` with tools.",
+    )
+    parallel_tool_calls: StrictBool | None = Field(
+        None, description="Accepted; a turn makes at most one tool call."
+    )
 
     @field_validator("logprobs")
     @classmethod
@@ -134,12 +244,30 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("logprobs are not supported")
         return v
 
-    @field_validator("response_format")
-    @classmethod
-    def _format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None and v.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
-        return v
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in {
+            t.function.name for t in self.tools or []
+        }:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text" and self.tool_mode in ("required", "named"):
+            raise ValueError("response_format json and a required tool call cannot both hold")
+        return self
+
+    @property
+    def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
+        if not self.tools:
+            return "none"
+        if self.tool_choice is None:
+            return "auto"
+        return "named" if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
 
     @model_validator(mode="after")
     def _one_max(self) -> ChatCompletionRequest:
@@ -219,7 +347,7 @@ class EmbeddingRequest(WireModel):
 # -- responses -------------------------------------------------------------------------------------
 # Field order is the wire order. Fields OpenAI omits when absent (a delta's role, the Adept
 # extensions) are left out of the JSON when unset rather than sent as null.
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 def _absent_if_none(value: object) -> bool:
@@ -250,9 +378,28 @@ class Usage(BaseModel):
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="A JSON object, as text.")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer; null when the turn is tool calls.")
+    tool_calls: list[ToolCall] | None = omitted("The tools the model called.")
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatCompletionChoice(BaseModel):
@@ -279,6 +426,7 @@ class ChoiceDelta(BaseModel):
 
     role: Literal["assistant"] | None = omitted("`assistant`, in the first event only.")
     content: str | None = omitted("The next piece of the answer.")
+    tool_calls: list[DeltaToolCall] | None = omitted("Tool calls (each whole, in one event).")
 
 
 class ChatCompletionChunkChoice(BaseModel):

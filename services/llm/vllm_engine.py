@@ -43,6 +43,7 @@ from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
 from services.llm.streaming import TextStream
+from services.llm.structured import template_renders_tools
 from services.llm.tokenizing import PromptWorker
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,12 @@ class VLLMEngine:
             lora = self._loras.get(adapter_id)
             if lora is None or lora.doomed:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
+        if req.tool_choice == "auto" and not template_renders_tools(self.tokenizer):
+            raise InvalidRequest(
+                "this model's chat template has no tool-call format, so tool_choice 'auto' cannot be honoured: "
+                "use tool_choice 'required' or name a function",
+                param="tool_choice",
+            )
         prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
         tenant = req.tenant if req.tenant is not None else tenant_of(adapter_id)
         ticket = _Ticket(tenant, len(prompt.ids), lora, asyncio.get_running_loop().create_future())
@@ -274,8 +281,15 @@ class VLLMEngine:
     async def _stream(
         self, req: GenerateRequest, prompt: Any, max_tokens: int, ticket: _Ticket, adapter_id: str
     ) -> AsyncIterator[GenerateChunk]:
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
+        structured = None
+        if req.guided is not None:  # vLLM's structured outputs build the grammar from the base tokenizer
+            structured = StructuredOutputsParams(
+                json=req.guided.json_schema,
+                json_object=True if req.guided.json_object else None,
+                disable_any_whitespace=True,  # compact JSON, as on the HF engine
+            )
         params = SamplingParams(
             n=1,
             temperature=req.temperature,
@@ -287,6 +301,7 @@ class VLLMEngine:
             skip_special_tokens=True,
             output_kind=RequestOutputKind.DELTA,
             detokenize=False,  # text comes from the replica's own detokenizer, as on the HF engine
+            structured_outputs=structured,
         )
         lora = ticket.lora
         stream = _typed_errors(

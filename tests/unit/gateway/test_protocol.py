@@ -31,8 +31,11 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ({**CHAT, "rag": "yes"}, "rag"),
         ({**CHAT, "temprature": 0.5}, "temprature"),
         ({**CHAT, "logprobs": True}, "logprobs"),
-        ({**CHAT, "response_format": {"type": "json_object"}}, "response_format"),
-        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({**CHAT, "response_format": {"type": "json_schema"}}, "response_format"),
+        ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
+        ({**CHAT, "tool_choice": "required"}, None),
+        ({**CHAT, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools.0.function.name"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         (
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},

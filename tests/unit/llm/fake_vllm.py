@@ -99,6 +99,19 @@ class RequestOutputKind(enum.Enum):
 
 
 @dataclass
+class StructuredOutputsParams:
+    json: str | dict | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+
+
+@dataclass
 class SamplingParams:
     n: int = 1
     temperature: float = 1.0
@@ -427,7 +440,7 @@ def install(monkeypatch: Any) -> types.SimpleNamespace:
         "vllm.lora": (),
         "vllm.lora.request": ("LoRARequest",),
         "vllm.lora.peft_helper": ("PEFTHelper",),
-        "vllm.sampling_params": ("SamplingParams", "RequestOutputKind"),
+        "vllm.sampling_params": ("SamplingParams", "RequestOutputKind", "StructuredOutputsParams"),
         "vllm.outputs": ("RequestOutput", "CompletionOutput"),
         "vllm.exceptions": (
             "VLLMError",

@@ -71,3 +71,24 @@ def test_tool_choice_auto_needs_a_template_with_tool_calls(make_engine):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     with pytest.raises(InvalidRequest, match="tool-call format"):
         run(collect(engine, chat("report", tools=tools, tool_choice="auto")))
+
+
+def test_tools_and_tool_turns_render_as_text_on_a_template_without_them(make_engine):
+    from services.llm.protocol import GenerateRequest
+
+    engine = make_engine()
+    tools = [{"type": "function", "function": {"name": "get_outage", "parameters": {"type": "object"}}}]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_outage", "arguments": '{"area": "x"}'}}
+    req = GenerateRequest(
+        messages=[
+            {"role": "user", "content": "outage?"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "name": "get_outage", "content": '{"outage": true}'},
+        ],
+        tools=tools,
+        tool_choice="required",
+    )
+    text = engine.prompts.render(req, [])
+    assert text.startswith("<|system|>") and '"name": "get_outage"' in text
+    assert '{"name": "get_outage", "arguments": {"area": "x"}}' in text  # the assistant's call, as text
+    assert "Result of tool call get_outage (c1):" in text

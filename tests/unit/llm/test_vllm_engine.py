@@ -298,3 +298,20 @@ def test_both_engines_return_the_same_text_with_leading_spaces_on_sentencepiece(
     # The answer continues the prompt's text exactly, spaces included.
     ids = prompt_ids + vllm.llm.calls.outputs[-1]
     assert tokenizer.decode(prompt_ids) + hf_text == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
+    from services.llm.protocol import Guided
+
+    engine = make_vllm_engine()
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    run(collect(engine, chat("report", max_tokens=4, guided=Guided(json_schema=schema))))
+    run(collect(engine, chat("report", max_tokens=4, guided=Guided(json_object=True))))
+    run(collect(engine, chat("report", max_tokens=4)))
+    by_schema, by_object, free = (p.structured_outputs for p in engine.llm.calls.params)
+    assert by_schema.json == schema and by_schema.json_object is None
+    assert by_object.json is None and by_object.json_object is True
+    assert free is None
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(InvalidRequest, match="tool-call format"):
+        run(collect(engine, chat("report", tools=tools, tool_choice="auto")))
