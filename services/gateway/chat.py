@@ -155,7 +155,7 @@ class Limits:
     """Request limits the logic layer enforces (from ``LLMConfig`` / ``RetrievalConfig``)."""
 
     max_tokens_limit: int
-    default_max_tokens: int
+    default_max_tokens: int | None
     default_top_k: int
     max_top_k: int
     timeout_s: float = 300.0
@@ -196,9 +196,9 @@ class CompletionService:
         self._clock = clock
 
     # -- request checks --------------------------------------------------------------------------
-    def _max_tokens(self, asked: int | None) -> int:
+    def _max_tokens(self, asked: int | None) -> int | None:
         if asked is None:
-            return self.limits.default_max_tokens
+            return None  # the replica gives what the context has left (up to its configured cap)
         if asked > self.limits.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens is {asked}, more than this server's limit of {self.limits.max_tokens_limit}",
@@ -227,7 +227,7 @@ class CompletionService:
         return await self.kb.search(tenant.name, query, k)
 
     @staticmethod
-    def _sampling(req: SamplingFields, max_tokens: int) -> dict[str, Any]:
+    def _sampling(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
         return {
             "max_tokens": max_tokens,
             "temperature": req.temperature,

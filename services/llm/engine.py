@@ -78,7 +78,8 @@ class Engine:
         max_batch_size: most rows decoded together.
         batch_wait_ms: when idle, how long to wait for more requests before the first step.
         max_tokens_limit: largest ``max_tokens`` accepted.
-        default_max_tokens: ``max_tokens`` when a request names none.
+        default_max_tokens: cap on ``max_tokens`` of a request naming none, which gets what the context
+            has left after its prompt (default: ``max_tokens_limit``).
         rag_instruction: text put before retrieved passages.
         observer: metrics hooks.
         kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
@@ -98,7 +99,7 @@ class Engine:
         max_batch_size: int = 16,
         batch_wait_ms: float = 5.0,
         max_tokens_limit: int = 1024,
-        default_max_tokens: int = 256,
+        default_max_tokens: int | None = None,
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         observer: EngineObserver | None = None,
         kv_cache_tokens: int | None = None,
@@ -234,7 +235,10 @@ class Engine:
         """
         if self._dead is not None:
             raise Unavailable("this model replica has failed and is being replaced; retry shortly")
-        max_tokens = req.max_tokens or self.default_max_tokens
+        cap = min(self.default_max_tokens or self.max_tokens_limit, self.max_tokens_limit)
+        # Without max_tokens the answer gets what the context has left (up to the cap); passages are
+        # fitted leaving it at least half the window or the cap.
+        max_tokens = req.max_tokens or min(cap, self.max_model_len // 2)
         if max_tokens > self.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
@@ -246,6 +250,8 @@ class Engine:
             if not slot:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
         prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
+        if req.max_tokens is None:
+            max_tokens = min(cap, self.max_model_len - len(prompt.ids))
         grammar = await self._grammar(req)
         seq = Sequence(
             request_id=req.request_id,

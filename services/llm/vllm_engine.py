@@ -104,7 +104,7 @@ class VLLMEngine:
         max_model_len: int,
         max_batch_size: int = 16,
         max_tokens_limit: int = 1024,
-        default_max_tokens: int = 256,
+        default_max_tokens: int | None = None,
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         observer: EngineObserver | None = None,
         max_queued_requests: int = 256,
@@ -233,7 +233,10 @@ class VLLMEngine:
     async def generate(self, req: GenerateRequest, adapter_id: str = "") -> AsyncIterator[GenerateChunk]:
         """Stream the answer to ``req``; same chunks and errors as ``Engine.generate``."""
         self.check_health_now()
-        max_tokens = req.max_tokens or self.default_max_tokens
+        cap = min(self.default_max_tokens or self.max_tokens_limit, self.max_tokens_limit)
+        # Without max_tokens the answer gets what the context has left (up to the cap); passages are
+        # fitted leaving it at least half the window or the cap.
+        max_tokens = req.max_tokens or min(cap, self.max_model_len // 2)
         if max_tokens > self.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
@@ -251,6 +254,8 @@ class VLLMEngine:
                 param="tool_choice",
             )
         prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
+        if req.max_tokens is None:
+            max_tokens = min(cap, self.max_model_len - len(prompt.ids))
         tenant = req.tenant if req.tenant is not None else tenant_of(adapter_id)
         ticket = _Ticket(tenant, len(prompt.ids), lora, asyncio.get_running_loop().create_future())
         self.waiting.push(ticket)  # raises 429/503 before anything is held

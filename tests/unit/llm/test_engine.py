@@ -213,3 +213,17 @@ def test_a_huge_prompt_is_refused_by_its_size_before_tokenizing(make_engine):
     assert err.value.code == "context_length_exceeded" and encoded == []
     run(collect(engine, chat("storm", max_tokens=2)))  # normal prompts still tokenize
     assert encoded
+
+
+def test_without_max_tokens_the_answer_gets_what_the_context_has_left(make_engine):
+    """Not a fixed 256 ending in ``length`` mid-answer: the window's room, up to the configured cap."""
+    from services.llm.protocol import GenerateRequest
+
+    engine = make_engine(max_model_len=100, max_tokens_limit=64)
+    req = GenerateRequest(prompt="the grid " * 20, temperature=0, ignore_eos=True)
+    prompt_len = len(engine.prompts.build(req, 1).ids)
+    _, last, _ = run(collect(engine, req))
+    assert last.usage.completion_tokens == min(64, 100 - prompt_len) and prompt_len > 36
+    capped = make_engine(max_model_len=200, max_tokens_limit=64, default_max_tokens=5)
+    _, last, _ = run(collect(capped, GenerateRequest(prompt="the grid", temperature=0, ignore_eos=True)))
+    assert last.usage.completion_tokens == 5
