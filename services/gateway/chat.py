@@ -234,6 +234,9 @@ class CompletionService:
             "top_p": req.top_p,
             "seed": req.seed,
             "stop": req.stop_list,
+            "presence_penalty": req.presence_penalty,
+            "frequency_penalty": req.frequency_penalty,
+            "logit_bias": {int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
         }
 
     # -- entry points ----------------------------------------------------------------------------

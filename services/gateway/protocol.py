@@ -192,9 +192,30 @@ class SamplingFields(WireModel):
     stream: StrictBool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported.")
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Lowers the logit of every token already generated."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Lowers a token's logit once per time it was generated."
+    )
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) -> bias from -100 (ban) to 100 (force), at most 300."
+    )
     user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if len(v) > 300:
+            raise ValueError("at most 300 logit_bias entries are allowed")
+        for key, bias in v.items():
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values are between -100 and 100, got {bias}")
+        return v
 
     @field_validator("stop")
     @classmethod

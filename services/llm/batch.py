@@ -37,6 +37,9 @@ class Sequence:
     queue: asyncio.Queue
     passages_used: list[int]
     ignore_eos: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
     grammar: Any = None  # an xgrammar matcher: the row's logits are masked to what it allows
     submitted: float = field(default_factory=time.monotonic)
     generated: list[int] = field(default_factory=list)

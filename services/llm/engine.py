@@ -244,6 +244,11 @@ class Engine:
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
                 param="max_tokens",
             )
+        if any(not 0 <= t < self.vocab_size for t in req.logit_bias or {}):
+            raise InvalidRequest(
+                f"logit_bias names token ids outside the vocabulary (0..{self.vocab_size - 1})",
+                param="logit_bias",
+            )
         slot = BASE
         if adapter_id:
             slot = self._adapters.get(adapter_id, "")
@@ -267,6 +272,9 @@ class Engine:
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
             ignore_eos=req.ignore_eos and grammar is None,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=req.logit_bias,
             grammar=grammar,
         )
         self._ensure_loop()

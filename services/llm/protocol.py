@@ -67,6 +67,15 @@ class GenerateRequest(StrictModel):
     stop: list[str] = Field(
         default_factory=list, max_length=16, description="Stop strings; the output ends before the first one."
     )
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from a generated token's logit."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from a token's logit once per time it was generated."
+    )
+    logit_bias: dict[int, float] | None = Field(
+        None, max_length=300, description="Token id -> bias added to its logit (-100 bans, 100 forces)."
+    )
     ignore_eos: bool = Field(
         False, description="Keep generating past end-of-sequence until max_tokens (benchmarks, load tests)."
     )
@@ -98,6 +107,8 @@ class GenerateRequest(StrictModel):
             raise ValueError("give exactly one of `messages` or `prompt`")
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must not be empty")
+        if any(not -100 <= b <= 100 for b in (self.logit_bias or {}).values()):
+            raise ValueError("logit_bias values must be between -100 and 100")
         return self
 
 

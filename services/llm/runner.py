@@ -25,7 +25,7 @@ from adept.errors import AdeptError, Overloaded
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import decode_mask, prefill_mask
 from services.llm.peft_slots import AdapterSlots
-from services.llm.sampling import sample_batch
+from services.llm.sampling import adjust_logits, sample_batch
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,13 @@ class ModelRunner:
 
     # -- sampling ----------------------------------------------------------------------------------
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor, out: list[Outcome]) -> None:
+        logits = adjust_logits(
+            logits,
+            [s.generated for s in seqs],
+            [s.presence_penalty for s in seqs],
+            [s.frequency_penalty for s in seqs],
+            [s.logit_bias for s in seqs],
+        )
         constrained = [i for i, s in enumerate(seqs) if s.grammar is not None]
         finite = None
         if constrained:

@@ -307,6 +307,9 @@ class VLLMEngine:
             output_kind=RequestOutputKind.DELTA,
             detokenize=False,  # text comes from the replica's own detokenizer, as on the HF engine
             structured_outputs=structured,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=req.logit_bias,
         )
         lora = ticket.lora
         stream = _typed_errors(

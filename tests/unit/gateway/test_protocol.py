@@ -35,6 +35,8 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
         ({**CHAT, "tool_choice": "required"}, None),
+        ({**CHAT, "logit_bias": {"abc": 1}}, "logit_bias"),
+        ({**CHAT, "logit_bias": {"12": 101}}, "logit_bias"),
         ({**CHAT, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools.0.function.name"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         (
