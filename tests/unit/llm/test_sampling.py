@@ -65,7 +65,6 @@ def test_engine_honours_logit_bias_and_frequency_penalty(make_engine):
     from tests.unit.llm.conftest import chat, collect, run
 
     engine = make_engine()
-    base_text, _, _ = run(collect(engine, chat("the grid", max_tokens=8, ignore_eos=True)))
     forced = engine.prompts.encode(" grid")[0]
     text, _, _ = run(
         collect(engine, chat("the grid", max_tokens=4, ignore_eos=True, logit_bias={forced: 100.0}))
