@@ -54,6 +54,12 @@ class LLMConfig(StrictModel):
     max_tokens_limit: int = Field(
         1024, ge=1, le=131_072, description="Largest `max_tokens` a request may ask for (HTTP 400 above)."
     )
+    max_choices: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Most choices (`n`) one chat or text completion may ask for (HTTP 400 above).",
+    )
     default_max_tokens: int | None = Field(
         None,
         ge=1,

@@ -28,6 +28,7 @@ from services.gateway.protocol import (
     ChatCompletionChunkChoice,
     ChatCompletionRequest,
     ChoiceDelta,
+    ChoiceLogprobs,
     Citation,
     Completion,
     CompletionChoice,
@@ -37,7 +38,9 @@ from services.gateway.protocol import (
     ModelCard,
     ModelList,
     SamplingFields,
+    TokenLogprob,
     ToolCall,
+    TopLogprob,
     Usage,
     new_id,
     now,
@@ -159,6 +162,7 @@ class Limits:
     default_top_k: int
     max_top_k: int
     timeout_s: float = 300.0
+    max_choices: int = 4
 
 
 @dataclass
@@ -171,6 +175,7 @@ class _Outcome:
     completion_tokens: int = 0
     passages_used: list[int] | None = None
     first_token_at: float | None = None
+    logprobs: list[Any] = field(default_factory=list)
 
 
 class CompletionService:
@@ -253,12 +258,13 @@ class CompletionService:
             guided=guided_output(req),
             tools=tool_definitions(req),
             tool_choice=req.tool_mode,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             **self._sampling(req, max_tokens),
         )
-        run = _Run(self, tenant, model, greq, hits, started, chat=True, tools=req)
-        if req.stream:
-            return await run.stream(req.include_usage)
-        return await run.complete()
+        runs = self._runs(
+            req, lambda g: _Run(self, tenant, model, g, hits, started, chat=True, tools=req), greq
+        )
+        return await _answer(runs, req)
 
     async def complete(self, tenant: Tenant, req: CompletionRequest) -> Completion | AsyncIterator[bytes]:
         """A text completion (raw prompt, no chat template), or its ``CompletionChunk`` SSE lines."""
@@ -266,10 +272,102 @@ class CompletionService:
         max_tokens = self._max_tokens(req.max_tokens)
         model = await self._resolve(tenant, req.model)
         greq = GenerateRequest(prompt=req.prompt, tenant=tenant.name, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
-        run = _Run(self, tenant, model, greq, [], started, chat=False)
-        if req.stream:
-            return await run.stream(req.include_usage)
-        return await run.complete()
+        runs = self._runs(req, lambda g: _Run(self, tenant, model, g, [], started, chat=False), greq)
+        return await _answer(runs, req)
+
+    def _runs(
+        self, req: SamplingFields, make: Callable[[GenerateRequest], _Run], greq: GenerateRequest
+    ) -> list[_Run]:
+        """``n`` generations of ``greq`` (choice ``i`` with seed ``seed + i`` when seeded), one response id."""
+        if req.n > self.limits.max_choices:
+            raise InvalidRequest(
+                f"n is {req.n}, more than this server's limit of {self.limits.max_choices}", param="n"
+            )
+        runs = []
+        for i in range(req.n):
+            seed = None if greq.seed is None else (greq.seed + i) % 2**63
+            run = make(
+                greq if i == 0 else greq.model_copy(update={"seed": seed, "request_id": new_id("req")})
+            )
+            run.index = i
+            if runs:
+                run.id, run.created = runs[0].id, runs[0].created
+            runs.append(run)
+        return runs
+
+
+async def _answer(runs: list[_Run], req: SamplingFields) -> Any:
+    """One response (or stream) for the runs of a request: their choices, indexed, usage summed."""
+    if len(runs) == 1:
+        return await (runs[0].stream(req.include_usage) if req.stream else runs[0].complete())
+    if req.stream:
+        streams = []
+        try:
+            for run in runs:
+                streams.append(
+                    await run.stream(False)
+                )  # each fetches its first chunk: errors before any byte
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()
+            raise
+        return _merged(runs, streams, req.include_usage)
+    answers = await asyncio.gather(*(run.complete() for run in runs))
+    first = answers[0]
+    choices = [c.model_copy(update={"index": i}) for i, a in enumerate(answers) for c in a.choices]
+    return first.model_copy(update={"choices": choices, "usage": _total_usage(runs)})
+
+
+def _total_usage(runs: list[_Run]) -> Usage:
+    return Usage.of(runs[0].out.prompt_tokens, sum(r.out.completion_tokens for r in runs))
+
+
+async def _merged(
+    runs: list[_Run], streams: list[AsyncIterator[bytes]], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The choices' events interleaved as they come; one usage event and one ``[DONE]`` at the end."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[bytes]) -> None:
+        try:
+            async for event in stream:
+                if event != SSE_DONE:
+                    await queue.put(event)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        done = 0
+        while done < len(tasks):
+            event = await queue.get()
+            if event is None:
+                done += 1
+                continue
+            yield event
+        if include_usage:
+            yield runs[0]._usage_event(_total_usage(runs))
+        yield SSE_DONE
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def choice_logprobs(entries: list[Any]) -> ChoiceLogprobs:
+    """The replica's ``TokenLogprob``s as OpenAI's ``choices[].logprobs`` (with each token's UTF-8 bytes)."""
+
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprob(
+                **one(e.token, e.logprob), top_logprobs=[TopLogprob(**one(t.token, t.logprob)) for t in e.top]
+            )
+            for e in entries
+        ]
+    )
 
 
 def passage_text(hit: SearchHit) -> str:
@@ -312,6 +410,7 @@ class _Run:
         self.tools = tools if tools is not None and tools.tool_mode != "none" else None
         self.started, self.chat = started, chat
         self.id = new_id("chatcmpl" if chat else "cmpl")
+        self.index = 0  # the choice this run answers (``n`` > 1)
         self.created = now()
         self.out = _Outcome()
         self._stream = svc.llm.generate(model.model_id, greq)
@@ -330,6 +429,8 @@ class _Run:
             self.out.completion_tokens = chunk.usage.completion_tokens
         if chunk.passages_used is not None:
             self.out.passages_used = list(chunk.passages_used)
+        if chunk.logprobs:
+            self.out.logprobs.extend(chunk.logprobs)
         return chunk.text
 
     async def _next(self) -> GenerateChunk | None:
@@ -417,15 +518,24 @@ class _Run:
         *,
         role: bool = False,
         citations: list[Citation] | None = None,
+        logprobs: list[Any] | None = None,
     ) -> bytes:
         """A content event: ``text`` (or the role, or the finish reason) as a chunk of this run."""
         head = {"id": self.id, "created": self.created, "model": self.model.name}
         if self.chat:
             delta = ChoiceDelta(role="assistant" if role else None, content=text)
-            choice = ChatCompletionChunkChoice(delta=delta, finish_reason=finish_reason)
+            choice = ChatCompletionChunkChoice(
+                index=self.index,
+                delta=delta,
+                finish_reason=finish_reason,
+                logprobs=choice_logprobs(logprobs) if logprobs else None,
+            )
             return sse_event(ChatCompletionChunk(**head, choices=[choice], citations=citations))
         return sse_event(
-            CompletionChunk(**head, choices=[CompletionChoice(text=text or "", finish_reason=finish_reason)])
+            CompletionChunk(
+                **head,
+                choices=[CompletionChoice(index=self.index, text=text or "", finish_reason=finish_reason)],
+            )
         )
 
     def _tool_event(self) -> bytes:
@@ -436,10 +546,16 @@ class _Run:
             None if not calls else [DeltaToolCall(index=i, **c.model_dump()) for i, c in enumerate(calls)]
         )
         delta = ChoiceDelta(content=content, tool_calls=deltas)
-        return sse_event(ChatCompletionChunk(**head, choices=[ChatCompletionChunkChoice(delta=delta)]))
+        choice = ChatCompletionChunkChoice(index=self.index, delta=delta)
+        return sse_event(ChatCompletionChunk(**head, choices=[choice]))
 
-    def _usage_event(self) -> bytes:
-        head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
+    def _usage_event(self, usage: Usage | None = None) -> bytes:
+        head = {
+            "id": self.id,
+            "created": self.created,
+            "model": self.model.name,
+            "usage": usage or self.usage,
+        }
         chunk = ChatCompletionChunk if self.chat else CompletionChunk
         return sse_event(chunk(**head, choices=[]))
 
@@ -461,8 +577,8 @@ class _Run:
                 chunk = first
                 while chunk is not None:
                     text = self._take(chunk)
-                    if text and self.tools is None:
-                        yield self._event(text)
+                    if (text or chunk.logprobs) and self.tools is None:
+                        yield self._event(text, logprobs=chunk.logprobs)
                     chunk = await self._next()
                 if self.tools is not None:
                     yield self._tool_event()

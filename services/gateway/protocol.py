@@ -191,7 +191,7 @@ class SamplingFields(WireModel):
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences where generation stops.")
     stream: StrictBool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported.")
+    n: int = Field(1, ge=1, le=16, description="Choices to generate (up to the server's `llm.max_choices`).")
     presence_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="Lowers the logit of every token already generated."
     )
@@ -244,7 +244,10 @@ class ChatCompletionRequest(SamplingFields):
     rag: RagOptions | StrictBool | None = Field(
         None, description='Adept extension: `true` or `{"top_k": 4}`.'
     )
-    logprobs: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
+    logprobs: StrictBool = Field(False, description="Return each output token's log-probability.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position."
+    )
     response_format: ResponseFormat | None = Field(
         None, description="`text`, `json_object`, or `json_schema` (output constrained by a grammar)."
     )
@@ -258,13 +261,6 @@ class ChatCompletionRequest(SamplingFields):
         None, description="Accepted; a turn makes at most one tool call."
     )
 
-    @field_validator("logprobs")
-    @classmethod
-    def _logprobs(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("logprobs are not supported")
-        return v
-
     @model_validator(mode="after")
     def _tools(self) -> ChatCompletionRequest:
         choice = self.tool_choice
@@ -277,6 +273,8 @@ class ChatCompletionRequest(SamplingFields):
         names = [t.function.name for t in self.tools or []]
         if len(set(names)) != len(names):
             raise ValueError("tool names must be unique")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         fmt = self.response_format
         if fmt is not None and fmt.type != "text" and self.tool_mode in ("required", "named"):
             raise ValueError("response_format json and a required tool call cannot both hold")
@@ -423,10 +421,25 @@ class DeltaToolCall(BaseModel):
     function: FunctionCall
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = Field(None, description="Always null: logprobs are not supported.")
+    logprobs: ChoiceLogprobs | None = Field(None, description="With `logprobs: true`: per output token.")
     finish_reason: FinishReason
 
 
@@ -453,7 +466,7 @@ class ChoiceDelta(BaseModel):
 class ChatCompletionChunkChoice(BaseModel):
     index: int = 0
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = Field(None, description="Set in the last content event only.")
 
 

@@ -40,6 +40,8 @@ class Sequence:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None  # report log-probabilities with this many alternatives
+    pending_logprobs: list[Any] = field(default_factory=list)  # not yet delivered
     grammar: Any = None  # an xgrammar matcher: the row's logits are masked to what it allows
     submitted: float = field(default_factory=time.monotonic)
     generated: list[int] = field(default_factory=list)

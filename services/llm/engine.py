@@ -154,6 +154,7 @@ class Engine:
             max_model_len=self.max_model_len,
             sliding_window=_sliding_window(model.config),
         )
+        self.runner.token_text = lambda t: tokenizer.decode([t])
         self.waiting = FairQueue(
             max_waiting=max_queued_requests,
             max_waiting_per_tenant=max_queued_per_tenant,
@@ -275,6 +276,7 @@ class Engine:
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
             logit_bias=req.logit_bias,
+            logprobs=req.logprobs,
             grammar=grammar,
         )
         self._ensure_loop()
@@ -444,14 +446,19 @@ class Engine:
             per_tenant[seq.tenant] += 1
             if len(seq.generated) == 1:
                 self.observer.first_token(seq.adapter_id, now - seq.submitted)
+            logprobs, seq.pending_logprobs = seq.pending_logprobs or None, []
             if o.finish is None:
-                if o.delta or len(seq.generated) == 1:  # the first token always goes out: it marks TTFT
-                    seq.queue.put_nowait(GenerateChunk(text=o.delta))
+                if o.delta or len(seq.generated) == 1 or logprobs:  # the first token always goes out: TTFT
+                    seq.queue.put_nowait(GenerateChunk(text=o.delta, logprobs=logprobs))
                 continue
             usage = Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated))
             seq.queue.put_nowait(
                 GenerateChunk(
-                    text=o.delta, finish_reason=o.finish, usage=usage, passages_used=seq.passages_used
+                    text=o.delta,
+                    finish_reason=o.finish,
+                    usage=usage,
+                    passages_used=seq.passages_used,
+                    logprobs=logprobs,
                 )
             )
             self._finish_times.append(now)

@@ -76,6 +76,9 @@ class GenerateRequest(StrictModel):
     logit_bias: dict[int, float] | None = Field(
         None, max_length=300, description="Token id -> bias added to its logit (-100 bans, 100 forces)."
     )
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="Return each token's log-probability and this many top alternatives."
+    )
     ignore_eos: bool = Field(
         False, description="Keep generating past end-of-sequence until max_tokens (benchmarks, load tests)."
     )
@@ -123,12 +126,29 @@ class Usage(StrictModel):
         return self.prompt_tokens + self.completion_tokens
 
 
+class TopLogprob(StrictModel):
+    token: str = Field(description="The token's text.")
+    logprob: float
+
+
+class TokenLogprob(StrictModel):
+    """A generated token's log-probability under the model (before penalties, bias or grammar)."""
+
+    token: str = Field(description="The token's text.")
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list, description="The most likely tokens at this step.")
+
+
 class GenerateChunk(StrictModel):
     """A streamed piece of the answer; the last chunk has ``finish_reason``, ``usage`` and ``passages_used``."""
 
     text: str = Field("", description="New text since the previous chunk.")
     finish_reason: Literal["stop", "length"] | None = Field(None, description="Set on the last chunk only.")
     usage: Usage | None = Field(None, description="On the last chunk.")
+    logprobs: list[TokenLogprob] | None = Field(
+        None,
+        description="With `logprobs`: the tokens generated since the previous chunk, with their log-probabilities.",
+    )
     passages_used: list[int] | None = Field(
         None,
         description="On the last chunk: indices into `passages` that went into the prompt, in prompt order.",

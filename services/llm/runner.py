@@ -25,6 +25,7 @@ from adept.errors import AdeptError, Overloaded
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import decode_mask, prefill_mask
 from services.llm.peft_slots import AdapterSlots
+from services.llm.protocol import TokenLogprob, TopLogprob
 from services.llm.sampling import adjust_logits, sample_batch
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class ModelRunner:
         self.max_model_len, self.sliding_window = max_model_len, sliding_window
         self.device, self.dtype = slots.device, slots.dtype
         self.grammars: Any = None  # a GrammarBook, set by the engine when a request first needs one
+        self.token_text: Any = str  # token id -> its text (set by the engine: the tokenizer's decode)
 
     def step(self, admit: list[Sequence], preempt: list[Sequence]) -> list[Outcome]:
         """Drop cancelled and preempted rows, decode one token for the rest, prefill ``admit``."""
@@ -175,6 +177,7 @@ class ModelRunner:
 
     # -- sampling ----------------------------------------------------------------------------------
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor, out: list[Outcome]) -> None:
+        raw = logits
         logits = adjust_logits(
             logits,
             [s.generated for s in seqs],
@@ -196,6 +199,7 @@ class ModelRunner:
             [s.generator for s in seqs],
             finite=finite,
         )
+        self._logprobs(seqs, raw, tokens)
         for seq, token, ok in zip(seqs, tokens, finite, strict=True):
             if not ok:
                 self._fail(seq, GenerationFailed(_NON_FINITE), out)
@@ -204,6 +208,30 @@ class ModelRunner:
                 out.append(self._advance(seq, token))
             except Exception as e:
                 self._fail(seq, e, out)
+
+    def _logprobs(self, seqs: list[Sequence], raw: torch.Tensor, tokens: list[int]) -> None:
+        """Log-probabilities of the sampled tokens (and the top alternatives) for rows that asked."""
+        rows = [i for i, s in enumerate(seqs) if s.logprobs is not None]
+        if not rows:
+            return
+        lp = torch.log_softmax(raw[rows].float(), dim=-1)
+        k = max(seqs[i].logprobs or 0 for i in rows)
+        chosen = lp[torch.arange(len(rows)), torch.tensor([tokens[i] for i in rows])].tolist()
+        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        top_v, top_i = top_v.tolist(), top_i.tolist()
+        decode = self.token_text
+        for n, i in enumerate(rows):
+            want = seqs[i].logprobs or 0
+            seqs[i].pending_logprobs.append(
+                TokenLogprob(
+                    token=decode(tokens[i]),
+                    logprob=chosen[n],
+                    top=[
+                        TopLogprob(token=decode(t), logprob=v)
+                        for t, v in zip(top_i[n][:want], top_v[n][:want], strict=True)
+                    ],
+                )
+            )
 
     def _advance(self, seq: Sequence, token: int) -> Outcome:
         seq.generated.append(token)

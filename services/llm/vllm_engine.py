@@ -39,7 +39,7 @@ from adept.config.llm import DEFAULT_RAG_INSTRUCTION
 from adept.errors import AdeptError, InvalidRequest, NotFound, Overloaded, RateLimited, Unavailable
 from services.llm.engine import END_MARKERS, EngineObserver, tenant_of
 from services.llm.prompting import PromptBuilder
-from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
+from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
 from services.llm.streaming import TextStream
@@ -310,6 +310,7 @@ class VLLMEngine:
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
             logit_bias=req.logit_bias,
+            logprobs=req.logprobs,
         )
         lora = ticket.lora
         stream = _typed_errors(
@@ -329,6 +330,7 @@ class VLLMEngine:
             async for out in stream:
                 piece = out.outputs[0]
                 delta, stopped, n = "", False, 0
+                logprobs = self._logprobs(piece, req.logprobs)
                 for token in piece.token_ids:
                     n += 1
                     more, stopped = text.push(token)
@@ -345,17 +347,38 @@ class VLLMEngine:
                 if not stopped and not out.finished:
                     if delta or first:  # the first chunk always goes out: it marks TTFT
                         first = False
-                        yield GenerateChunk(text=delta)
+                        yield GenerateChunk(text=delta, logprobs=logprobs)
                     continue
                 usage = Usage(prompt_tokens=len(prompt.ids), completion_tokens=completion)
                 finish = "stop" if stopped or piece.finish_reason != "length" else "length"
                 self.observer.finished(adapter_id, usage, finish, time.monotonic() - ticket.submitted)
                 yield GenerateChunk(
-                    text=delta, finish_reason=finish, usage=usage, passages_used=prompt.passages_used
+                    text=delta,
+                    finish_reason=finish,
+                    usage=usage,
+                    passages_used=prompt.passages_used,
+                    logprobs=logprobs,
                 )
                 return  # on a stop string, closing the stream aborts the request in vLLM
         finally:
             await stream.aclose()  # the client went away: vLLM aborts the request
+
+    def _logprobs(self, piece: Any, k: int | None) -> list[TokenLogprob] | None:
+        """vLLM's per-token ``{token_id: Logprob}`` as the replica's ``TokenLogprob``s (texts from our tokenizer)."""
+        if k is None or not piece.logprobs:
+            return None
+        text = lambda t: self.tokenizer.decode([t])  # noqa: E731  (detokenize=False: vLLM sends no texts)
+        out = []
+        for token, options in zip(piece.token_ids, piece.logprobs, strict=False):
+            ranked = sorted(options.items(), key=lambda kv: kv[1].rank)
+            out.append(
+                TokenLogprob(
+                    token=text(token),
+                    logprob=options[token].logprob,
+                    top=[TopLogprob(token=text(t), logprob=lp.logprob) for t, lp in ranked[:k]],
+                )
+            )
+        return out
 
     def _charge(self, ticket: _Ticket, adapter_id: str, n: int, *, first: bool) -> None:
         """Tokens generated for ``ticket``: its tenant's fair-share counter and the replica's metrics."""

@@ -227,3 +227,26 @@ def test_without_max_tokens_the_answer_gets_what_the_context_has_left(make_engin
     capped = make_engine(max_model_len=200, max_tokens_limit=64, default_max_tokens=5)
     _, last, _ = run(collect(capped, GenerateRequest(prompt="the grid", temperature=0, ignore_eos=True)))
     assert last.usage.completion_tokens == 5
+
+
+def test_logprobs_come_with_every_generated_token(make_engine):
+    import math
+
+    engine = make_engine()
+
+    async def main():
+        chunks = [
+            c async for c in engine.generate(chat("the grid", max_tokens=6, ignore_eos=True, logprobs=3), "")
+        ]
+        return chunks
+
+    chunks = run(main())
+    entries = [e for c in chunks for e in c.logprobs or []]
+    assert len(entries) == chunks[-1].usage.completion_tokens == 6
+    assert "".join(e.token for e in entries) == "".join(c.text for c in chunks)
+    for e in entries:  # greedy: the chosen token is the most likely one
+        assert len(e.top) == 3 and e.top[0].token == e.token and e.logprob == e.top[0].logprob <= 0
+        assert e.top[0].logprob >= e.top[1].logprob >= e.top[2].logprob
+        assert math.isfinite(e.logprob)
+    plain = run(collect(engine, chat("the grid", max_tokens=2)))[1]
+    assert plain.logprobs is None
