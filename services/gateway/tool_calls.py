@@ -14,6 +14,9 @@ import re
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
+from adept.errors import InvalidRequest
 from services.gateway.protocol import ChatCompletionRequest, FunctionCall, NamedToolChoice, ToolCall
 from services.llm.protocol import Guided
 
@@ -25,7 +28,19 @@ def _parameters(function: Any) -> dict[str, Any]:
 
 
 def guided_output(req: ChatCompletionRequest) -> Guided | None:
-    """The grammar ``req``'s output must follow, or None for free text."""
+    """The grammar ``req``'s output must follow, or None for free text.
+
+    Raises:
+        InvalidRequest: the schema is too large to compile per request.
+    """
+    try:
+        return _guided(req)
+    except ValidationError as e:
+        param = "tools" if req.tool_mode in ("required", "named") else "response_format"
+        raise InvalidRequest(f"invalid output schema: {e.errors()[0]['msg']}", param=param) from None
+
+
+def _guided(req: ChatCompletionRequest) -> Guided | None:
     mode = req.tool_mode
     if mode == "named":
         assert isinstance(req.tool_choice, NamedToolChoice)

@@ -141,6 +141,7 @@ class Engine:
             tokenizer, max_model_len=self.max_model_len, rag_instruction=rag_instruction
         )
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
+        self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")
         self.slots = AdapterSlots(model)
         cache = SlotKVCache.for_model(
             model, max_rows=max_batch_size, max_cols=self.max_model_len, budget_tokens=kv_cache_tokens
@@ -311,13 +312,16 @@ class Engine:
             )
         if req.guided is None:
             return None
+        loop = asyncio.get_running_loop()
         if self.runner.grammars is None:
-            self.runner.grammars = await self.prompt_worker.run(
-                lambda: GrammarBook(self.tokenizer, vocab_size=self.vocab_size, stop_ids=self.runner.eos_ids)
+            self.runner.grammars = await loop.run_in_executor(
+                self._grammar_exec,
+                lambda: GrammarBook(self.tokenizer, vocab_size=self.vocab_size, stop_ids=self.runner.eos_ids),
             )
         book = self.runner.grammars
         try:
-            compiled = await self.prompt_worker.run(book.compile, req.guided)
+            # Its own thread: a slow schema delays only requests waiting for a grammar, not tokenizing.
+            compiled = await loop.run_in_executor(self._grammar_exec, book.compile, req.guided)
         except (ValueError, RuntimeError) as e:
             raise InvalidRequest(f"the JSON schema cannot be used: {e}", param="response_format") from None
         return book.matcher(compiled)
@@ -344,6 +348,7 @@ class Engine:
             await asyncio.gather(self._task, return_exceptions=True)
         self._exec.shutdown(wait=True)  # waits for a step still running on the model thread
         self.prompt_worker.close()
+        self._grammar_exec.shutdown(wait=False, cancel_futures=True)
         self._drop_batch()
 
     # -- the loop ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Literal
 
@@ -33,6 +34,9 @@ class ChatMessage(StrictModel):
     name: str | None = Field(None, description="Tool turns: the function that produced the result.")
 
 
+MAX_SCHEMA_CHARS = 32_768  # compiling a grammar is CPU work: schemas stay small
+
+
 class Guided(StrictModel):
     """Grammar-constrained output: any JSON object, or JSON valid against a schema."""
 
@@ -45,6 +49,8 @@ class Guided(StrictModel):
     def _one(self) -> Guided:
         if (self.json_schema is None) == (not self.json_object):
             raise ValueError("give exactly one of json_schema or json_object")
+        if self.json_schema is not None and len(json.dumps(self.json_schema)) > MAX_SCHEMA_CHARS:
+            raise ValueError(f"the JSON schema is over {MAX_SCHEMA_CHARS} characters")
         return self
 
 

@@ -74,3 +74,15 @@ def test_tool_turns_reach_the_llm_with_their_fields():
     assistant, tool = (m.as_llm_message() for m in r.messages[1:])
     assert assistant["tool_calls"][0]["function"]["name"] == "f" and assistant["content"] == ""
     assert tool == {"role": "tool", "content": "42", "tool_call_id": "c1"}
+
+
+def test_an_oversized_schema_is_a_400_before_any_grammar_is_compiled():
+    import pytest
+
+    from adept.errors import InvalidRequest
+
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}}
+    with pytest.raises(InvalidRequest) as err:
+        guided_output(req(response_format=fmt))
+    assert err.value.param == "response_format" and "32768" in err.value.message
