@@ -69,8 +69,11 @@ class _SlotLayer(CacheLayerMixin):
         return self.owner.cols
 
 
+_FREED = torch.empty(0)  # what a layer's old tensor is replaced by once copied
+
+
 class SlotKVCache(Cache):
-    """KV tensors ``[layers, rows, kv_heads, cols, head_dim]`` shared by the running batch.
+    """KV tensors, per layer ``[rows, kv_heads, cols, head_dim]``, shared by the running batch.
 
     Args:
         num_layers, kv_heads, head_dim: the model's attention shape.
@@ -96,8 +99,9 @@ class SlotKVCache(Cache):
         self.shape = (num_layers, kv_heads, head_dim)
         self.dtype, self.device = dtype, device
         self.max_rows, self.max_cols, self.budget_tokens = max_rows, max_cols, budget_tokens
-        self.keys_all: torch.Tensor | None = None
-        self.values_all: torch.Tensor | None = None
+        # One tensor per layer ([rows, kv_heads, cols, head_dim]), so growing copies layer by layer.
+        self.keys_all: list[torch.Tensor] | None = None
+        self.values_all: list[torch.Tensor] | None = None
         self.rows = self.cols = 0
         self.peak_tokens = 0
         # The window the next forward pass reads and writes: rows [start, stop), `width` columns.
@@ -157,14 +161,35 @@ class SlotKVCache(Cache):
         )
         options = (grown, self._rounded(*covering), covering, (rows, cols))
         r, c = next((rc for rc in options if rc[0] * rc[1] <= self.budget_tokens), (rows, cols))
-        layers, heads, head_dim = self.shape
-        shape = (layers, r, heads, c, head_dim)
-        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        values = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        if self.keys_all is not None and keep_rows:
-            width = min(c, self.cols)  # kept rows use fewer columns than `cols`, which covers them all
-            keys[:, :keep_rows, :, :width] = self.keys_all[:, :keep_rows, :, :width]
-            values[:, :keep_rows, :, :width] = self.values_all[:, :keep_rows, :, :width]
+        _layers, heads, head_dim = self.shape
+        old_k, old_v = self.keys_all, self.values_all
+        width = min(c, self.cols)  # kept rows use fewer columns than `cols`, which covers them all
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        # Layer by layer, each old layer freed once copied: the old and the new cache never coexist
+        # whole (peak = the larger of the two + one layer, not their sum).
+        try:
+            for layer in range(_layers):
+                k = torch.zeros((r, heads, c, head_dim), dtype=self.dtype, device=self.device)
+                v = torch.zeros((r, heads, c, head_dim), dtype=self.dtype, device=self.device)
+                if old_k is not None and old_v is not None:
+                    if keep_rows:
+                        k[:keep_rows, :, :width] = old_k[layer][:keep_rows, :, :width]
+                        v[:keep_rows, :, :width] = old_v[layer][:keep_rows, :, :width]
+                    old_k[layer] = old_v[layer] = _FREED
+                keys.append(k)
+                values.append(v)
+        except BaseException:
+            # Out of memory part-way: put the moved layers back in the old shape (their memory was
+            # just released), so the running rows keep a whole cache and only the newcomer fails.
+            if old_k is not None and old_v is not None:
+                for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+                    shape = (self.rows, heads, self.cols, head_dim)
+                    old_k[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    old_v[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    old_k[layer][:keep_rows, :, :width] = k[:keep_rows, :, :width]
+                    old_v[layer][:keep_rows, :, :width] = v[:keep_rows, :, :width]
+            raise
         self.keys_all, self.values_all, self.rows, self.cols = keys, values, r, c
         self.peak_tokens = max(self.peak_tokens, r * c)
 
@@ -180,8 +205,9 @@ class SlotKVCache(Cache):
         previous sequence left there, which a later row reading a wider window would see.
         """
         assert self.keys_all is not None and self.values_all is not None
-        self.keys_all[:, dst] = self.keys_all[:, src]
-        self.values_all[:, dst] = self.values_all[:, src]
+        for k, v in zip(self.keys_all, self.values_all, strict=True):
+            k[dst] = k[src]
+            v[dst] = v[src]
 
     def clear_rows(self, start: int, stop: int) -> None:
         """Zero rows ``[start, stop)``: a sequence that left must leave nothing a later one could read.
@@ -191,8 +217,9 @@ class SlotKVCache(Cache):
         """
         if self.keys_all is None or self.values_all is None or start >= stop:
             return
-        self.keys_all[:, start:stop].zero_()
-        self.values_all[:, start:stop].zero_()
+        for k, v in zip(self.keys_all, self.values_all, strict=True):
+            k[start:stop].zero_()
+            v[start:stop].zero_()
 
     # -- the window of one forward pass ---------------------------------------------------------------
     def for_prefill(self, start: int, stop: int, width: int) -> SlotKVCache:

@@ -33,7 +33,7 @@ class Watch(EngineObserver):
     def kv_cache(self, allocated_bytes: int, budget_bytes: int) -> None:
         cache = self.engine_ref[0].batch.cache
         if cache.keys_all is not None:
-            self.storages.add(cache.keys_all.data_ptr())
+            self.storages.add(cache.keys_all[0].data_ptr())
 
 
 def build(make_engine, **kwargs):
@@ -97,7 +97,8 @@ def test_bounded_queue_answers_429_per_tenant_and_503_overall_with_retry_after(m
         await running.__anext__()  # admitted: the only row
         queued = [engine.generate(req(t), "") for t in ("a", "b")]
         waiting = [asyncio.ensure_future(g.__anext__()) for g in queued]
-        await asyncio.sleep(0)
+        while len(engine.waiting) < 2:  # prompts are tokenized on a worker thread before they queue
+            await asyncio.sleep(0.01)
         assert engine.waiting.waiting_by_tenant() == {"a": 1, "b": 1}
         with pytest.raises(RateLimited) as per_tenant:
             await engine.generate(req("a"), "").__anext__()
