@@ -348,6 +348,18 @@ class EmbeddingRequest(WireModel):
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension when given.")
     user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, v: Any) -> Any:
+        flat = v if isinstance(v, list) else [v]
+        if any(isinstance(x, int) or (isinstance(x, list) and x and isinstance(x[0], int)) for x in flat):
+            # Token ids of which tokenizer? OpenAI clients send tiktoken's, which no model here reads.
+            raise ValueError(
+                "token-id input is not supported: send the text (LangChain: "
+                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+            )
+        return v
+
     @field_validator("input")
     @classmethod
     def _texts(cls, v: str | list[str]) -> list[str]:

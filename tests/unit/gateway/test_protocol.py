@@ -99,3 +99,10 @@ def test_embedding_request():
     ):
         with pytest.raises(InvalidRequest):
             parse_body(EmbeddingRequest, bad)
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 3], [[1, 2], [3]]])
+def test_token_array_embeddings_are_a_clear_400_naming_the_client_fix(tokens):
+    with pytest.raises(InvalidRequest, match="check_embedding_ctx_length=False") as err:
+        parse_body(EmbeddingRequest, {"model": "e", "input": tokens})
+    assert err.value.param == "input"
