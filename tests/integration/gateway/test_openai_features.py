@@ -158,3 +158,31 @@ def test_auto_on_a_template_without_tool_calls_is_a_clear_400(client):
     oai, model = client
     with pytest.raises(openai.BadRequestError, match="tool-call format"):
         oai.chat.completions.create(model=model, messages=QUESTION, tools=TOOLS, max_tokens=10)
+
+
+def test_logprobs_and_n_with_the_official_client(client):
+    oai, model = client
+    r = oai.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        max_tokens=8,
+        temperature=0.8,
+        seed=3,
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    assert [c.index for c in r.choices] == [0, 1]
+    for c in r.choices:
+        tokens = c.logprobs.content
+        assert tokens and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
+        assert "".join(t.token for t in tokens) == c.message.content
+    assert r.usage.completion_tokens == sum(len(c.logprobs.content) for c in r.choices)
+
+
+def test_without_max_tokens_the_answer_is_not_cut_at_a_fixed_length(client):
+    oai, model = client
+    r = oai.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hello."}], temperature=0
+    )
+    assert r.choices[0].finish_reason == "stop"  # ends on its own, well inside the context window
