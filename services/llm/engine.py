@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import itertools
 import logging
 import time
@@ -323,7 +324,10 @@ class Engine:
             # Its own thread: a slow schema delays only requests waiting for a grammar, not tokenizing.
             compiled = await loop.run_in_executor(self._grammar_exec, book.compile, req.guided)
         except (ValueError, RuntimeError) as e:
-            raise InvalidRequest(f"the JSON schema cannot be used: {e}", param="response_format") from None
+            reason = re.sub(r"^\[[^\]]*\] \S+:\d+: ", "", str(e).strip())  # xgrammar's "[time] file.cc:line: "
+            raise InvalidRequest(
+                f"the JSON schema cannot be used: {reason}", param="response_format"
+            ) from None
         return book.matcher(compiled)
 
     def check_health(self) -> None:

@@ -86,3 +86,16 @@ def test_an_oversized_schema_is_a_400_before_any_grammar_is_compiled():
     with pytest.raises(InvalidRequest) as err:
         guided_output(req(response_format=fmt))
     assert err.value.param == "response_format" and "32768" in err.value.message
+
+
+def test_a_deeply_nested_schema_is_a_400_before_any_grammar_is_compiled():
+    import pytest
+
+    from adept.errors import InvalidRequest
+
+    schema: dict = {"type": "object"}
+    for _ in range(100):  # 300 levels took 24 s of CPU to compile
+        schema = {"type": "object", "properties": {"a": schema}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}
+    with pytest.raises(InvalidRequest, match="nests deeper"):
+        guided_output(req(response_format=fmt))
