@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -324,7 +324,9 @@ class Engine:
             # Its own thread: a slow schema delays only requests waiting for a grammar, not tokenizing.
             compiled = await loop.run_in_executor(self._grammar_exec, book.compile, req.guided)
         except (ValueError, RuntimeError) as e:
-            reason = re.sub(r"^\[[^\]]*\] \S+:\d+: ", "", str(e).strip())  # xgrammar's "[time] file.cc:line: "
+            reason = re.sub(
+                r"^\[[^\]]*\] \S+:\d+: ", "", str(e).strip()
+            )  # xgrammar's "[time] file.cc:line: "
             raise InvalidRequest(
                 f"the JSON schema cannot be used: {reason}", param="response_format"
             ) from None
