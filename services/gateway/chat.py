@@ -496,6 +496,7 @@ class _Run:
             content, calls = self._answer(text)
             choice = ChatCompletionChoice(
                 message=AssistantMessage(content=content, tool_calls=calls),
+                logprobs=choice_logprobs(self.out.logprobs) if self.greq.logprobs is not None else None,
                 finish_reason=self.out.finish_reason,
             )
             return ChatCompletion(**head, choices=[choice], citations=self.citations)

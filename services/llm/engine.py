@@ -89,6 +89,8 @@ class Engine:
             ``kv_cache_tokens`` is not given.
         max_queued_requests: most requests waiting to be admitted (503 + Retry-After beyond).
         max_queued_per_tenant: most requests one tenant may have waiting (429 + Retry-After beyond).
+        prefill_chunk_tokens: a prompt longer than this is prefilled this many tokens per step,
+            between decode steps (chunked prefill), one such prompt at a time.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Engine:
         kv_memory_fraction: float = 0.5,
         max_queued_requests: int = 256,
         max_queued_per_tenant: int = 64,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         model.eval()
         self.tokenizer = tokenizer
@@ -155,6 +158,7 @@ class Engine:
             pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             max_model_len=self.max_model_len,
             sliding_window=_sliding_window(model.config),
+            prefill_chunk=prefill_chunk_tokens,
         )
         self.runner.token_text = lambda t: tokenizer.decode([t])
         self.waiting = FairQueue(
@@ -386,7 +390,7 @@ class Engine:
     async def _serve(self) -> None:
         assert self._wake is not None
         while True:
-            if not len(self.waiting) and not self.batch.rows:
+            if not len(self.waiting) and not self.batch.holders:
                 self._wake.clear()
                 await self._wake.wait()
                 if self.batch_wait_s:
@@ -395,12 +399,12 @@ class Engine:
             admit, preempt = self._plan()
             running = collections.Counter(s.tenant for s in [*self.batch.rows, *admit] if s not in preempt)
             self.observer.queue_depth(self.waiting.waiting_by_tenant(), dict(running))
-            before = [*self.batch.rows, *admit]
+            before = [*self.batch.holders, *admit]
             outcomes = await self._run(self.runner.step, admit, preempt)
             for seq in preempt:
-                seq.cache_len, seq.preemptions = 0, seq.preemptions + 1
+                seq.cache_len, seq.prefilled, seq.preemptions = 0, 0, seq.preemptions + 1
                 self.waiting.push_front(seq)
-            still = set(self.batch.rows)
+            still = set(self.batch.holders)
             # Retire first, so an adapter unloaded mid-request is gone when its answer ends.
             await self._retire([s for s in before if s not in still and s not in preempt])
             self._deliver(outcomes)
@@ -441,7 +445,11 @@ class Engine:
         return admit, preempt
 
     def _fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
-        return len(keep) + len(add) <= self.max_batch_size and self.batch.fits(keep, add)
+        filling = self.batch.filling is not None
+        longs = sum(len(s.context_ids) > self.runner.prefill_chunk for s in add)
+        if longs + filling > 1:  # one long prompt is prefilled in chunks at a time
+            return False
+        return len(keep) + len(add) + filling <= self.max_batch_size and self.batch.fits(keep, add)
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         per_adapter: collections.Counter[str] = collections.Counter()
@@ -509,6 +517,7 @@ class Engine:
     def _drop_batch(self) -> None:
         """Forget the running rows and free the cache; only while no step runs on the model thread."""
         self.batch.rows.clear()
+        self.batch.filling = None
         self.batch.cache.release()
 
     def _retry_after(self) -> float:

@@ -107,6 +107,7 @@ class SlotKVCache(Cache):
         # The window the next forward pass reads and writes: rows [start, stop), `width` columns.
         self.start = self.stop = self.width = 0
         self._positions: torch.Tensor | None = None  # decode: the column each row writes
+        self._offset = 0  # prefill: the first column written (a chunk of a long prompt starts later)
         self._row_index: torch.Tensor | None = None
 
     @classmethod
@@ -226,6 +227,14 @@ class SlotKVCache(Cache):
         """The next forward writes ``width`` columns of rows ``[start, stop)`` from column 0."""
         self.start, self.stop, self.width = start, stop, width
         self._positions = self._row_index = None
+        self._offset = 0
+        return self
+
+    def for_chunk(self, row: int, offset: int, width: int) -> SlotKVCache:
+        """The next forward writes one slice of row ``row``'s prompt from column ``offset``, attends over ``width``."""
+        self.start, self.stop, self.width = row, row + 1, width
+        self._positions = self._row_index = None
+        self._offset = offset
         return self
 
     def for_decode(self, start: int, stop: int, positions: torch.Tensor, width: int) -> SlotKVCache:
@@ -242,8 +251,9 @@ class SlotKVCache(Cache):
         k_all, v_all = self.keys_all[layer], self.values_all[layer]
         a, b = self.start, self.stop
         if self._positions is None:
-            k_all[a:b, :, : keys.shape[2]] = keys
-            v_all[a:b, :, : values.shape[2]] = values
+            o = self._offset
+            k_all[a:b, :, o : o + keys.shape[2]] = keys
+            v_all[a:b, :, o : o + values.shape[2]] = values
         else:
             k_all[self._row_index, :, self._positions] = keys[:, :, 0]
             v_all[self._row_index, :, self._positions] = values[:, :, 0]
@@ -270,6 +280,18 @@ def prefill_mask(
     if sliding_window:
         allowed &= (pos[:, None] - pos[None, :] < sliding_window)[None]
     return _additive(allowed[:, None], dtype)
+
+
+def chunk_mask(
+    start: int, length: int, width: int, dtype: torch.dtype, sliding_window: int | None, device: Any
+) -> torch.Tensor:
+    """Additive mask ``[1, 1, length, width]`` for prompt positions ``start ..`` over columns ``0 .. width-1``."""
+    q = torch.arange(start, start + length, device=device)[:, None]
+    k = torch.arange(width, device=device)[None, :]
+    allowed = k <= q
+    if sliding_window:
+        allowed &= q - k < sliding_window
+    return _additive(allowed[None, None], dtype)
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -6,6 +6,8 @@ fails that request only:
 - a batched decode that raises is retried row by row (each row rewrites its own cache column,
   so a retry is idempotent); rows that fail alone fail, the others carry on;
 - a batched prefill that raises (a CUDA OOM on one long prompt) is retried one newcomer at a time;
+- a prompt longer than ``prefill_chunk`` tokens is prefilled a slice per step, between the decode
+  steps of the running rows (chunked prefill), so one long prompt never stalls every stream;
 - a row whose logits are NaN/inf (a broken adapter) fails; the rest of the batch is sampled;
 - an error while detokenizing fails that row.
 
@@ -23,7 +25,7 @@ import torch
 
 from adept.errors import AdeptError, Overloaded
 from services.llm.batch import RunningBatch, Sequence
-from services.llm.kv_cache import decode_mask, prefill_mask
+from services.llm.kv_cache import chunk_mask, decode_mask, prefill_mask
 from services.llm.peft_slots import AdapterSlots
 from services.llm.protocol import TokenLogprob, TopLogprob
 from services.llm.sampling import adjust_logits, sample_batch
@@ -57,6 +59,7 @@ class ModelRunner:
         pad_id: token used to pad prefill rows.
         max_model_len: context window.
         sliding_window: the model's attention window (None: full attention).
+        prefill_chunk: prompts longer than this are prefilled this many tokens per step.
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class ModelRunner:
         pad_id: int,
         max_model_len: int,
         sliding_window: int | None,
+        prefill_chunk: int = 512,
     ) -> None:
         self.slots, self.batch = slots, batch
+        self.prefill_chunk = prefill_chunk
         self.eos_ids, self.pad_id = eos_ids, pad_id
         self.max_model_len, self.sliding_window = max_model_len, sliding_window
         self.device, self.dtype = slots.device, slots.dtype
@@ -80,14 +85,57 @@ class ModelRunner:
         """Drop cancelled and preempted rows, decode one token for the rest, prefill ``admit``."""
         out: list[Outcome] = []
         with torch.inference_mode():
-            self.batch.remove({s for s in self.batch.rows if s.cancelled} | set(preempt))
+            self.batch.remove({s for s in self.batch.holders if s.cancelled} | set(preempt))
             if self.batch.rows:
                 self._decode(out)
             fresh = [s for s in admit if not s.cancelled]
-            if fresh:
-                self._prefill(fresh, out)
+            longs = [s for s in fresh if len(s.context_ids) > self.prefill_chunk]
+            if longs and self.batch.filling is None:  # the engine admits one long prompt at a time
+                seq = longs[0]
+                try:
+                    self.batch.reserve([seq])
+                except Exception as e:
+                    self.batch.clear_free_rows()
+                    self._fail(seq, e, out)
+                else:
+                    seq.prefilled, self.batch.filling = 0, seq
+            shorts = [s for s in fresh if s not in longs]
+            if shorts:
+                self._prefill(shorts, out)
+            if self.batch.filling is not None:
+                self._fill_chunk(out)
             self.batch.remove({s for s in self.batch.rows if s.finish_reason is not None})
         return out
+
+    # -- chunked prefill ---------------------------------------------------------------------------
+    def _fill_chunk(self, out: list[Outcome]) -> None:
+        """Prefill the next slice of the long prompt in progress; on its last slice, its first token."""
+        seq = self.batch.filling
+        assert seq is not None
+        context, start = seq.context_ids, seq.prefilled
+        n = min(self.prefill_chunk, len(context) - start)
+        row, width = len(self.batch.rows), start + n
+        try:
+            result = self.slots.forward(
+                input_ids=torch.tensor([context[start:width]], device=self.device),
+                attention_mask=chunk_mask(start, n, width, self.dtype, self.sliding_window, self.device),
+                position_ids=torch.arange(start, width, device=self.device)[None, :],
+                past_key_values=self.batch.cache.for_chunk(row, start, width),
+                use_cache=True,
+                logits_to_keep=1,
+                adapter_names=[seq.slot],
+            )
+        except Exception as e:
+            self.batch.filling = None
+            self.batch.cache.clear_rows(row, row + 1)
+            self._fail(seq, e, out)
+            return
+        seq.prefilled = width
+        if width < len(context):
+            return
+        seq.cache_len, self.batch.filling = width, None
+        self.batch.rows.append(seq)  # its row already follows the running rows
+        self._sample([seq], result.logits[:, -1], out)
 
     # -- decode ------------------------------------------------------------------------------------
     def _decode(self, out: list[Outcome]) -> None:
@@ -127,20 +175,26 @@ class ModelRunner:
 
     # -- prefill -----------------------------------------------------------------------------------
     def _prefill(self, seqs: list[Sequence], out: list[Outcome]) -> None:
+        start = None
         try:
             start = self.batch.reserve(seqs)
             logits = self._prefill_rows(seqs, start)
         except Exception as e:
+            if start is not None:
+                self.batch.unreserve(start, len(seqs))
+            self.batch.clear_free_rows()  # the failed pass may have written into rows beyond the batch
             if len(seqs) == 1:
-                self.batch.clear_free_rows()
                 self._fail(seqs[0], e, out)
                 return
             log.warning("batched prefill of %d requests failed (%r); retrying one by one", len(seqs), e)
-            self.batch.clear_free_rows()  # the failed pass may have written into rows beyond the batch
             for seq in seqs:
+                start = None
                 try:
-                    logits = self._prefill_rows([seq], self.batch.reserve([seq]))
+                    start = self.batch.reserve([seq])
+                    logits = self._prefill_rows([seq], start)
                 except Exception as one_error:
+                    if start is not None:
+                        self.batch.unreserve(start, 1)
                     self.batch.clear_free_rows()
                     self._fail(seq, one_error, out)
                     continue

@@ -199,3 +199,23 @@ def test_n_choices_indexed_with_usage_summed_and_limited(service, tenants):
     with pytest.raises(InvalidRequest) as err:
         run(svc.chat(tenants["acme"][0], chat_req(n=5)))
     assert err.value.param == "n"
+
+
+def test_logprobs_reach_the_response_and_the_stream(service, tenants):
+    svc, llm, _ = service
+    out = run(svc.chat(tenants["acme"][0], chat_req(logprobs=True, top_logprobs=1)))
+    content = out.choices[0].logprobs.content
+    assert [t.token for t in content] == ["base: ", "hello ", "there "]
+    assert content[0].bytes == list(b"base: ") and content[0].top_logprobs[0].logprob == -0.5
+    assert llm.calls[-1][1].logprobs == 1
+    plain = run(svc.chat(tenants["acme"][0], chat_req()))
+    assert plain.choices[0].logprobs is None and llm.calls[-1][1].logprobs is None
+    stream = run_stream(svc, tenants, chat_req(stream=True, logprobs=True))
+    tokens = [
+        t["token"]
+        for e in stream[:-1]
+        for c in e["choices"]
+        if c["logprobs"]
+        for t in c["logprobs"]["content"]
+    ]
+    assert tokens == ["base: ", "hello ", "there "]

@@ -250,3 +250,48 @@ def test_logprobs_come_with_every_generated_token(make_engine):
         assert math.isfinite(e.logprob)
     plain = run(collect(engine, chat("the grid", max_tokens=2)))[1]
     assert plain.logprobs is None
+
+
+LONG_PROMPT = "how do I restore power after a storm when the feeder and the substation report a fault " * 3
+
+
+def test_chunked_prefill_gives_the_same_answer(make_engine, lora_dirs):
+    whole, chunked = make_engine(), make_engine(prefill_chunk_tokens=16)
+
+    async def answers(engine):
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        return [
+            (await collect(engine, chat(LONG_PROMPT, max_tokens=10, ignore_eos=True), a))[0]
+            for a in ("", "acme/a1@v1")
+        ]
+
+    assert len(whole.prompts.build(chat(LONG_PROMPT), 10).ids) > 4 * 16
+    assert run(answers(chunked)) == run(answers(whole))
+
+
+def test_a_long_prompt_is_prefilled_between_decode_steps_not_in_one_stall(make_engine):
+    engine = make_engine(prefill_chunk_tokens=8)
+    chunks = -(-len(engine.prompts.build(chat(LONG_PROMPT), 4).ids) // 8)
+
+    async def main():
+        events: list[str] = []
+        running = engine.generate(chat("the grid", max_tokens=120, ignore_eos=True), "")
+        await running.__anext__()
+
+        async def stream_running():
+            async for _ in running:
+                events.append("running")
+
+        async def long_one():
+            async for _ in engine.generate(chat(LONG_PROMPT, max_tokens=4, ignore_eos=True), ""):
+                events.append("long")
+
+        task = asyncio.ensure_future(stream_running())
+        await long_one()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return events
+
+    events = run(main())
+    # The running stream got a token at every step the long prompt spent prefilling (one slice each).
+    assert events.index("long") >= chunks - 1 >= 8
