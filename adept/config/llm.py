@@ -54,6 +54,13 @@ class LLMConfig(StrictModel):
     max_tokens_limit: int = Field(
         1024, ge=1, le=131_072, description="Largest `max_tokens` a request may ask for (HTTP 400 above)."
     )
+    prefill_chunk_tokens: int = Field(
+        512,
+        ge=16,
+        le=131_072,
+        description="HF engine: a prompt longer than this is prefilled this many tokens per step, between the "
+        "running rows' decode steps (chunked prefill), so one long prompt never stalls every stream.",
+    )
     max_choices: int = Field(
         4,
         ge=1,
