@@ -14,8 +14,12 @@ Reports throughput (generated tokens/s) and its ratio, p50/p99 latency and time 
 (from arrival), and adapter cold-load time. Two more rows:
 
 - fairness: one tenant floods the replica (4 x the batch size of requests); once the flood runs,
-  a lone tenant sends one request. Its time to first token is compared with the same request on
-  an idle replica (fair queuing + preemption should keep it close);
+  three tenants send one request each: a lone tenant, a returning tenant (its previous request
+  asked the largest ``max_tokens`` and stopped after one token) and a tenant with a long prompt (a
+  third of the window, at most 1024 tokens). Each time to first token is compared with the same request on an idle
+  replica (fair share by tokens served + preemption should keep them close);
+- constrained decoding: the same batch generated free and with every row under a JSON schema
+  (xgrammar masks), tokens/s each;
 - memory: the KV cache's peak allocation during the throughput run vs the KV budget (and vs the
   dense worst case, batch size x context window, that a per-row cache of the full window needs).
 
@@ -114,14 +118,24 @@ async def run_engine(engine, jobs, max_tokens: int) -> tuple[float, list[float],
 
 async def run_fairness(
     engine, adapter_ids: list[str], max_tokens: int, flood_size: int
-) -> tuple[float, float]:
-    """(lone tenant's TTFT alone, its TTFT while another tenant floods the replica), seconds."""
+) -> dict[str, tuple[float, float]]:
+    """TTFT (alone, under another tenant's flood) of: a lone tenant, a returning tenant, a long prompt.
+
+    The returning tenant's previous request asked the largest ``max_tokens`` and stopped after
+    one token (fair share must charge the token served, not the reservation); the long-prompt
+    tenant's prompt is a third of the context window (at most 1024 tokens).
+    """
     from services.llm.protocol import GenerateRequest
 
-    def req(tenant: str, question: str) -> GenerateRequest:
+    long_question = " ".join(QUESTIONS * 200)
+    long_question = engine.tokenizer.decode(
+        engine.prompts.encode(long_question)[: min(1024, engine.max_model_len // 3)]
+    )
+
+    def req(tenant: str, question: str, tokens: int = max_tokens) -> GenerateRequest:
         return GenerateRequest(
             messages=[{"role": "user", "content": question}],
-            max_tokens=max_tokens,
+            max_tokens=tokens,
             temperature=0,
             ignore_eos=True,
             tenant=tenant,
@@ -136,20 +150,65 @@ async def run_fairness(
         return first
 
     lone_adapter, flood_adapter = adapter_ids[0], adapter_ids[1]
-    alone = min([await ttft(req("lone", QUESTIONS[0]), lone_adapter) for _ in range(3)])
+    cases = {
+        "lone": (req("lone", QUESTIONS[0]), lone_adapter),
+        "returning": (req("returning", QUESTIONS[1]), adapter_ids[2]),
+        "long prompt": (req("long", long_question), adapter_ids[3]),
+    }
+    alone = {name: min([await ttft(r, a) for _ in range(3)]) for name, (r, a) in cases.items()}
+    # The returning tenant was served one token of a request that reserved the most it could.
+    await ttft(req("returning", QUESTIONS[1], engine.max_tokens_limit), adapter_ids[2])
     flooding = [
         engine.generate(req("flood", QUESTIONS[i % len(QUESTIONS)]), flood_adapter) for i in range(flood_size)
     ]
     firsts = [asyncio.ensure_future(s.__anext__()) for s in flooding]
     await asyncio.wait(firsts, return_when=asyncio.FIRST_COMPLETED)  # the flood is running and queued
     await asyncio.sleep(0.2)
-    under_flood = await ttft(req("lone", QUESTIONS[0]), lone_adapter)
+    under = {name: await ttft(r, a) for name, (r, a) in cases.items()}
     for f in firsts:
         f.cancel()
     await asyncio.gather(*firsts, return_exceptions=True)
     for s in flooding:
         await s.aclose()
-    return alone, under_flood
+    return {name: (alone[name], under[name]) for name in cases}
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "maxLength": 400},
+        "confidence": {"enum": ["low", "medium", "high"]},
+        "steps": {"type": "array", "items": {"type": "string", "maxLength": 80}, "maxItems": 6},
+    },
+    "required": ["answer", "confidence", "steps"],
+    "additionalProperties": False,
+}
+
+
+async def run_constrained(engine, adapter_ids: list[str], n: int, max_tokens: int) -> tuple[float, float]:
+    """Generated tokens/s of the same batch of ``n`` requests: free text, then every row under a JSON schema."""
+    from services.llm.protocol import GenerateRequest, Guided
+
+    async def batch(guided: Guided | None) -> float:
+        async def one(i: int) -> int:
+            r = GenerateRequest(
+                messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                max_tokens=max_tokens,
+                temperature=0,
+                ignore_eos=guided is None,
+                guided=guided,
+            )
+            last = None
+            async for chunk in engine.generate(r, adapter_ids[i % len(adapter_ids)] if i % 4 else ""):
+                last = chunk
+            return last.usage.completion_tokens
+
+        await one(0)  # warm-up (and, constrained, the grammar's compilation: cached per schema after)
+        t0 = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(one(i) for i in range(n))))
+        return tokens / (time.perf_counter() - t0)
+
+    return await batch(None), await batch(Guided(json_schema=SCHEMA))
 
 
 def run_naive(peft_model, tokenizer, jobs, max_tokens: int) -> tuple[float, list[float], list[float], int]:
@@ -255,13 +314,21 @@ def main() -> None:
             await run_engine(engine, jobs[:2], 4)  # warm-up (first forward pass allocations)
             result = await run_engine(engine, jobs, max_tokens)
             kv = engine.kv_cache_bytes
-            stage("fairness: a lone tenant's first token under another tenant's flood")
+            stage(
+                "fairness: lone, returning and long-prompt tenants' first token under another tenant's flood"
+            )
             fair = await run_fairness(engine, list(adapters), max_tokens, 4 * args.max_batch_size)
+            stage("constrained decoding: the same batch free and under a JSON schema")
+            constrained = await run_constrained(
+                engine, list(adapters), min(len(jobs), args.max_batch_size), max_tokens
+            )
             await engine.close()
-            return (loads, stalls), result, kv, fair
+            return (loads, stalls), result, kv, fair, constrained
 
         load_before = os.getloadavg()
-        (loads, stalls), (a_wall, a_lat, a_ttft, a_tokens), kv, (alone, flooded) = asyncio.run(ours())
+        (loads, stalls), (a_wall, a_lat, a_ttft, a_tokens), kv, fair, (free_tps, json_tps) = asyncio.run(
+            ours()
+        )
         _kv_now, kv_peak, kv_budget = kv
 
         stage(f"ours: {a_tokens} tokens in {a_wall:.1f}s; running the naive baseline")
@@ -303,13 +370,16 @@ def main() -> None:
         f"  of which on the model thread (holding up the batch): mean {sum(stalls) / len(stalls) * 1000:.0f} ms, "
         f"max {max(stalls) * 1000:.0f} ms"
     )
-    fairness_ratio, memory_ratio = flooded / alone, kv_peak / kv_budget
+    memory_ratio = kv_peak / kv_budget
+    flood = f"{4 * args.max_batch_size}-request flood"
     print_table(
-        "fairness and memory",
+        "fairness, constrained decoding and memory",
         ["figure", "value", "baseline", "baseline value", "ratio"],
         [
-            (f"lone tenant TTFT under a {4 * args.max_batch_size}-request flood (s)", flooded,
-             "lone tenant TTFT, idle replica (s)", alone, f"{fairness_ratio:.2f}x"),
+            *[(f"{name} tenant TTFT under a {flood} (s)", under, f"{name} tenant TTFT, idle replica (s)", alone,
+               f"{under / alone:.2f}x") for name, (alone, under) in fair.items()],
+            ("tokens/s, every row under a JSON schema", json_tps, "tokens/s, the same batch free", free_tps,
+             f"{json_tps / free_tps:.2f}x"),
             ("peak KV cache (MiB)", kv_peak / 2**20, "KV budget (MiB)", kv_budget / 2**20, f"{memory_ratio:.4f}"),
             ("peak KV cache (MiB)", kv_peak / 2**20,
              f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len}) (MiB)",
@@ -327,8 +397,11 @@ def main() -> None:
                higher_is_better=False, note=f"p99 {percentile(a_lat, 99):.2f} s vs {percentile(b_lat, 99):.2f} s"),
         Figure(f"p50 time to first token ({where})", percentile(a_ttft, 50), "s", naive_name,
                percentile(b_ttft, 50), higher_is_better=False),
-        Figure(f"lone tenant TTFT under a {4 * args.max_batch_size}-request flood of another tenant", flooded,
-               "s", "lone tenant TTFT, idle replica", alone, higher_is_better=False),
+        *[Figure(f"{name} tenant TTFT under a {flood} of another tenant", under, "s",
+                 f"{name} tenant TTFT, idle replica", alone, higher_is_better=False)
+          for name, (alone, under) in fair.items()],
+        Figure("generated tokens/s with json_schema (same batch)", json_tps, "tokens/s", "free text", free_tps,
+               note="xgrammar logits masking per row"),
         Figure("peak KV cache vs the budget", kv_peak / 2**20, "MiB", "KV budget", kv_budget / 2**20, higher_is_better=False),
         Figure("peak KV cache vs a dense cache", kv_peak / 2**20, "MiB",
                f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len})",
@@ -352,6 +425,8 @@ def main() -> None:
                       "latency_p99_s": percentile(b_lat, 99), "ttft_p50_s": percentile(b_ttft, 50),
                       "ttft_p99_s": percentile(b_ttft, 99)},
             "throughput_ratio": ratio,
+            "fairness_ttft_s": {name: {"idle": alone, "under_flood": under} for name, (alone, under) in fair.items()},
+            "constrained_tokens_per_s": {"free": free_tps, "json_schema": json_tps},
             "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
             "adapter_model_thread_ms": {"mean": sum(stalls) / len(stalls) * 1000, "max": max(stalls) * 1000},
             "load_average_1m": {"before": load_before[0], "after": load_after[0]},

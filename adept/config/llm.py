@@ -54,8 +54,25 @@ class LLMConfig(StrictModel):
     max_tokens_limit: int = Field(
         1024, ge=1, le=131_072, description="Largest `max_tokens` a request may ask for (HTTP 400 above)."
     )
-    default_max_tokens: int = Field(
-        256, ge=1, le=131_072, description="`max_tokens` of a request that does not name one."
+    prefill_chunk_tokens: int = Field(
+        512,
+        ge=16,
+        le=131_072,
+        description="HF engine: a prompt longer than this is prefilled this many tokens per step, between the "
+        "running rows' decode steps (chunked prefill), so one long prompt never stalls every stream.",
+    )
+    max_choices: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Most choices (`n`) one chat or text completion may ask for (HTTP 400 above).",
+    )
+    default_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=131_072,
+        description="Cap on `max_tokens` of a request that names none: it gets what the context window has "
+        "left after its prompt, up to this (default: max_tokens_limit).",
     )
     kv_cache_tokens: int | None = Field(
         None,
@@ -100,7 +117,7 @@ class LLMConfig(StrictModel):
                 f"max_queued_per_tenant ({self.max_queued_per_tenant}) exceeds max_queued_requests "
                 f"({self.max_queued_requests})"
             )
-        if self.default_max_tokens > self.max_tokens_limit:
+        if self.default_max_tokens is not None and self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(
                 f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})"
             )

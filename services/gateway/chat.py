@@ -29,20 +29,26 @@ from services.gateway.protocol import (
     ChatCompletionChunkChoice,
     ChatCompletionRequest,
     ChoiceDelta,
+    ChoiceLogprobs,
     Citation,
     Completion,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
+    DeltaToolCall,
     ModelCard,
     ModelList,
     SamplingFields,
+    TokenLogprob,
+    ToolCall,
+    TopLogprob,
     Usage,
     new_id,
     now,
     sse_event,
 )
 from services.gateway.quotas import Quotas
+from services.gateway.tool_calls import guided_output, parse_tool_calls, tool_definitions
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
@@ -159,10 +165,11 @@ class Limits:
     """Request limits the logic layer enforces (from ``LLMConfig`` / ``RetrievalConfig``)."""
 
     max_tokens_limit: int
-    default_max_tokens: int
+    default_max_tokens: int | None
     default_top_k: int
     max_top_k: int
     timeout_s: float = 300.0
+    max_choices: int = 4
 
 
 @dataclass
@@ -175,6 +182,7 @@ class _Outcome:
     completion_tokens: int = 0
     passages_used: list[int] | None = None
     first_token_at: float | None = None
+    logprobs: list[Any] = field(default_factory=list)
 
 
 class CompletionService:
@@ -200,9 +208,9 @@ class CompletionService:
         self._clock = clock
 
     # -- request checks --------------------------------------------------------------------------
-    def _max_tokens(self, asked: int | None) -> int:
+    def _max_tokens(self, asked: int | None) -> int | None:
         if asked is None:
-            return self.limits.default_max_tokens
+            return None  # the replica gives what the context has left (up to its configured cap)
         if asked > self.limits.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens is {asked}, more than this server's limit of {self.limits.max_tokens_limit}",
@@ -231,13 +239,16 @@ class CompletionService:
         return await self.kb.search(tenant.name, query, k)
 
     @staticmethod
-    def _sampling(req: SamplingFields, max_tokens: int) -> dict[str, Any]:
+    def _sampling(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
         return {
             "max_tokens": max_tokens,
             "temperature": req.temperature,
             "top_p": req.top_p,
             "seed": req.seed,
             "stop": req.stop_list,
+            "presence_penalty": req.presence_penalty,
+            "frequency_penalty": req.frequency_penalty,
+            "logit_bias": {int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
         }
 
     # -- entry points ----------------------------------------------------------------------------
@@ -251,12 +262,16 @@ class CompletionService:
             messages=[m.as_llm_message() for m in req.messages],
             passages=[passage_text(h) for h in hits],
             tenant=tenant.name,  # the replica shares its batch fairly across tenants
+            guided=guided_output(req),
+            tools=tool_definitions(req),
+            tool_choice=req.tool_mode,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             **self._sampling(req, max_tokens),
         )
-        run = _Run(self, tenant, model, greq, hits, started, chat=True)
-        if req.stream:
-            return await run.stream(req.include_usage)
-        return await run.complete()
+        runs = self._runs(
+            req, lambda g: _Run(self, tenant, model, g, hits, started, chat=True, tools=req), greq
+        )
+        return await _answer(runs, req)
 
     async def complete(self, tenant: Tenant, req: CompletionRequest) -> Completion | AsyncIterator[bytes]:
         """A text completion (raw prompt, no chat template), or its ``CompletionChunk`` SSE lines."""
@@ -264,10 +279,102 @@ class CompletionService:
         max_tokens = self._max_tokens(req.max_tokens)
         model = await self._resolve(tenant, req.model)
         greq = GenerateRequest(prompt=req.prompt, tenant=tenant.name, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
-        run = _Run(self, tenant, model, greq, [], started, chat=False)
-        if req.stream:
-            return await run.stream(req.include_usage)
-        return await run.complete()
+        runs = self._runs(req, lambda g: _Run(self, tenant, model, g, [], started, chat=False), greq)
+        return await _answer(runs, req)
+
+    def _runs(
+        self, req: SamplingFields, make: Callable[[GenerateRequest], _Run], greq: GenerateRequest
+    ) -> list[_Run]:
+        """``n`` generations of ``greq`` (choice ``i`` with seed ``seed + i`` when seeded), one response id."""
+        if req.n > self.limits.max_choices:
+            raise InvalidRequest(
+                f"n is {req.n}, more than this server's limit of {self.limits.max_choices}", param="n"
+            )
+        runs = []
+        for i in range(req.n):
+            seed = None if greq.seed is None else (greq.seed + i) % 2**63
+            run = make(
+                greq if i == 0 else greq.model_copy(update={"seed": seed, "request_id": new_id("req")})
+            )
+            run.index = i
+            if runs:
+                run.id, run.created = runs[0].id, runs[0].created
+            runs.append(run)
+        return runs
+
+
+async def _answer(runs: list[_Run], req: SamplingFields) -> Any:
+    """One response (or stream) for the runs of a request: their choices, indexed, usage summed."""
+    if len(runs) == 1:
+        return await (runs[0].stream(req.include_usage) if req.stream else runs[0].complete())
+    if req.stream:
+        streams = []
+        try:
+            for run in runs:
+                streams.append(
+                    await run.stream(False)
+                )  # each fetches its first chunk: errors before any byte
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()
+            raise
+        return _merged(runs, streams, req.include_usage)
+    answers = await asyncio.gather(*(run.complete() for run in runs))
+    first = answers[0]
+    choices = [c.model_copy(update={"index": i}) for i, a in enumerate(answers) for c in a.choices]
+    return first.model_copy(update={"choices": choices, "usage": _total_usage(runs)})
+
+
+def _total_usage(runs: list[_Run]) -> Usage:
+    return Usage.of(runs[0].out.prompt_tokens, sum(r.out.completion_tokens for r in runs))
+
+
+async def _merged(
+    runs: list[_Run], streams: list[AsyncIterator[bytes]], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The choices' events interleaved as they come; one usage event and one ``[DONE]`` at the end."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[bytes]) -> None:
+        try:
+            async for event in stream:
+                if event != SSE_DONE:
+                    await queue.put(event)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        done = 0
+        while done < len(tasks):
+            event = await queue.get()
+            if event is None:
+                done += 1
+                continue
+            yield event
+        if include_usage:
+            yield runs[0]._usage_event(_total_usage(runs))
+        yield SSE_DONE
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def choice_logprobs(entries: list[Any]) -> ChoiceLogprobs:
+    """The replica's ``TokenLogprob``s as OpenAI's ``choices[].logprobs`` (with each token's UTF-8 bytes)."""
+
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprob(
+                **one(e.token, e.logprob), top_logprobs=[TopLogprob(**one(t.token, t.logprob)) for t in e.top]
+            )
+            for e in entries
+        ]
+    )
 
 
 def passage_text(hit: SearchHit) -> str:
@@ -303,10 +410,14 @@ class _Run:
         started: float,
         *,
         chat: bool,
+        tools: ChatCompletionRequest | None = None,
     ) -> None:
         self.svc, self.tenant, self.model, self.greq, self.hits = svc, tenant, model, greq, hits
+        # A request whose answer may be tool calls: its text is parsed at the end, not streamed as content.
+        self.tools = tools if tools is not None and tools.tool_mode != "none" else None
         self.started, self.chat = started, chat
         self.id = new_id("chatcmpl" if chat else "cmpl")
+        self.index = 0  # the choice this run answers (``n`` > 1)
         self.created = now()
         self.out = _Outcome()
         self._stream = svc.llm.generate(model.model_id, greq)
@@ -325,6 +436,8 @@ class _Run:
             self.out.completion_tokens = chunk.usage.completion_tokens
         if chunk.passages_used is not None:
             self.out.passages_used = list(chunk.passages_used)
+        if chunk.logprobs:
+            self.out.logprobs.extend(chunk.logprobs)
         return chunk.text
 
     async def _next(self) -> GenerateChunk | None:
@@ -387,11 +500,23 @@ class _Run:
         text = "".join(self.out.text)
         head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
         if self.chat:
+            content, calls = self._answer(text)
             choice = ChatCompletionChoice(
-                message=AssistantMessage(content=text), finish_reason=self.out.finish_reason
+                message=AssistantMessage(content=content, tool_calls=calls),
+                logprobs=choice_logprobs(self.out.logprobs) if self.greq.logprobs is not None else None,
+                finish_reason=self.out.finish_reason,
             )
             return ChatCompletion(**head, choices=[choice], citations=self.citations)
         return Completion(**head, choices=[CompletionChoice(text=text, finish_reason=self.out.finish_reason)])
+
+    def _answer(self, text: str) -> tuple[str | None, list[ToolCall] | None]:
+        """The content and tool calls of the whole text; a turn of tool calls finishes with ``tool_calls``."""
+        if self.tools is None:
+            return text, None
+        content, calls = parse_tool_calls(self.tools, text)
+        if calls and self.out.finish_reason == "stop":
+            self.out.finish_reason = "tool_calls"
+        return content, calls
 
     # -- streaming -------------------------------------------------------------------------------
     def _event(
@@ -401,19 +526,44 @@ class _Run:
         *,
         role: bool = False,
         citations: list[Citation] | None = None,
+        logprobs: list[Any] | None = None,
     ) -> bytes:
         """A content event: ``text`` (or the role, or the finish reason) as a chunk of this run."""
         head = {"id": self.id, "created": self.created, "model": self.model.name}
         if self.chat:
             delta = ChoiceDelta(role="assistant" if role else None, content=text)
-            choice = ChatCompletionChunkChoice(delta=delta, finish_reason=finish_reason)
+            choice = ChatCompletionChunkChoice(
+                index=self.index,
+                delta=delta,
+                finish_reason=finish_reason,
+                logprobs=choice_logprobs(logprobs) if logprobs else None,
+            )
             return sse_event(ChatCompletionChunk(**head, choices=[choice], citations=citations))
         return sse_event(
-            CompletionChunk(**head, choices=[CompletionChoice(text=text or "", finish_reason=finish_reason)])
+            CompletionChunk(
+                **head,
+                choices=[CompletionChoice(index=self.index, text=text or "", finish_reason=finish_reason)],
+            )
         )
 
-    def _usage_event(self) -> bytes:
-        head = {"id": self.id, "created": self.created, "model": self.model.name, "usage": self.usage}
+    def _tool_event(self) -> bytes:
+        """A possibly-tool-call answer goes out whole once generated: its calls, or its text."""
+        content, calls = self._answer("".join(self.out.text))
+        head = {"id": self.id, "created": self.created, "model": self.model.name}
+        deltas = (
+            None if not calls else [DeltaToolCall(index=i, **c.model_dump()) for i, c in enumerate(calls)]
+        )
+        delta = ChoiceDelta(content=content, tool_calls=deltas)
+        choice = ChatCompletionChunkChoice(index=self.index, delta=delta)
+        return sse_event(ChatCompletionChunk(**head, choices=[choice]))
+
+    def _usage_event(self, usage: Usage | None = None) -> bytes:
+        head = {
+            "id": self.id,
+            "created": self.created,
+            "model": self.model.name,
+            "usage": usage or self.usage,
+        }
         chunk = ChatCompletionChunk if self.chat else CompletionChunk
         return sse_event(chunk(**head, choices=[]))
 
@@ -435,9 +585,11 @@ class _Run:
                 chunk = first
                 while chunk is not None:
                     text = self._take(chunk)
-                    if text:
-                        yield self._event(text)
+                    if (text or chunk.logprobs) and self.tools is None:
+                        yield self._event(text, logprobs=chunk.logprobs)
                     chunk = await self._next()
+                if self.tools is not None:
+                    yield self._tool_event()
             yield self._event(None, self.out.finish_reason, citations=self.citations)
             if include_usage:
                 yield self._usage_event()

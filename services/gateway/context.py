@@ -114,6 +114,7 @@ def build_gateway_context(
     limits = Limits(
         max_tokens_limit=cfg.llm.max_tokens_limit,
         default_max_tokens=cfg.llm.default_max_tokens,
+        max_choices=cfg.llm.max_choices,
         default_top_k=cfg.retrieval.default_top_k,
         max_top_k=cfg.retrieval.max_top_k,
         timeout_s=cfg.gateway.request_timeout_s,

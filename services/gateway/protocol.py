@@ -47,17 +47,116 @@ class TextPart(WireModel):
     text: str = Field(description="The text.")
 
 
+class FunctionCallIn(WireModel):
+    name: str = Field(max_length=64, description="The function called.")
+    arguments: str = Field(description="Its arguments: a JSON object, as text.")
+
+
+class ToolCallIn(WireModel):
+    """A tool call of an earlier assistant turn, sent back in the conversation."""
+
+    id: str = Field(max_length=128, description="Call id; the `tool` turn answering it names it.")
+    type: Literal["function"] = Field("function", description="Only `function` tools exist.")
+    function: FunctionCallIn
+
+    @field_validator("function")
+    @classmethod
+    def _json_arguments(cls, v: FunctionCallIn) -> FunctionCallIn:
+        try:
+            json.loads(v.arguments)
+        except ValueError:
+            raise ValueError("tool call arguments must be JSON") from None
+        return v
+
+
 class ChatMessage(WireModel):
-    """One chat turn. ``developer`` is OpenAI's newer name for ``system``."""
+    """One chat turn. ``developer`` is OpenAI's newer name for ``system``; ``tool`` carries a tool's result."""
 
-    role: Literal["system", "developer", "user", "assistant"] = Field(description="Who speaks.")
-    content: str | list[TextPart] = Field(description="Text, or a list of text parts.")
-    name: str | None = Field(None, max_length=64, description="Optional participant name (ignored).")
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="Who speaks.")
+    content: str | list[TextPart] | None = Field(
+        None, description="Text, or a list of text parts (may be null on an assistant turn with tool_calls)."
+    )
+    name: str | None = Field(None, max_length=64, description="Optional participant name.")
+    tool_calls: list[ToolCallIn] | None = Field(None, description="Assistant turns: the tools it called.")
+    tool_call_id: str | None = Field(None, max_length=128, description="Tool turns: the call answered.")
 
-    def as_llm_message(self) -> dict[str, str]:
-        """The ``{"role", "content"}`` dict the LLM deployment's chat template expects."""
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    @model_validator(mode="after")
+    def _shape(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def as_llm_message(self) -> dict[str, Any]:
+        """The message the LLM deployment's chat template expects (``role``, ``content``, tool fields)."""
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text,
+        }
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.role == "tool":
+            out["tool_call_id"] = self.tool_call_id
+            if self.name:
+                out["name"] = self.name
+        return out
+
+
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDef(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME, description="Function name (letters, digits, _ and -).")
+    description: str | None = Field(None, description="What it does (shown to the model).")
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of its arguments.")
+    strict: StrictBool | None = Field(None, description="Arguments always match `parameters` (they do here).")
+
+
+class Tool(WireModel):
+    type: Literal["function"] = Field(description="Only `function` tools exist.")
+    function: FunctionDef
+
+
+class ToolChoiceFunction(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+class JsonSchemaFormat(WireModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=FUNCTION_NAME, description="Name of the schema.")
+    description: str | None = Field(None, description="What the output is for.")
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"}, alias="schema", description="The JSON schema."
+    )
+    strict: StrictBool | None = Field(None, description="Output always matches the schema (it does here).")
+
+
+class ResponseFormat(WireModel):
+    """``text``, any JSON object (``json_object``), or JSON matching a schema (``json_schema``)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(None, description="With type `json_schema`.")
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
 
 
 class RagOptions(WireModel):
@@ -92,10 +191,31 @@ class SamplingFields(WireModel):
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences where generation stops.")
     stream: StrictBool = Field(False, description="Stream Server-Sent Events ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported.")
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Accepted for compatibility; ignored.")
+    n: int = Field(1, ge=1, le=16, description="Choices to generate (up to the server's `llm.max_choices`).")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Lowers the logit of every token already generated."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Lowers a token's logit once per time it was generated."
+    )
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) -> bias from -100 (ban) to 100 (force), at most 300."
+    )
     user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if len(v) > 300:
+            raise ValueError("at most 300 logit_bias entries are allowed")
+        for key, bias in v.items():
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values are between -100 and 100, got {bias}")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -124,22 +244,49 @@ class ChatCompletionRequest(SamplingFields):
     rag: RagOptions | StrictBool | None = Field(
         None, description='Adept extension: `true` or `{"top_k": 4}`.'
     )
-    logprobs: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
-    response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}` is accepted.')
+    logprobs: StrictBool = Field(False, description="Return each output token's log-probability.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position."
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="`text`, `json_object`, or `json_schema` (output constrained by a grammar)."
+    )
+    tools: list[Tool] | None = Field(None, max_length=128, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None,
+        description="`none`, `auto` (models whose template has a tool-call format), `required`, or a named "
+        "function; default `auto` with tools.",
+    )
+    parallel_tool_calls: StrictBool | None = Field(
+        None, description="Accepted; a turn makes at most one tool call."
+    )
 
-    @field_validator("logprobs")
-    @classmethod
-    def _logprobs(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("logprobs are not supported")
-        return v
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in {
+            t.function.name for t in self.tools or []
+        }:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text" and self.tool_mode in ("required", "named"):
+            raise ValueError("response_format json and a required tool call cannot both hold")
+        return self
 
-    @field_validator("response_format")
-    @classmethod
-    def _format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None and v.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
-        return v
+    @property
+    def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
+        if not self.tools:
+            return "none"
+        if self.tool_choice is None:
+            return "auto"
+        return "named" if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
 
     @model_validator(mode="after")
     def _one_max(self) -> ChatCompletionRequest:
@@ -201,6 +348,18 @@ class EmbeddingRequest(WireModel):
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension when given.")
     user: str | None = Field(None, max_length=256, description="End-user id (accepted, not stored).")
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, v: Any) -> Any:
+        flat = v if isinstance(v, list) else [v]
+        if any(isinstance(x, int) or (isinstance(x, list) and x and isinstance(x[0], int)) for x in flat):
+            # Token ids of which tokenizer? OpenAI clients send tiktoken's, which no model here reads.
+            raise ValueError(
+                "token-id input is not supported: send the text (LangChain: "
+                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+            )
+        return v
+
     @field_validator("input")
     @classmethod
     def _texts(cls, v: str | list[str]) -> list[str]:
@@ -219,7 +378,7 @@ class EmbeddingRequest(WireModel):
 # -- responses -------------------------------------------------------------------------------------
 # Field order is the wire order. Fields OpenAI omits when absent (a delta's role, the Adept
 # extensions) are left out of the JSON when unset rather than sent as null.
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 def _absent_if_none(value: object) -> bool:
@@ -250,15 +409,49 @@ class Usage(BaseModel):
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="A JSON object, as text.")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer; null when the turn is tool calls.")
+    tool_calls: list[ToolCall] | None = omitted("The tools the model called.")
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = Field(None, description="Always null: logprobs are not supported.")
+    logprobs: ChoiceLogprobs | None = Field(None, description="With `logprobs: true`: per output token.")
     finish_reason: FinishReason
 
 
@@ -279,12 +472,13 @@ class ChoiceDelta(BaseModel):
 
     role: Literal["assistant"] | None = omitted("`assistant`, in the first event only.")
     content: str | None = omitted("The next piece of the answer.")
+    tool_calls: list[DeltaToolCall] | None = omitted("Tool calls (each whole, in one event).")
 
 
 class ChatCompletionChunkChoice(BaseModel):
     index: int = 0
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = Field(None, description="Set in the last content event only.")
 
 

@@ -138,7 +138,7 @@ class LLMDeployment:
 
     async def count_tokens(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` with this replica's tokenizer (no special tokens added)."""
-        return self.engine.count_tokens(list(texts))
+        return await self.engine.count_tokens(list(texts))
 
     async def _drained(self) -> None:
         """Serve awaits this (as ``__del__``) once the stopping replica has drained: stop the engine's loop."""

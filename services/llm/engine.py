@@ -5,8 +5,9 @@ model call (forward passes, adapter injection and removal) runs on one dedicated
 (``runner.py``), so the event loop keeps accepting and streaming while the model computes, and
 the model's modules never change under a running forward pass.
 
-Each step: requests are admitted from per-tenant fair queues while the batch has rows and the
-KV budget has room (``scheduler.py``), a starved tenant may preempt a heavier tenant's newest row;
+Each step: requests are admitted from per-tenant queues, least-served tenant first (the virtual
+token counter, ``scheduler.py``), while the batch has rows and the KV budget has room; a starved
+tenant may preempt a heavier tenant's newest row;
 then the running rows decode one token together (any mix of adapters, via peft's per-row
 ``adapter_names``), the admitted ones are prefilled into free cache rows, finished rows leave.
 
@@ -20,6 +21,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,8 @@ from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
 from services.llm.scheduler import FairQueue, preemption_victim
 from services.llm.streaming import TextStream
+from services.llm.structured import GrammarBook, template_renders_tools
+from services.llm.tokenizing import PromptWorker
 
 log = logging.getLogger(__name__)
 # Turn-end markers of common chat formats (ChatML, Phi-3, Llama 3): generation stops at them too.
@@ -56,6 +60,9 @@ class EngineObserver:
 
     def finished(self, adapter_id: str, usage: Usage, finish_reason: str, seconds: float) -> None: ...
 
+    def served(self, tenant: str, *, prompt_tokens: int, output_tokens: int) -> None:
+        """Tokens processed for ``tenant`` (what fair share charges): prompts when admitted, each output token."""
+
 
 def tenant_of(adapter_id: str) -> str:
     """The tenant owning ``tenant/name@vN`` (``""`` for the base model)."""
@@ -72,7 +79,8 @@ class Engine:
         max_batch_size: most rows decoded together.
         batch_wait_ms: when idle, how long to wait for more requests before the first step.
         max_tokens_limit: largest ``max_tokens`` accepted.
-        default_max_tokens: ``max_tokens`` when a request names none.
+        default_max_tokens: cap on ``max_tokens`` of a request naming none, which gets what the context
+            has left after its prompt (default: ``max_tokens_limit``).
         rag_instruction: text put before retrieved passages.
         observer: metrics hooks.
         kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
@@ -81,6 +89,8 @@ class Engine:
             ``kv_cache_tokens`` is not given.
         max_queued_requests: most requests waiting to be admitted (503 + Retry-After beyond).
         max_queued_per_tenant: most requests one tenant may have waiting (429 + Retry-After beyond).
+        prefill_chunk_tokens: a prompt longer than this is prefilled this many tokens per step,
+            between decode steps (chunked prefill), one such prompt at a time.
     """
 
     def __init__(
@@ -92,19 +102,21 @@ class Engine:
         max_batch_size: int = 16,
         batch_wait_ms: float = 5.0,
         max_tokens_limit: int = 1024,
-        default_max_tokens: int = 256,
+        default_max_tokens: int | None = None,
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         observer: EngineObserver | None = None,
         kv_cache_tokens: int | None = None,
         kv_memory_fraction: float = 0.5,
         max_queued_requests: int = 256,
         max_queued_per_tenant: int = 64,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         model.eval()
         self.tokenizer = tokenizer
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(model.config.vocab_size)
         self.kv_bytes_per_token = kv_bytes_per_token(model.config, self.dtype)
         if kv_cache_tokens is None:
             kv_cache_tokens = (
@@ -132,6 +144,8 @@ class Engine:
         self.prompts = PromptBuilder(
             tokenizer, max_model_len=self.max_model_len, rag_instruction=rag_instruction
         )
+        self.prompt_worker = PromptWorker(self.prompts, tokenizer)
+        self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")
         self.slots = AdapterSlots(model)
         cache = SlotKVCache.for_model(
             model, max_rows=max_batch_size, max_cols=self.max_model_len, budget_tokens=kv_cache_tokens
@@ -144,7 +158,9 @@ class Engine:
             pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             max_model_len=self.max_model_len,
             sliding_window=_sliding_window(model.config),
+            prefill_chunk=prefill_chunk_tokens,
         )
+        self.runner.token_text = lambda t: tokenizer.decode([t])
         self.waiting = FairQueue(
             max_waiting=max_queued_requests,
             max_waiting_per_tenant=max_queued_per_tenant,
@@ -210,8 +226,8 @@ class Engine:
         return True
 
     # -- generation -------------------------------------------------------------------------
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(self.prompts.encode(t)) for t in texts]
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return await self.prompt_worker.count(texts)
 
     async def generate(self, req: GenerateRequest, adapter_id: str = "") -> AsyncIterator[GenerateChunk]:
         """Stream the answer to ``req`` with ``adapter_id`` (``""``: the base model), one chunk per token.
@@ -226,18 +242,29 @@ class Engine:
         """
         if self._dead is not None:
             raise Unavailable("this model replica has failed and is being replaced; retry shortly")
-        max_tokens = req.max_tokens or self.default_max_tokens
+        cap = min(self.default_max_tokens or self.max_tokens_limit, self.max_tokens_limit)
+        # Without max_tokens the answer gets what the context has left (up to the cap); passages are
+        # fitted leaving it at least half the window or the cap.
+        max_tokens = req.max_tokens or min(cap, self.max_model_len // 2)
         if max_tokens > self.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
                 param="max_tokens",
+            )
+        if any(not 0 <= t < self.vocab_size for t in req.logit_bias or {}):
+            raise InvalidRequest(
+                f"logit_bias names token ids outside the vocabulary (0..{self.vocab_size - 1})",
+                param="logit_bias",
             )
         slot = BASE
         if adapter_id:
             slot = self._adapters.get(adapter_id, "")
             if not slot:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
-        prompt = self.prompts.build(req, max_tokens)
+        prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
+        if req.max_tokens is None:
+            max_tokens = min(cap, self.max_model_len - len(prompt.ids))
+        grammar = await self._grammar(req)
         seq = Sequence(
             request_id=req.request_id,
             tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
@@ -248,10 +275,15 @@ class Engine:
             temperature=req.temperature,
             top_p=req.top_p,
             generator=make_generator(req.seed, self.device),
-            stream=TextStream(self.tokenizer, req.stop),
+            stream=TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids),
             queue=asyncio.Queue(),
             passages_used=prompt.passages_used,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=req.ignore_eos and grammar is None,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=req.logit_bias,
+            logprobs=req.logprobs,
+            grammar=grammar,
         )
         self._ensure_loop()
         self.waiting.push(seq)  # raises 429/503 before anything is held
@@ -270,6 +302,39 @@ class Engine:
             if seq.finish_reason is None:
                 seq.cancelled = True  # the client went away: its row or queue entry goes at the next step
                 self._kick()
+
+    async def _grammar(self, req: GenerateRequest) -> Any:
+        """A fresh matcher for ``req``'s output grammar (compiled off the loop, cached per schema), or None.
+
+        Raises:
+            InvalidRequest: the schema cannot be compiled, or ``tool_choice: auto`` on a template without tools.
+        """
+        if req.tool_choice == "auto" and not template_renders_tools(self.tokenizer):
+            raise InvalidRequest(
+                "this model's chat template has no tool-call format, so tool_choice 'auto' cannot be honoured: "
+                "use tool_choice 'required' or name a function",
+                param="tool_choice",
+            )
+        if req.guided is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self.runner.grammars is None:
+            self.runner.grammars = await loop.run_in_executor(
+                self._grammar_exec,
+                lambda: GrammarBook(self.tokenizer, vocab_size=self.vocab_size, stop_ids=self.runner.eos_ids),
+            )
+        book = self.runner.grammars
+        try:
+            # Its own thread: a slow schema delays only requests waiting for a grammar, not tokenizing.
+            compiled = await loop.run_in_executor(self._grammar_exec, book.compile, req.guided)
+        except (ValueError, RuntimeError) as e:
+            reason = re.sub(
+                r"^\[[^\]]*\] \S+:\d+: ", "", str(e).strip()
+            )  # xgrammar's "[time] file.cc:line: "
+            raise InvalidRequest(
+                f"the JSON schema cannot be used: {reason}", param="response_format"
+            ) from None
+        return book.matcher(compiled)
 
     def check_health(self) -> None:
         """Raise if the loop died (step errors fail only their requests; this is for bugs and crashes)."""
@@ -292,6 +357,8 @@ class Engine:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._exec.shutdown(wait=True)  # waits for a step still running on the model thread
+        self.prompt_worker.close()
+        self._grammar_exec.shutdown(wait=False, cancel_futures=True)
         self._drop_batch()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -323,7 +390,7 @@ class Engine:
     async def _serve(self) -> None:
         assert self._wake is not None
         while True:
-            if not len(self.waiting) and not self.batch.rows:
+            if not len(self.waiting) and not self.batch.holders:
                 self._wake.clear()
                 await self._wake.wait()
                 if self.batch_wait_s:
@@ -332,12 +399,12 @@ class Engine:
             admit, preempt = self._plan()
             running = collections.Counter(s.tenant for s in [*self.batch.rows, *admit] if s not in preempt)
             self.observer.queue_depth(self.waiting.waiting_by_tenant(), dict(running))
-            before = [*self.batch.rows, *admit]
+            before = [*self.batch.holders, *admit]
             outcomes = await self._run(self.runner.step, admit, preempt)
             for seq in preempt:
-                seq.cache_len, seq.preemptions = 0, seq.preemptions + 1
+                seq.cache_len, seq.prefilled, seq.preemptions = 0, 0, seq.preemptions + 1
                 self.waiting.push_front(seq)
-            still = set(self.batch.rows)
+            still = set(self.batch.holders)
             # Retire first, so an adapter unloaded mid-request is gone when its answer ends.
             await self._retire([s for s in before if s not in still and s not in preempt])
             self._deliver(outcomes)
@@ -345,32 +412,48 @@ class Engine:
             self.observer.kv_cache(allocated, budget)
 
     def _plan(self) -> tuple[list[Sequence], list[Sequence]]:
-        """Admit waiting requests by fair queuing while rows and KV budget allow; preempt for starved tenants."""
+        """Admit waiting requests, least-served tenant first, while rows and KV budget allow.
+
+        The least-served tenant's first waiting request that fits is admitted (any of them, not
+        only its oldest); if none fits, rows of a tenant running two or more rows more are
+        preempted for its oldest one. If even that cannot make room, admission stops for this
+        step (letting others pass would starve it).
+        """
         keep = [s for s in self.batch.rows if not s.cancelled]
         admit: list[Sequence] = []
         preempt: list[Sequence] = []
-        while (seq := self.waiting.peek()) is not None:
-            if self._fits(keep, [*admit, seq]):
-                admit.append(self.waiting.pop())
-                continue
-            # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
-            victims: list[Sequence] = []
-            rest = list(keep)
-            while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
-                rest.remove(victim)
-                victims.append(victim)
-                if self._fits(rest, [*admit, seq]):
+        while len(self.waiting):
+            tenant = self.waiting.tenants()[0]
+            seq = next((s for s in self.waiting.waiting(tenant) if self._fits(keep, [*admit, s])), None)
+            if seq is None:
+                seq = self.waiting.peek()
+                # Preempt only if that makes room: the heaviest tenant's newest rows, one by one.
+                victims: list[Sequence] = []
+                rest = list(keep)
+                while (victim := preemption_victim(seq.tenant, rest, also_running=admit)) is not None:
+                    rest.remove(victim)
+                    victims.append(victim)
+                    if self._fits(rest, [*admit, seq]):
+                        break
+                if not victims or not self._fits(rest, [*admit, seq]):
                     break
-            if not victims or not self._fits(rest, [*admit, seq]):
-                break
-            keep, preempt = rest, [*preempt, *victims]
+                keep, preempt = rest, [*preempt, *victims]
+            self.waiting.take(seq)
+            if seq.preemptions == 0:
+                self.observer.served(seq.tenant, prompt_tokens=seq.prompt_tokens, output_tokens=0)
+            admit.append(seq)
         return admit, preempt
 
     def _fits(self, keep: list[Sequence], add: list[Sequence]) -> bool:
-        return len(keep) + len(add) <= self.max_batch_size and self.batch.fits(keep, add)
+        filling = self.batch.filling is not None
+        longs = sum(len(s.context_ids) > self.runner.prefill_chunk for s in add)
+        if longs + filling > 1:  # one long prompt is prefilled in chunks at a time
+            return False
+        return len(keep) + len(add) + filling <= self.max_batch_size and self.batch.fits(keep, add)
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         per_adapter: collections.Counter[str] = collections.Counter()
+        per_tenant: collections.Counter[str] = collections.Counter()
         now = time.monotonic()
         for o in outcomes:
             seq = o.seq
@@ -379,20 +462,29 @@ class Engine:
                 self._finish_times.append(now)
                 continue
             per_adapter[seq.adapter_id] += 1
+            per_tenant[seq.tenant] += 1
             if len(seq.generated) == 1:
                 self.observer.first_token(seq.adapter_id, now - seq.submitted)
+            logprobs, seq.pending_logprobs = seq.pending_logprobs or None, []
             if o.finish is None:
-                if o.delta or len(seq.generated) == 1:  # the first token always goes out: it marks TTFT
-                    seq.queue.put_nowait(GenerateChunk(text=o.delta))
+                if o.delta or len(seq.generated) == 1 or logprobs:  # the first token always goes out: TTFT
+                    seq.queue.put_nowait(GenerateChunk(text=o.delta, logprobs=logprobs))
                 continue
             usage = Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated))
             seq.queue.put_nowait(
                 GenerateChunk(
-                    text=o.delta, finish_reason=o.finish, usage=usage, passages_used=seq.passages_used
+                    text=o.delta,
+                    finish_reason=o.finish,
+                    usage=usage,
+                    passages_used=seq.passages_used,
+                    logprobs=logprobs,
                 )
             )
             self._finish_times.append(now)
             self.observer.finished(seq.adapter_id, usage, o.finish, now - seq.submitted)
+        for tenant, n in per_tenant.items():
+            self.waiting.charge(tenant, output_tokens=n)
+            self.observer.served(tenant, prompt_tokens=0, output_tokens=n)
         for adapter_id, n in per_adapter.items():
             self.observer.tokens(adapter_id, n)
 
@@ -403,6 +495,7 @@ class Engine:
             if seq.released:
                 continue
             seq.released = True
+            self.waiting.finished(seq)
             self._users[seq.slot] -= 1
             if seq.slot in self._doomed and self._users[seq.slot] <= 0:
                 self._doomed.discard(seq.slot)
@@ -424,6 +517,7 @@ class Engine:
     def _drop_batch(self) -> None:
         """Forget the running rows and free the cache; only while no step runs on the model thread."""
         self.batch.rows.clear()
+        self.batch.filling = None
         self.batch.cache.release()
 
     def _retry_after(self) -> float:

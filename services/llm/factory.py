@@ -79,5 +79,6 @@ def build_engine(
         batch_wait_ms=llm.batch_wait_ms,
         kv_cache_tokens=llm.kv_cache_tokens,
         kv_memory_fraction=llm.kv_memory_fraction,
+        prefill_chunk_tokens=llm.prefill_chunk_tokens,
         **common,
     )

@@ -69,8 +69,11 @@ class _SlotLayer(CacheLayerMixin):
         return self.owner.cols
 
 
+_FREED = torch.empty(0)  # what a layer's old tensor is replaced by once copied
+
+
 class SlotKVCache(Cache):
-    """KV tensors ``[layers, rows, kv_heads, cols, head_dim]`` shared by the running batch.
+    """KV tensors, per layer ``[rows, kv_heads, cols, head_dim]``, shared by the running batch.
 
     Args:
         num_layers, kv_heads, head_dim: the model's attention shape.
@@ -96,13 +99,15 @@ class SlotKVCache(Cache):
         self.shape = (num_layers, kv_heads, head_dim)
         self.dtype, self.device = dtype, device
         self.max_rows, self.max_cols, self.budget_tokens = max_rows, max_cols, budget_tokens
-        self.keys_all: torch.Tensor | None = None
-        self.values_all: torch.Tensor | None = None
+        # One tensor per layer ([rows, kv_heads, cols, head_dim]), so growing copies layer by layer.
+        self.keys_all: list[torch.Tensor] | None = None
+        self.values_all: list[torch.Tensor] | None = None
         self.rows = self.cols = 0
         self.peak_tokens = 0
         # The window the next forward pass reads and writes: rows [start, stop), `width` columns.
         self.start = self.stop = self.width = 0
         self._positions: torch.Tensor | None = None  # decode: the column each row writes
+        self._offset = 0  # prefill: the first column written (a chunk of a long prompt starts later)
         self._row_index: torch.Tensor | None = None
 
     @classmethod
@@ -157,14 +162,35 @@ class SlotKVCache(Cache):
         )
         options = (grown, self._rounded(*covering), covering, (rows, cols))
         r, c = next((rc for rc in options if rc[0] * rc[1] <= self.budget_tokens), (rows, cols))
-        layers, heads, head_dim = self.shape
-        shape = (layers, r, heads, c, head_dim)
-        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        values = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        if self.keys_all is not None and keep_rows:
-            width = min(c, self.cols)  # kept rows use fewer columns than `cols`, which covers them all
-            keys[:, :keep_rows, :, :width] = self.keys_all[:, :keep_rows, :, :width]
-            values[:, :keep_rows, :, :width] = self.values_all[:, :keep_rows, :, :width]
+        _layers, heads, head_dim = self.shape
+        old_k, old_v = self.keys_all, self.values_all
+        width = min(c, self.cols)  # kept rows use fewer columns than `cols`, which covers them all
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        # Layer by layer, each old layer freed once copied: the old and the new cache never coexist
+        # whole (peak = the larger of the two + one layer, not their sum).
+        try:
+            for layer in range(_layers):
+                k = torch.zeros((r, heads, c, head_dim), dtype=self.dtype, device=self.device)
+                v = torch.zeros((r, heads, c, head_dim), dtype=self.dtype, device=self.device)
+                if old_k is not None and old_v is not None:
+                    if keep_rows:
+                        k[:keep_rows, :, :width] = old_k[layer][:keep_rows, :, :width]
+                        v[:keep_rows, :, :width] = old_v[layer][:keep_rows, :, :width]
+                    old_k[layer] = old_v[layer] = _FREED
+                keys.append(k)
+                values.append(v)
+        except BaseException:
+            # Out of memory part-way: put the moved layers back in the old shape (their memory was
+            # just released), so the running rows keep a whole cache and only the newcomer fails.
+            if old_k is not None and old_v is not None:
+                for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+                    shape = (self.rows, heads, self.cols, head_dim)
+                    old_k[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    old_v[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    old_k[layer][:keep_rows, :, :width] = k[:keep_rows, :, :width]
+                    old_v[layer][:keep_rows, :, :width] = v[:keep_rows, :, :width]
+            raise
         self.keys_all, self.values_all, self.rows, self.cols = keys, values, r, c
         self.peak_tokens = max(self.peak_tokens, r * c)
 
@@ -173,17 +199,42 @@ class SlotKVCache(Cache):
         self.keys_all = self.values_all = None
         self.rows = self.cols = 0
 
-    def move_row(self, src: int, dst: int, length: int) -> None:
-        """Copy row ``src``'s first ``length`` columns into row ``dst`` (to keep running rows contiguous)."""
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row ``src`` whole into row ``dst`` (to keep running rows contiguous).
+
+        Whole, not just ``src``'s length: the columns beyond it must overwrite what ``dst``'s
+        previous sequence left there, which a later row reading a wider window would see.
+        """
         assert self.keys_all is not None and self.values_all is not None
-        self.keys_all[:, dst, :, :length] = self.keys_all[:, src, :, :length]
-        self.values_all[:, dst, :, :length] = self.values_all[:, src, :, :length]
+        for k, v in zip(self.keys_all, self.values_all, strict=True):
+            k[dst] = k[src]
+            v[dst] = v[src]
+
+    def clear_rows(self, start: int, stop: int) -> None:
+        """Zero rows ``[start, stop)``: a sequence that left must leave nothing a later one could read.
+
+        Attention masks are additive, and a masked NaN or inf (a broken adapter's keys) is still
+        NaN in the scores: an uncleared row would fail the next request placed in it.
+        """
+        if self.keys_all is None or self.values_all is None or start >= stop:
+            return
+        for k, v in zip(self.keys_all, self.values_all, strict=True):
+            k[start:stop].zero_()
+            v[start:stop].zero_()
 
     # -- the window of one forward pass ---------------------------------------------------------------
     def for_prefill(self, start: int, stop: int, width: int) -> SlotKVCache:
         """The next forward writes ``width`` columns of rows ``[start, stop)`` from column 0."""
         self.start, self.stop, self.width = start, stop, width
         self._positions = self._row_index = None
+        self._offset = 0
+        return self
+
+    def for_chunk(self, row: int, offset: int, width: int) -> SlotKVCache:
+        """The next forward writes one slice of row ``row``'s prompt from column ``offset``, attends over ``width``."""
+        self.start, self.stop, self.width = row, row + 1, width
+        self._positions = self._row_index = None
+        self._offset = offset
         return self
 
     def for_decode(self, start: int, stop: int, positions: torch.Tensor, width: int) -> SlotKVCache:
@@ -200,8 +251,9 @@ class SlotKVCache(Cache):
         k_all, v_all = self.keys_all[layer], self.values_all[layer]
         a, b = self.start, self.stop
         if self._positions is None:
-            k_all[a:b, :, : keys.shape[2]] = keys
-            v_all[a:b, :, : values.shape[2]] = values
+            o = self._offset
+            k_all[a:b, :, o : o + keys.shape[2]] = keys
+            v_all[a:b, :, o : o + values.shape[2]] = values
         else:
             k_all[self._row_index, :, self._positions] = keys[:, :, 0]
             v_all[self._row_index, :, self._positions] = values[:, :, 0]
@@ -228,6 +280,18 @@ def prefill_mask(
     if sliding_window:
         allowed &= (pos[:, None] - pos[None, :] < sliding_window)[None]
     return _additive(allowed[:, None], dtype)
+
+
+def chunk_mask(
+    start: int, length: int, width: int, dtype: torch.dtype, sliding_window: int | None, device: Any
+) -> torch.Tensor:
+    """Additive mask ``[1, 1, length, width]`` for prompt positions ``start ..`` over columns ``0 .. width-1``."""
+    q = torch.arange(start, start + length, device=device)[:, None]
+    k = torch.arange(width, device=device)[None, :]
+    allowed = k <= q
+    if sliding_window:
+        allowed &= q - k < sliding_window
+    return _additive(allowed[None, None], dtype)
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -45,6 +45,11 @@ class ReplicaMetrics(EngineObserver):
         )
         self._kv_allocated = metrics.Gauge("adept_llm_kv_cache_bytes", "KV cache bytes allocated now.")
         self._kv_budget = metrics.Gauge("adept_llm_kv_cache_budget_bytes", "KV cache budget in bytes.")
+        self._served = metrics.Counter(
+            "adept_llm_served_tokens",
+            "Tokens processed per tenant (what fair share charges): kind=prompt|output.",
+            tag_keys=("tenant", "kind"),
+        )
         self._seen_tenants: set[str] = set()
         self._loads = metrics.Counter("adept_llm_adapter_loads", "Adapter loads.", tag_keys=tags)
         self._load_seconds = metrics.Histogram(
@@ -76,6 +81,12 @@ class ReplicaMetrics(EngineObserver):
     def finished(self, adapter_id: str, usage: Usage, finish_reason: str, seconds: float) -> None:
         self._requests.inc(tags={**labels(adapter_id), "finish_reason": finish_reason})
         self._latency.observe(seconds, tags=labels(adapter_id))
+
+    def served(self, tenant: str, *, prompt_tokens: int, output_tokens: int) -> None:
+        if prompt_tokens:
+            self._served.inc(prompt_tokens, tags={"tenant": tenant, "kind": "prompt"})
+        if output_tokens:
+            self._served.inc(output_tokens, tags={"tenant": tenant, "kind": "output"})
 
     def adapter_loaded(self, adapter_id: str, seconds: float) -> None:
         self._loads.inc(tags=labels(adapter_id))

@@ -7,6 +7,7 @@ from typing import Any
 
 from adept.errors import InvalidRequest
 from services.llm.protocol import GenerateRequest
+from services.llm.structured import chat_messages, template_kwargs
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class PromptBuilder:
         """The prompt text of ``req`` with ``passages`` (may be empty) as numbered context."""
         if req.prompt is not None:
             return f"{self._context(passages)}\n\n{req.prompt}" if passages else req.prompt
-        messages = [m.model_dump() for m in req.messages or []]
+        messages = chat_messages(req, self.tokenizer)  # tools and tool turns (structured.py)
         if passages:
             # Context goes into the last user turn: every chat template supports user turns, not all a system one.
             last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
@@ -56,7 +57,9 @@ class PromptBuilder:
                     "content": f"{self._context(passages)}\n\nQuestion: {question}",
                 }
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **template_kwargs(req, self.tokenizer)
+            )
         # A base model without a template: a plain transcript that ends where the answer starts.
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join([*lines, "assistant:"])

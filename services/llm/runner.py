@@ -6,6 +6,8 @@ fails that request only:
 - a batched decode that raises is retried row by row (each row rewrites its own cache column,
   so a retry is idempotent); rows that fail alone fail, the others carry on;
 - a batched prefill that raises (a CUDA OOM on one long prompt) is retried one newcomer at a time;
+- a prompt longer than ``prefill_chunk`` tokens is prefilled a slice per step, between the decode
+  steps of the running rows (chunked prefill), so one long prompt never stalls every stream;
 - a row whose logits are NaN/inf (a broken adapter) fails; the rest of the batch is sampled;
 - an error while detokenizing fails that row.
 
@@ -17,14 +19,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from adept.errors import AdeptError, Overloaded
 from services.llm.batch import RunningBatch, Sequence
-from services.llm.kv_cache import decode_mask, prefill_mask
+from services.llm.kv_cache import chunk_mask, decode_mask, prefill_mask
 from services.llm.peft_slots import AdapterSlots
-from services.llm.sampling import sample_batch
+from services.llm.protocol import TokenLogprob, TopLogprob
+from services.llm.sampling import adjust_logits, sample_batch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class ModelRunner:
         pad_id: token used to pad prefill rows.
         max_model_len: context window.
         sliding_window: the model's attention window (None: full attention).
+        prefill_chunk: prompts longer than this are prefilled this many tokens per step.
     """
 
     def __init__(
@@ -66,24 +71,71 @@ class ModelRunner:
         pad_id: int,
         max_model_len: int,
         sliding_window: int | None,
+        prefill_chunk: int = 512,
     ) -> None:
         self.slots, self.batch = slots, batch
+        self.prefill_chunk = prefill_chunk
         self.eos_ids, self.pad_id = eos_ids, pad_id
         self.max_model_len, self.sliding_window = max_model_len, sliding_window
         self.device, self.dtype = slots.device, slots.dtype
+        self.grammars: Any = None  # a GrammarBook, set by the engine when a request first needs one
+        self.token_text: Any = str  # token id -> its text (set by the engine: the tokenizer's decode)
 
     def step(self, admit: list[Sequence], preempt: list[Sequence]) -> list[Outcome]:
         """Drop cancelled and preempted rows, decode one token for the rest, prefill ``admit``."""
         out: list[Outcome] = []
         with torch.inference_mode():
-            self.batch.remove({s for s in self.batch.rows if s.cancelled} | set(preempt))
+            self.batch.remove({s for s in self.batch.holders if s.cancelled} | set(preempt))
             if self.batch.rows:
                 self._decode(out)
             fresh = [s for s in admit if not s.cancelled]
-            if fresh:
-                self._prefill(fresh, out)
+            longs = [s for s in fresh if len(s.context_ids) > self.prefill_chunk]
+            if longs and self.batch.filling is None:  # the engine admits one long prompt at a time
+                seq = longs[0]
+                try:
+                    self.batch.reserve([seq])
+                except Exception as e:
+                    self.batch.clear_free_rows()
+                    self._fail(seq, e, out)
+                else:
+                    seq.prefilled, self.batch.filling = 0, seq
+            shorts = [s for s in fresh if s not in longs]
+            if shorts:
+                self._prefill(shorts, out)
+            if self.batch.filling is not None:
+                self._fill_chunk(out)
             self.batch.remove({s for s in self.batch.rows if s.finish_reason is not None})
         return out
+
+    # -- chunked prefill ---------------------------------------------------------------------------
+    def _fill_chunk(self, out: list[Outcome]) -> None:
+        """Prefill the next slice of the long prompt in progress; on its last slice, its first token."""
+        seq = self.batch.filling
+        assert seq is not None
+        context, start = seq.context_ids, seq.prefilled
+        n = min(self.prefill_chunk, len(context) - start)
+        row, width = len(self.batch.rows), start + n
+        try:
+            result = self.slots.forward(
+                input_ids=torch.tensor([context[start:width]], device=self.device),
+                attention_mask=chunk_mask(start, n, width, self.dtype, self.sliding_window, self.device),
+                position_ids=torch.arange(start, width, device=self.device)[None, :],
+                past_key_values=self.batch.cache.for_chunk(row, start, width),
+                use_cache=True,
+                logits_to_keep=1,
+                adapter_names=[seq.slot],
+            )
+        except Exception as e:
+            self.batch.filling = None
+            self.batch.cache.clear_rows(row, row + 1)
+            self._fail(seq, e, out)
+            return
+        seq.prefilled = width
+        if width < len(context):
+            return
+        seq.cache_len, self.batch.filling = width, None
+        self.batch.rows.append(seq)  # its row already follows the running rows
+        self._sample([seq], result.logits[:, -1], out)
 
     # -- decode ------------------------------------------------------------------------------------
     def _decode(self, out: list[Outcome]) -> None:
@@ -123,18 +175,27 @@ class ModelRunner:
 
     # -- prefill -----------------------------------------------------------------------------------
     def _prefill(self, seqs: list[Sequence], out: list[Outcome]) -> None:
+        start = None
         try:
             start = self.batch.reserve(seqs)
             logits = self._prefill_rows(seqs, start)
         except Exception as e:
+            if start is not None:
+                self.batch.unreserve(start, len(seqs))
+            self.batch.clear_free_rows()  # the failed pass may have written into rows beyond the batch
             if len(seqs) == 1:
                 self._fail(seqs[0], e, out)
                 return
             log.warning("batched prefill of %d requests failed (%r); retrying one by one", len(seqs), e)
             for seq in seqs:
+                start = None
                 try:
-                    logits = self._prefill_rows([seq], self.batch.reserve([seq]))
+                    start = self.batch.reserve([seq])
+                    logits = self._prefill_rows([seq], start)
                 except Exception as one_error:
+                    if start is not None:
+                        self.batch.unreserve(start, 1)
+                    self.batch.clear_free_rows()
                     self._fail(seq, one_error, out)
                     continue
                 self.batch.rows.append(seq)
@@ -170,9 +231,29 @@ class ModelRunner:
 
     # -- sampling ----------------------------------------------------------------------------------
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor, out: list[Outcome]) -> None:
-        tokens, finite = sample_batch(
-            logits, [s.temperature for s in seqs], [s.top_p for s in seqs], [s.generator for s in seqs]
+        raw = logits
+        logits = adjust_logits(
+            logits,
+            [s.generated for s in seqs],
+            [s.presence_penalty for s in seqs],
+            [s.frequency_penalty for s in seqs],
+            [s.logit_bias for s in seqs],
         )
+        constrained = [i for i, s in enumerate(seqs) if s.grammar is not None]
+        finite = None
+        if constrained:
+            finite = torch.isfinite(logits).all(
+                dim=-1
+            )  # before the mask's -inf: a broken adapter still fails
+            logits = self.grammars.mask(logits, constrained, [seqs[i].grammar for i in constrained])
+        tokens, finite = sample_batch(
+            logits,
+            [s.temperature for s in seqs],
+            [s.top_p for s in seqs],
+            [s.generator for s in seqs],
+            finite=finite,
+        )
+        self._logprobs(seqs, raw, tokens)
         for seq, token, ok in zip(seqs, tokens, finite, strict=True):
             if not ok:
                 self._fail(seq, GenerationFailed(_NON_FINITE), out)
@@ -182,8 +263,38 @@ class ModelRunner:
             except Exception as e:
                 self._fail(seq, e, out)
 
+    def _logprobs(self, seqs: list[Sequence], raw: torch.Tensor, tokens: list[int]) -> None:
+        """Log-probabilities of the sampled tokens (and the top alternatives) for rows that asked."""
+        rows = [i for i, s in enumerate(seqs) if s.logprobs is not None]
+        if not rows:
+            return
+        lp = torch.log_softmax(raw[rows].float(), dim=-1)
+        k = max(seqs[i].logprobs or 0 for i in rows)
+        chosen = lp[torch.arange(len(rows)), torch.tensor([tokens[i] for i in rows])].tolist()
+        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        top_v, top_i = top_v.tolist(), top_i.tolist()
+        decode = self.token_text
+        for n, i in enumerate(rows):
+            want = seqs[i].logprobs or 0
+            seqs[i].pending_logprobs.append(
+                TokenLogprob(
+                    token=decode(tokens[i]),
+                    logprob=chosen[n],
+                    top=[
+                        TopLogprob(token=decode(t), logprob=v)
+                        for t, v in zip(top_i[n][:want], top_v[n][:want], strict=True)
+                    ],
+                )
+            )
+
     def _advance(self, seq: Sequence, token: int) -> Outcome:
         seq.generated.append(token)
+        if seq.grammar is not None:
+            if not seq.grammar.accept_token(token):
+                raise GenerationFailed("the sampled token broke this request's output grammar")
+            if seq.grammar.is_terminated():  # it accepted an end-of-turn token: the JSON is complete
+                seq.finish_reason = "stop"
+                return Outcome(seq, seq.stream.flush()[0], "stop")
         if token in self.eos_ids and not seq.ignore_eos:
             seq.finish_reason = "stop"
             return Outcome(seq, seq.stream.flush()[0], "stop")

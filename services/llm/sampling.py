@@ -22,19 +22,49 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return g
 
 
+def adjust_logits(
+    logits: torch.Tensor,
+    generated: Sequence[Sequence[int]],
+    presence: Sequence[float],
+    frequency: Sequence[float],
+    biases: Sequence[dict[int, float] | None],
+) -> torch.Tensor:
+    """OpenAI's penalties and ``logit_bias`` per row: ``logit - presence * [seen] - frequency * count + bias``.
+
+    Penalties count the tokens generated so far (as OpenAI and vLLM do). Rows with nothing to
+    adjust are left as they are; the result is a new float32 tensor when anything changes.
+    """
+    rows = [i for i in range(len(generated)) if presence[i] or frequency[i] or biases[i]]
+    if not rows:
+        return logits
+    logits = logits.float().clone()
+    vocab = logits.shape[-1]
+    for i in rows:
+        if (presence[i] or frequency[i]) and generated[i]:
+            counts = torch.bincount(torch.tensor(generated[i], device=logits.device), minlength=vocab)[:vocab]
+            logits[i] -= frequency[i] * counts + presence[i] * (counts > 0)
+        if biases[i]:
+            ids = torch.tensor(list(biases[i]), device=logits.device)
+            logits[i, ids] += torch.tensor(list(biases[i].values()), device=logits.device)
+    return logits
+
+
 def sample_batch(
     logits: torch.Tensor,
     temperatures: Sequence[float],
     top_ps: Sequence[float],
     generators: Sequence[torch.Generator],
+    finite: torch.Tensor | None = None,
 ) -> tuple[list[int], list[bool]]:
     """Next token of every row of ``logits`` ``[rows, vocab]``, and whether that row's logits were finite.
 
     A row with temperature 0 is greedy. Rows with NaN or infinite logits get a token anyway (so
-    the batch shape holds) but are reported, so the caller fails those requests alone.
+    the batch shape holds) but are reported, so the caller fails those requests alone. A caller
+    that masked logits to ``-inf`` (an output grammar) passes ``finite`` computed before masking.
     """
     device = logits.device
-    finite = torch.isfinite(logits).all(dim=-1)
+    if finite is None:
+        finite = torch.isfinite(logits).all(dim=-1)
     greedy = torch.argmax(logits, dim=-1)
     sampled_rows = [i for i, t in enumerate(temperatures) if t > 0]
     if sampled_rows:

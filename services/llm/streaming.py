@@ -9,6 +9,12 @@ from ``prefix_offset`` on, emits the text beyond what ``prefix_offset:read_offse
 and holds everything back while the decoded window ends in U+FFFD. Work per token is the size
 of that window, so a whole answer costs O(total), not O(n²) re-decoding, and the concatenated
 deltas equal ``tokenizer.decode(all_ids)``.
+
+The prompt's last tokens are the detokenizer's starting context (as vLLM primes its decode
+stream): SentencePiece decoders (Phi-3, Llama, Mistral) strip the first space of any decode, so
+a first generated token ``▁Paris`` decoded alone is ``"Paris"`` and a completion of ``"... is"``
+would read ``"isParis"``; decoded after the prompt's tail it is ``" Paris"``. Both engines stream
+through this one class, so they return the same text for the same tokens.
 """
 
 from __future__ import annotations
@@ -24,15 +30,26 @@ class IncrementalDetokenizer:
     Args:
         tokenizer: a transformers tokenizer.
         skip_special_tokens: leave special tokens (end-of-turn markers) out of the text.
+        prompt_ids: the prompt; its last few tokens are the context the first tokens decode after.
     """
 
-    def __init__(self, tokenizer: Any, *, skip_special_tokens: bool = True) -> None:
+    def __init__(
+        self, tokenizer: Any, *, skip_special_tokens: bool = True, prompt_ids: list[int] | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
-        self.ids: list[int] = []
+        self.ids: list[int] = self._context(list(prompt_ids or []))
         self.prefix_offset = 0  # the window decoded each step starts here
-        self.read_offset = 0  # text of ids[prefix_offset:read_offset] has been emitted
-        self._prefix_text = ""  # decode(ids[prefix_offset:read_offset]), kept so each step decodes once
+        self.read_offset = len(self.ids)  # text of ids[prefix_offset:read_offset] has been emitted
+        # decode(ids[prefix_offset:read_offset]), kept so each step decodes once
+        self._prefix_text = self._decode(self.ids) if self.ids else ""
+
+    def _context(self, prompt: list[int]) -> list[int]:
+        """The prompt's shortest tail of 4+ tokens that decodes to whole characters (vLLM's choice)."""
+        for n in range(min(4, len(prompt)), min(24, len(prompt)) + 1):
+            if REPLACEMENT not in self._decode(prompt[-n:]):
+                return prompt[-n:]
+        return []
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(
@@ -68,8 +85,8 @@ class TextStream:
     emitted can never start a stop string, because a suffix that is a prefix of one is held back.
     """
 
-    def __init__(self, tokenizer: Any, stop: list[str]) -> None:
-        self.detokenizer = IncrementalDetokenizer(tokenizer)
+    def __init__(self, tokenizer: Any, stop: list[str], *, prompt_ids: list[int] | None = None) -> None:
+        self.detokenizer = IncrementalDetokenizer(tokenizer, prompt_ids=prompt_ids)
         self.stop = stop
         self.pending = ""  # decoded, not emitted: a possible start of a stop string
         self.stopped = False

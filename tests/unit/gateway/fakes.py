@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
+from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.retrieval.protocol import SearchHit
 
 
@@ -30,7 +30,11 @@ class EchoLLM:
         words = f"{model_id or 'base'}: {source}".split()[: request.max_tokens]
         try:
             for w in words:
-                yield GenerateChunk(text=w + " ")
+                logprobs = None
+                if request.logprobs is not None:
+                    top = [TopLogprob(token=w + " ", logprob=-0.5)][: request.logprobs]
+                    logprobs = [TokenLogprob(token=w + " ", logprob=-0.5, top=top)]
+                yield GenerateChunk(text=w + " ", logprobs=logprobs)
             reason = "length" if len(words) == request.max_tokens else "stop"
             yield GenerateChunk(
                 finish_reason=reason,

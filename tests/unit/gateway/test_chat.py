@@ -41,7 +41,7 @@ def test_base_model_chat(service, tenants):
     assert out.usage.model_dump() == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     assert "citations" not in out.model_dump()
     assert llm.calls[0][0] == ""  # base model: empty multiplexed id
-    assert llm.calls[0][1].max_tokens == 16  # server default
+    assert llm.calls[0][1].max_tokens is None  # the replica gives what the context has left
 
 
 @pytest.mark.parametrize("model", ["legal", "legal@v2", "acme/legal", "acme/legal@v2"])
@@ -181,3 +181,41 @@ def test_replica_snapshots_become_adapter_metrics():
     assert 'adept_llm_adapters_loaded{adapter="a@v1",tenant="acme"} 1.0' in text
     assert 'adept_adapter_loads_total{adapter="b@v2",tenant="globex"} 1.0' in text
     assert 'adept_adapter_evictions_total{adapter="a@v1",tenant="acme"} 1.0' in text
+
+
+def test_n_choices_indexed_with_usage_summed_and_limited(service, tenants):
+    svc, llm, _ = service
+    out = run(svc.chat(tenants["acme"][0], chat_req(n=3, seed=7)))
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    assert all(c.message.content == "base: hello there " for c in out.choices)
+    assert out.usage.completion_tokens == 9 and out.usage.prompt_tokens == 7
+    assert [r.seed for _, r in llm.calls] == [7, 8, 9]  # seeded choices still differ
+    stream = run_stream(svc, tenants, chat_req(n=2, stream=True, stream_options={"include_usage": True}))
+    assert stream.count("[DONE]") == 1 and stream[-1] == "[DONE]"
+    events = [e for e in stream[:-1] if e["choices"]]
+    assert {e["choices"][0]["index"] for e in events} == {0, 1} and len({e["id"] for e in events}) == 1
+    finals = [e for e in events if e["choices"][0]["finish_reason"]]
+    assert len(finals) == 2 and stream[-2]["usage"]["completion_tokens"] == 6
+    with pytest.raises(InvalidRequest) as err:
+        run(svc.chat(tenants["acme"][0], chat_req(n=5)))
+    assert err.value.param == "n"
+
+
+def test_logprobs_reach_the_response_and_the_stream(service, tenants):
+    svc, llm, _ = service
+    out = run(svc.chat(tenants["acme"][0], chat_req(logprobs=True, top_logprobs=1)))
+    content = out.choices[0].logprobs.content
+    assert [t.token for t in content] == ["base: ", "hello ", "there "]
+    assert content[0].bytes == list(b"base: ") and content[0].top_logprobs[0].logprob == -0.5
+    assert llm.calls[-1][1].logprobs == 1
+    plain = run(svc.chat(tenants["acme"][0], chat_req()))
+    assert plain.choices[0].logprobs is None and llm.calls[-1][1].logprobs is None
+    stream = run_stream(svc, tenants, chat_req(stream=True, logprobs=True))
+    tokens = [
+        t["token"]
+        for e in stream[:-1]
+        for c in e["choices"]
+        if c["logprobs"]
+        for t in c["logprobs"]["content"]
+    ]
+    assert tokens == ["base: ", "hello ", "there "]

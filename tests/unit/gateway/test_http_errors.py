@@ -233,3 +233,44 @@ def test_openapi_documents_response_models_and_error_envelopes(http):
         f"#/components/schemas/{name}" for name in schemas
     }
     assert not dangling
+
+
+def readme_routes() -> list[tuple[str, str]]:
+    """``(method, path)`` of every route named in the README's OpenAI-compatible API table."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    api = text.split("### The OpenAI-compatible API", 1)[1]
+    table = api.split("| route | what |", 1)[1].split("\n\n", 1)[0]
+    routes = re.findall(r"`(GET|POST|DELETE|PUT) (/[^`]*)`", table)
+    assert len(routes) >= 8, routes  # the table was found and read
+    return routes
+
+
+def test_every_route_in_the_readme_table_answers_as_documented(http, tenants):
+    import re
+
+    def shape(path: str) -> str:
+        return re.sub(r"\{[^}]*\}", "{}", path)  # parameter names may differ from the README's
+
+    paths = http.get("/openapi.json").json()["paths"]
+    served = {(m.upper(), shape(path)) for path, ops in paths.items() for m in ops}
+    for method, path in readme_routes():
+        assert (method, shape(path)) in served, (
+            f"README documents {method} {path}, which the gateway does not serve"
+        )
+        if path.startswith("/v1/"):  # "Every tenant route takes Authorization: Bearer <tenant key>"
+            r = http.request(method, path.replace("{id}", "x"))
+            assert r.status_code == 401, (method, path, r.status_code)
+    assert http.get("/healthz").status_code == 200  # no key
+    # GET /metrics: the admin key, not a tenant's, not none; and the README says so.
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `GET /metrics`"))
+    assert "admin key" in row and "no authentication" not in row
+    assert http.get("/metrics").status_code == 401
+    assert http.get("/metrics", headers=auth(tenants)).status_code == 403
+    r = http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

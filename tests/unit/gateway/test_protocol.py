@@ -23,16 +23,22 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ({**CHAT, "temperature": 3}, "temperature"),
         ({**CHAT, "top_p": 0}, "top_p"),
         ({**CHAT, "max_tokens": 0}, "max_tokens"),
-        ({**CHAT, "n": 2}, "n"),
+        ({**CHAT, "n": 17}, "n"),
         ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({**CHAT, "stop": [""]}, "stop"),
         ({**CHAT, "rag": {"top_k": 0}}, "rag.top_k"),
         ({**CHAT, "rag": {"k": 3}}, "rag.k"),
         ({**CHAT, "rag": "yes"}, "rag"),
         ({**CHAT, "temprature": 0.5}, "temprature"),
-        ({**CHAT, "logprobs": True}, "logprobs"),
-        ({**CHAT, "response_format": {"type": "json_object"}}, "response_format"),
-        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({**CHAT, "top_logprobs": 2}, None),
+        ({**CHAT, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({**CHAT, "response_format": {"type": "json_schema"}}, "response_format"),
+        ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
+        ({**CHAT, "tool_choice": "required"}, None),
+        ({**CHAT, "logit_bias": {"abc": 1}}, "logit_bias"),
+        ({**CHAT, "logit_bias": {"12": 101}}, "logit_bias"),
+        ({**CHAT, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools.0.function.name"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         (
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
@@ -93,3 +99,10 @@ def test_embedding_request():
     ):
         with pytest.raises(InvalidRequest):
             parse_body(EmbeddingRequest, bad)
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 3], [[1, 2], [3]]])
+def test_token_array_embeddings_are_a_clear_400_naming_the_client_fix(tokens):
+    with pytest.raises(InvalidRequest, match="check_embedding_ctx_length=False") as err:
+        parse_body(EmbeddingRequest, {"model": "e", "input": tokens})
+    assert err.value.param == "input"

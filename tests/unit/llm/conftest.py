@@ -114,3 +114,19 @@ def broken_lora(model, dest: Path, seed: int) -> Path:
             tensor.fill_(float("nan"))
     save_file(weights, dest / "adapter_model.safetensors")
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_sentencepiece(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Phi-3 with a SentencePiece-layout tokenizer (``▁`` spaces, byte fallback, Strip decoder)."""
+    import shutil
+
+    from tests.assets.byte_fallback import build_byte_fallback_tokenizer
+
+    dest = tmp_path_factory.mktemp("phi3-sp") / "model"
+    shutil.copytree(tiny_phi3, dest)
+    for f in dest.glob("*token*"):
+        f.unlink()
+    tokenizer = build_byte_fallback_tokenizer()
+    tokenizer.save_pretrained(dest)
+    return dest

@@ -56,7 +56,10 @@ class VLLMServerError(VLLMError):
 
 
 class GracefulHTTPError(VLLMError):
-    pass
+    def __init__(self, message, http_status):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
 
 
 class QueueOverflowError(GracefulHTTPError):
@@ -96,6 +99,19 @@ class RequestOutputKind(enum.Enum):
 
 
 @dataclass
+class StructuredOutputsParams:
+    json: str | dict | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+
+
+@dataclass
 class SamplingParams:
     n: int = 1
     temperature: float = 1.0
@@ -108,6 +124,16 @@ class SamplingParams:
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    detokenize: bool = True
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    logit_bias: dict[int, float] | None = None
+    structured_outputs: Any = None
+
+    def __post_init__(self):
+        if not self.detokenize and self.stop:
+            raise ValueError("stop strings are only supported when detokenize is True")
 
 
 @dataclass
@@ -206,6 +232,11 @@ class _Calls:
     aborted: list[str] = field(default_factory=list)
     priorities: dict[str, int] = field(default_factory=dict)
     loras_of: dict[str, int | None] = field(default_factory=dict)
+    outputs: list[list[int]] = field(default_factory=list)  # token ids generated, per request
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompt dicts received
+    params: list[Any] = field(default_factory=list)  # the SamplingParams received
+    running: int = 0  # requests inside generate now
+    max_running: int = 0
 
 
 class AsyncLLM:
@@ -279,6 +310,8 @@ class AsyncLLM:
         if self.errored:
             raise self.dead_error
 
+    fail_next: BaseException | None = None  # test hook: the next generate raises this
+
     def kill(self) -> None:
         """Test hook: the engine core process dies."""
         self._dead = True
@@ -312,6 +345,9 @@ class AsyncLLM:
     ) -> AsyncGenerator[RequestOutput, None]:
         if self._dead:
             raise EngineDeadError()
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
         self.calls.priorities[request_id] = priority
         self.calls.loras_of[request_id] = None if lora_request is None else lora_request.lora_int_id
         if lora_request is not None and lora_request.lora_int_id not in self.loras:
@@ -319,10 +355,15 @@ class AsyncLLM:
         params = sampling_params
         assert params.output_kind is RequestOutputKind.DELTA, "the fake implements DELTA outputs"
         ids = list(prompt["prompt_token_ids"])
+        self.calls.prompts.append(dict(prompt))
+        self.calls.params.append(sampling_params)
         stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
         eos = set(params.stop_token_ids or []) | {self.tokenizer.eos_token_id}
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         out_ids: list[int] = []
+        self.calls.outputs.append(out_ids)
+        self.calls.running += 1
+        self.calls.max_running = max(self.calls.max_running, self.calls.running)
         sent = ""
         cache = None
         try:
@@ -336,7 +377,9 @@ class AsyncLLM:
                 token = self._choose(logits, params, gen)
                 ids.append(token)
                 out_ids.append(token)
-                text = self.tokenizer.decode(out_ids, skip_special_tokens=params.skip_special_tokens)
+                text = ""
+                if params.detokenize:
+                    text = self.tokenizer.decode(out_ids, skip_special_tokens=params.skip_special_tokens)
                 finish, stop_reason = None, None
                 cut = [i for i in (text.find(s) for s in stops) if i >= 0]
                 if cut:
@@ -358,6 +401,8 @@ class AsyncLLM:
         except (asyncio.CancelledError, GeneratorExit):
             await self.abort(request_id, internal=True)
             raise
+        finally:
+            self.calls.running -= 1
 
     def _forward(self, ids: list[int], cache: Any, lora: LoRARequest | None):
         import contextlib
@@ -395,7 +440,7 @@ def install(monkeypatch: Any) -> types.SimpleNamespace:
         "vllm.lora": (),
         "vllm.lora.request": ("LoRARequest",),
         "vllm.lora.peft_helper": ("PEFTHelper",),
-        "vllm.sampling_params": ("SamplingParams", "RequestOutputKind"),
+        "vllm.sampling_params": ("SamplingParams", "RequestOutputKind", "StructuredOutputsParams"),
         "vllm.outputs": ("RequestOutput", "CompletionOutput"),
         "vllm.exceptions": (
             "VLLMError",

@@ -199,4 +199,99 @@ def test_raw_prompt_and_count_tokens(make_engine):
     engine = make_engine()
     req = GenerateRequest(prompt="the grid", max_tokens=4, temperature=0)
     _, last, _ = run(collect(engine, req))
-    assert last.usage.prompt_tokens == engine.count_tokens(["the grid"])[0]
+    assert last.usage.prompt_tokens == run(engine.count_tokens(["the grid"]))[0]
+
+
+def test_a_huge_prompt_is_refused_by_its_size_before_tokenizing(make_engine):
+    """The issue's 4 MiB prompt: refused from its character count, the tokenizer never entered."""
+    engine = make_engine(max_model_len=256, max_tokens_limit=64)
+    encoded: list[int] = []
+    encode = engine.prompts.encode
+    engine.prompts.encode = lambda text: encoded.append(len(text)) or encode(text)  # a spy, not a stand-in
+    with pytest.raises(InvalidRequest, match="context window") as err:
+        run(collect(engine, chat("storm " * 700_000, max_tokens=16)))
+    assert err.value.code == "context_length_exceeded" and encoded == []
+    run(collect(engine, chat("storm", max_tokens=2)))  # normal prompts still tokenize
+    assert encoded
+
+
+def test_without_max_tokens_the_answer_gets_what_the_context_has_left(make_engine):
+    """Not a fixed 256 ending in ``length`` mid-answer: the window's room, up to the configured cap."""
+    from services.llm.protocol import GenerateRequest
+
+    engine = make_engine(max_model_len=100, max_tokens_limit=64)
+    req = GenerateRequest(prompt="the grid " * 20, temperature=0, ignore_eos=True)
+    prompt_len = len(engine.prompts.build(req, 1).ids)
+    _, last, _ = run(collect(engine, req))
+    assert last.usage.completion_tokens == min(64, 100 - prompt_len) and prompt_len > 36
+    capped = make_engine(max_model_len=200, max_tokens_limit=64, default_max_tokens=5)
+    _, last, _ = run(collect(capped, GenerateRequest(prompt="the grid", temperature=0, ignore_eos=True)))
+    assert last.usage.completion_tokens == 5
+
+
+def test_logprobs_come_with_every_generated_token(make_engine):
+    import math
+
+    engine = make_engine()
+
+    async def main():
+        chunks = [
+            c async for c in engine.generate(chat("the grid", max_tokens=6, ignore_eos=True, logprobs=3), "")
+        ]
+        return chunks
+
+    chunks = run(main())
+    entries = [e for c in chunks for e in c.logprobs or []]
+    assert len(entries) == chunks[-1].usage.completion_tokens == 6
+    assert "".join(e.token for e in entries) == "".join(c.text for c in chunks)
+    for e in entries:  # greedy: the chosen token is the most likely one
+        assert len(e.top) == 3 and e.top[0].token == e.token and e.logprob == e.top[0].logprob <= 0
+        assert e.top[0].logprob >= e.top[1].logprob >= e.top[2].logprob
+        assert math.isfinite(e.logprob)
+    plain = run(collect(engine, chat("the grid", max_tokens=2)))[1]
+    assert plain.logprobs is None
+
+
+LONG_PROMPT = "how do I restore power after a storm when the feeder and the substation report a fault " * 3
+
+
+def test_chunked_prefill_gives_the_same_answer(make_engine, lora_dirs):
+    whole, chunked = make_engine(), make_engine(prefill_chunk_tokens=16)
+
+    async def answers(engine):
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        return [
+            (await collect(engine, chat(LONG_PROMPT, max_tokens=10, ignore_eos=True), a))[0]
+            for a in ("", "acme/a1@v1")
+        ]
+
+    assert len(whole.prompts.build(chat(LONG_PROMPT), 10).ids) > 4 * 16
+    assert run(answers(chunked)) == run(answers(whole))
+
+
+def test_a_long_prompt_is_prefilled_between_decode_steps_not_in_one_stall(make_engine):
+    engine = make_engine(prefill_chunk_tokens=8)
+    chunks = -(-len(engine.prompts.build(chat(LONG_PROMPT), 4).ids) // 8)
+
+    async def main():
+        events: list[str] = []
+        running = engine.generate(chat("the grid", max_tokens=120, ignore_eos=True), "")
+        await running.__anext__()
+
+        async def stream_running():
+            async for _ in running:
+                events.append("running")
+
+        async def long_one():
+            async for _ in engine.generate(chat(LONG_PROMPT, max_tokens=4, ignore_eos=True), ""):
+                events.append("long")
+
+        task = asyncio.ensure_future(stream_running())
+        await long_one()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return events
+
+    events = run(main())
+    # The running stream got a token at every step the long prompt spent prefilling (one slice each).
+    assert events.index("long") >= chunks - 1 >= 8

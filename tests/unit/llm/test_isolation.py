@@ -208,3 +208,30 @@ def test_closing_mid_step_fails_requests_cleanly_and_leaves_the_running_step_alo
         results = run(main())
     assert all(isinstance(r, Unavailable) and "shutting down" in r.message for r in results), results
     assert not [r for r in caplog.records if r.name.startswith("services.llm")], caplog.records
+
+
+def test_a_row_a_broken_adapter_used_is_clean_for_the_next_request(make_engine, tiny_phi3, tmp_path):
+    """A NaN adapter's row leaves NaN keys behind; the next, shorter request placed in that row must not read them."""
+    from transformers import AutoModelForCausalLM
+
+    engine = make_engine()
+    bad = broken_lora(AutoModelForCausalLM.from_pretrained(tiny_phi3), tmp_path / "nan", seed=5)
+    long_running = chat(LONG, max_tokens=60, ignore_eos=True)
+    poisoner = chat(LONG + " and the crew", max_tokens=8)
+    later = chat(SHORT[0], max_tokens=8, ignore_eos=True)
+
+    async def main():
+        solo = await collect(engine, later)
+        await engine.load_adapter("acme/nan@v1", bad)
+        first = engine.generate(long_running, "")  # row 0, longer than `later` all along
+        await first.__anext__()
+        failed = await outcome(engine, poisoner, "acme/nan@v1")  # row 1: prefilled, then fails
+        assert engine.batch.rows and engine.batch.rows[0].cache_len > len(engine.prompts.build(later, 8).ids)
+        reused = await outcome(engine, later)  # lands in row 1, next to the longer row 0
+        await first.aclose()
+        return solo, failed, reused
+
+    solo, failed, reused = run(main())
+    assert isinstance(failed, GenerationFailed)
+    assert not isinstance(reused, Exception), reused
+    assert reused[0] == solo[0]

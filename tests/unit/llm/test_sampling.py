@@ -44,3 +44,36 @@ def test_non_finite_rows_are_reported_not_sampled_into_the_rest():
     x[1, 5] = float("nan")
     tokens, finite = sample_batch(x, [0.0, 1.0, 1.0], [1.0] * 3, [make_generator(i) for i in range(3)])
     assert finite == [True, False, True] and tokens[0] == int(x[0].argmax())
+
+
+def test_penalties_and_logit_bias_change_the_logits_as_openai_defines():
+    import torch
+
+    from services.llm.sampling import adjust_logits
+
+    logits = torch.zeros(3, 6)
+    out = adjust_logits(
+        logits, [[1, 1, 2], [1], []], [0.5, 0.0, 0.0], [0.25, 0.0, 0.0], [None, None, {4: -100.0, 5: 3.0}]
+    )
+    assert out[0].tolist() == [0.0, -1.0, -0.75, 0.0, 0.0, 0.0]  # 0.5 + 2 x 0.25, then 0.5 + 0.25
+    assert out[1].tolist() == [0.0] * 6  # nothing asked: untouched
+    assert out[2].tolist() == [0.0, 0.0, 0.0, 0.0, -100.0, 3.0]
+    assert adjust_logits(logits, [[1]], [0.0], [0.0], [None]) is logits
+
+
+def test_engine_honours_logit_bias_and_frequency_penalty(make_engine):
+    from tests.unit.llm.conftest import chat, collect, run
+
+    engine = make_engine()
+    forced = engine.prompts.encode(" grid")[0]
+    text, _, _ = run(
+        collect(engine, chat("the grid", max_tokens=4, ignore_eos=True, logit_bias={forced: 100.0}))
+    )
+    assert text == engine.tokenizer.decode([forced] * 4)
+    repeated = run(
+        collect(
+            engine,
+            chat("the grid", max_tokens=6, ignore_eos=True, logit_bias={forced: 5.0}, frequency_penalty=2.0),
+        )
+    )
+    assert repeated[0] != text  # the penalty breaks the loop the bias alone would make

@@ -110,3 +110,25 @@ def test_work_per_token_stays_bounded(byte_fallback):
     text = "".join(d.push(t) for t in ids) + d.flush()
     assert text == byte_fallback.decode(ids)
     assert counting.decoded <= 12 * len(ids)  # a re-decoding stream would be ~len(ids)**2 / 2
+
+
+def test_first_generated_word_keeps_its_leading_space_after_the_prompt(byte_fallback):
+    """SentencePiece decoders strip the first space of a decode: the prompt's tail is the context."""
+    ids = byte_fallback("what is the grid", add_special_tokens=False)["input_ids"]
+    word = byte_fallback.convert_ids_to_tokens(ids).index("▁grid")
+    prompt, generated = ids[:word], ids[word:]
+    assert byte_fallback.decode(generated) == "grid"  # what decoding alone gives: "isgrid" when appended
+    s = TextStream(byte_fallback, [], prompt_ids=prompt)
+    text = "".join(s.push(t)[0] for t in generated) + s.flush()[0]
+    assert text == " grid"
+    assert byte_fallback.decode(prompt) + text == byte_fallback.decode(ids)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_with_a_prompt_context_the_stream_is_what_the_prompt_and_answer_decode_to(byte_fallback, text):
+    prompt = byte_fallback("the crew", add_special_tokens=False)["input_ids"]
+    ids = byte_fallback(text, add_special_tokens=False)["input_ids"]
+    s = TextStream(byte_fallback, [], prompt_ids=prompt)
+    deltas = [s.push(t)[0] for t in ids] + [s.flush()[0]]
+    assert byte_fallback.decode(prompt) + "".join(deltas) == byte_fallback.decode(prompt + ids)
+    assert not any("\ufffd" in d for d in deltas)

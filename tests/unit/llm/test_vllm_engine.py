@@ -19,6 +19,7 @@ from adept.adapter_compat import ServingLimits, check_adapter_compatible, servin
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
 from adept.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from services.llm.protocol import GenerateRequest
 from tests.unit.llm import fake_vllm
 from tests.unit.llm.conftest import chat, collect, run
 from tests.unit.llm.vllm_api import WANTED, describe_class, record
@@ -155,23 +156,79 @@ def test_publish_time_check_is_a_pure_kernel_function():
         PlatformConfig(max_lora_rank=48)
 
 
-def test_tenants_get_fair_priorities(make_vllm_engine):
-    engine = make_vllm_engine()
+def test_the_replicas_fair_queue_decides_what_enters_vllm(make_vllm_engine):
+    """vLLM's FIFO cannot undo fair share: never more requests in vLLM than it runs, least-served first."""
+    engine = make_vllm_engine(max_tokens_limit=64)  # max_batch_size=4
+    llm = engine.llm
 
     async def main():
-        gens = []
-        for i, tenant in enumerate(["a", "a", "a", "b"]):
-            req = chat("the grid", max_tokens=3, tenant=tenant, request_id=f"r{i}")
-            gens.append(engine.generate(req, ""))
-        firsts = await asyncio.gather(*(g.__anext__() for g in gens))
-        for g in gens:
-            async for _ in g:
-                pass
-        return firsts
+        order: list[str] = []
 
-    run(main())
-    prio = engine.llm.calls.priorities
-    assert [prio[f"r{i}"] for i in range(4)] == [0, 1, 2, 0]  # b's first request ranks with a's first
+        async def one(tenant: str, i: int, tokens: int):
+            req = chat(
+                "the grid", max_tokens=tokens, tenant=tenant, ignore_eos=True, request_id=f"{tenant}{i}"
+            )
+            async for _ in engine.generate(req, ""):
+                if f"{tenant}{i}" not in order:
+                    order.append(f"{tenant}{i}")
+
+        flood = [asyncio.ensure_future(one("a", i, 12)) for i in range(8)]
+        await asyncio.sleep(0.05)
+        lone = asyncio.ensure_future(one("b", 0, 2))
+        await asyncio.gather(*flood, lone)
+        return order
+
+    order = run(main())
+    assert llm.calls.max_running <= 4
+    assert order.index("b0") <= 4  # in at the first free place, not behind a's backlog of 4
+    assert engine.waiting_requests == 0 and not engine._running
+    salts = {p["cache_salt"] for p in llm.calls.prompts}
+    assert len(salts) == 2  # one prefix-cache salt per tenant: a's and b's equal prompts share no blocks
+    assert llm.calls.params[0].detokenize is False
+
+
+def _ticket(engine, tenant: str, lora=None):
+    from services.llm.vllm_engine import _Ticket
+
+    return _Ticket(tenant, 10, lora, asyncio.get_event_loop_policy().new_event_loop().create_future())
+
+
+def test_lora_slots_are_shared_fairly(make_vllm_engine):
+    """vLLM holds max_loras adapters per batch: a tenant with many adapters cannot take every slot."""
+    from services.llm.vllm_engine import _Lora
+
+    engine = make_vllm_engine(max_tokens_limit=64)
+    engine.max_loras = 2
+    a1, a2, a3, b1 = (_Lora(request=object()) for _ in range(4))
+    engine.waiting.charge("a", output_tokens=0)
+    first = [_ticket(engine, "a", a1), _ticket(engine, "a", a2), _ticket(engine, "a", a3)]
+    for t in first:
+        engine.waiting.push(t)
+    engine.waiting.push(late := _ticket(engine, "b", b1))
+    engine.waiting.charge("b", output_tokens=100)  # b was served more: a goes first by counter
+    engine._dispatch()
+    held = {id(t.lora) for t in engine._running}
+    assert held == {id(a1), id(b1)}  # a's share is one slot of two while b wants one
+    assert late in engine._running and len(engine.waiting) == 2
+
+
+def test_vllm_errors_keep_their_status(make_vllm_engine):
+    from http import HTTPStatus
+
+    from adept.errors import Overloaded, RateLimited
+
+    engine = make_vllm_engine()
+    cases = [
+        (fake_vllm.GracefulHTTPError("slow down", HTTPStatus.TOO_MANY_REQUESTS), RateLimited, 429),
+        (fake_vllm.QueueOverflowError("full", HTTPStatus.SERVICE_UNAVAILABLE), Overloaded, 503),
+        (fake_vllm.VLLMValidationError("prompt too long"), InvalidRequest, 400),
+    ]
+    for error, kind, status in cases:
+        engine.llm.fail_next = error
+        with pytest.raises(kind) as got:
+            run(collect(engine, chat("the grid")))
+        assert got.value.status == status
+    assert engine.waiting_requests == 0 and not engine._running  # nothing held after the errors
 
 
 def test_engine_death_and_disconnects(make_vllm_engine):
@@ -212,3 +269,49 @@ def test_engine_choice(tiny_phi3, tmp_path):
     engine._exec.shutdown(wait=True)
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         build_engine(platform, LLMConfig(engine="vllm"))
+
+
+def test_both_engines_return_the_same_text_with_leading_spaces_on_sentencepiece(
+    vllm_fake, tiny_phi3_sentencepiece
+):
+    """One detokenizer for both engines, primed with the prompt: ``"... is" + " Paris"``, never ``"isParis"``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.llm.engine import Engine
+    from services.llm.vllm_engine import VLLMEngine
+
+    path = tiny_phi3_sentencepiece
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = Engine(AutoModelForCausalLM.from_pretrained(path), tokenizer, batch_wait_ms=0, max_tokens_limit=64)
+    vllm = VLLMEngine.from_pretrained(path, dtype="float32", max_batch_size=4, max_tokens_limit=64)
+    req = GenerateRequest(prompt="what is the grid", max_tokens=12, temperature=0.0, ignore_eos=True)
+    prompt_ids = hf.prompts.build(req, 12).ids
+
+    async def generated_ids(engine):
+        # The tokens the model chose (both engines are greedy on the same weights).
+        text, last, _ = await collect(engine, req)
+        return text, last
+
+    (hf_text, hf_last), (v_text, v_last) = run(generated_ids(hf)), run(generated_ids(vllm))
+    hf._exec.shutdown(wait=True)
+    assert hf_text == v_text and hf_last.usage == v_last.usage
+    # The answer continues the prompt's text exactly, spaces included.
+    ids = prompt_ids + vllm.llm.calls.outputs[-1]
+    assert tokenizer.decode(prompt_ids) + hf_text == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
+    from services.llm.protocol import Guided
+
+    engine = make_vllm_engine()
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    run(collect(engine, chat("report", max_tokens=4, guided=Guided(json_schema=schema))))
+    run(collect(engine, chat("report", max_tokens=4, guided=Guided(json_object=True))))
+    run(collect(engine, chat("report", max_tokens=4)))
+    by_schema, by_object, free = (p.structured_outputs for p in engine.llm.calls.params)
+    assert by_schema.json == schema and by_schema.json_object is None
+    assert by_object.json is None and by_object.json_object is True
+    assert free is None
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(InvalidRequest, match="tool-call format"):
+        run(collect(engine, chat("report", tools=tools, tool_choice="auto")))
