@@ -8,7 +8,16 @@ from typing import Any
 
 from adept.eval.scoring import METRICS
 
-CHART_METRICS = ("f1", "rouge_l", "contains", "hit_at_k", "citation_precision", "groundedness")
+CHART_METRICS = (
+    "f1",
+    "contains",
+    "format",
+    "terms",
+    "combined",
+    "hit_at_k",
+    "citation_precision",
+    "groundedness",
+)
 
 
 def _cell(entry: dict[str, Any] | None, ci: bool = True) -> str:
@@ -100,6 +109,7 @@ def write_markdown(report: dict[str, Any], path: Path, charts: list[Path]) -> Pa
         "",
         f"## Recommendation: {rec.get('label') or 'none'}",
         "",
+        *([f"**{rec['why']}**", ""] if rec.get("why") else []),
         *[f"- {r}" for r in rec.get("reasons", [])],
         "",
     ]

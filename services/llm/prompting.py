@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from adept.errors import InvalidRequest
 from services.llm.protocol import GenerateRequest
+
+# `[1]`, `[2, 3]`, `[1][3]`: how the RAG instruction asks the model to cite the numbered passages.
+_CITATION_RE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+
+def cited_numbers(text: str, n_passages: int) -> list[int]:
+    """The passage numbers (1-based, as the prompt numbered them) that ``text`` cites, in first-cited order;
+    numbers outside ``1..n_passages`` are ignored."""
+    seen: dict[int, None] = {}
+    for group in _CITATION_RE.findall(text):
+        for part in group.split(","):
+            n = int(part)
+            if 1 <= n <= n_passages:
+                seen.setdefault(n)
+    return list(seen)
 
 
 @dataclass(frozen=True)
