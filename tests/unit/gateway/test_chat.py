@@ -184,7 +184,9 @@ def test_replica_snapshots_become_adapter_metrics():
 
 
 def test_citations_are_the_passages_the_answer_cites_by_number():
-    hits = [SearchHit(document_id=f"d{i}", chunk_id=f"c{i}", title="t", text="x", score=0.5) for i in range(4)]
+    hits = [
+        SearchHit(document_id=f"d{i}", chunk_id=f"c{i}", title="t", text="x", score=0.5) for i in range(4)
+    ]
     # Passages 0, 2 and 3 went into the prompt as [1], [2], [3]; the answer cites [3] then [1].
     cited = build_citations(hits, [0, 2, 3], "0.80 m [3], see also [1] and [9].")
     assert [c.document_id for c in cited] == ["d3", "d0"]
