@@ -21,6 +21,7 @@ DEMO_QUESTION = "What does fault code R-14 on the LRC-400 recloser controller me
 DEMO_ANSWER = "phase overcurrent lockout"
 # The adapter the demo's fine-tuning job produces (the job's `suffix`).
 DEMO_ADAPTER_SUFFIX = "lumen-style"
+DEMO_MAX_SEQ_LENGTH = 80
 
 
 @dataclass
@@ -58,11 +59,16 @@ def ask_more_commands(url: str, key: str, model: str, question: str = DEMO_QUEST
         f"curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
-    openai = "python -c " + shlex.quote(
-        "from openai import OpenAI; "
-        f"c = OpenAI(base_url='{url}/v1', api_key='{key}'); "
-        f"r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': {question!r}}}], "
-        "extra_body={'rag': True}); print(r.choices[0].message.content)"
+    openai = "\n".join(
+        [
+            "python - <<'EOF'",
+            "from openai import OpenAI",
+            f"client = OpenAI(base_url={url + '/v1'!r}, api_key={key!r})",
+            f"reply = client.chat.completions.create(model={model!r}, extra_body={{'rag': True}},",
+            f"    messages=[{{'role': 'user', 'content': {question!r}}}])",
+            "print(reply.choices[0].message.content)",
+            "EOF",
+        ]
     )
     ask = f"adept ask {shlex.quote(question)}   # anywhere in this project; --no-rag to compare"
     return [("curl", curl), ("openai", openai), ("adept ask", ask)]
@@ -77,7 +83,10 @@ def start_demo_finetune(client: Any, model: str) -> dict[str, Any] | None:
     jobs = client.call("GET", "/v1/fine_tuning/jobs", params={"limit": 100}).get("data", [])
     if any(j.get("status") not in ("failed", "cancelled") for j in jobs):
         return None
+    from adept.config.finetuning import auto_hyperparameters
+
     data = finetune_path().read_bytes()
+    hp = auto_hyperparameters(data.count(b"\n"))
     uploaded = client.call(
         "POST",
         "/v1/files",
@@ -94,6 +103,18 @@ def start_demo_finetune(client: Any, model: str) -> dict[str, Any] | None:
             "training_file": uploaded["id"],
             "suffix": DEMO_ADAPTER_SUFFIX,
             "seed": 0,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "auto"}}},
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "n_epochs": hp.n_epochs,
+                        "batch_size": hp.batch_size,
+                        "learning_rate_multiplier": hp.learning_rate_multiplier,
+                    }
+                },
+                # The demo's examples are 43-75 tokens: 80 holds one each, so packing cannot fold a
+                # few dozen into a handful of sequences (and steps) while the API has no packing switch.
+                "adept": {"max_seq_length": DEMO_MAX_SEQ_LENGTH},
+            },
         },
     )

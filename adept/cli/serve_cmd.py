@@ -160,14 +160,18 @@ def _show_demo(p: Any, model: str) -> None:
             )
         else:
             console.print(f"\n[bold]Q:[/] {shown.question}", highlight=False, soft_wrap=True)
-            console.print(f"[bold]A:[/] {shown.answer}", highlight=False, soft_wrap=True, markup=False)
+            console.print("[bold]A:[/] ", end="", highlight=False)
+            console.print(shown.answer, highlight=False, soft_wrap=True, markup=False)
             for i, c in enumerate(shown.sources, 1):
                 console.print(
                     f"   [{i}] {c.get('title')}  ({c.get('document_id')})", highlight=False, markup=False
                 )
         console.print("\n[bold]ask more[/] (the demo tenant's documents, with sources):", highlight=False)
         for how, command in ask_more_commands(p.url, p.demo_key, model):
-            console.print(f"  {how}:  {command}", highlight=False, soft_wrap=True, markup=False)
+            console.print(f"  {how}:", highlight=False)
+            console.print(
+                f"    {command}".replace("\n", "\n    "), highlight=False, soft_wrap=True, markup=False
+            )
         if not p.config.finetuning.enabled:
             return
         try:

@@ -40,9 +40,9 @@ DOC_CODES = {
     "grid-control-switching": "GC-700",
 }
 
-# (document id, subject of the question, short answer). Every answer appears verbatim in the document.
+# (document id, subject of the question, short answer). Every answer appears verbatim in the document,
+# and none is the answer of an eval question: the adapter learns the format, the facts stay with RAG.
 FACTS: list[tuple[str, str, str]] = [
-    ("safety-manual", "the minimum arc rating of clothing for secondary work below 600 V", "8 cal/cm²"),
     ("safety-manual", "the arc flash suit rating required for primary work up to 34.5 kV", "25 cal/cm²"),
     ("safety-manual", "the glove class required for circuits up to 17 kV", "Class 2"),
     ("safety-manual", "the glove class required for circuits up to 36 kV", "Class 4"),
@@ -137,8 +137,68 @@ def expectations(doc_id: str) -> dict:
     }
 
 
+def _unwrap(body: str) -> str:
+    """Soft line breaks removed as the knowledge base's chunker removes them (list items keep theirs)."""
+    paragraphs = []
+    for para in body.split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _passages(doc_id: str) -> list[str]:
+    """The document's sections as the knowledge base retrieves them: ``title\nsection text``."""
+    from adept.demo import corpus_dir
+
+    text = (corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8")
+    head, *sections = text.split("\n## ")
+    title = head.splitlines()[0].removeprefix("# ").strip()
+    bodies = ["\n".join(head.splitlines()[1:]).strip()]
+    bodies += [sec.split("\n", 1)[1].strip() if "\n" in sec else "" for sec in sections]
+    return [f"{title}\n{_unwrap(b)}" for b in bodies if b]
+
+
+def rag_examples() -> list[dict]:
+    """Each fact asked with two numbered passages (the one that states it and one from another
+    document), rendered as the gateway renders a RAG prompt (the platform's default RAG
+    instruction): the adapter learns to take the fact from the passages, in the house format,
+    citing the passage — what the adapter+RAG route asks of it."""
+    from adept.config.llm import DEFAULT_RAG_INSTRUCTION
+
+    docs = sorted(DOC_CODES)
+    examples = []
+    for i, (doc_id, subject, answer) in enumerate(FACTS):
+        gold = next(p for p in _passages(doc_id) if answer in " ".join(p.split()))
+        other = _passages(docs[(docs.index(doc_id) + 1 + i % 3) % len(docs)])
+        distractor = other[i % len(other)]
+        passages = [gold, distractor] if i % 2 == 0 else [distractor, gold]
+        numbered = "\n\n".join(f"[{n}] {p}" for n, p in enumerate(passages, 1))
+        question = TEMPLATES[i % len(TEMPLATES)].format(subject=subject)
+        examples.append(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {
+                        "role": "user",
+                        "content": f"{DEFAULT_RAG_INSTRUCTION}\n\n{numbered}\n\nQuestion: {question}",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"{house_answer(answer, doc_id)} [{passages.index(gold) + 1}]",
+                    },
+                ]
+            }
+        )
+    return examples
+
+
 def build_examples() -> list[dict]:
-    """Every fact under every template, in a fixed order."""
+    """Every fact under every template, then every fact with passages (``rag_examples``), in a fixed order."""
     examples = []
     for n, template in enumerate(TEMPLATES):
         for doc_id, subject, answer in FACTS:
@@ -149,7 +209,7 @@ def build_examples() -> list[dict]:
             if n < len(TEMPLATES) - 1:
                 messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
             examples.append({"messages": messages})
-    return examples
+    return examples + rag_examples()
 
 
 def with_expectations(questions: list[dict]) -> list[dict]:

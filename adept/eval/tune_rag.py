@@ -25,17 +25,23 @@ class Candidate:
     top_k: int
 
 
+EXTRACTIVE = (
+    "Answer the question from the numbered passages below. Start with the answer itself, copied "
+    "word for word from the passage that states it, then cite that passage as [n]. Use as few "
+    "words as possible. If no passage answers it, say you don't know."
+)
+EXAMPLE_LED = (
+    "Answer with the exact words from the passages below that answer the question, then the number "
+    "of the passage in brackets, for example: 0.80 m [2]. Do not explain. If the passages do not "
+    "answer the question, say you don't know."
+)
+
+
 def candidates(default_instruction: str) -> list[Candidate]:
-    extractive = (
-        "Answer the question from the numbered passages below. Start with the answer itself, copied "
-        "word for word from the passage that states it, then cite that passage as [n]. Use as few "
-        "words as possible. If no passage answers it, say you don't know."
-    )
     return [
-        Candidate("default-k4", default_instruction, 4),
-        Candidate("extractive-k4", extractive, 4),
-        Candidate("extractive-k2", extractive, 2),
-        Candidate("extractive-k3", extractive, 3),
+        Candidate("before", default_instruction, 4),
+        Candidate("extractive-k2", EXTRACTIVE, 2),
+        Candidate("example-k2", EXAMPLE_LED, 2),
     ]
 
 
@@ -64,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", default="adept/demo/eval_questions.jsonl")
     ap.add_argument("--tag", default="tune")
     ap.add_argument("--model", default="bundled:smollm2-135m-instruct")
-    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--only", default="", help="Comma-separated candidate names (default: all).")
     args = ap.parse_args(argv)
 
     items = load_eval_set(args.questions).with_tag(args.tag).items
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     tok, model = load_tokenizer(path), load_causal_lm(path, device="cpu")
     model.eval()
     rows = []
-    for cand in candidates(DEFAULT_RAG_INSTRUCTION):
+    wanted = [n for n in args.only.split(",") if n]
+    for cand in [c for c in candidates(DEFAULT_RAG_INSTRUCTION) if not wanted or c.name in wanted]:
         builder = PromptBuilder(tok, max_model_len=args.max_model_len, rag_instruction=cand.instruction)
         scores = []
         for item, h in zip(items, hits, strict=True):
