@@ -37,11 +37,20 @@ EXAMPLE_LED = (
 )
 
 
+AFTER = (
+    "{passages}\n\nQuestion: {question}\n"
+    "Answer the question in as few words as possible, with the words of the passage that answers it, "
+    "then cite that passage as [n]."
+)
+
+
 def candidates(default_instruction: str) -> list[Candidate]:
     return [
         Candidate("before", default_instruction, 4),
         Candidate("extractive-k2", EXTRACTIVE, 2),
         Candidate("example-k2", EXAMPLE_LED, 2),
+        Candidate("after-k2", AFTER, 2),
+        Candidate("after-k4", AFTER, 4),
     ]
 
 
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", default="adept/demo/eval_questions.jsonl")
     ap.add_argument("--tag", default="tune")
     ap.add_argument("--model", default="bundled:smollm2-135m-instruct")
-    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--only", default="", help="Comma-separated candidate names (default: all).")
     args = ap.parse_args(argv)

@@ -16,7 +16,7 @@ import pytest
 
 from adept.config.finetuning import FineTuningConfig, auto_hyperparameters
 from adept.demo import eval_questions_path
-from adept.demo.make_finetune import SYSTEM_PROMPT, build_examples, house_format_regex
+from adept.demo.make_finetune import FACTS, SYSTEM_PROMPT, build_examples, house_format_regex
 from adept.eval.routes import DEFAULT_SYSTEM_PROMPT
 
 pytestmark = pytest.mark.integration
@@ -53,9 +53,8 @@ def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled
     from training.finetune import run_job
 
     assert SYSTEM_PROMPT == DEFAULT_SYSTEM_PROMPT  # trained the way the eval asks
-    examples = build_examples()
-    per_template = len(examples) // 4
-    train = [examples[t * per_template + i] for t in range(4) for i in range(N_FACTS)]
+    examples = build_examples()  # FACTS under each of 4 phrasings, then FACTS with passages
+    train = [examples[t * len(FACTS) + i] for t in range(4) for i in range(N_FACTS)]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in train), encoding="utf-8")
     questions = [json.loads(line)["question"] for line in eval_questions_path().read_text().splitlines()]

@@ -102,3 +102,18 @@ def test_recommendation_weighs_the_parts_and_says_why_in_one_sentence() -> None:
         and "winning on the house vocabulary" in why
     )
     assert why.count(".") <= 6 and why.endswith(".")
+
+
+def test_an_evaluation_file_is_checked_whole_and_for_the_promotion_metric() -> None:
+    from adept.errors import InvalidRequest
+    from adept.eval.promotion import check_evaluation_file
+
+    good = b'{"question": "q", "answer": "a", "expect": {"required_terms": ["FR-7"]}}\n'
+    assert len(check_evaluation_file(good, metric="combined").items) == 1
+    with pytest.raises(InvalidRequest) as e:
+        check_evaluation_file(b'{"question": ""}\nnot json\n')
+    assert e.value.param == "evaluation_file" and "line 1" in e.value.message and "line 2" in e.value.message
+    with pytest.raises(InvalidRequest, match="no question states `expect`"):
+        check_evaluation_file(b'{"question": "q", "answer": "a"}\n', metric="combined")
+    with pytest.raises(InvalidRequest, match="unknown promotion metric"):
+        check_evaluation_file(good, metric="bleu")
