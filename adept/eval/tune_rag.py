@@ -79,12 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", default="adept/demo/eval_questions.jsonl")
     ap.add_argument("--tag", default="tune")
     ap.add_argument("--model", default="bundled:smollm2-135m-instruct")
-    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--max-tokens", type=int, default=20)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--only", default="", help="Comma-separated candidate names (default: all).")
+    ap.add_argument("--limit", type=int, default=0, help="Only the first N questions (0: all).")
     args = ap.parse_args(argv)
 
     items = load_eval_set(args.questions).with_tag(args.tag).items
+    items = items[: args.limit] if args.limit else items
     with PlatformClient(args.url, args.api_key) as client:
         hits = [client.search(i.question, 4) for i in items]
     path = resolve_model(args.model)
