@@ -109,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = load_eval_set(eval_questions_path())
     eval_set = eval_set.with_tag(args.tag) if args.tag else eval_set
     overrides = [f"gateway.port={args.port}", "finetuning.enabled=false"]
-    with embedded_platform(data_dir, overrides, say=print) as (url, key):
-        with PlatformClient(url, key) as client:
-            report = run_eval(client, eval_set, EvalOptions(adapter=DEMO_ADAPTER))
+    with embedded_platform(data_dir, overrides, say=print) as (url, key), PlatformClient(url, key) as client:
+        report = run_eval(client, eval_set, EvalOptions(adapter=DEMO_ADAPTER))
     print_report(report)
     paths = write_report(report, args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
