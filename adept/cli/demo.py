@@ -15,10 +15,11 @@ from typing import Any
 
 from adept.demo import finetune_path
 
-# Asked when `make run` is up: its facts are only in the demo documents (RAG answers it, the bare
-# model cannot), and the bundled model answers it correctly from them.
-DEMO_QUESTION = "What does fault code R-14 on the LRC-400 recloser controller mean?"
-DEMO_ANSWER = "phase overcurrent lockout"
+# Asked when `make run` is up: its fact is only in the demo documents (RAG answers it, the bare model
+# cannot), and the bundled model, greedy, answers it correctly from them (a question of the `tune`
+# half of the demo set: the held-out half stays unseen).
+DEMO_QUESTION = "How much is the Lumen Grid Outage Guarantee credit?"
+DEMO_ANSWER = "$50"
 # The adapter the demo's fine-tuning job produces (the job's `suffix`).
 DEMO_ADAPTER_SUFFIX = "lumen-style"
 DEMO_MAX_SEQ_LENGTH = 80

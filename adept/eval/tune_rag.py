@@ -23,6 +23,7 @@ class Candidate:
     name: str
     instruction: str
     top_k: int
+    title_last: bool = False  # the passage's text first, its document's title after it
 
 
 EXTRACTIVE = (
@@ -44,6 +45,12 @@ AFTER = (
 )
 
 
+SHORT = (
+    "Answer the question with a few words copied from the passages below, then cite the passage "
+    "as [n]. If the passages do not contain the answer, say so."
+)
+
+
 def candidates(default_instruction: str) -> list[Candidate]:
     return [
         Candidate("before", default_instruction, 4),
@@ -51,7 +58,16 @@ def candidates(default_instruction: str) -> list[Candidate]:
         Candidate("example-k2", EXAMPLE_LED, 2),
         Candidate("after-k2", AFTER, 2),
         Candidate("after-k4", AFTER, 4),
+        Candidate("titlelast-default-k4", default_instruction, 4, title_last=True),
+        Candidate("titlelast-short-k3", SHORT, 3, title_last=True),
     ]
+
+
+def passage(hit: dict, title_last: bool) -> str:
+    title, text = hit.get("title") or "", hit["text"]
+    if not title:
+        return text
+    return f"{text}\n(Source: {title})" if title_last else f"{title}\n{text}"
 
 
 def _score(pred: str, item: Any, docs: list[str], cited: list[int]) -> dict[str, float | None]:
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = []
         for item, h in zip(items, hits, strict=True):
             top = h[: cand.top_k]
-            passages = [f"{x['title']}\n{x['text']}" if x.get("title") else x["text"] for x in top]
+            passages = [passage(x, cand.title_last) for x in top]
             req = GenerateRequest(
                 messages=[
                     {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},

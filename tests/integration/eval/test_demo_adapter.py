@@ -62,7 +62,8 @@ def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled
 
     tok = load_tokenizer(bundled_model)
     base = AutoModelForCausalLM.from_pretrained(str(bundled_model), dtype=torch.float32).eval()
-    before, _ = _compliance(base, tok, held_out)
+    before, base_answers = _compliance(base, tok, held_out)
+    print(f"base format compliance on {len(held_out)} held-out prompts: {before:.2f}", flush=True)
 
     hp = auto_hyperparameters(len(train))
     lr = FineTuningConfig().base_learning_rate * hp.learning_rate_multiplier
