@@ -217,7 +217,9 @@ def _follow_job(url: str, key: str, job_id: str, interval_s: float = 10.0) -> No
             for ev in reversed(events.get("data", [])):  # newest first on the wire
                 if ev.get("id") not in seen:
                     seen.add(ev.get("id"))
-                    err_console.print(f"[dim]fine-tune {job_id}: {ev.get('message')}[/]", highlight=False)
+                    err_console.print(
+                        f"fine-tune {job_id}: {ev.get('message')}", style="dim", markup=False, highlight=False
+                    )
             if job.get("status") in ("succeeded", "failed", "cancelled"):
                 model = job.get("fine_tuned_model")
                 err_console.print(
