@@ -152,7 +152,7 @@ def _unwrap(body: str) -> str:
 
 
 def _passages(doc_id: str) -> list[str]:
-    """The document's sections as the knowledge base retrieves them: ``title\nsection text``."""
+    """The document's sections as the knowledge base retrieves them, as the model reads them."""
     from adept.demo import corpus_dir
 
     text = (corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8")
@@ -160,7 +160,8 @@ def _passages(doc_id: str) -> list[str]:
     title = head.splitlines()[0].removeprefix("# ").strip()
     bodies = ["\n".join(head.splitlines()[1:]).strip()]
     bodies += [sec.split("\n", 1)[1].strip() if "\n" in sec else "" for sec in sections]
-    return [f"{title}\n{_unwrap(b)}" for b in bodies if b]
+    # As the gateway renders a passage (services.gateway.chat.passage_text): text, then its source.
+    return [f"{_unwrap(b)}\n(Source: {title})" for b in bodies if b]
 
 
 def rag_examples() -> list[dict]:

@@ -273,8 +273,15 @@ RAG_DEFAULT_TEMPERATURE = 0.0
 
 
 def passage_text(hit: SearchHit) -> str:
-    """The passage as the model reads it: its title (a strong hint of what it is about), then the text."""
-    return f"{hit.title}\n{hit.text}" if hit.title and not hit.text.startswith(hit.title) else hit.text
+    """The passage as the model reads it: the text, then the title of its document as its source.
+
+    Text first: a small model copies the start of a passage, and a title there got copied instead
+    of the answer (measured on the demo's tune questions with the bundled model: answer-contained
+    0.10 with the title first, 0.20 with it last). The title stays, for the document's name and code.
+    """
+    if not hit.title or hit.text.startswith(hit.title):
+        return hit.text
+    return f"{hit.text}\n(Source: {hit.title})"
 
 
 def build_citations(

@@ -92,7 +92,7 @@ def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
     svc, llm, kb = service
     out = run(svc.chat(tenants["acme"][0], chat_req(rag={"top_k": 2})))
     assert kb.queries == [("acme", "hello there", 2)]
-    assert llm.calls[0][1].passages == ["Doc 0\ntext 0", "Doc 1\ntext 1"]
+    assert llm.calls[0][1].passages == ["text 0\n(Source: Doc 0)", "text 1\n(Source: Doc 1)"]
     # The fake LLM reports it used passage 0 only.
     assert out.model_dump()["citations"] == [
         {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
