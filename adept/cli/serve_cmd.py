@@ -169,9 +169,8 @@ def _show_demo(p: Any, model: str) -> None:
         console.print("\n[bold]ask more[/] (the demo tenant's documents, with sources):", highlight=False)
         for how, command in ask_more_commands(p.url, p.demo_key, model):
             console.print(f"  {how}:", highlight=False)
-            console.print(
-                f"    {command}".replace("\n", "\n    "), highlight=False, soft_wrap=True, markup=False
-            )
+            # Not indented: a heredoc's closing EOF must start its line to work when pasted.
+            console.print(command, highlight=False, soft_wrap=True, markup=False)
         if not p.config.finetuning.enabled:
             return
         try:
