@@ -41,8 +41,8 @@ def _compliance(model, tok, questions: list[str]) -> tuple[float, list[str]]:
     return sum(bool(pattern.search(a)) for a in answers) / len(answers), answers
 
 
-def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled_model, short_tmp, tmp_path):
-    import ray
+@pytest.mark.timeout(2400)  # minutes on a quiet 2-core machine; a shared one needs more
+def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled_model, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -95,11 +95,7 @@ def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled
             "output": {"data_dir": str(tmp_path / "data"), "publish": False},
         },
     )
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(short_tmp / "ray-demo"))
-    try:
-        result = run_job(cfg, platform=_platform(bundled_model, tmp_path / "data"))
-    finally:
-        ray.shutdown()
+    result = run_job(cfg, address="local", platform=_platform(bundled_model, tmp_path / "data"))
     tuned = PeftModel.from_pretrained(base, str(result.get("path") or result["result"])).eval()
     after, answers = _compliance(tuned, tok, held_out)
     print(
