@@ -295,13 +295,18 @@ class Platform:
             await self.activate_adapter(record.name, name, version.version)
         return version
 
-    async def publish_run(self, run_dir: str | Path, tenant: str, name: str) -> AdapterVersion:
+    async def publish_run(
+        self, run_dir: str | Path, tenant: str, name: str, *, inactive: bool = False
+    ) -> AdapterVersion:
         """Publish the adapter a training run left in ``<run_dir>/result``, once per run.
 
         The hand-off between training and publishing (``adept.training_runs``): the job that
         trained it (one machine) or the operator when the FineTuneJob succeeds (a cluster, where
         training holds no platform credentials) calls this; every rule of ``publish_adapter``
         applies. A version already published from this run is returned, not published again.
+
+        With ``inactive`` (a job with an evaluation file), the version serving now keeps serving
+        until ``promote`` decides.
 
         Raises:
             NotFound: no run, or a run without a result. InvalidRequest: the run belongs to
@@ -321,7 +326,7 @@ class Platform:
             if run.data.get("result") != RESULT_DIR or not result.is_dir():
                 raise NotFound(f"training run {run_dir} has no result yet")
             extras = {f: result / f for f in RESULT_EXTRAS if (result / f).is_file()}
-            return await self.publish_adapter(tenant, name, result, extra_files=extras)
+            return await self.publish_adapter(tenant, name, result, extra_files=extras, inactive=inactive)
 
     async def check_publishable(self, tenant: str, name: str, base_model: str) -> None:
         """Would an adapter ``tenant/name`` trained on ``base_model`` be published? Raises what publishing would.
