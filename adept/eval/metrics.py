@@ -20,8 +20,8 @@ Definitions:
     copied from the question removed) that occur in the passages retrieved for the question;
   * format compliance: 1 if the stripped answer matches the expected regular expression (or
     parses as JSON valid against the expected schema), else 0;
-  * terms: share of the vocabulary checks passed — each required term present, each forbidden
-    term absent (case-insensitive, on word boundaries where the term starts/ends with a letter or digit).
+  * terms: share of the required terms the answer uses, 0 if it uses a forbidden term
+    (case-insensitive, on word boundaries where the term starts/ends with a letter or digit).
 """
 
 from __future__ import annotations
@@ -330,9 +330,18 @@ def _has_term(text: str, term: str) -> bool:
 
 
 def term_score(prediction: str, required: Sequence[str] = (), forbidden: Sequence[str] = ()) -> float | None:
-    """Share of passed vocabulary checks (required present, forbidden absent); None without terms."""
-    checks = [_has_term(prediction, t) for t in required] + [not _has_term(prediction, t) for t in forbidden]
-    return sum(checks) / len(checks) if checks else None
+    """Share of the required terms the answer uses; 0 when it uses a forbidden one; None without terms.
+
+    With forbidden terms only: 1 when it uses none. (Absent forbidden terms earn nothing when there are
+    required ones: an answer that never names the house's vocabulary must not score for staying polite.)
+    """
+    if not required and not forbidden:
+        return None
+    if any(_has_term(prediction, t) for t in forbidden):
+        return 0.0
+    if not required:
+        return 1.0
+    return sum(_has_term(prediction, t) for t in required) / len(required)
 
 
 # -- aggregation -----------------------------------------------------------------------------------

@@ -79,6 +79,8 @@ def print_report(report: dict[str, Any], console: Any | None = None) -> None:
     rec = report["recommendation"]
     if rec.get("route"):
         console.print(f"[bold green]Recommended route:[/] {rec['label']}")
+        if rec.get("why"):
+            console.print(rec["why"], highlight=False, markup=False)
     else:
         console.print("[bold yellow]No recommendation.[/]")
     for reason in rec.get("reasons", []):

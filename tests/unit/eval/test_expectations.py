@@ -39,7 +39,9 @@ def test_format_regex_and_json_schema() -> None:
 def test_terms_are_case_insensitive_and_on_word_boundaries() -> None:
     assert m.term_score("Trip (fr-7).", ["FR-7"]) == 1.0
     assert m.term_score("FR-70 applies", ["FR-7"]) == 0.0
-    assert m.term_score("I'm sorry, FR-7", ["FR-7"], ["I'm sorry"]) == 0.5
+    assert m.term_score("I'm sorry, FR-7", ["FR-7"], ["I'm sorry"]) == 0.0
+    assert m.term_score("FR-7 and LGS-100", ["FR-7", "OP-210"], ["I'm sorry"]) == 0.5
+    assert m.term_score("polite", [], ["I'm sorry"]) == 1.0
     assert m.term_score("x") is None
 
 
@@ -48,8 +50,8 @@ def test_expectations_are_scored_per_question_and_combined() -> None:
     good = score_question(item, ROUTES["rag+lora"], Answer("ground fault trip (FR-7)."), None, None, 4)
     assert good.scores["format"] == 1.0 and good.scores["terms"] == 1.0 and good.scores["combined"] == 1.0
     facts_only = score_question(item, ROUTES["rag"], Answer("A ground fault trip."), None, None, 4)
-    assert facts_only.scores["format"] == 0.0 and facts_only.scores["terms"] == 0.5
-    assert facts_only.scores["combined"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    assert facts_only.scores["format"] == 0.0 and facts_only.scores["terms"] == 0.0
+    assert facts_only.scores["combined"] == pytest.approx(1.0 / 3)
     failed = score_question(item, ROUTES["lora"], None, "HTTP 503", None, 4)
     assert failed.scores["format"] == 0.0 and failed.scores["terms"] == 0.0
     plain = score_question(
