@@ -1,6 +1,6 @@
 """The demo adapter learns the house format: a few dozen examples, ``auto`` hyper-parameters, the bundled model.
 
-48 of the demo's fine-tuning examples (12 facts x 4 phrasings) train a LoRA on the bundled
+48 of the demo's fine-tuning examples (12 facts from across the documents x 4 phrasings) train a LoRA on the bundled
 SmolLM2-135M with the hyper-parameters ``auto`` picks for 48 examples; format compliance (the house
 format regex the eval questions expect) is measured on held-out prompts — demo eval questions about
 other facts, never trained on — before and after. A few minutes on 2 CPU cores.
@@ -26,6 +26,7 @@ HELD_OUT = 12
 
 
 def _compliance(model, tok, questions: list[str]) -> tuple[float, list[str]]:
+    """Share of answers in the house format, and the answers."""
     import torch
 
     pattern = re.compile(house_format_regex())
@@ -54,11 +55,16 @@ def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled
 
     assert SYSTEM_PROMPT == DEFAULT_SYSTEM_PROMPT  # trained the way the eval asks
     examples = build_examples()  # FACTS under each of 4 phrasings, then FACTS with passages
-    train = [examples[t * len(FACTS) + i] for t in range(4) for i in range(N_FACTS)]
+    picked = range(0, len(FACTS), len(FACTS) // N_FACTS)[
+        :N_FACTS
+    ]  # spread over the documents and their codes
+    train = [examples[t * len(FACTS) + i] for t in range(4) for i in picked]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in train), encoding="utf-8")
-    questions = [json.loads(line)["question"] for line in eval_questions_path().read_text().splitlines()]
-    held_out = questions[:: len(questions) // HELD_OUT][:HELD_OUT]
+    rows = [json.loads(line) for line in eval_questions_path().read_text().splitlines()]
+    rows = rows[:: len(rows) // HELD_OUT][:HELD_OUT]
+    held_out = [r["question"] for r in rows]
+    codes = [r["expect"]["required_terms"][0] for r in rows]
 
     tok = load_tokenizer(bundled_model)
     base = AutoModelForCausalLM.from_pretrained(str(bundled_model), dtype=torch.float32).eval()
@@ -98,8 +104,11 @@ def test_auto_hyperparameters_teach_the_house_format_on_held_out_prompts(bundled
     result = run_job(cfg, address="local", platform=_platform(bundled_model, tmp_path / "data"))
     tuned = PeftModel.from_pretrained(base, str(result.get("path") or result["result"])).eval()
     after, answers = _compliance(tuned, tok, held_out)
+    # Vocabulary: the code of the document the question is about (the adapter maps topics to codes).
+    vocab = sum(code in a for code, a in zip(codes, answers, strict=True)) / len(answers)
     print(
-        f"format compliance on {len(held_out)} held-out prompts: {before:.2f} -> {after:.2f}; {hp}; lr {lr:g}"
+        f"format compliance on {len(held_out)} held-out prompts: {before:.2f} -> {after:.2f}; "
+        f"right document code {vocab:.2f}; {hp}; lr {lr:g}"
     )
     print("\n".join(answers))
     assert before < 0.2, base_answers
