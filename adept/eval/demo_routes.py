@@ -48,8 +48,22 @@ def _has_adapter(data_dir: Path) -> bool:
     return bool(AdapterRegistry(cfg.resolved_adapter_store).versions(TENANT, DEMO_ADAPTER))
 
 
-def train_demo_adapter(data_dir: Path) -> dict:
-    """Train and publish ``demo/lumen-style`` with the ``auto`` hyper-parameters for the demo examples."""
+def _subset(n_facts: int, out: Path) -> Path:
+    """``n_facts`` facts spread over the documents: each under every phrasing, and with its passages."""
+    from adept.demo.make_finetune import FACTS, TEMPLATES, build_examples, render
+
+    examples = build_examples()
+    picked = list(range(0, len(FACTS), max(1, len(FACTS) // n_facts)))[:n_facts]
+    blocks = len(TEMPLATES) + 1  # the phrasings, then the passage examples
+    out.write_text(
+        render([examples[b * len(FACTS) + i] for b in range(blocks) for i in picked]), encoding="utf-8"
+    )
+    return out
+
+
+def train_demo_adapter(data_dir: Path, n_facts: int | None = None) -> dict:
+    """Train and publish ``demo/lumen-style`` with the ``auto`` hyper-parameters for the demo examples
+    (all of them, or ``n_facts`` facts' worth: a quicker, weaker adapter)."""
     from adept.config.base import load_config
     from adept.config.finetuning import FineTuningConfig, auto_hyperparameters
     from adept.config.platform import load_platform_config
@@ -57,7 +71,8 @@ def train_demo_adapter(data_dir: Path) -> dict:
     from adept.demo import TENANT, finetune_path
     from training.finetune import run_job
 
-    n = sum(1 for line in finetune_path().read_text(encoding="utf-8").splitlines() if line.strip())
+    data = finetune_path() if not n_facts else _subset(n_facts, data_dir / "demo-subset.jsonl")
+    n = sum(1 for line in data.read_text(encoding="utf-8").splitlines() if line.strip())
     hp = auto_hyperparameters(n)
     settings = FineTuningConfig()
     platform = load_platform_config(data_dir)
@@ -70,7 +85,7 @@ def train_demo_adapter(data_dir: Path) -> dict:
             "adapter": DEMO_ADAPTER,
             "description": f"demo: house format and vocabulary ({n} examples, auto: {hp})",
             "lora": {"rank": settings.default_lora_rank, "alpha": 2.0 * settings.default_lora_rank},
-            "data": {"path": str(finetune_path()), "validation_split": 0.0, "packing": hp.packing},
+            "data": {"path": str(data), "validation_split": 0.0, "packing": hp.packing},
             "train": {
                 "epochs": hp.n_epochs,
                 "batch_size": hp.batch_size,
@@ -91,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from adept.eval.client import PlatformClient
     from adept.eval.dataset import load_eval_set
     from adept.eval.report import print_report, write_report
+    from adept.eval.routes import Decoding
     from adept.eval.runner import EvalOptions, embedded_platform, run_eval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,18 +115,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="heldout", help="Question split to report on ('' for all).")
     ap.add_argument("--port", type=int, default=8010)
     ap.add_argument("--retrain", action="store_true", help="Train a new adapter version even if one exists.")
+    ap.add_argument("--facts", type=int, default=0, help="Train on this many facts only (quicker; 0: all).")
+    ap.add_argument("--max-tokens", type=int, default=64, help="Most tokens per answer.")
     args = ap.parse_args(argv)
     data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     _ensure_tenant(data_dir)
     if args.retrain or not _has_adapter(data_dir):
-        print(json.dumps({"trained": train_demo_adapter(data_dir)}, default=str), flush=True)
+        print(json.dumps({"trained": train_demo_adapter(data_dir, args.facts)}, default=str), flush=True)
     eval_set = load_eval_set(eval_questions_path())
     eval_set = eval_set.with_tag(args.tag) if args.tag else eval_set
     overrides = [f"gateway.port={args.port}", "finetuning.enabled=false"]
     with embedded_platform(data_dir, overrides, say=print) as (url, key), PlatformClient(url, key) as client:
-        report = run_eval(client, eval_set, EvalOptions(adapter=DEMO_ADAPTER))
+        options = EvalOptions(adapter=DEMO_ADAPTER, decoding=Decoding(max_tokens=args.max_tokens))
+        report = run_eval(client, eval_set, options)
     print_report(report)
     paths = write_report(report, args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
