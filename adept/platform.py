@@ -434,7 +434,17 @@ class Platform:
         ours = await _measure(evaluate, candidate.id, metric)
         theirs = await _measure(evaluate, f"{tenant}/{name}@{against}", metric) if against else None
         score, their_score = ours[metric], (theirs or {}).get(metric)
-        if their_score is None:
+        if their_score is None and served == candidate.version and served is not None:
+            others = await asyncio.to_thread(self.registry.versions, tenant, name)
+            first = len(others) == 1
+            promoted = True
+            reason = (
+                f"{candidate.id} is the first version: {metric} {score:.3f}"
+                if first
+                else f"{candidate.id} already serves (it was not published inactive): {metric} {score:.3f}, "
+                "nothing compared"
+            )
+        elif their_score is None:
             promoted, reason = True, f"{candidate.id} is the first version to measure: {metric} {score:.3f}"
         elif score >= their_score - margin:
             promoted = True

@@ -102,3 +102,13 @@ def test_publish_without_inactive_still_serves_the_latest(parts, tmp_path):  # n
     run(platform.publish_adapter("acme", "style", src))
     run(platform.publish_adapter("acme", "style", make_adapter_dir(tmp_path / "b", seed=2)))
     assert run(platform.resolve_adapter("acme", "style")).version == "v2"
+
+
+def test_a_version_published_active_is_not_compared_and_says_so(parts, tmp_path):  # noqa: F811
+    platform, *_ = parts
+    run(platform.create_tenant(TenantSpec(name="acme")))
+    run(platform.publish_adapter("acme", "style", make_adapter_dir(tmp_path / "a", seed=1)))
+    v2 = run(platform.publish_adapter("acme", "style", make_adapter_dir(tmp_path / "b", seed=2)))
+    evaluate, calls = scores({"v1": 0.9, "v2": 0.1})
+    outcome = run(platform.promote("acme", "style", v2.version, evaluate, metric="combined", margin=0.0))
+    assert outcome.promoted and "already serves" in outcome.reason and calls == ["acme/style@v2"]
