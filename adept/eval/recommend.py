@@ -112,7 +112,7 @@ def recommend(routes: list[RouteResult], headline: str | None, *, seed: int = 0)
     return {
         "route": chosen.name,
         "label": chosen.label,
-        "why": explain(chosen, ran, headline),
+        "why": explain(chosen, ran, headline, best=best),
         "headline": headline,
         "headline_mean": _mean(chosen, headline),
         "best_by_mean": best.name,
@@ -127,10 +127,17 @@ def recommend(routes: list[RouteResult], headline: str | None, *, seed: int = 0)
 _PARTS = {"contains": "the facts", "format": "the house format", "terms": "the house vocabulary"}
 
 
-def explain(chosen: RouteResult, ran: list[RouteResult], headline: str) -> str:
+def explain(
+    chosen: RouteResult, ran: list[RouteResult], headline: str, *, best: RouteResult | None = None
+) -> str:
     """One sentence: the recommended route, its headline score, and what it wins on (or why it is enough)."""
     label = METRICS[headline]
     head = f"{chosen.label} is recommended: {label} {_mean(chosen, headline):.2f}"
+    if best is not None and best is not chosen:
+        return (
+            f"{head}, and {best.label}'s higher {_mean(best, headline):.2f} is not significantly better on "
+            f"these {len(best.questions)} questions, so the simpler route is enough."
+        )
     others = [r for r in ran if r is not chosen]
     if not others:
         return head + " (the only route that ran)."

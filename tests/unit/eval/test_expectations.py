@@ -119,3 +119,17 @@ def test_an_evaluation_file_is_checked_whole_and_for_the_promotion_metric() -> N
         check_evaluation_file(b'{"question": "q", "answer": "a"}\n', metric="combined")
     with pytest.raises(InvalidRequest, match="unknown promotion metric"):
         check_evaluation_file(good, metric="bleu")
+
+
+def test_the_why_names_the_better_route_when_a_simpler_one_is_recommended() -> None:
+    ran = [
+        route_result("lora", [0.2, 0.8, 0.3, 0.7, 0.5, 0.4, 0.6, 0.5]),
+        route_result("rag+lora", [0.8, 0.2, 0.7, 0.3, 0.6, 0.5, 0.4, 0.7]),
+    ]
+    for r in ran:
+        r.summary["metrics"]["combined"] = r.summary["metrics"]["f1"]
+        for q in r.questions:
+            q.scores["combined"] = q.scores["f1"]
+    rec = recommend(ran, "combined")
+    assert rec["route"] == "lora"
+    assert "adapter+RAG's higher 0.53 is not significantly better on these 8 questions" in rec["why"]
