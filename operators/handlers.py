@@ -564,11 +564,17 @@ def reconcile_adapter(
 
             check_base_model(active.id, parsed.base_model, active.manifest.base_model)
         _phase(patch, status, meta, "ready", "Active", f"{active.id} is active")
+        evaluations = {
+            v.version: v.manifest.evaluation.model_dump(mode="json")
+            for v in platform.registry.list(parsed.tenant)
+            if v.name == parsed.name and v.manifest.evaluation is not None
+        }
         patch.status.update(
             versions=versions,
             activeVersion=active.version,
             storageUri=active.uri,
             baseModel=active.manifest.base_model,
+            **({"evaluations": evaluations} if evaluations else {}),
         )
 
 

@@ -7,20 +7,86 @@ A line looks like::
 
 ``answer`` (a short gold answer), ``reference_documents`` (ids of the documents that contain
 the answer, as the knowledge base names them; file stems work) and ``tags`` (for per-tag
-metrics) are optional. Blank lines are skipped. Lines are read by ``adept.jsonl``.
+metrics) are optional. ``expect`` states what fine-tuning is for, beyond the facts::
+
+    "expect": {"format": "^.+ \\(Schedule R\\)\\.$", "required_terms": ["Schedule R"],
+               "forbidden_terms": ["I'm sorry"]}
+
+(``format`` is a regular expression the stripped answer must match — ``re.search``, so anchor it;
+``json_schema`` instead asks for a JSON answer valid against the schema). Blank lines are
+skipped. Lines are read by ``adept.jsonl``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from adept.config.base import StrictModel, format_validation_error
 from adept.errors import ConfigError, NotFound
 from adept.jsonl import LineProblem, iter_objects, read_bytes
 
 MAX_QUESTIONS = 10_000
+
+
+class Expectations(StrictModel):
+    """What an answer must look like, whatever its facts: a format, terms it must or must not use."""
+
+    format: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="Regular expression the stripped answer must match (`re.search`; anchor it with ^ and $).",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema the answer, parsed as JSON, must be valid against."
+    )
+    required_terms: list[str] = Field(
+        default_factory=list, description="Terms the answer must contain (case-insensitive)."
+    )
+    forbidden_terms: list[str] = Field(
+        default_factory=list, description="Terms the answer must not contain (case-insensitive)."
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"format is not a valid regular expression: {e}") from None
+        return v
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(v).check_schema(v)
+            except jsonschema.SchemaError as e:
+                raise ValueError(f"json_schema is not a valid JSON Schema: {e.message}") from None
+        return v
+
+    @field_validator("required_terms", "forbidden_terms")
+    @classmethod
+    def _terms(cls, v: list[str]) -> list[str]:
+        if any(not s.strip() for s in v):
+            raise ValueError("terms must not be blank")
+        return list(dict.fromkeys(s.strip() for s in v))
+
+    @model_validator(mode="after")
+    def _one_format(self) -> Expectations:
+        if self.format is not None and self.json_schema is not None:
+            raise ValueError("give format or json_schema, not both")
+        if not (self.format or self.json_schema or self.required_terms or self.forbidden_terms):
+            raise ValueError("expect is empty: give format, json_schema, required_terms or forbidden_terms")
+        return self
 
 
 class EvalItem(StrictModel):
@@ -38,6 +104,9 @@ class EvalItem(StrictModel):
     )
     id: str | None = Field(
         None, max_length=200, description="Optional question id (default: the line number)."
+    )
+    expect: Expectations | None = Field(
+        None, description="Format and vocabulary the answer must show (what fine-tuning teaches)."
     )
 
     @field_validator("question")
@@ -75,6 +144,17 @@ class EvalSet(StrictModel):
     @property
     def has_references(self) -> bool:
         return any(i.reference_documents for i in self.items)
+
+    @property
+    def has_expectations(self) -> bool:
+        return any(i.expect for i in self.items)
+
+    def with_tag(self, tag: str) -> EvalSet:
+        """The questions tagged ``tag`` (a held-out split, a topic); an unknown tag is a ``ConfigError``."""
+        items = [i for i in self.items if tag in i.tags]
+        if not items:
+            raise ConfigError(f"{self.source}: no question is tagged {tag!r} (tags: {', '.join(self.tags)})")
+        return EvalSet(source=f"{self.source}#{tag}", items=items)
 
     @property
     def tags(self) -> list[str]:

@@ -89,7 +89,7 @@ def run_eval(
     for r in results:
         if r.skipped is None:
             summarise(r, n_resamples=opts.n_resamples, seed=opts.seed)
-    headline = headline_metric(eval_set.has_answers, kb_docs > 0)
+    headline = headline_metric(eval_set.has_answers, kb_docs > 0, eval_set.has_expectations)
     rec = recommend(results, headline, seed=opts.seed)
     base = next((r for r in results if r.name == "base" and r.skipped is None), None)
     vs_base = [
