@@ -77,7 +77,7 @@ def eval_command(
 ) -> None:
     """Compare routes on a question set through the tenant's public API and recommend one."""
     from adept.errors import InvalidRequest
-    from tools.eval.dataset import load_eval_set
+    from adept.evalset import load_eval_set
     from tools.eval.report import print_report, write_report
     from tools.eval.routes import DEFAULT_SYSTEM_PROMPT, Decoding, parse_route_names
     from tools.eval.runner import EvalOptions, corpus_files, embedded_platform

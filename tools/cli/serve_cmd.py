@@ -84,8 +84,13 @@ def up(
     err_console.print(f"[dim]data dir: {cfg.platform.data_dir}[/]", highlight=False, soft_wrap=True)
     platform = None
     try:
+        from tools.eval.promotion import serve_evaluator
+
         platform = start_platform(
-            cfg, demo=demo, say=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False, soft_wrap=True)
+            cfg,
+            demo=demo,
+            say=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False, soft_wrap=True),
+            evaluator=serve_evaluator,  # eval-gated promotion measures with the model that serves
         )
         # ray.init installed its own SIGTERM handler (a crash dump, no cleanup): take SIGTERM back.
         signal.signal(signal.SIGTERM, stop_on_signal)

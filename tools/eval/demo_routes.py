@@ -103,8 +103,8 @@ def train_demo_adapter(data_dir: Path, n_facts: int | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from adept.demo import eval_questions_path
+    from adept.evalset import load_eval_set
     from tools.eval.client import PlatformClient
-    from tools.eval.dataset import load_eval_set
     from tools.eval.report import print_report, write_report
     from tools.eval.routes import Decoding
     from tools.eval.runner import EvalOptions, embedded_platform, run_eval

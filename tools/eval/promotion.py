@@ -19,8 +19,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from adept.errors import AdeptError, ConfigError, InvalidRequest
-from tools.eval.dataset import EvalSet, parse_eval_lines
+from adept.errors import AdeptError
+from adept.evalset import EvalSet
+from adept.evalset import check_evaluation_file as _check
 from tools.eval.routes import ROUTES, Decoding, RoutePlan, ask
 from tools.eval.scoring import METRICS, RouteResult, score_question, summarise
 
@@ -30,30 +31,8 @@ Evaluate = Callable[[str], Awaitable[dict[str, float]]]
 def check_evaluation_file(
     data: bytes, source: str = "evaluation_file", *, metric: str | None = None
 ) -> EvalSet:
-    """The evaluation set in ``data``, or one ``InvalidRequest`` (``param="evaluation_file"``) naming every bad line.
-
-    With ``metric``, the set must be able to measure it (``combined``/``format``/``terms`` need
-    questions with ``expect``; answer metrics need gold answers).
-    """
-    try:
-        eval_set = parse_eval_lines(data, source)
-    except ConfigError as e:  # its message lists every bad line
-        raise InvalidRequest(e.message, param="evaluation_file") from None
-    if metric is not None:
-        if metric not in METRICS:
-            raise InvalidRequest(f"unknown promotion metric {metric!r}; choose from {', '.join(METRICS)}")
-        needs_expect = metric in ("combined", "format", "terms")
-        if needs_expect and not eval_set.has_expectations:
-            raise InvalidRequest(
-                f"{source}: promotion compares {metric!r}, but no question states `expect` (format, terms)",
-                param="evaluation_file",
-            )
-        if metric in ("exact_match", "contains", "f1", "rouge_l") and not eval_set.has_answers:
-            raise InvalidRequest(
-                f"{source}: promotion compares {metric!r}, but no question has a gold `answer`",
-                param="evaluation_file",
-            )
-    return eval_set
+    """The kernel's check (``adept.evalset.check_evaluation_file``), with ``metric`` one of ``adept eval``'s."""
+    return _check(data, source, metric=metric, known_metrics=METRICS)
 
 
 def score_model(
@@ -84,3 +63,86 @@ def make_evaluator(
         return await asyncio.to_thread(score_model, client, eval_set, model_id, rag=rag, decoding=decoding)
 
     return evaluate
+
+
+class CompletionClient:
+    """``PlatformClient.chat`` over a platform's own completion path (``CompletionService``), as one tenant.
+
+    Promotion measures with the model that serves: the same request, resolution, retrieval and
+    decoding as ``POST /v1/chat/completions`` with the tenant's key, without a key or HTTP.
+    """
+
+    def __init__(self, completions: Any, tenant: Any) -> None:
+        self.completions = completions
+        self.tenant = tenant
+
+    def chat(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        rag_top_k: int | None = None,
+    ) -> Any:
+        import time
+
+        from services.gateway.protocol import ChatCompletionRequest
+        from tools.eval.client import ChatAnswer
+
+        req = ChatCompletionRequest.model_validate(
+            {
+                "model": model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "seed": seed,
+                "rag": {"top_k": rag_top_k} if rag_top_k is not None else False,
+            }
+        )
+        start = time.perf_counter()
+        done = asyncio.run(self.completions.chat(self.tenant, req))
+        choice = done.choices[0]
+        citations = done.citations or []
+        return ChatAnswer(
+            text=choice.message.content or "",
+            latency_s=time.perf_counter() - start,
+            prompt_tokens=done.usage.prompt_tokens,
+            completion_tokens=done.usage.completion_tokens,
+            finish_reason=choice.finish_reason,
+            cited_documents=[c.document_id for c in citations],
+            cited_chunks=[c.chunk_id for c in citations],
+        )
+
+
+def completion_evaluator(completions: Any, platform: Any, *, rag: bool = True) -> Any:
+    """The ``Evaluator`` a job owner takes (``FineTuning(evaluator=...)``): each tenant's versions
+    measured through ``completions`` (a ``CompletionService``) as that tenant."""
+
+    def for_tenant(tenant: str, eval_set: EvalSet) -> Evaluate:
+        async def evaluate(model_id: str) -> dict[str, float]:
+            client = CompletionClient(completions, await platform.get_tenant(tenant))
+            return await asyncio.to_thread(score_model, client, eval_set, model_id, rag=rag)
+
+        return evaluate
+
+    return for_tenant
+
+
+def serve_evaluator(config: Any) -> Any:
+    """``completion_evaluator`` over a running Serve application's LLM and retrieval deployments
+    (embedded mode's job runner; the gateway's own completion path, built as the gateway builds it)."""
+    from ray import serve
+
+    from services.gateway.backends import ServeKnowledgeBase, ServeLLM
+    from services.gateway.context import build_gateway_context
+
+    ctx = build_gateway_context(
+        config,
+        llm=ServeLLM(serve.get_deployment_handle("llm", app_name=config.app_name)),
+        kb=ServeKnowledgeBase(serve.get_deployment_handle("retrieval", app_name=config.app_name)),
+        admin_key_sha256="0" * 64,  # no admin calls: only completions
+        unload=None,
+    )
+    return completion_evaluator(ctx.completions, ctx.platform)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from adept.errors import AdeptError, AuthenticationError, NotFound, PermissionDenied, Unavailable
+from adept.evalset import EvalSet
 from tools.eval import metrics as m
 from tools.eval.client import PlatformClient
-from tools.eval.dataset import EvalSet
 from tools.eval.recommend import compare, recommend
 from tools.eval.routes import ROUTES, Decoding, Route, RoutePlan, ask, plan_routes, split_models
 from tools.eval.scoring import Retrieved, RouteResult, headline_metric, score_question, summarise

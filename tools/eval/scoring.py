@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adept.evalset import EvalItem
 from tools.eval import metrics as m
-from tools.eval.dataset import EvalItem
 from tools.eval.routes import Route
 
 # Metric keys, in display order, with their labels.

@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from adept.config.llm import DEFAULT_RAG_INSTRUCTION
+    from adept.evalset import load_eval_set
     from adept.models import load_causal_lm, load_tokenizer, resolve_model
     from services.llm.prompting import PromptBuilder, cited_numbers
     from services.llm.protocol import GenerateRequest
     from tools.eval.client import PlatformClient
-    from tools.eval.dataset import load_eval_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True)

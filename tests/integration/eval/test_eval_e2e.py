@@ -139,8 +139,8 @@ def test_all_four_routes_through_the_public_api(
 
 
 def test_answers_are_deterministic(platform, questions: Path) -> None:
+    from adept.evalset import load_eval_set
     from tools.eval.client import PlatformClient
-    from tools.eval.dataset import load_eval_set
     from tools.eval.routes import Decoding, parse_route_names
     from tools.eval.runner import EvalOptions, run_eval
 

@@ -7,7 +7,7 @@ import re
 
 from adept.demo import corpus_dir, document_ids, eval_questions_path, finetune_path
 from adept.demo.make_finetune import DOC_CODES, FACTS, build_examples, render
-from tools.eval.dataset import load_eval_set
+from adept.evalset import load_eval_set
 
 
 def _flat(text: str) -> str:

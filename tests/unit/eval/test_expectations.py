@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from adept.errors import ConfigError
+from adept.evalset import EvalItem, parse_eval_lines
 from tests.unit.eval._builders import route_result
 from tools.eval import metrics as m
-from tools.eval.dataset import EvalItem, parse_eval_lines
 from tools.eval.recommend import recommend
 from tools.eval.routes import ROUTES
 from tools.eval.scoring import RouteResult, headline_metric, score_question, summarise

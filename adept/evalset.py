@@ -20,6 +20,7 @@ skipped. Lines are read by ``adept.jsonl``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,46 @@ def load_eval_set(path: str | Path) -> EvalSet:
     except NotFound:
         raise ConfigError(f"eval set not found: {path}") from None
     return parse_eval_lines(data, str(path))
+
+
+# -- an evaluation file of a fine-tuning job (eval-gated promotion) --------------------------------
+# The metrics a promotion can compare that need more than questions: gold answers, or `expect`.
+ANSWER_METRICS = ("exact_match", "contains", "f1", "rouge_l")
+EXPECT_METRICS = ("combined", "format", "terms")
+
+
+def check_evaluation_file(
+    data: str | bytes,
+    source: str = "evaluation_file",
+    *,
+    metric: str | None = None,
+    known_metrics: Iterable[str] | None = None,
+) -> EvalSet:
+    """The evaluation set in ``data``, or one ``InvalidRequest`` (``param="evaluation_file"``) naming every bad line.
+
+    With ``metric``, the set must be able to measure it (``combined``/``format``/``terms`` need
+    questions with ``expect``; answer metrics need gold answers); with ``known_metrics``, it must
+    be one of them. The job owner (``adept.finetuning.service.FineTuning``) checks a job's
+    evaluation file with this at create, before anything is stored.
+    """
+    from adept.errors import InvalidRequest
+
+    try:
+        eval_set = parse_eval_lines(data, source)
+    except ConfigError as e:  # its message lists every bad line
+        raise InvalidRequest(e.message, param="evaluation_file") from None
+    if metric is None:
+        return eval_set
+    if known_metrics is not None and metric not in set(known_metrics):
+        raise InvalidRequest(f"unknown promotion metric {metric!r}; choose from {', '.join(known_metrics)}")
+    if metric in EXPECT_METRICS and not eval_set.has_expectations:
+        raise InvalidRequest(
+            f"{source}: promotion compares {metric!r}, but no question states `expect` (format, terms)",
+            param="evaluation_file",
+        )
+    if metric in ANSWER_METRICS and not eval_set.has_answers:
+        raise InvalidRequest(
+            f"{source}: promotion compares {metric!r}, but no question has a gold `answer`",
+            param="evaluation_file",
+        )
+    return eval_set
