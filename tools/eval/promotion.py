@@ -138,8 +138,13 @@ def serve_evaluator(config: Any) -> Any:
     from services.gateway.backends import ServeKnowledgeBase, ServeLLM
     from services.gateway.context import build_gateway_context
 
+    # The platform's own measuring: it does not count against the tenant's request and token limits
+    # (a rate-limited question would score as a wrong answer).
+    unmetered = config.model_copy(
+        update={"gateway": config.gateway.model_copy(update={"enforce_quotas": False})}
+    )
     ctx = build_gateway_context(
-        config,
+        unmetered,
         llm=ServeLLM(serve.get_deployment_handle("llm", app_name=config.app_name)),
         kb=ServeKnowledgeBase(serve.get_deployment_handle("retrieval", app_name=config.app_name)),
         admin_key_sha256="0" * 64,  # no admin calls: only completions
