@@ -26,7 +26,12 @@ class FineTuningConfig(StrictModel):
     """How API fine-tuning jobs are turned into training jobs."""
 
     enabled: bool = Field(True, description="Offer `/v1/files` and `/v1/fine_tuning/jobs` to tenants.")
-    default_n_epochs: int = Field(3, ge=1, le=1000, description='Epochs when a job asks for `"auto"`.')
+    default_n_epochs: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description='Deprecated, ignored: `"auto"` epochs follow the dataset\'s size (`auto_hyperparameters`); kept so existing configs load.',
+    )
     max_n_epochs: int = Field(50, ge=1, le=1000, description="Most epochs a job may ask for.")
     max_batch_size: int = Field(64, ge=1, le=4096, description="Largest `batch_size` a job may ask for.")
     base_learning_rate: float = Field(
