@@ -85,10 +85,7 @@ def start_demo_finetune(client: Any, model: str) -> dict[str, Any] | None:
     jobs = client.call("GET", "/v1/fine_tuning/jobs", params={"limit": 100}).get("data", [])
     if any(j.get("status") not in ("failed", "cancelled") for j in jobs):
         return None
-    from adept.config.finetuning import auto_hyperparameters
-
     data = finetune_path().read_bytes()
-    hp = auto_hyperparameters(data.count(b"\n"))
     uploaded = client.call(
         "POST",
         "/v1/files",
@@ -107,15 +104,16 @@ def start_demo_finetune(client: Any, model: str) -> dict[str, Any] | None:
             "seed": 0,
             "method": {
                 "type": "supervised",
+                # "auto": the job owner chooses from the dataset's size (auto_hyperparameters),
+                # packing off for a set this small, as for any tenant's job.
                 "supervised": {
                     "hyperparameters": {
-                        "n_epochs": hp.n_epochs,
-                        "batch_size": hp.batch_size,
-                        "learning_rate_multiplier": hp.learning_rate_multiplier,
+                        "n_epochs": "auto",
+                        "batch_size": "auto",
+                        "learning_rate_multiplier": "auto",
                     }
                 },
-                # Room for the longest example, and no more: until the job path applies auto's
-                # packing=False, a longer window would fold more short examples into one step.
+                # Room for the longest example, and no more.
                 "adept": {"max_seq_length": DEMO_MAX_SEQ_LENGTH},
             },
         },
