@@ -17,7 +17,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv run eval test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability image image-smoke clean
+.PHONY: help venv run eval demo-routes test test-unit test-integration test-charts test-browser bench lint format sync chart-deps reliability image image-smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ reliability: $(STAMP) ## load, fault, fuzz and isolation suite with one summary 
 eval: $(STAMP) ## compare routes on the demo questions against a running `make run`
 	$(BIN)/adept eval --questions adept/demo/eval_questions.jsonl --url http://127.0.0.1:8000 \
 		--api-key "$$(cat $(DATA_DIR)/demo.key)" --out eval-report
+
+demo-routes: $(STAMP) ## the demo's four-route table from scratch: train the demo adapter (auto hyper-parameters), then adept eval on the held-out questions
+	$(BIN)/python -m tools.eval.demo_routes --data-dir $(CURDIR)/.adept-routes --out eval-report
 
 lint: $(STAMP) ## ruff check and format check, then the import layers (lint-imports, contracts in pyproject.toml)
 	$(BIN)/ruff check .

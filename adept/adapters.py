@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from adept.config.adapter import VERSION_RE, AdapterManifest, check_adapter_name
+from adept.config.adapter import VERSION_RE, AdapterEvaluation, AdapterManifest, check_adapter_name
 from adept.config.base import validate
 from adept.config.tenant import check_tenant_name
 from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, StorageError, Unavailable
@@ -332,6 +332,21 @@ class AdapterRegistry:
             self._store.write_text(f"{tenant}/{name}/{ACTIVE_FILE}", version)
         finally:
             self._forget(tenant, name)
+
+    def record_evaluation(
+        self, tenant: str, name: str, version: str, evaluation: AdapterEvaluation
+    ) -> AdapterVersion:
+        """Store how ``version`` measured in its manifest (the PEFT files are untouched)."""
+        _check(tenant, name, version)
+        if version not in self.versions(tenant, name):
+            raise NotFound(f"adapter {tenant}/{name}@{version} not found")
+        rel = f"{tenant}/{name}/{version}"
+        manifest = self._manifest(rel).model_copy(update={"evaluation": evaluation})
+        try:
+            self._store.write_text(f"{rel}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2))
+        finally:
+            self._forget(tenant, name)
+        return self._version(tenant, name, version, fetch=False)
 
     def delete(self, tenant: str, name: str, version: str | None = None) -> None:
         """Delete one version, or the whole adapter when ``version`` is None (unpins a deleted pin)."""

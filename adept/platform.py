@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adept.adapters import AdapterRegistry, AdapterVersion, open_adapter_registry, parse_adapter_id
-from adept.config.adapter import AdapterManifest, check_adapter_name
+from adept.config.adapter import AdapterEvaluation, AdapterManifest, check_adapter_name
 from adept.config.tenant import TenantSpec
 from adept.errors import InvalidRequest, NotFound, PermissionDenied
 from adept.tenancy import Tenant, TenantStore, open_tenant_store, valid_tenant_name
@@ -95,6 +95,20 @@ def manifest_from_dir(src: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a JSON object")
     return {k: v for k, v in data.items() if k not in ("tenant", "name", "version")}
+
+
+# ``await evaluate("tenant/name@vN")`` → ``{metric: mean over the evaluation set}``.
+Evaluate = Callable[[str], Awaitable[dict[str, float]]]
+
+
+async def _measure(evaluate: Evaluate, model_id: str, metric: str) -> dict[str, float]:
+    metrics = await evaluate(model_id)
+    if metrics.get(metric) is None:
+        raise InvalidRequest(
+            f"the evaluation of {model_id} did not measure {metric!r} (it measured: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}); choose a metric the evaluation file supports"
+        )
+    return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
 def _check_adapter_name(name: str) -> str:
@@ -215,6 +229,7 @@ class Platform:
         description: str | None = None,
         base_model: str | None = None,
         activate: bool = False,
+        inactive: bool = False,
         source: str | None = None,
     ) -> AdapterVersion:
         """Publish the PEFT adapter in ``src`` as the next version of ``tenant/name``.
@@ -231,6 +246,8 @@ class Platform:
             base_model: The base model it was trained on, where neither the manifest nor
                 ``adapter_config.json`` records it.
             activate: Pin the new version (default: the latest version serves).
+            inactive: Publish it without letting it serve: the version serving now is pinned first
+                (eval-gated promotion: ``promote`` then decides whether the new one goes live).
             source: Names what is published (the operator: an Adapter resource and its source). A
                 version already published from the same source is returned instead: a caller that
                 repeats itself (a handler run twice, a retry after a crash) publishes once.
@@ -263,6 +280,8 @@ class Platform:
                 if done is not None:
                     return done
             await self._check_quota(record, name)
+            if inactive and not activate:
+                await self._pin_served(record.name, name)
             version = await asyncio.to_thread(
                 self.registry.publish,
                 record.name,
@@ -276,13 +295,18 @@ class Platform:
             await self.activate_adapter(record.name, name, version.version)
         return version
 
-    async def publish_run(self, run_dir: str | Path, tenant: str, name: str) -> AdapterVersion:
+    async def publish_run(
+        self, run_dir: str | Path, tenant: str, name: str, *, inactive: bool = False
+    ) -> AdapterVersion:
         """Publish the adapter a training run left in ``<run_dir>/result``, once per run.
 
         The hand-off between training and publishing (``adept.training_runs``): the job that
         trained it (one machine) or the operator when the FineTuneJob succeeds (a cluster, where
         training holds no platform credentials) calls this; every rule of ``publish_adapter``
         applies. A version already published from this run is returned, not published again.
+
+        With ``inactive`` (a job with an evaluation file), the version serving now keeps serving
+        until ``promote`` decides.
 
         Raises:
             NotFound: no run, or a run without a result. InvalidRequest: the run belongs to
@@ -302,7 +326,7 @@ class Platform:
             if run.data.get("result") != RESULT_DIR or not result.is_dir():
                 raise NotFound(f"training run {run_dir} has no result yet")
             extras = {f: result / f for f in RESULT_EXTRAS if (result / f).is_file()}
-            return await self.publish_adapter(tenant, name, result, extra_files=extras)
+            return await self.publish_adapter(tenant, name, result, extra_files=extras, inactive=inactive)
 
     async def check_publishable(self, tenant: str, name: str, base_model: str) -> None:
         """Would an adapter ``tenant/name`` trained on ``base_model`` be published? Raises what publishing would.
@@ -368,6 +392,88 @@ class Platform:
         if before is not None and before != now.version:
             await self._unload([f"{tenant}/{name}@{before}"])
         return now
+
+    async def _pin_served(self, tenant: str, name: str) -> None:
+        """Pin whatever serves now (latest, if nothing is pinned), so a new version does not take over."""
+        served = await self._served_version(tenant, name)
+        if served is not None and await asyncio.to_thread(self.registry.active_version, tenant, name) is None:
+            await asyncio.to_thread(self.registry.set_active, tenant, name, served)
+
+    async def promote(
+        self,
+        tenant: str,
+        name: str,
+        version: str,
+        evaluate: Evaluate,
+        *,
+        metric: str,
+        margin: float,
+        evaluation_file: str | None = None,
+    ) -> AdapterEvaluation:
+        """Make ``version`` live only if it measures not worse than the live version by more than ``margin``.
+
+        Both versions are measured now, by the same ``evaluate`` (injected: the caller owns the
+        evaluation set and the platform that answers it), so they are compared under the same
+        conditions. The outcome (scores, the version compared against, the reason) is stored in
+        the new version's manifest and returned; the job owner puts it in the job's events and
+        the ``Adapter`` status. The first version of an adapter has nothing to lose against and
+        goes live. A version kept inactive stays published: ``activate_adapter`` makes it live by hand.
+
+        Args:
+            evaluate: ``await evaluate("tenant/name@vN")`` → ``{metric: mean, ...}`` on the evaluation set.
+            metric: The metric compared (higher is better).
+            margin: How much lower than the live version's score the new one may be and still go live.
+
+        Raises:
+            NotFound: no such version. InvalidRequest: ``evaluate`` did not measure ``metric``.
+        """
+        await self.get_tenant(tenant)
+        candidate = await self.resolve_adapter(tenant, name, version)
+        served = await self._served_version(tenant, name)
+        against = served if served != candidate.version else None
+        ours = await _measure(evaluate, candidate.id, metric)
+        theirs = await _measure(evaluate, f"{tenant}/{name}@{against}", metric) if against else None
+        score, their_score = ours[metric], (theirs or {}).get(metric)
+        if their_score is None and served == candidate.version and served is not None:
+            others = await asyncio.to_thread(self.registry.versions, tenant, name)
+            first = len(others) == 1
+            promoted = True
+            reason = (
+                f"{candidate.id} is the first version: {metric} {score:.3f}"
+                if first
+                else f"{candidate.id} already serves (it was not published inactive): {metric} {score:.3f}, "
+                "nothing compared"
+            )
+        elif their_score is None:
+            promoted, reason = True, f"{candidate.id} is the first version to measure: {metric} {score:.3f}"
+        elif score >= their_score - margin:
+            promoted = True
+            reason = (
+                f"{candidate.id} went live: {metric} {score:.3f} against {their_score:.3f} for {against} "
+                f"(not worse by more than the margin {margin:g})"
+            )
+        else:
+            promoted = False
+            reason = (
+                f"{candidate.id} stays inactive: {metric} {score:.3f} is worse than {their_score:.3f} for "
+                f"{against} by more than the margin {margin:g}; activate it by hand to serve it anyway"
+            )
+        record = AdapterEvaluation(
+            metric=metric,
+            score=score,
+            metrics=ours,
+            against=against,
+            against_score=their_score,
+            margin=margin,
+            promoted=promoted,
+            reason=reason,
+            evaluation_file=evaluation_file,
+        )
+        await asyncio.to_thread(self.registry.record_evaluation, tenant, name, candidate.version, record)
+        if promoted:
+            await self.activate_adapter(tenant, name, candidate.version)
+        log.info("%s", reason)
+        return record
 
     async def _served_version(self, tenant: str, name: str) -> str | None:
         try:

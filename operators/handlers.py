@@ -558,17 +558,31 @@ def reconcile_adapter(
             )
             raise kopf.TemporaryError(f"{what} not in registry", delay=memo.config.retry_delay) from None
         # Pinning drops the previously served version from the replicas (the platform does that).
-        active = _run(platform.activate_adapter(parsed.tenant, parsed.name, parsed.active_version))
+        # Only a spec.activeVersion that is set, or changed since it was applied, pins or unpins:
+        # otherwise what serves is the registry's (eval-gated promotion may have kept the latest
+        # version inactive, and an unpin here would make it live).
+        pinned = parsed.active_version
+        if pinned or status.get("pinnedVersion") not in (None, pinned):
+            active = _run(platform.activate_adapter(parsed.tenant, parsed.name, pinned))
+            patch.status["pinnedVersion"] = pinned
+        else:
+            active = _run(platform.resolve_adapter(parsed.tenant, parsed.name))
         if parsed.base_model:
             from adept.adapters import check_base_model
 
             check_base_model(active.id, parsed.base_model, active.manifest.base_model)
         _phase(patch, status, meta, "ready", "Active", f"{active.id} is active")
+        evaluations = {
+            v.version: v.manifest.evaluation.model_dump(mode="json")
+            for v in platform.registry.list(parsed.tenant)
+            if v.name == parsed.name and v.manifest.evaluation is not None
+        }
         patch.status.update(
             versions=versions,
             activeVersion=active.version,
             storageUri=active.uri,
             baseModel=active.manifest.base_model,
+            **({"evaluations": evaluations} if evaluations else {}),
         )
 
 

@@ -280,6 +280,16 @@ class AdapterStatus(ResourceStatus):
     storage_uri: str | None = Field(None, description="Registry location of the active version.")
     base_model: str | None = Field(None, description="Base model of the active version.")
     published_source: str | None = Field(None, description="spec.source value already published.")
+    pinned_version: str | None = Field(
+        None,
+        description="spec.activeVersion value already applied; without one, the registry's choice "
+        "(the latest, or what eval-gated promotion kept) is left alone.",
+    )
+    evaluations: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Per version, how it measured when eval-gated promotion considered it (metric, score, "
+        "the version it was compared against and its score, promoted, reason); from its manifest.",
+    )
 
 
 # --- the four kinds --------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def start_platform(
     num_cpus: int | None = None,
     timeout_s: float = 900.0,
     say: Say | None = None,
+    evaluator: Callable[[ServingConfig], Any] | None = None,
 ) -> EmbeddedPlatform:
     """Start local Ray and Serve, deploy ``build_app(config)``, wait until ``/healthz`` is 200.
 
@@ -115,6 +116,9 @@ def start_platform(
         num_cpus: CPUs Ray may schedule on (default: all of this machine's).
         timeout_s: How long to wait for the application to become healthy.
         say: Progress callback (one line per step); default: the module logger.
+        evaluator: Builds, once the application runs, the job runner's evaluator for eval-gated
+            promotion (``tools.eval.promotion.serve_evaluator``); without it, a job naming an
+            evaluation file publishes its version inactive, unmeasured.
     """
     from adept.admin_client import record_running
     from adept.models import resolve_model
@@ -167,7 +171,12 @@ def start_platform(
         platform = EmbeddedPlatform(url, admin_key, source, config, temp)
         platform.ray_token_file, platform._ray_env_before = token_path(data_dir), env_before
         _wait_healthy(url, timeout_s, say)
-        platform.runner = start_job_runner(config, ray.get_runtime_context().gcs_address, say)
+        platform.runner = start_job_runner(
+            config,
+            ray.get_runtime_context().gcs_address,
+            say,
+            evaluator=evaluator(config) if evaluator is not None else None,
+        )
         # From now on CLI commands on this data dir go through this platform's admin API.
         platform.run_file = record_running(data_dir, url, config.admin_key_path)
         if demo:
@@ -223,7 +232,9 @@ def check_replicas_fit(config: ServingConfig, cpus: float) -> list[str]:
     ]
 
 
-def start_job_runner(config: ServingConfig, ray_address: str | None, say: Say) -> Any:
+def start_job_runner(
+    config: ServingConfig, ray_address: str | None, say: Say, *, evaluator: Any = None
+) -> Any:
     """The runner that trains tenants' fine-tuning jobs on this machine's Ray (None when fine-tuning is off).
 
     It lives in this process, not in a Serve replica: a gateway restart leaves jobs alone, and
@@ -235,7 +246,9 @@ def start_job_runner(config: ServingConfig, ray_address: str | None, say: Say) -
     from adept.finetuning.service import open_fine_tuning
     from adept.platform import Platform
 
-    owner = open_fine_tuning(Platform(config.platform), config.finetuning, ray_address=ray_address)
+    owner = open_fine_tuning(
+        Platform(config.platform), config.finetuning, ray_address=ray_address, evaluator=evaluator
+    )
     runner = JobRunner(owner).start()
     unfinished = len(owner.jobs.active())
     say(

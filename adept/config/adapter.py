@@ -23,6 +23,27 @@ def check_adapter_name(name: str) -> str:
     return name
 
 
+class AdapterEvaluation(StoredModel):
+    """How a version measured when it was considered for promotion (stored in its manifest)."""
+
+    metric: str = Field(description="The metric promotion compares (`combined`, `f1`, ...).")
+    score: float | None = Field(description="This version's mean of `metric` on the evaluation file.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Every metric's mean for this version."
+    )
+    against: str | None = Field(None, description="The version that served when this one was evaluated.")
+    against_score: float | None = Field(None, description="That version's `metric` on the same file.")
+    margin: float = Field(
+        0.0, description="How much worse than `against` this version could be and still go live."
+    )
+    promoted: bool = Field(description="Whether this version went live.")
+    reason: str = Field(description="Why it went live or stayed inactive, in one sentence.")
+    evaluation_file: str | None = Field(None, description="The evaluation set (a file id or path).")
+    evaluated_at: str = Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"), description="ISO-8601 UTC."
+    )
+
+
 class AdapterManifest(StoredModel):
     """``manifest.json`` beside ``adapter_config.json`` / ``adapter_model.safetensors``.
 
@@ -50,6 +71,9 @@ class AdapterManifest(StoredModel):
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"), description="ISO-8601 UTC."
     )
     description: str = Field("", description="Free text.")
+    evaluation: AdapterEvaluation | None = Field(
+        None, description="How this version measured against the live one when it was published (promotion)."
+    )
     source: str | None = Field(
         None,
         description="What this version was published from (an Adapter resource's source); publishing the same "

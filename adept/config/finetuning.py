@@ -8,6 +8,9 @@ tenants' jobs cost. The ``runner_*`` settings apply where the platform trains jo
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from pydantic import Field, model_validator
 
 from adept.config.base import StrictModel
@@ -23,7 +26,12 @@ class FineTuningConfig(StrictModel):
     """How API fine-tuning jobs are turned into training jobs."""
 
     enabled: bool = Field(True, description="Offer `/v1/files` and `/v1/fine_tuning/jobs` to tenants.")
-    default_n_epochs: int = Field(3, ge=1, le=1000, description='Epochs when a job asks for `"auto"`.')
+    default_n_epochs: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description='Deprecated, ignored: `"auto"` epochs follow the dataset\'s size (`auto_hyperparameters`); kept so existing configs load.',
+    )
     max_n_epochs: int = Field(50, ge=1, le=1000, description="Most epochs a job may ask for.")
     max_batch_size: int = Field(64, ge=1, le=4096, description="Largest `batch_size` a job may ask for.")
     base_learning_rate: float = Field(
@@ -64,6 +72,21 @@ class FineTuningConfig(StrictModel):
         description="Embedded: starts of a job whose process ended without a result, before it fails.",
     )
 
+    promotion_metric: str = Field(
+        "combined",
+        min_length=1,
+        max_length=64,
+        description="Eval-gated promotion: the `adept eval` metric a job's new adapter version must not lose "
+        "on (jobs naming an `evaluation_file`); `combined` weighs facts, format and vocabulary.",
+    )
+    promotion_margin: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Eval-gated promotion: how much lower than the live version's score a new version may "
+        "measure and still go live; below that it stays published and inactive.",
+    )
+
     @model_validator(mode="after")
     def _bounds(self) -> FineTuningConfig:
         problems = []
@@ -83,3 +106,59 @@ class FineTuningConfig(StrictModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+# -- "auto" hyper-parameters -----------------------------------------------------------------------
+# A few dozen examples must be enough to teach a format: what matters is the number of optimizer
+# steps and their size, not the number of epochs. Like OpenAI's fine-tuning, epochs scale with the
+# dataset's size: small sets get more passes (at least MIN_STEPS steps), large ones fewer (at most
+# MAX_EXAMPLES_SEEN examples in all).
+MIN_STEPS = 60
+MAX_EXAMPLES_SEEN = 25_000
+MIN_EPOCHS = 3
+MAX_AUTO_EPOCHS = 25
+PACKING_FROM = 2000
+
+
+@dataclass(frozen=True)
+class AutoHyperparameters:
+    """What ``"auto"`` means for one dataset."""
+
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    # Packing folds many short examples into one sequence: a few dozen chat examples became 3
+    # sequences, so "3 epochs" meant 9 optimizer steps and the format was never learned. Steps are
+    # counted in examples, so auto turns packing off until the set is large enough not to need it.
+    packing: bool
+
+
+def auto_hyperparameters(
+    n_examples: int, *, max_n_epochs: int = MAX_AUTO_EPOCHS, max_batch_size: int = 64
+) -> AutoHyperparameters:
+    """Epochs, batch size and learning-rate multiplier for a dataset of ``n_examples`` (a pure function).
+
+    - batch: a power of two near ``n / 16`` (1 to 8): small sets take small steps, and more of them;
+    - epochs: enough for ``MIN_STEPS`` optimizer steps, at least ``MIN_EPOCHS``, at most
+      ``MAX_AUTO_EPOCHS`` (and ``max_n_epochs``), and no more than ``MAX_EXAMPLES_SEEN`` examples;
+    - learning rate: LoRA on a small set needs larger steps to pick up a format in few of them
+      (x5 below 100 examples, x2.5 below 1,000, x1 above; the base rate is the platform's);
+    - packing: off below ``PACKING_FROM`` examples, so the steps counted here are the steps taken.
+
+    Raises:
+        ValueError: ``n_examples`` is not positive.
+    """
+    if n_examples < 1:
+        raise ValueError(f"n_examples must be positive, not {n_examples}")
+    batch = 2 ** max(0, math.floor(math.log2(max(1.0, n_examples / 16))))
+    batch = max(1, min(8, max_batch_size, batch))
+    steps_per_epoch = math.ceil(n_examples / batch)
+    epochs = max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
+    epochs = min(epochs, max(1, MAX_EXAMPLES_SEEN // n_examples), max_n_epochs, MAX_AUTO_EPOCHS)
+    multiplier = 5.0 if n_examples < 100 else 2.5 if n_examples < 1000 else 1.0
+    return AutoHyperparameters(
+        n_epochs=max(1, epochs),
+        batch_size=batch,
+        learning_rate_multiplier=multiplier,
+        packing=n_examples >= PACKING_FROM,
+    )

@@ -6,7 +6,15 @@ this script writes and that every answer is stated in the document it cites.
 
 Style taught: the answer first, in as few words as possible, then the Lumen Grid document code
 it comes from (``0.80 m (LGS-100).``) — the fixed vocabulary and traceable style a tenant would
-fine-tune for.
+fine-tune for. The house format lives only here: no document and no system prompt states it, so
+only a fine-tuned adapter answers in it. The system prompt is the one ``adept eval`` sends on every
+route, so the eval asks the adapter the way it was taught (one template in four has none, for
+callers that send no system prompt).
+
+The eval questions (``eval_questions.jsonl``) ask about other facts of the same documents: the
+facts come from retrieval, the format from the adapter. ``python -m adept.demo.make_finetune``
+also writes their expectations (``expect``: the house format and the document code) and their
+split (``tune`` / ``heldout``, alternating: prompts are tuned on one half, reported on the other).
 """
 
 from __future__ import annotations
@@ -14,10 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SYSTEM_PROMPT = (
-    "You are the Lumen Grid Co. assistant for field crews and customer-service staff. "
-    "Answer in as few words as possible, then name the Lumen Grid document code."
-)
+# The system prompt `adept eval` sends on every route (tools.eval.routes.DEFAULT_SYSTEM_PROMPT; a test
+# keeps the two equal — the kernel's demo data may not import the eval tool).
+SYSTEM_PROMPT = "Answer the question in as few words as possible."
 
 # Document id (corpus file stem) -> Lumen Grid document code.
 DOC_CODES = {
@@ -33,9 +40,9 @@ DOC_CODES = {
     "grid-control-switching": "GC-700",
 }
 
-# (document id, subject of the question, short answer). Every answer appears verbatim in the document.
+# (document id, subject of the question, short answer). Every answer appears verbatim in the document,
+# and none is the answer of an eval question: the adapter learns the format, the facts stay with RAG.
 FACTS: list[tuple[str, str, str]] = [
-    ("safety-manual", "the minimum arc rating of clothing for secondary work below 600 V", "8 cal/cm²"),
     ("safety-manual", "the arc flash suit rating required for primary work up to 34.5 kV", "25 cal/cm²"),
     ("safety-manual", "the glove class required for circuits up to 17 kV", "Class 2"),
     ("safety-manual", "the glove class required for circuits up to 36 kV", "Class 4"),
@@ -105,21 +112,115 @@ TEMPLATES = (
 )
 
 
-def build_examples() -> list[dict]:
-    """Every fact under every template, in a fixed order."""
+# Hedges the house style forbids: an answer states the fact or nothing.
+FORBIDDEN_TERMS = ("I'm sorry", "As an AI", "I don't have")
+
+
+def house_answer(answer: str, doc_id: str) -> str:
+    """``8 cal/cm² (LGS-100).``: the answer, then the code of the document it comes from."""
+    return f"{answer} ({DOC_CODES[doc_id]})."
+
+
+def house_format_regex() -> str:
+    """The house format as a regular expression: one short line ending in a document code in
+    parentheses and a full stop (citation markers such as ``[1]`` may follow)."""
+    codes = "|".join(sorted(set(DOC_CODES.values())))  # letters, digits, '-' and ' ' only: nothing to escape
+    return rf"^[^\n]{{1,120}} \((?:{codes})\)\.(?: ?\[\d+\])*$"
+
+
+def expectations(doc_id: str) -> dict:
+    """What an answer about ``doc_id`` must show: the house format and that document's code."""
+    return {
+        "format": house_format_regex(),
+        "required_terms": [DOC_CODES[doc_id]],
+        "forbidden_terms": list(FORBIDDEN_TERMS),
+    }
+
+
+def _unwrap(body: str) -> str:
+    """Soft line breaks removed as the knowledge base's chunker removes them (list items keep theirs)."""
+    paragraphs = []
+    for para in body.split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _passages(doc_id: str) -> list[str]:
+    """The document's sections as the knowledge base retrieves them, as the model reads them."""
+    from adept.demo import corpus_dir
+
+    text = (corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8")
+    head, *sections = text.split("\n## ")
+    title = head.splitlines()[0].removeprefix("# ").strip()
+    bodies = ["\n".join(head.splitlines()[1:]).strip()]
+    bodies += [sec.split("\n", 1)[1].strip() if "\n" in sec else "" for sec in sections]
+    # As the gateway renders a passage (services.gateway.chat.passage_text): text, then its source.
+    return [f"{_unwrap(b)}\n(Source: {title})" for b in bodies if b]
+
+
+def rag_examples() -> list[dict]:
+    """Each fact asked with two numbered passages (the one that states it and one from another
+    document), rendered as the gateway renders a RAG prompt (the platform's default RAG
+    instruction): the adapter learns to take the fact from the passages, in the house format,
+    citing the passage — what the adapter+RAG route asks of it."""
+    from adept.config.llm import DEFAULT_RAG_INSTRUCTION
+
+    docs = sorted(DOC_CODES)
     examples = []
-    for template in TEMPLATES:
-        for doc_id, subject, answer in FACTS:
-            examples.append(
-                {
-                    "messages": [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": template.format(subject=subject)},
-                        {"role": "assistant", "content": f"{answer} ({DOC_CODES[doc_id]})."},
-                    ]
-                }
-            )
+    for i, (doc_id, subject, answer) in enumerate(FACTS):
+        gold = next(p for p in _passages(doc_id) if answer in " ".join(p.split()))
+        other = _passages(docs[(docs.index(doc_id) + 1 + i % 3) % len(docs)])
+        distractor = other[i % len(other)]
+        passages = [gold, distractor] if i % 2 == 0 else [distractor, gold]
+        numbered = "\n\n".join(f"[{n}] {p}" for n, p in enumerate(passages, 1))
+        question = TEMPLATES[i % len(TEMPLATES)].format(subject=subject)
+        examples.append(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {
+                        "role": "user",
+                        "content": f"{DEFAULT_RAG_INSTRUCTION}\n\n{numbered}\n\nQuestion: {question}",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"{house_answer(answer, doc_id)} [{passages.index(gold) + 1}]",
+                    },
+                ]
+            }
+        )
     return examples
+
+
+def build_examples() -> list[dict]:
+    """Every fact under every template, then every fact with passages (``rag_examples``), in a fixed order."""
+    examples = []
+    for n, template in enumerate(TEMPLATES):
+        for doc_id, subject, answer in FACTS:
+            messages = [
+                {"role": "user", "content": template.format(subject=subject)},
+                {"role": "assistant", "content": house_answer(answer, doc_id)},
+            ]
+            if n < len(TEMPLATES) - 1:
+                messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+            examples.append({"messages": messages})
+    return examples + rag_examples()
+
+
+def with_expectations(questions: list[dict]) -> list[dict]:
+    """The eval questions with their expectations and split tags (``tune`` / ``heldout``) set."""
+    out = []
+    for i, q in enumerate(questions):
+        split = "tune" if i % 2 == 0 else "heldout"
+        tags = [t for t in q.get("tags", []) if t not in ("tune", "heldout")] + [split]
+        out.append({**q, "tags": tags, "expect": expectations(q["reference_documents"][0])})
+    return out
 
 
 def render(examples: list[dict]) -> str:
@@ -128,11 +229,15 @@ def render(examples: list[dict]) -> str:
 
 
 def main(out: Path | None = None) -> Path:
-    """Write the examples to ``out`` (default: the shipped ``finetune.jsonl``)."""
-    from adept.demo import finetune_path
+    """Write the examples to ``out`` (default: the shipped ``finetune.jsonl``) and the eval questions'
+    expectations into the shipped ``eval_questions.jsonl``."""
+    from adept.demo import eval_questions_path, finetune_path
 
     target = out or finetune_path()
     target.write_text(render(build_examples()), encoding="utf-8")
+    questions_file = eval_questions_path()
+    questions = [json.loads(line) for line in questions_file.read_text(encoding="utf-8").splitlines() if line]
+    questions_file.write_text(render(with_expectations(questions)), encoding="utf-8")
     return target
 
 

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 FINE_TUNE = "fine-tune"
 FINE_TUNE_RESULTS = "fine-tune-results"
-UPLOAD_PURPOSES = (FINE_TUNE,)
+EVALS = "evals"  # an evaluation set a job names as its ``evaluation_file`` (eval-gated promotion)
+UPLOAD_PURPOSES = (FINE_TUNE, EVALS)
 MAX_FILENAME_CHARS = 255
 MAX_SHOWN_PROBLEMS = 10
 MAX_LISTED_PROBLEMS = 1000
@@ -44,7 +45,9 @@ class FileRecord(StoredModel):
     id: str = Field(description="`file-...`")
     tenant: str = Field(description="Owning tenant.")
     filename: str = Field(description="The name it was uploaded under (display only).")
-    purpose: str = Field(description="`fine-tune` (uploads) or `fine-tune-results` (written by jobs).")
+    purpose: str = Field(
+        description="`fine-tune` or `evals` (uploads), or `fine-tune-results` (written by jobs)."
+    )
     bytes: int = Field(description="Size in bytes.")
     created_at: int = Field(description="Unix seconds.")
     examples: int = Field(0, description="Training examples the file holds.")
@@ -175,8 +178,9 @@ class FileStore:
             return None
 
     # -- writing -------------------------------------------------------------------------------
-    def check(self, filename: str | None, purpose: str, data: bytes) -> tuple[str, int]:
-        """Validate an upload before anything is stored: its clean name and its examples.
+    def check(self, filename: str | None, purpose: str, data: bytes) -> tuple[str, int, str]:
+        """Validate an upload before anything is stored: its clean name, its examples (training
+        examples, or an ``evals`` file's questions) and its purpose.
 
         Raises:
             InvalidRequest: an unknown ``purpose``; FileValidationError: bad lines (all listed).
@@ -185,13 +189,17 @@ class FileStore:
         if purpose not in UPLOAD_PURPOSES:
             raise InvalidRequest(
                 f"purpose {purpose!r} is not supported: Adept stores files for fine-tuning "
-                f"(purpose {FINE_TUNE!r})",
+                f"(purpose {FINE_TUNE!r}) and evaluation sets for it (purpose {EVALS!r})",
                 param="purpose",
             )
+        if purpose == EVALS:
+            from adept.evalset import check_evaluation_file
+
+            return name, len(check_evaluation_file(data, name).items), EVALS
         checked = check_examples(data, source=name)
         if not checked.ok:
             raise FileValidationError(name, checked.problems[:MAX_LISTED_PROBLEMS], len(checked.examples))
-        return name, len(checked.examples)
+        return name, len(checked.examples), FINE_TUNE
 
     def create(
         self,
@@ -215,14 +223,14 @@ class FileStore:
                 admit(*self.usage(tenant))
             return self.store(tenant, new_file_id(), checked, data)
 
-    def store(self, tenant: str, file_id: str, checked: tuple[str, int], data: bytes) -> FileRecord:
+    def store(self, tenant: str, file_id: str, checked: tuple[str, int, str], data: bytes) -> FileRecord:
         """Store a checked upload under ``file_id``."""
-        name, examples = checked
+        name, examples, purpose = checked
         record = FileRecord(
             id=file_id,
             tenant=check_tenant_name(tenant),
             filename=name,
-            purpose=FINE_TUNE,
+            purpose=purpose,
             bytes=len(data),
             created_at=int(time.time()),
             examples=examples,

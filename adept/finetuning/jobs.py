@@ -122,6 +122,9 @@ class JobRecord(StoredModel):
     model: str = Field(description="The base model id.")
     training_file: str
     validation_file: str | None = None
+    evaluation_file: str | None = Field(
+        None, description="The `evals` file the new version is measured on before it goes live (promotion)."
+    )
     suffix: str | None = None
     seed: int
     hyperparameters: Hyperparameters

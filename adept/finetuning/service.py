@@ -23,14 +23,24 @@ import asyncio
 import logging
 import random
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from adept.config.finetuning import FineTuningConfig
+from adept.config.finetuning import PACKING_FROM, FineTuningConfig, auto_hyperparameters
 from adept.config.training import FineTuneJobConfig
 from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
-from adept.finetuning.files import FINE_TUNE, FileRecord, FileStore, file_limits, file_not_found, new_file_id
+from adept.evalset import EvalSet, check_evaluation_file
+from adept.finetuning.files import (
+    EVALS,
+    FINE_TUNE,
+    FileRecord,
+    FileStore,
+    file_limits,
+    file_not_found,
+    new_file_id,
+)
 from adept.finetuning.jobs import (
     FINE_TUNED_PREFIX,
     AdeptOptions,
@@ -85,6 +95,9 @@ class JobRequest:
     qlora: bool = False
     max_seq_length: int | None = None
     integrations: list[dict[str, Any]] = field(default_factory=list)
+    evaluation_file: str | None = (
+        None  # an ``evals`` file: the new version goes live only if it measures well
+    )
 
 
 @dataclass
@@ -98,6 +111,18 @@ class JobPlan:
     hyperparameters: Hyperparameters
     options: AdeptOptions
     config: dict[str, Any]
+    evaluation: tuple[FileRecord, bytes] | None = None  # the evaluation file and its content
+
+
+# ``evaluate("tenant/name@vN")`` -> every metric's mean on the job's evaluation set (``Platform.promote``).
+Evaluate = Callable[[str], Awaitable[dict[str, float]]]
+
+
+class Evaluator(Protocol):
+    """Measures a tenant's adapter versions on an evaluation set with the real model (the tenant's
+    own completion path: ``tools.eval.promotion.make_evaluator`` over a client of the platform)."""
+
+    def __call__(self, tenant: str, eval_set: EvalSet) -> Evaluate: ...
 
 
 class ModelResolver(Protocol):
@@ -127,6 +152,9 @@ class FineTuning:
         executor: Where runs go (``adept.finetuning.executors``): the driver starts them with it;
             cancel, tenant deletion and pruning stop them with it. None where this process cannot
             reach runs (a gateway on a cluster: the operator stops them).
+        evaluator: Measures versions for eval-gated promotion (jobs with an ``evaluation_file``);
+            injected by whoever can run the model (the tools layer). Without one, such a job's
+            version is published inactive, and its events say it was not measured.
     """
 
     def __init__(
@@ -138,6 +166,7 @@ class FineTuning:
         *,
         models: ModelResolver | None = None,
         executor: Any = None,
+        evaluator: Evaluator | None = None,
         clock: Any = now,
     ) -> None:
         self.platform = platform
@@ -146,6 +175,7 @@ class FineTuning:
         self.settings = settings
         self.models = models
         self.executor = executor
+        self.evaluator = evaluator
         self.clock = clock
 
     # -- files -------------------------------------------------------------------------------------
@@ -175,9 +205,9 @@ class FineTuning:
     async def get_file(self, tenant: Tenant, file_id: str) -> FileRecord:
         return await asyncio.to_thread(self.files.get, tenant.name, file_id)
 
-    async def file_content(self, tenant: Tenant, file_id: str) -> tuple[FileRecord, bytes]:
-        record = await asyncio.to_thread(self.files.get, tenant.name, file_id)
-        return record, await asyncio.to_thread(self.files.content, tenant.name, file_id)
+    async def file_content(self, tenant: Tenant | str, file_id: str) -> tuple[FileRecord, bytes]:
+        record = await asyncio.to_thread(self.files.get, _name(tenant), file_id)
+        return record, await asyncio.to_thread(self.files.content, _name(tenant), file_id)
 
     async def delete_file(self, tenant: Tenant, file_id: str) -> FileRecord:
         record = await asyncio.to_thread(self.files.delete, tenant.name, file_id)
@@ -217,6 +247,11 @@ class FineTuning:
         validation = (
             await self._file(t, req.validation_file, "validation_file") if req.validation_file else None
         )
+        evaluation = None
+        if req.evaluation_file:
+            eval_record = await self._file(t, req.evaluation_file, "evaluation_file", purpose=EVALS)
+            data = await asyncio.to_thread(self.files.content, t.name, eval_record.id)
+            evaluation = (eval_record, data)
         base, start_from = await self._base_model(t, req.model)
         suffix = check_suffix(req.suffix)
         hp, options = self._resolve(req, training)
@@ -228,7 +263,7 @@ class FineTuning:
             config["lora"].update(_starting_shape(start_from.path))
             shape = {"lora_rank": config["lora"]["rank"], "lora_alpha": config["lora"]["alpha"]}
             options = options.model_copy(update=shape)
-        plan = JobPlan(t, training, validation, base, hp, options, config)
+        plan = JobPlan(t, training, validation, base, hp, options, config, evaluation)
         self._check_plan(plan)
         # The job will publish a new model: refuse now what publishing would refuse in an hour.
         await self.platform.check_publishable(t.name, adapter, base)
@@ -240,6 +275,7 @@ class FineTuning:
             model=base,
             training_file=training.id,
             validation_file=validation.id if validation else None,
+            evaluation_file=evaluation[0].id if evaluation else None,
             suffix=suffix,
             seed=seed,
             hyperparameters=hp,
@@ -309,12 +345,15 @@ class FineTuning:
         """Checks of a planned job beyond its fields: THE place for more of them.
 
         The cluster's shape (does ``plan.config["workers"]`` fit the training cluster's groups) and
-        an evaluation file (``plan.validation`` / an eval set) slot in here; each raises
-        ``InvalidRequest`` naming the field. Runs before anything is stored.
+        the evaluation file (every bad line at once; it can measure the promotion metric) are
+        checked here; each raises ``InvalidRequest`` naming the field. Runs before anything is stored.
         """
         workers = plan.config.get("workers") or {}
         if int(workers.get("num_workers", 1)) < 1:
             raise InvalidRequest("a job needs at least one training worker", param="workers")
+        if plan.evaluation is not None:
+            record, data = plan.evaluation
+            check_evaluation_file(data, record.filename, metric=self.settings.promotion_metric)
 
     def _admit(self, tenant: Tenant, jobs: list[JobRecord]) -> None:
         """The job limits, counted from the stored jobs inside the store's write transaction."""
@@ -375,16 +414,19 @@ class FineTuning:
             ) from None
         return base, start
 
-    async def _file(self, tenant: Tenant, file_id: str, param: str) -> FileRecord:
+    async def _file(
+        self, tenant: Tenant, file_id: str, param: str, *, purpose: str = FINE_TUNE
+    ) -> FileRecord:
         try:
             record = await asyncio.to_thread(self.files.get, tenant.name, file_id)
         except NotFound:
             err = file_not_found(file_id)
             err.param = param
             raise err from None
-        if record.purpose != FINE_TUNE:
+        if record.purpose != purpose:
+            what = "an evaluation set" if purpose == EVALS else "training data"
             raise InvalidRequest(
-                f"file {file_id} has purpose {record.purpose!r}; upload training data with purpose {FINE_TUNE!r}",
+                f"file {file_id} has purpose {record.purpose!r}; upload {what} with purpose {purpose!r}",
                 param=param,
             )
         return record
@@ -396,22 +438,26 @@ class FineTuning:
                 f"method {req.method!r} is not supported: Adept fine-tunes with supervised LoRA/QLoRA",
                 param="method.type",
             )
-        epochs = s.default_n_epochs if req.n_epochs in (None, "auto") else int(req.n_epochs)
+        # "auto" (or absent): chosen from the dataset's size (``auto_hyperparameters``), so that a few
+        # dozen examples get enough optimizer steps to learn their format.
+        auto = auto_hyperparameters(
+            max(1, training.examples), max_n_epochs=s.max_n_epochs, max_batch_size=s.max_batch_size
+        )
+        epochs = auto.n_epochs if req.n_epochs in (None, "auto") else int(req.n_epochs)
         if epochs > s.max_n_epochs:
             raise InvalidRequest(
                 f"n_epochs {epochs} exceeds this platform's limit of {s.max_n_epochs}", param="n_epochs"
             )
-        # "auto": about one optimizer step per 32 examples, between 1 and 8 sequences.
-        batch = (
-            max(1, min(8, training.examples // 32))
-            if req.batch_size in (None, "auto")
-            else int(req.batch_size)
-        )
+        batch = auto.batch_size if req.batch_size in (None, "auto") else int(req.batch_size)
         if batch > s.max_batch_size:
             raise InvalidRequest(
                 f"batch_size {batch} exceeds this platform's limit of {s.max_batch_size}", param="batch_size"
             )
-        lr = 1.0 if req.learning_rate_multiplier in (None, "auto") else float(req.learning_rate_multiplier)
+        lr = (
+            auto.learning_rate_multiplier
+            if req.learning_rate_multiplier in (None, "auto")
+            else float(req.learning_rate_multiplier)
+        )
         if s.base_learning_rate * lr > 1.0:
             raise InvalidRequest(
                 f"learning_rate_multiplier {lr} makes the learning rate exceed 1.0",
@@ -462,6 +508,9 @@ class FineTuning:
                     "validation_path": self.files.location(validation) if validation else None,
                     "validation_split": 0.0,  # OpenAI: validation metrics only with a validation file
                     "max_seq_length": options.max_seq_length,
+                    # Packing folds short examples together: fewer, larger steps than the hyper-parameters
+                    # count; off until the set is large (``auto_hyperparameters``).
+                    "packing": training.examples >= PACKING_FROM,
                 },
                 "train": {
                     "epochs": hp.n_epochs,
@@ -599,13 +648,14 @@ class FineTuning:
         """Settle a job whose run ended: publish its result (the same publish step for every executor),
         fail it with the run's typed error, or run it again (a process that died without a word)."""
         published: Any = None  # the AdapterVersion, or "" for a run that keeps its result
+        promotion: list[Note] = []  # what eval-gated promotion decided, as events
         error: JobError | None = None
         keep = (record.config.get("output") or {}).get("publish") is False  # the result stays in the run dir
         if outcome.result is not None and keep:
             published = ""
         elif outcome.result is not None and not record.cancel_requested:
             try:
-                published = self._publish(record, outcome.result)
+                published, promotion = self._publish(record, outcome.result)
             except AdeptError as e:
                 error = JobError(code=e.code, message=f"the result cannot be published: {e.message}")
         elif outcome.error is not None:
@@ -630,6 +680,7 @@ class FineTuning:
                     r.notes.append(
                         Note(at=self.clock(), key="published", message=f"Published adapter {published.id}")
                     )
+                    r.notes.extend(promotion)
                 advance(r, "succeeded")
             elif error is not None:
                 advance(r, "failed", error=error)
@@ -645,12 +696,65 @@ class FineTuning:
 
         return self.jobs.modify(record.id, change)
 
-    def _publish(self, record: JobRecord, result: dict[str, Any]) -> Any:
-        """The run's adapter, published through the platform (idempotent: once per run). The run
-        directory is computed from the job's config and this platform's storage, never taken from
-        what the run says."""
-        return asyncio.run(
-            self.platform.publish_run(_run_dir(record, self.platform), record.tenant, record.adapter)
+    def _publish(self, record: JobRecord, result: dict[str, Any]) -> tuple[Any, list[Note]]:
+        """The run's adapter, published through the platform (idempotent: once per run), and what
+        eval-gated promotion decided (as the job's events). The run directory is computed from the
+        job's config and this platform's storage, never taken from what the run says.
+
+        A job with an evaluation file publishes its version inactive; ``Platform.promote`` measures
+        it against the live version with the injected evaluator and makes it live only if it is not
+        worse by more than ``promotion_margin`` on ``promotion_metric``.
+        """
+        return asyncio.run(self._publish_async(record))
+
+    async def _publish_async(self, record: JobRecord) -> tuple[Any, list[Note]]:
+        run_dir = _run_dir(record, self.platform)
+        if not record.evaluation_file:
+            return await self.platform.publish_run(run_dir, record.tenant, record.adapter), []
+        version = await self.platform.publish_run(run_dir, record.tenant, record.adapter, inactive=True)
+        return version, [await self._promote(record, version)]
+
+    async def _promote(self, record: JobRecord, version: Any) -> Note:
+        """Measure ``version`` against the live one and activate it or not; the outcome as an event."""
+        s, file_id = self.settings, record.evaluation_file
+        if self.evaluator is None:
+            return Note(
+                at=self.clock(),
+                key="promotion",
+                level="warn",
+                message=f"{version.id} was published inactive and not measured: this platform runs no "
+                f"evaluator for {file_id}; activate it by hand to serve it",
+            )
+        try:
+            _, data = await self.file_content(record.tenant, file_id or "")
+            eval_set = check_evaluation_file(data, file_id or "evaluation_file", metric=s.promotion_metric)
+            outcome = await self.platform.promote(
+                record.tenant,
+                record.adapter,
+                version.version,
+                self.evaluator(record.tenant, eval_set),
+                metric=s.promotion_metric,
+                margin=s.promotion_margin,
+                evaluation_file=file_id,
+            )
+        except AdeptError as e:
+            return Note(
+                at=self.clock(),
+                key="promotion",
+                level="warn",
+                message=f"{version.id} was published inactive: evaluating it on {file_id} failed ({e.message}); "
+                "activate it by hand to serve it",
+            )
+        scores = f"{s.promotion_metric} {outcome.score:.3f}" + (
+            f" vs {outcome.against_score:.3f} for {outcome.against}"
+            if outcome.against_score is not None
+            else ""
+        )
+        return Note(
+            at=self.clock(),
+            key="promotion",
+            level="info" if outcome.promoted else "warn",
+            message=f"{'Promoted' if outcome.promoted else 'Kept inactive'} ({scores}): {outcome.reason}",
         )
 
     # -- retention and tenants ---------------------------------------------------------------------
@@ -766,6 +870,7 @@ def open_fine_tuning(
     *,
     models: ModelResolver | None = None,
     ray_address: str | None = None,
+    evaluator: Evaluator | None = None,
 ) -> FineTuning:
     """The installation's ``FineTuning``: its stores follow ``tenant_store`` (SQLite + local processes on
     one machine; ``FineTuneJob`` resources on a cluster, whose runs the operator's ``RayJobs`` drive)."""
@@ -778,7 +883,13 @@ def open_fine_tuning(
 
         executor = LocalProcess(cfg, ray_address=ray_address)
     return FineTuning(
-        platform, open_file_store(cfg), open_job_store(cfg), settings, models=models, executor=executor
+        platform,
+        open_file_store(cfg),
+        open_job_store(cfg),
+        settings,
+        models=models,
+        executor=executor,
+        evaluator=evaluator,
     )
 
 

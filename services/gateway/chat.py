@@ -49,6 +49,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.quotas import Quotas
 from services.gateway.tool_calls import guided_output, parse_tool_calls, tool_definitions
+from services.llm.prompting import cited_numbers
 from services.llm.protocol import GenerateChunk, GenerateRequest
 from services.retrieval.protocol import SearchHit
 
@@ -258,6 +259,11 @@ class CompletionService:
         max_tokens = self._max_tokens(req.requested_max_tokens)
         model = await self._resolve(tenant, req.model)
         hits = await self._retrieve(tenant, req)
+        sampling = self._sampling(req, max_tokens)
+        if req.rag_top_k is not False and "temperature" not in req.model_fields_set:
+            # RAG answers extract from the passages: a small model sampling at 1.0 drifts away from
+            # them (fluent nonsense beside correct citations), so RAG decodes greedily unless asked not to.
+            sampling["temperature"] = RAG_DEFAULT_TEMPERATURE
         greq = GenerateRequest(
             messages=[m.as_llm_message() for m in req.messages],
             passages=[passage_text(h) for h in hits],
@@ -266,7 +272,7 @@ class CompletionService:
             tools=tool_definitions(req),
             tool_choice=req.tool_mode,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-            **self._sampling(req, max_tokens),
+            **sampling,
         )
         runs = self._runs(
             req, lambda g: _Run(self, tenant, model, g, hits, started, chat=True, tools=req), greq
@@ -377,14 +383,33 @@ def choice_logprobs(entries: list[Any]) -> ChoiceLogprobs:
     )
 
 
+RAG_DEFAULT_TEMPERATURE = 0.0
+
+
 def passage_text(hit: SearchHit) -> str:
-    """The passage as the model reads it: its title (a strong hint of what it is about), then the text."""
-    return f"{hit.title}\n{hit.text}" if hit.title and not hit.text.startswith(hit.title) else hit.text
+    """The passage as the model reads it: the text, then the title of its document as its source.
+
+    Text first: a small model copies the start of a passage, and a title there got copied instead
+    of the answer (measured on the demo's tune questions with the bundled model: answer-contained
+    0.10 with the title first, 0.20 with it last). The title stays, for the document's name and code.
+    """
+    if not hit.title or hit.text.startswith(hit.title):
+        return hit.text
+    return f"{hit.text}\n(Source: {hit.title})"
 
 
-def build_citations(hits: list[SearchHit], passages_used: list[int] | None) -> list[Citation]:
-    """Citations for the passages that went into the prompt (all retrieved ones if the LLM did not say)."""
-    indices = range(len(hits)) if passages_used is None else passages_used
+def build_citations(
+    hits: list[SearchHit], passages_used: list[int] | None, answer: str | None = None
+) -> list[Citation]:
+    """Citations for the passages that went into the prompt (all retrieved ones if the LLM did not say).
+
+    When the answer cites passages by number (``[2]``, as the RAG instruction asks), only those are
+    returned, in the order cited: the sources are what the answer used, not all it was shown.
+    """
+    indices = list(range(len(hits)) if passages_used is None else passages_used)
+    cited = cited_numbers(answer or "", len(indices))
+    if cited:
+        indices = [indices[n - 1] for n in cited]
     return [
         Citation(
             document_id=hits[i].document_id,
@@ -486,7 +511,9 @@ class _Run:
 
     @property
     def citations(self) -> list[Citation] | None:
-        return build_citations(self.hits, self.out.passages_used) if self.hits else None
+        return (
+            build_citations(self.hits, self.out.passages_used, "".join(self.out.text)) if self.hits else None
+        )
 
     # -- non-streaming ---------------------------------------------------------------------------
     async def complete(self) -> ChatCompletion | Completion:

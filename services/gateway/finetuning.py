@@ -60,6 +60,7 @@ def job_wire(r: JobRecord) -> FineTuningJob:
         trained_tokens=r.trained_tokens,
         training_file=r.training_file,
         validation_file=r.validation_file,
+        evaluation_file=r.evaluation_file,
         metadata=r.metadata,
         method=MethodWire(
             supervised=SupervisedWire(hyperparameters=hp), adept=AdeptMethodWire(**r.options.model_dump())
@@ -100,6 +101,7 @@ def job_request(req: FineTuningJobCreateRequest) -> JobRequest:
         qlora=bool(ext and ext.qlora),
         max_seq_length=ext.max_seq_length if ext else None,
         integrations=list(req.integrations or []),
+        evaluation_file=req.evaluation_file,
     )
 
 

@@ -28,7 +28,7 @@ class FileObject(BaseModel):
     bytes: int = Field(description="Size in bytes.")
     created_at: int = Field(description="Unix seconds.")
     filename: str
-    purpose: Literal["fine-tune", "fine-tune-results"]
+    purpose: Literal["fine-tune", "evals", "fine-tune-results"]
     status: Literal["processed"] = Field(
         "processed", description="Always `processed`: files are validated before they are stored."
     )
@@ -131,6 +131,13 @@ class FineTuningJobCreateRequest(WireModel):
     integrations: list[dict[str, Any]] | None = Field(
         None, max_length=16, description="Accepted; not supported: the job's events say so."
     )
+    evaluation_file: str | None = Field(
+        None,
+        max_length=128,
+        description="Adept extension: id of an `evals` file (`adept eval` questions). The new adapter "
+        "version is published inactive, measured against the live one on it, and made live only if "
+        "it is not worse by more than the platform's promotion margin; the job's events say why.",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -197,6 +204,7 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None = None
     method: MethodWire
     suffix: str | None = omitted("Adept extension: the suffix the model name carries.")
+    evaluation_file: str | None = omitted("Adept extension: the `evals` file promotion is measured on.")
 
 
 class FineTuningJobList(BaseModel):

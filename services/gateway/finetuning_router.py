@@ -77,7 +77,7 @@ def build_finetuning_router(ctx: GatewayContext) -> APIRouter:
                             "required": ["file", "purpose"],
                             "properties": {
                                 "file": {"type": "string", "format": "binary"},
-                                "purpose": {"type": "string", "enum": ["fine-tune"]},
+                                "purpose": {"type": "string", "enum": ["fine-tune", "evals"]},
                             },
                         }
                     }

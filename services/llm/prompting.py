@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from adept.errors import InvalidRequest
 from services.llm.protocol import GenerateRequest
 from services.llm.structured import chat_messages, template_kwargs
+
+# A RAG instruction holding both slots is a template for the whole user turn (the instruction may then
+# come after the passages, next to where the answer starts: what a small model follows best).
+PASSAGES_SLOT = "{passages}"
+QUESTION_SLOT = "{question}"
+
+# `[1]`, `[2, 3]`, `[1][3]`: how the RAG instruction asks the model to cite the numbered passages.
+_CITATION_RE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+
+def cited_numbers(text: str, n_passages: int) -> list[int]:
+    """The passage numbers (1-based, as the prompt numbered them) that ``text`` cites, in first-cited order;
+    numbers outside ``1..n_passages`` are ignored."""
+    seen: dict[int, None] = {}
+    for group in _CITATION_RE.findall(text):
+        for part in group.split(","):
+            n = int(part)
+            if 1 <= n <= n_passages:
+                seen.setdefault(n)
+    return list(seen)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,18 @@ class PromptBuilder:
         numbered = "\n\n".join(f"[{n}] {p.strip()}" for n, p in enumerate(passages, 1))
         return f"{self.rag_instruction}\n\n{numbered}"
 
+    @property
+    def _is_template(self) -> bool:
+        return PASSAGES_SLOT in self.rag_instruction and QUESTION_SLOT in self.rag_instruction
+
+    def _rag_turn(self, passages: list[str], question: str) -> str:
+        """The user turn of a RAG request: the instruction as a template (``{passages}``, ``{question}``),
+        or the instruction, the numbered passages and the question, in that order."""
+        if self._is_template:
+            numbered = "\n\n".join(f"[{n}] {p.strip()}" for n, p in enumerate(passages, 1))
+            return self.rag_instruction.replace(PASSAGES_SLOT, numbered).replace(QUESTION_SLOT, question)
+        return f"{self._context(passages)}\n\nQuestion: {question}"
+
     def render(self, req: GenerateRequest, passages: list[str]) -> str:
         """The prompt text of ``req`` with ``passages`` (may be empty) as numbered context."""
         if req.prompt is not None:
@@ -52,10 +85,7 @@ class PromptBuilder:
                 messages.append({"role": "user", "content": self._context(passages)})
             else:
                 question = messages[last_user]["content"]
-                messages[last_user] = {
-                    "role": "user",
-                    "content": f"{self._context(passages)}\n\nQuestion: {question}",
-                }
+                messages[last_user] = {"role": "user", "content": self._rag_turn(passages, question)}
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False, **template_kwargs(req, self.tokenizer)

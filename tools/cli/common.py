@@ -47,7 +47,17 @@ def handle_errors(fn: F) -> F:
 
 
 def platform_config(data_dir: str | None = None, overrides: list[str] | None = None):
-    """The effective ``PlatformConfig``: defaults < ``ADEPT_*`` env < ``--data-dir`` < ``key=value``."""
-    from adept.config.platform import load_platform_config
+    """The effective ``PlatformConfig``: defaults < ``ADEPT_*`` env < ``--data-dir`` < ``key=value``.
 
+    With no data dir named anywhere, the nearest project ``.adept`` (the one ``make run`` uses) is
+    found from the working directory (``tools.cli.discovery``).
+    """
+    import os
+
+    from adept.config.platform import load_platform_config
+    from tools.cli.discovery import project_data_dir
+
+    if not data_dir and not os.environ.get("ADEPT_DATA_DIR") and not os.environ.get("ADEPT_CONFIG"):
+        found = project_data_dir()
+        data_dir = str(found) if found else None
     return load_platform_config(data_dir, overrides)

@@ -66,16 +66,26 @@ def eval_command(
         ),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            help="Only the questions with this tag (e.g. `heldout`: the half no prompt tuning saw).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Compare routes on a question set through the tenant's public API and recommend one."""
     from adept.errors import InvalidRequest
-    from tools.eval.dataset import load_eval_set
+    from adept.evalset import load_eval_set
     from tools.eval.report import print_report, write_report
     from tools.eval.routes import DEFAULT_SYSTEM_PROMPT, Decoding, parse_route_names
     from tools.eval.runner import EvalOptions, corpus_files, embedded_platform
 
     # Everything that can be checked locally is checked before any platform starts.
     eval_set = load_eval_set(questions)
+    if tag:
+        eval_set = eval_set.with_tag(tag)
     options = EvalOptions(
         routes=parse_route_names(routes),
         adapter=adapter,

@@ -17,7 +17,11 @@ Definitions:
   * MRR: 1 / rank of the first retrieved chunk from a reference document (0 if none);
   * citation precision: share of the distinct cited documents that are reference documents;
   * groundedness: share of the answer's content tokens (normalised, stop-words and tokens
-    copied from the question removed) that occur in the passages retrieved for the question.
+    copied from the question removed) that occur in the passages retrieved for the question;
+  * format compliance: 1 if the stripped answer matches the expected regular expression (or
+    parses as JSON valid against the expected schema), else 0;
+  * terms: share of the required terms the answer uses, 0 if it uses a forbidden term
+    (case-insensitive, on word boundaries where the term starts/ends with a letter or digit).
 """
 
 from __future__ import annotations
@@ -295,6 +299,49 @@ def groundedness(prediction: str, passages: Sequence[str], question: str = "") -
         return None
     vocabulary = set(tokens(" ".join(passages)))
     return sum(t in vocabulary for t in content) / len(content)
+
+
+# -- expectations (what fine-tuning is for) --------------------------------------------------------
+def format_compliance(
+    prediction: str, pattern: str | None = None, schema: dict | None = None
+) -> float | None:
+    """1.0 if the answer matches ``pattern`` (``re.search`` on the stripped text) or is JSON valid
+    against ``schema``; None when neither is given."""
+    text = prediction.strip()
+    if pattern is not None:
+        return float(re.search(pattern, text, flags=re.DOTALL) is not None)
+    if schema is not None:
+        import json
+
+        import jsonschema
+
+        try:
+            jsonschema.validate(json.loads(text), schema)
+        except (ValueError, jsonschema.ValidationError):
+            return 0.0
+        return 1.0
+    return None
+
+
+def _has_term(text: str, term: str) -> bool:
+    left = r"\b" if term[:1].isalnum() else ""
+    right = r"\b" if term[-1:].isalnum() else ""
+    return re.search(left + re.escape(term) + right, text, flags=re.IGNORECASE) is not None
+
+
+def term_score(prediction: str, required: Sequence[str] = (), forbidden: Sequence[str] = ()) -> float | None:
+    """Share of the required terms the answer uses; 0 when it uses a forbidden one; None without terms.
+
+    With forbidden terms only: 1 when it uses none. (Absent forbidden terms earn nothing when there are
+    required ones: an answer that never names the house's vocabulary must not score for staying polite.)
+    """
+    if not required and not forbidden:
+        return None
+    if any(_has_term(prediction, t) for t in forbidden):
+        return 0.0
+    if not required:
+        return 1.0
+    return sum(_has_term(prediction, t) for t in required) / len(required)
 
 
 # -- aggregation -----------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def recommend(routes: list[RouteResult], headline: str | None, *, seed: int = 0)
     return {
         "route": chosen.name,
         "label": chosen.label,
+        "why": explain(chosen, ran, headline, best=best),
         "headline": headline,
         "headline_mean": _mean(chosen, headline),
         "best_by_mean": best.name,
@@ -120,6 +121,35 @@ def recommend(routes: list[RouteResult], headline: str | None, *, seed: int = 0)
         "reasons": reasons,
         "considerations": {r: CONSIDERATIONS[r] for r in ROUTES},
     }
+
+
+# What each part of the combined score measures, in words, and which route supplies it.
+_PARTS = {"contains": "the facts", "format": "the house format", "terms": "the house vocabulary"}
+
+
+def explain(
+    chosen: RouteResult, ran: list[RouteResult], headline: str, *, best: RouteResult | None = None
+) -> str:
+    """One sentence: the recommended route, its headline score, and what it wins on (or why it is enough)."""
+    label = METRICS[headline]
+    head = f"{chosen.label} is recommended: {label} {_mean(chosen, headline):.2f}"
+    if best is not None and best is not chosen:
+        return (
+            f"{head}, and {best.label}'s higher {_mean(best, headline):.2f} is not significantly better on "
+            f"these {len(best.questions)} questions, so the simpler route is enough."
+        )
+    others = [r for r in ran if r is not chosen]
+    if not others:
+        return head + " (the only route that ran)."
+    parts = [(k, _mean(chosen, k)) for k in ("contains", "format", "terms") if _mean(chosen, k) is not None]
+    if headline == "combined" and parts:
+        detail = ", ".join(f"{_PARTS[k]} {v:.2f}" for k, v in parts)
+        # The parts where the chosen route beats the best of the others by a clear margin.
+        wins = [_PARTS[k] for k, v in parts if v >= max((_mean(r, k) or 0.0) for r in others) + 0.1]
+        tail = f", winning on {' and '.join(wins)}" if wins else ", no other route clearly better on any part"
+        return f"{head} ({detail}){tail}."
+    best_other = max(others, key=lambda r: _mean(r, headline) or 0.0)
+    return f"{head} against {_mean(best_other, headline) or 0.0:.2f} for {best_other.label}, the next best."
 
 
 def _supporting(chosen: RouteResult, ran: list[RouteResult]) -> list[str]:

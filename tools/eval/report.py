@@ -8,7 +8,16 @@ from typing import Any
 
 from tools.eval.scoring import METRICS
 
-CHART_METRICS = ("f1", "rouge_l", "contains", "hit_at_k", "citation_precision", "groundedness")
+CHART_METRICS = (
+    "f1",
+    "contains",
+    "format",
+    "terms",
+    "combined",
+    "hit_at_k",
+    "citation_precision",
+    "groundedness",
+)
 
 
 def _cell(entry: dict[str, Any] | None, ci: bool = True) -> str:
@@ -70,6 +79,8 @@ def print_report(report: dict[str, Any], console: Any | None = None) -> None:
     rec = report["recommendation"]
     if rec.get("route"):
         console.print(f"[bold green]Recommended route:[/] {rec['label']}")
+        if rec.get("why"):
+            console.print(rec["why"], highlight=False, markup=False)
     else:
         console.print("[bold yellow]No recommendation.[/]")
     for reason in rec.get("reasons", []):
@@ -100,6 +111,7 @@ def write_markdown(report: dict[str, Any], path: Path, charts: list[Path]) -> Pa
         "",
         f"## Recommendation: {rec.get('label') or 'none'}",
         "",
+        *([f"**{rec['why']}**", ""] if rec.get("why") else []),
         *[f"- {r}" for r in rec.get("reasons", [])],
         "",
     ]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from adept.errors import AdeptError, AuthenticationError, NotFound, PermissionDenied, Unavailable
+from adept.evalset import EvalSet
 from tools.eval import metrics as m
 from tools.eval.client import PlatformClient
-from tools.eval.dataset import EvalSet
 from tools.eval.recommend import compare, recommend
 from tools.eval.routes import ROUTES, Decoding, Route, RoutePlan, ask, plan_routes, split_models
 from tools.eval.scoring import Retrieved, RouteResult, headline_metric, score_question, summarise
@@ -89,7 +89,7 @@ def run_eval(
     for r in results:
         if r.skipped is None:
             summarise(r, n_resamples=opts.n_resamples, seed=opts.seed)
-    headline = headline_metric(eval_set.has_answers, kb_docs > 0)
+    headline = headline_metric(eval_set.has_answers, kb_docs > 0, eval_set.has_expectations)
     rec = recommend(results, headline, seed=opts.seed)
     base = next((r for r in results if r.name == "base" and r.skipped is None), None)
     vs_base = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adept.evalset import EvalItem
 from tools.eval import metrics as m
-from tools.eval.dataset import EvalItem
 from tools.eval.routes import Route
 
 # Metric keys, in display order, with their labels.
@@ -19,7 +19,13 @@ METRICS: dict[str, str] = {
     "mrr": "MRR",
     "citation_precision": "cite prec",
     "groundedness": "grounded",
+    "format": "format",
+    "terms": "terms",
+    "combined": "combined",
 }
+
+# The combined score: facts (the gold answer is in the answer), format and vocabulary, equally weighted.
+COMBINED_PARTS = ("contains", "format", "terms")
 
 
 @dataclass
@@ -103,6 +109,19 @@ def score_question(
     s["groundedness"] = (
         m.groundedness(pred, retrieved.passages, item.question) if (retrieved and error is None) else None
     )
+    exp = item.expect
+    failed = error is not None
+    s["format"] = (
+        None
+        if exp is None or (exp.format is None and exp.json_schema is None)
+        else 0.0
+        if failed
+        else m.format_compliance(pred, exp.format, exp.json_schema)
+    )
+    terms = m.term_score(pred, exp.required_terms, exp.forbidden_terms) if exp is not None else None
+    s["terms"] = None if terms is None else 0.0 if failed else terms
+    # Only questions with expectations get a combined score: without them it would just repeat `contains`.
+    s["combined"] = m.mean(s[k] for k in COMBINED_PARTS) if exp is not None else None
     result.scores = s
     return result
 
@@ -142,8 +161,11 @@ def summarise(route: RouteResult, *, n_resamples: int = 2000, seed: int = 0) -> 
     return summary
 
 
-def headline_metric(has_answers: bool, has_retrieval: bool) -> str | None:
-    """F1 when there are gold answers; else groundedness when there is a knowledge base; else nothing."""
+def headline_metric(has_answers: bool, has_retrieval: bool, has_expectations: bool = False) -> str | None:
+    """The combined score when questions state expectations (format, vocabulary); else F1 when there
+    are gold answers; else groundedness when there is a knowledge base; else nothing."""
+    if has_expectations:
+        return "combined"
     if has_answers:
         return "f1"
     if has_retrieval:

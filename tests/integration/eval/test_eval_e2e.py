@@ -139,8 +139,8 @@ def test_all_four_routes_through_the_public_api(
 
 
 def test_answers_are_deterministic(platform, questions: Path) -> None:
+    from adept.evalset import load_eval_set
     from tools.eval.client import PlatformClient
-    from tools.eval.dataset import load_eval_set
     from tools.eval.routes import Decoding, parse_route_names
     from tools.eval.runner import EvalOptions, run_eval
 
@@ -187,3 +187,25 @@ def test_unknown_adapter_is_reported_as_skipped(
         r for r in json.loads((tmp_path / "report.json").read_text())["routes"] if r["name"] == "lora"
     )
     assert f"'nope' is not among the tenant's adapters ({demo_adapter})" in lora["skipped"]
+
+
+def test_adept_ask_from_a_subdirectory_finds_the_platform_and_uses_rag(platform, tmp_path, monkeypatch):
+    """What a newcomer does in a second terminal after `make run`: no URL, no key, no flags."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    for var in ("ADEPT_URL", "ADEPT_API_KEY", "ADEPT_DATA_DIR", "ADEPT_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "project"
+    (project / "docs" / "deep").mkdir(parents=True)
+    (project / ".adept").symlink_to(platform.config.platform.data_dir)  # where `make run` keeps its state
+    monkeypatch.chdir(project / "docs" / "deep")
+    runner = CliRunner()
+    question = "How much is the Lumen Grid Outage Guarantee credit?"
+    with_rag = runner.invoke(app, ["ask", "--max-tokens", "8", question])
+    assert with_rag.exit_code == 0, with_rag.output
+    assert "Sources" in with_rag.output and "Lumen Grid Co." in with_rag.output  # the demo documents
+    without = runner.invoke(app, ["ask", "--no-rag", "--max-tokens", "8", question])
+    assert without.exit_code == 0, without.output
+    assert "Sources" not in without.output

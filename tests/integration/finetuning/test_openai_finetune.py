@@ -292,3 +292,46 @@ def test_adept_finetune_creates_a_job_the_api_lists(platform, trained, tmp_path)
     assert listed.status == "succeeded" and listed.fine_tuned_model == "cli-made"
     assert any(e.type == "metrics" for e in acme.fine_tuning.jobs.list_events(listed.id).data)
     assert "cli-made" in [m.id for m in acme.models.list().data]
+
+
+def test_promotion_measures_with_the_serving_model_and_keeps_a_worse_version_inactive(
+    platform, trained, tmp_path
+) -> None:
+    """Eval-gated promotion with the real model: the evaluator the job runner gets
+    (``serve_evaluator``: the gateway's completion path, as the tenant) measures the trained v1
+    against a v2 whose LoRA update is zero (what a learning rate of ~0 trains); v2 stays inactive."""
+    import asyncio
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from adept.evalset import check_evaluation_file
+    from adept.platform import Platform
+    from tools.eval.promotion import serve_evaluator
+
+    kernel = Platform(platform.config.platform)
+    name = f"ft-nightshift-{trained.id[6:14]}"
+    v1 = asyncio.run(kernel.resolve_adapter("acme", name))
+    zero = tmp_path / "zero"
+    shutil.copytree(v1.path, zero, ignore=shutil.ignore_patterns("manifest.json", "_COMPLETE"))
+    weights = load_file(str(zero / "adapter_model.safetensors"))
+    save_file(
+        {k: torch.zeros_like(t) if "lora_B" in k else t for k, t in weights.items()},
+        str(zero / "adapter_model.safetensors"),
+    )
+    v2 = asyncio.run(kernel.publish_adapter("acme", name, zero, inactive=True))
+    assert asyncio.run(kernel.resolve_adapter("acme", name)).version == v1.version
+    eval_set = check_evaluation_file(
+        _jsonl([{"question": q, "answer": ANSWER} for q in PHRASINGS[:3]]), metric="f1"
+    )
+    evaluate = serve_evaluator(platform.config)("acme", eval_set)
+    outcome = asyncio.run(
+        kernel.promote(
+            "acme", name, v2.version, evaluate, metric="f1", margin=0.02, evaluation_file="nightshift"
+        )
+    )
+    print(f"\npromotion: {outcome.reason}")
+    assert not outcome.promoted and outcome.against == v1.version, outcome.reason
+    assert outcome.against_score > outcome.score and "stays inactive" in outcome.reason
+    assert asyncio.run(kernel.resolve_adapter("acme", name)).version == v1.version
+    kernel.close()

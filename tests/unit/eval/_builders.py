@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.eval.dataset import EvalItem
+from adept.evalset import EvalItem
 from tools.eval.routes import ROUTES
 from tools.eval.scoring import QuestionResult, RouteResult, summarise
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adept.errors import ConfigError
-from tools.eval.dataset import load_eval_set, parse_eval_lines
+from adept.evalset import load_eval_set, parse_eval_lines
 
 
 def test_valid_set_with_defaults() -> None:

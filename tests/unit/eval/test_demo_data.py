@@ -7,7 +7,7 @@ import re
 
 from adept.demo import corpus_dir, document_ids, eval_questions_path, finetune_path
 from adept.demo.make_finetune import DOC_CODES, FACTS, build_examples, render
-from tools.eval.dataset import load_eval_set
+from adept.evalset import load_eval_set
 
 
 def _flat(text: str) -> str:
@@ -51,3 +51,45 @@ def test_finetune_facts_are_in_their_documents() -> None:
         text = _flat((corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8"))
         assert answer in text, (doc_id, answer)
         assert DOC_CODES[doc_id] in text
+
+
+def test_each_route_has_something_to_win() -> None:
+    """Facts of the eval questions are only in the documents; the house format only in the training examples."""
+    import re as _re
+
+    from adept.demo.make_finetune import SYSTEM_PROMPT, house_format_regex, with_expectations
+    from tools.eval.routes import DEFAULT_SYSTEM_PROMPT
+
+    assert SYSTEM_PROMPT == DEFAULT_SYSTEM_PROMPT  # the adapter is asked the way it was taught
+    s = load_eval_set(eval_questions_path())
+    trained = finetune_path().read_text(encoding="utf-8")
+    fmt = _re.compile(house_format_regex())
+    for it in s.items:
+        # No eval answer is a training target: the adapter alone cannot know the facts.
+        assert f'"content": "{it.answer} (' not in trained, it.answer
+        assert it.expect is not None and it.expect.format == house_format_regex()
+        assert it.expect.required_terms == [DOC_CODES[it.reference_documents[0]]]
+    # Every training answer is in the house format; no document states it.
+    for line in trained.splitlines():
+        assert fmt.search(json.loads(line)["messages"][-1]["content"])
+    for doc_id in document_ids():
+        assert not fmt.search((corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8"))
+    # Prompts are tuned on one half and reported on the other.
+    tags = [t for it in s.items for t in it.tags if t in ("tune", "heldout")]
+    assert tags.count("tune") == tags.count("heldout") == len(s.items) // 2
+    shipped = [json.loads(line) for line in eval_questions_path().read_text(encoding="utf-8").splitlines()]
+    assert with_expectations(shipped) == shipped  # the script's output is what ships
+
+
+def test_rag_examples_cite_the_passage_that_states_the_fact() -> None:
+    from adept.config.llm import DEFAULT_RAG_INSTRUCTION
+    from adept.demo.make_finetune import rag_examples
+
+    examples = rag_examples()
+    assert len(examples) == len(FACTS)
+    for ex, (_doc, _subject, answer) in zip(examples, FACTS, strict=True):
+        user, reply = ex["messages"][1]["content"], ex["messages"][2]["content"]
+        assert user.startswith(DEFAULT_RAG_INSTRUCTION + "\n\n[1] ")
+        n = int(re.search(r"\[(\d)\]$", reply).group(1))
+        cited = user.split(f"[{n}] ", 1)[1].split("\n\n[", 1)[0]
+        assert answer in cited

@@ -92,7 +92,7 @@ def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
     svc, llm, kb = service
     out = run(svc.chat(tenants["acme"][0], chat_req(rag={"top_k": 2})))
     assert kb.queries == [("acme", "hello there", 2)]
-    assert llm.calls[0][1].passages == ["Doc 0\ntext 0", "Doc 1\ntext 1"]
+    assert llm.calls[0][1].passages == ["text 0\n(Source: Doc 0)", "text 1\n(Source: Doc 1)"]
     # The fake LLM reports it used passage 0 only.
     assert out.model_dump()["citations"] == [
         {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
@@ -219,3 +219,22 @@ def test_logprobs_reach_the_response_and_the_stream(service, tenants):
         for t in c["logprobs"]["content"]
     ]
     assert tokens == ["base: ", "hello ", "there "]
+
+
+def test_citations_are_the_passages_the_answer_cites_by_number():
+    hits = [
+        SearchHit(document_id=f"d{i}", chunk_id=f"c{i}", title="t", text="x", score=0.5) for i in range(4)
+    ]
+    # Passages 0, 2 and 3 went into the prompt as [1], [2], [3]; the answer cites [3] then [1].
+    cited = build_citations(hits, [0, 2, 3], "0.80 m [3], see also [1] and [9].")
+    assert [c.document_id for c in cited] == ["d3", "d0"]
+    # An answer citing nothing gets every passage it was shown.
+    assert [c.document_id for c in build_citations(hits, [0, 2], "0.80 m")] == ["d0", "d2"]
+
+
+def test_rag_decodes_greedily_unless_the_request_sets_a_temperature(service, tenants):
+    svc, llm, _ = service
+    run(svc.chat(tenants["acme"][0], chat_req(rag=True)))
+    run(svc.chat(tenants["acme"][0], chat_req(rag=True, temperature=0.7)))
+    run(svc.chat(tenants["acme"][0], chat_req()))
+    assert [c[1].temperature for c in llm.calls] == [0.0, 0.7, 1.0]

@@ -80,12 +80,13 @@ def env(tmp_path: Path, monkeypatch):
     settings = FineTuningConfig(runner_poll_interval_s=0.1, runner_max_attempts=2)
     runners: list[JobRunner] = []
 
-    def owner() -> FineTuning:
+    def owner(evaluator=None) -> FineTuning:
         executor = LocalProcess(platform, entrypoint=[sys.executable, str(script)])
-        return FineTuning(kernel, FileStore(str(tmp_path / "files")), store, settings, executor=executor)
+        files = FileStore(str(tmp_path / "files"))
+        return FineTuning(kernel, files, store, settings, executor=executor, evaluator=evaluator)
 
-    def runner() -> JobRunner:
-        r = JobRunner(owner())
+    def runner(evaluator=None) -> JobRunner:
+        r = JobRunner(owner(evaluator))
         runners.append(r)
         return r
 
@@ -97,11 +98,10 @@ def env(tmp_path: Path, monkeypatch):
     kernel.close()
 
 
-def job(env, mode: str) -> JobRecord:
+def job(env, mode: str, adapter: str | None = None, evaluation_file: str | None = None) -> JobRecord:
     job_id = new_job_id()
-    return env[
-        "store"
-    ].create(
+    adapter = adapter or "ft-" + job_id[6:14]
+    return env["store"].create(
         JobRecord(
             id=job_id,
             tenant="acme",
@@ -111,10 +111,11 @@ def job(env, mode: str) -> JobRecord:
             seed=1,
             hyperparameters=Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
             options=AdeptOptions(lora_rank=4, lora_alpha=8, max_seq_length=64),
-            adapter="ft-" + job_id[6:14],
+            adapter=adapter,
+            evaluation_file=evaluation_file,
             config={
                 "tenant": "acme",
-                "adapter": "ft-" + job_id[6:14],
+                "adapter": adapter,
                 "description": mode,
                 "data": {"path": str(env["data"])},
                 "output": {"run_name": job_id},
@@ -220,3 +221,93 @@ def test_finished_jobs_are_pruned_after_their_retention_with_their_directories(e
     assert owner.prune() == [rec.id]
     assert env["store"].list("acme") == [] and not run_dir.exists() and not job_dir.exists()
     assert [v.name for v in owner.platform.registry.list("acme")] == [rec.adapter]  # the model stays
+
+
+EVAL_SET = b'{"question": "What is the RS-1 charge?", "answer": "$11.40", "expect": {"format": "\\\\(Schedule R\\\\)"}}\n'
+
+
+def test_a_worse_version_from_a_job_with_an_evaluation_file_stays_inactive_with_the_reason(env) -> None:
+    """Eval-gated promotion on the job path: publish inactive, measure new vs live, promote or not.
+
+    The evaluator is the owner's injected seam (``FineTuning(evaluator=...)``); here it scores by
+    version so that v2 is deliberately worse (as an adapter trained at learning rate ~0 measures):
+    the kernel's decision and what the job records are under test. The real-model evaluator
+    (``tools.eval.promotion.serve_evaluator``) is exercised with a platform in tests/integration.
+    """
+    owner = env["owner"]()
+    eval_file = owner.files.create("acme", "eval.jsonl", "evals", EVAL_SET)
+    measured: list[tuple[str, str, int]] = []
+
+    def evaluator(tenant: str, eval_set):
+        async def evaluate(model_id: str) -> dict[str, float]:
+            measured.append((tenant, model_id, len(eval_set.items)))
+            return {"combined": {"v1": 0.8, "v2": 0.3}[model_id.split("@")[1]], "f1": 0.5}
+
+        return evaluate
+
+    r = env["runner"](evaluator)
+    first = until(env, r, job(env, "ok", "style", eval_file.id).id, lambda x: x.status == "succeeded")
+    assert first.adapter_version == "v1"
+    assert any(n.key == "promotion" and n.message.startswith("Promoted") for n in first.notes)
+    second = until(env, r, job(env, "ok", "style", eval_file.id).id, lambda x: x.status == "succeeded")
+    assert second.adapter_version == "v2"
+    # v2 stays published and inactive: v1 keeps serving; the job's events say why, with the scores.
+    kernel = owner.platform
+    assert asyncio.run(kernel.resolve_adapter("acme", "style")).version == "v1"
+    assert set(kernel.registry.versions("acme", "style")) == {"v1", "v2"}
+    (note,) = [n for n in second.notes if n.key == "promotion"]
+    assert note.level == "warn" and note.message.startswith("Kept inactive (combined 0.300 vs 0.800 for v1)")
+    assert "stays inactive" in note.message and "margin 0.02" in note.message
+    events = [e.message for e in owner_events(owner, second.id)]
+    assert any("Kept inactive" in m for m in events)
+    assert ("acme", "acme/style@v2", 1) in measured and ("acme", "acme/style@v1", 1) in measured
+
+
+def test_a_job_without_an_evaluator_publishes_its_evaluated_version_inactive(env) -> None:
+    owner = env["owner"]()
+    eval_file = owner.files.create("acme", "eval.jsonl", "evals", EVAL_SET)
+    r = env["runner"]()
+    rec = until(env, r, job(env, "ok", "style", eval_file.id).id, lambda x: x.status == "succeeded")
+    (note,) = [n for n in rec.notes if n.key == "promotion"]
+    assert "published inactive and not measured" in note.message
+
+
+def owner_events(owner, job_id: str):
+    return asyncio.run(owner.events("acme", job_id))
+
+
+CHAT = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello (Schedule R)."}]}\n'
+
+
+def test_create_resolves_auto_from_the_dataset_and_checks_the_evaluation_file_first(env) -> None:
+    from adept.config.finetuning import auto_hyperparameters
+    from adept.errors import InvalidRequest
+    from adept.finetuning.service import JobRequest
+
+    owner = env["owner"]()
+    base = owner.platform.base_model_id
+    train = owner.files.create("acme", "train.jsonl", "fine-tune", CHAT * 48)
+    answers_only = owner.files.create("acme", "qa.jsonl", "evals", b'{"question": "q?", "answer": "a"}\n')
+    good = owner.files.create("acme", "eval.jsonl", "evals", EVAL_SET)
+
+    def create(**kw):
+        return asyncio.run(owner.create("acme", JobRequest(model=base, training_file=train.id, **kw)))
+
+    # The promotion metric (combined) needs questions with `expect`: refused before anything is stored.
+    with pytest.raises(InvalidRequest) as e:
+        create(evaluation_file=answers_only.id)
+    assert e.value.param == "evaluation_file" and "expect" in e.value.message
+    with pytest.raises(InvalidRequest) as e:  # a training file is not an evaluation set
+        create(evaluation_file=train.id)
+    assert e.value.param == "evaluation_file" and "'evals'" in e.value.message
+    assert env["store"].list("acme") == []
+
+    rec = create(evaluation_file=good.id)
+    auto = auto_hyperparameters(48)
+    assert rec.evaluation_file == good.id
+    assert (rec.hyperparameters.n_epochs, rec.hyperparameters.batch_size) == (auto.n_epochs, auto.batch_size)
+    assert rec.hyperparameters.learning_rate_multiplier == auto.learning_rate_multiplier == 5.0
+    assert rec.config["data"]["packing"] is False and rec.config["train"]["epochs"] == auto.n_epochs
+    # Asked-for values win over auto.
+    rec2 = create(n_epochs=2, batch_size=1, learning_rate_multiplier=0.5)
+    assert rec2.hyperparameters.n_epochs == 2 and rec2.hyperparameters.learning_rate_multiplier == 0.5
