@@ -26,6 +26,7 @@ import yaml
 from adept.errors import AdeptError, Conflict, InvalidRequest, NotFound, PermissionDenied, Unavailable
 from adept.finetuning.progress import parse_training_log
 from adept.kube import GROUP, VERSION, Kube
+from adept.placement import fit_job
 from adept.tenancy.kubernetes import (
     HASH_ANNOTATION,
     ISSUED_ANNOTATION,
@@ -50,6 +51,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     configure(settings)
     memo.config, memo.platform_config = load_operator_config()
     memo.kube = Kube()
+    _check_kuberay(memo, logger)
     memo.platforms = {}
     memo.gateway = None
     if memo.config.gateway_url:
@@ -57,6 +59,19 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
 
         memo.gateway = AdminClient(memo.config.gateway_url, memo.config.gateway_admin_key or "")
     logger.info("adept operator ready: ray=%s gateway=%s", memo.config.ray_address, memo.config.gateway_url)
+
+
+def _check_kuberay(memo: kopf.Memo, logger: Any) -> None:
+    """Refuse to start on a KubeRay without ``authOptions.secretName`` (operators.kuberay); the message says why."""
+    from operators.kuberay import KubeRayTooOld, check_kuberay
+
+    try:
+        skipped = check_kuberay(memo.kube, os.environ.get("POD_NAMESPACE"), memo.config.training_cluster)
+    except KubeRayTooOld as e:
+        logger.error("%s", e)
+        raise kopf.PermanentError(str(e)) from None
+    for what in skipped:
+        logger.info("KubeRay check skipped: %s", what)
 
 
 @kopf.on.cleanup()
@@ -390,7 +405,7 @@ def submit_finetune_job(
         return  # this generation is already submitted (operator restart, resume)
     with _outcomes(patch, status, meta, memo):
         platform = _platform(memo, namespace)
-        job = parsed.job_config()
+        job = fit_job(parsed.job_config(), platform.config.training_shape, memo.config.entrypoint_num_cpus)
         job.check_publisher(platform.config)
         store = job.output.adapter_store_uri
         if store and store != platform.config.resolved_adapter_store:
@@ -469,6 +484,7 @@ def _submit(
             config_dir=tmp,
             env=memo.config.job_env,
             entrypoint=memo.config.job_entrypoint,
+            entrypoint_num_cpus=memo.config.entrypoint_num_cpus,
         )
         try:
             client.submit_job(**kwargs)

@@ -33,6 +33,7 @@ from adept.finetuning.jobs import (
     page_after,
 )
 from adept.finetuning.store import JobStore
+from adept.placement import fitted_job_workers
 from adept.platform import Platform
 from adept.tenancy import Tenant
 from services.gateway.chat import ModelCatalog
@@ -387,7 +388,7 @@ class FineTuningService:
                     "log_every_steps": 1,  # every step is an event (and a point of the loss curve)
                     "eval_every_steps": s.eval_every_steps if validation else 0,
                 },
-                "workers": s.workers.model_dump(),
+                "workers": fitted_job_workers(s, self.platform.config.training_shape),  # adept/placement.py
                 "checkpoint": {"every_steps": s.checkpoint_every_steps},
                 "output": {"run_name": job_id},
             }
