@@ -51,8 +51,9 @@ class OperatorConfig(StrictModel):
         1.0,
         ge=0,
         le=64,
-        description="CPUs a FineTuneJob's driver reserves (`--entrypoint-num-cpus`): the training head offers "
-        "none (`num-cpus: 0`), so the driver runs on a worker, never beside the autoscaler's token.",
+        description="CPUs a FineTuneJob's driver reserves (`--entrypoint-num-cpus`, the Ray Jobs executor's): the "
+        "training head offers none (`num-cpus: 0`), so the driver runs on a worker, never beside the autoscaler's "
+        "token. The job owner counts them when it places a new job on the training cluster's shape.",
     )
     job_env: dict[str, str] = Field(
         default_factory=dict,
