@@ -92,6 +92,8 @@ for name, value in items.items():
             local = Path(v.removeprefix("file://"))
             if "://" in v and not v.startswith("file://"):
                 kept.append(v)
+            elif os.environ.get("REMOTE_ONLY"):
+                continue  # the CUDA image: a local CPU torch wheel would win over PyPI's CUDA build
             elif local.exists():  # a local index or wheel folder: mounted at the same path
                 kept.append(v)
                 # A local "simple" index links to files beside it (../files): mount its parent.
@@ -104,6 +106,7 @@ for name, value in items.items():
 Path(sys.argv[1]).write_text("\n".join(lines) + "\n")
 print("\n".join(sorted(set(mounts))))
 EOF
+  TORCH_ARGS=()
   PIP_MOUNTS=(-v /etc/ssl/certs:/etc/ssl/certs:ro -v "$conf:/etc/pip.conf:ro")
   local m torch_local=
   while read -r m; do
@@ -132,8 +135,10 @@ build_podman() {
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
-[ "$BUILDER" = docker ] || prepare_pip "$workdir/pip.conf"
 for variant in "${variants[@]}"; do
+  # The CUDA image takes its wheels from the remote index only: local folders here hold the CPU torch build,
+  # whose local version (2.13.0+cpu) pip would prefer to PyPI's CUDA 2.13.0.
+  [ "$BUILDER" = docker ] || REMOTE_ONLY=$([ "$variant" != cuda ] || echo 1) prepare_pip "$workdir/pip-$variant.conf"
   name=$(image_name "$variant")
   echo "== $name ($BUILDER, $(containerfile "$variant"))"
   start=$SECONDS

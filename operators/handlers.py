@@ -47,6 +47,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     configure(settings)
     memo.config, memo.platform_config = load_operator_config()
     memo.kube = Kube()
+    _check_kuberay(memo, logger)
     memo.platforms = {}
     memo.gateway = None
     if memo.config.gateway_url:
@@ -54,6 +55,19 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
 
         memo.gateway = AdminClient(memo.config.gateway_url, memo.config.gateway_admin_key or "")
     logger.info("adept operator ready: ray=%s gateway=%s", memo.config.ray_address, memo.config.gateway_url)
+
+
+def _check_kuberay(memo: kopf.Memo, logger: Any) -> None:
+    """Refuse to start on a KubeRay without ``authOptions.secretName`` (operators.kuberay); the message says why."""
+    from operators.kuberay import KubeRayTooOld, check_kuberay
+
+    try:
+        skipped = check_kuberay(memo.kube, os.environ.get("POD_NAMESPACE"), memo.config.training_cluster)
+    except KubeRayTooOld as e:
+        logger.error("%s", e)
+        raise kopf.PermanentError(str(e)) from None
+    for what in skipped:
+        logger.info("KubeRay check skipped: %s", what)
 
 
 @kopf.on.cleanup()
@@ -368,6 +382,7 @@ def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None)
         entrypoint=memo.config.job_entrypoint,
         env=memo.config.job_env,
         config_file="finetune.yaml",
+        entrypoint_num_cpus=memo.config.entrypoint_num_cpus,  # counted by the owner's shape check too
     )
     store = KubernetesJobStore(namespace, kube=memo.kube)
     return FineTuning(
@@ -412,6 +427,8 @@ def reconcile_finetune_job(
         if obj is None:
             return  # deleted meanwhile
         if record is None:  # made with kubectl: the platform team's job, checked as every job is
+            # (the owner gives one naming no workers the training group's GPUs and refuses one that
+            # cannot fit the training cluster: FineTuning.create_from_config)
             platform = owner.platform
             job = parsed.job_config()
             job.check_publisher(platform.config)

@@ -42,6 +42,19 @@ class OperatorConfig(StrictModel):
         "python -m training.finetune --config finetune.yaml",
         description="Command a FineTuneJob runs; the job config is `finetune.yaml` in its working dir.",
     )
+    training_cluster: str | None = Field(
+        None,
+        description="Name of the training RayCluster in the operator's namespace (`POD_NAMESPACE`): checked at "
+        "start-up for a KubeRay that keeps `authOptions.secretName` (>= 1.6.0). The chart sets it.",
+    )
+    entrypoint_num_cpus: float = Field(
+        1.0,
+        ge=0,
+        le=64,
+        description="CPUs a FineTuneJob's driver reserves (`--entrypoint-num-cpus`, the Ray Jobs executor's): the "
+        "training head offers none (`num-cpus: 0`), so the driver runs on a worker, never beside the autoscaler's "
+        "token. The job owner counts them when it places a new job on the training cluster's shape.",
+    )
     job_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment variables for training jobs (e.g. ADEPT_DATA_DIR).",

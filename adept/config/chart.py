@@ -250,6 +250,33 @@ class JobServiceValues(StrictModel):
     port: int = Field(8265, ge=1, le=65535, description="Job API port.")
 
 
+class TrainingDataStoreValues(StrictModel):
+    """Object storage that training jobs read their data from (``data.path: s3://...``), read-only."""
+
+    uri: str = Field("", pattern=r"^(s3://.+)?$", description="`s3://bucket/prefix` of the training data.")
+    endpointUrl: str = Field("", description="S3-compatible endpoint; empty = AWS.")
+    region: str = Field("", description="Bucket region.")
+    existingSecret: str = Field("", description="Secret with read-only access keys scoped to `uri`.")
+    accessKeyIdKey: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id.")
+    secretAccessKeyKey: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret key.")
+    cidrs: list[str] = Field(default_factory=list, description="Addresses of the endpoint (egress).")
+    ports: list[int] = Field(
+        default_factory=lambda: [443], min_length=1, description="Ports of the endpoint."
+    )
+
+    @model_validator(mode="after")
+    def _secret(self) -> TrainingDataStoreValues:
+        import ipaddress
+
+        if self.uri and not self.existingSecret:
+            raise ValueError(
+                "training.dataStore.uri needs training.dataStore.existingSecret (read-only keys scoped to it)"
+            )
+        for cidr in self.cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+        return self
+
+
 class TrainingValues(StrictModel):
     enabled: bool = Field(True, description="Create the training RayCluster.")
     autoscaler: AutoscalerValues = Field(description="KubeRay autoscaler.")
@@ -257,6 +284,9 @@ class TrainingValues(StrictModel):
     gpuWorkers: GpuWorkerGroupValues = Field(description="GPU worker group.")
     cpuWorkers: WorkerGroupValues = Field(description="CPU worker group.")
     jobService: JobServiceValues = Field(default_factory=JobServiceValues, description="Job API Service.")
+    dataStore: TrainingDataStoreValues = Field(
+        default_factory=TrainingDataStoreValues, description="Training data in object storage."
+    )
 
 
 class OperatorValues(StrictModel):

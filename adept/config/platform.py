@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from adept.config.base import StrictModel
+from adept.config.cluster_shape import ClusterShape
 
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
 BUNDLED_EMBEDDING = "bundled:all-minilm-l6-v2"
@@ -90,6 +91,12 @@ class PlatformConfig(StrictModel):
         "(one machine, no trust boundary). `handoff`: the job leaves it in its run directory and the "
         "platform's publisher (the operator, when the FineTuneJob succeeds) publishes it, so training "
         "pods, where tenants' data is processed, hold no tenant-store, registry or admin credentials.",
+    )
+    training_shape: ClusterShape | None = Field(
+        None,
+        description="Shape of the training Ray cluster (cluster mode; the chart sets it from the training "
+        "RayCluster's groups): fine-tuning jobs that name no workers train on its GPU group "
+        "(`adept.placement.default_job_resources`), and a job it can never hold is refused when created.",
     )
     kubernetes_namespace: str | None = Field(
         None,

@@ -4,7 +4,8 @@
   supervised process of this machine, joined to the platform's Ray, its output appended to
   ``<data_dir>/finetuning/jobs/<id>/train.log``;
 - ``RayJobs`` (a cluster): the same entry point submitted through Ray's Jobs API (token auth),
-  its config in the job's ``working_dir``; the operator drives it.
+  its config in the job's ``working_dir``, its driver reserving ``entrypoint_num_cpus`` (so it
+  runs on a worker: the training head offers no CPU); the operator drives it.
 
 Both run the same entry point and are read the same way: the structured events the run writes
 (``adept.finetuning.events``), from the output file or the Ray job's logs. The driver
@@ -30,6 +31,7 @@ from adept.errors import StorageError, Unavailable
 from adept.finetuning import process
 from adept.finetuning.events import read_events
 from adept.finetuning.jobs import JobRecord, RunState
+from adept.placement import ENTRYPOINT_NUM_CPUS
 
 # Secrets and settings of this process that the job must not inherit (it gets platform.yaml instead).
 _DROPPED_ENV_PREFIXES = ("ADEPT_",)
@@ -151,6 +153,10 @@ class RayJobs:
         entrypoint: The command the job runs (the training image's ``python -m training.finetune``).
         env: Environment of the job (the training pods' platform settings; never platform secrets).
         config_file: The name the entry point reads the job's config from, in its working dir.
+        entrypoint_num_cpus: CPUs the job's driver reserves (``--entrypoint-num-cpus``): the chart's
+            training head offers none (``num-cpus: 0``), so the driver runs on a worker, never beside
+            the autoscaler's ServiceAccount token. ``FineTuning`` counts them when it places a job on
+            the cluster's shape (``adept.placement``).
     """
 
     name = "ray"
@@ -162,11 +168,13 @@ class RayJobs:
         entrypoint: str = "python -m training.finetune --config job.yaml",
         env: dict[str, str] | None = None,
         config_file: str = "job.yaml",
+        entrypoint_num_cpus: float = ENTRYPOINT_NUM_CPUS,
     ) -> None:
         self.client = client
         self.entrypoint = entrypoint
         self.env = dict(env or {})
         self.config_file = config_file
+        self.entrypoint_num_cpus = entrypoint_num_cpus
 
     def start(self, record: JobRecord) -> RunState:
         submission_id = f"{record.id}-a{record.run.attempts + 1}"
@@ -181,6 +189,7 @@ class RayJobs:
                     submission_id=submission_id,
                     runtime_env={"working_dir": tmp, "env_vars": self.env},
                     metadata={"adept.dev/job": record.id, "adept.dev/tenant": record.tenant},
+                    entrypoint_num_cpus=self.entrypoint_num_cpus,
                 )
             except Exception as e:  # the SDK's errors carry no type; a racing duplicate is found by asking
                 if self._status(submission_id) is None:

@@ -5,9 +5,12 @@ console, ``adept finetune`` and the operator's ``FineTuneJob`` reconciler. Each 
 implemented here once:
 
 - ``create``: every validation and limit, in one order (tenant → files → base model → suffix →
-  hyper-parameters → ``_check_plan`` (the slot for further checks of a planned job: the cluster
-  shape, an evaluation file) → ``max_adapters`` and base-model policy → the tenant's job limits,
-  counted inside the store's write transaction so they hold for every gateway replica);
+  hyper-parameters → workers (the training cluster's GPU group when the job names none) →
+  ``_check_plan`` (the slot for further checks of a planned job: it places the workers and the
+  driver on the training cluster's shape, ``adept.placement``) → ``max_adapters`` and base-model
+  policy → the tenant's job limits, counted inside the store's write transaction so they hold for
+  every gateway replica); ``create_from_config`` (a FineTuneJob, ``adept finetune``) takes the
+  same workers default and the same ``_check_plan``;
 - ``list``, ``retrieve``, ``cancel``, ``events``, ``checkpoints``;
 - the state machine's moves after create (``queue``, ``started``, ``observe``, ``finish``,
   ``requeue``, ``fail``), which the executors' driver (``adept.finetuning.runner``) calls with
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from adept.config.finetuning import PACKING_FROM, FineTuningConfig, auto_hyperparameters
-from adept.config.training import FineTuneJobConfig
+from adept.config.training import FineTuneJobConfig, WorkersSection
 from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
 from adept.evalset import EvalSet, check_evaluation_file
 from adept.finetuning.files import (
@@ -63,6 +66,7 @@ from adept.finetuning.jobs import (
     openai_model_name,
 )
 from adept.finetuning.store import JobStore
+from adept.placement import ENTRYPOINT_NUM_CPUS, check_job_fits, job_workers
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -102,10 +106,11 @@ class JobRequest:
 
 @dataclass
 class JobPlan:
-    """A job as create() has resolved it, before it is stored: what ``_check_plan`` checks."""
+    """A job as ``create`` (or ``create_from_config``) has resolved it, before it is stored: what ``_check_plan``
+    checks."""
 
     tenant: Tenant
-    training: FileRecord
+    training: FileRecord | None  # None: a job made from a config, which names paths (create_from_config)
     validation: FileRecord | None
     base_model: str
     hyperparameters: Hyperparameters
@@ -155,6 +160,10 @@ class FineTuning:
         evaluator: Measures versions for eval-gated promotion (jobs with an ``evaluation_file``);
             injected by whoever can run the model (the tools layer). Without one, such a job's
             version is published inactive, and its events say it was not measured.
+        entrypoint_num_cpus: CPUs each job's driver reserves on the training cluster, counted when a
+            job is placed on its shape (``platform.config.training_shape``); default: the executor's
+            (``RayJobs`` submits its drivers with them), else ``adept.placement.ENTRYPOINT_NUM_CPUS``,
+            what the operator's Ray Jobs executor uses unless its settings say otherwise.
     """
 
     def __init__(
@@ -167,6 +176,7 @@ class FineTuning:
         models: ModelResolver | None = None,
         executor: Any = None,
         evaluator: Evaluator | None = None,
+        entrypoint_num_cpus: float | None = None,
         clock: Any = now,
     ) -> None:
         self.platform = platform
@@ -176,6 +186,9 @@ class FineTuning:
         self.models = models
         self.executor = executor
         self.evaluator = evaluator
+        if entrypoint_num_cpus is None:
+            entrypoint_num_cpus = getattr(executor, "entrypoint_num_cpus", None)
+        self.entrypoint_num_cpus = ENTRYPOINT_NUM_CPUS if entrypoint_num_cpus is None else entrypoint_num_cpus
         self.clock = clock
 
     # -- files -------------------------------------------------------------------------------------
@@ -308,10 +321,26 @@ class FineTuning:
 
         t = await self.platform.get_tenant(job.tenant)
         base = canonical_model_id(job.base_model) if job.base_model else self.platform.base_model_id
-        await self.platform.check_publishable(t.name, job.adapter, base)
         job_id = adopt["metadata"]["name"] if adopt is not None else new_job_id()
+        # A config that names no workers trains on the training cluster's GPU group (its shape).
+        workers = self._workers(job.workers, "workers" in job.model_fields_set)
+        if workers is not job.workers:
+            job = job.model_copy(update={"workers": workers})
         config = job.model_dump(mode="json", exclude_none=True)
         config.setdefault("output", {}).setdefault("run_name", job_id)
+        hp = Hyperparameters(
+            n_epochs=job.train.epochs,
+            batch_size=job.train.batch_size,
+            learning_rate_multiplier=job.train.learning_rate / self.settings.base_learning_rate,
+        )
+        options = AdeptOptions(
+            lora_rank=job.lora.rank,
+            lora_alpha=job.lora.alpha,
+            qlora=job.method == "qlora",
+            max_seq_length=job.data.max_seq_length,
+        )
+        self._check_plan(JobPlan(t, None, None, base, hp, options, config))
+        await self.platform.check_publishable(t.name, job.adapter, base)
         record = JobRecord(
             id=job_id,
             tenant=t.name,
@@ -320,17 +349,8 @@ class FineTuning:
             training_file=job.data.path,
             validation_file=job.data.validation_path,
             seed=job.train.seed,
-            hyperparameters=Hyperparameters(
-                n_epochs=job.train.epochs,
-                batch_size=job.train.batch_size,
-                learning_rate_multiplier=job.train.learning_rate / self.settings.base_learning_rate,
-            ),
-            options=AdeptOptions(
-                lora_rank=job.lora.rank,
-                lora_alpha=job.lora.alpha,
-                qlora=job.method == "qlora",
-                max_seq_length=job.data.max_seq_length,
-            ),
+            hyperparameters=hp,
+            options=options,
             adapter=job.adapter,
             config=config,
         )
@@ -342,11 +362,14 @@ class FineTuning:
         return record
 
     def _check_plan(self, plan: JobPlan) -> None:
-        """Checks of a planned job beyond its fields: THE place for more of them.
+        """Checks of a planned job beyond its fields: THE place for more of them, for every job (API,
+        FineTuneJob, ``adept finetune``).
 
-        The cluster's shape (does ``plan.config["workers"]`` fit the training cluster's groups) and
-        the evaluation file (every bad line at once; it can measure the promotion metric) are
-        checked here; each raises ``InvalidRequest`` naming the field. Runs before anything is stored.
+        The cluster's shape: ``plan.config["workers"]`` and the job's driver
+        (``entrypoint_num_cpus``) must fit the training cluster's groups at their largest
+        (``adept.placement``; no shape known, embedded mode: nothing to check), or the job would wait
+        for nodes forever; and the evaluation file (every bad line at once; it can measure the
+        promotion metric). Each raises ``InvalidRequest`` naming the field. Runs before anything is stored.
         """
         workers = plan.config.get("workers") or {}
         if int(workers.get("num_workers", 1)) < 1:
@@ -354,6 +377,18 @@ class FineTuning:
         if plan.evaluation is not None:
             record, data = plan.evaluation
             check_evaluation_file(data, record.filename, metric=self.settings.promotion_metric)
+        check_job_fits(
+            self.platform.config.training_shape,
+            WorkersSection.model_validate(workers),
+            entrypoint_num_cpus=self.entrypoint_num_cpus,
+        )
+
+    def _workers(self, configured: WorkersSection, explicitly_set: bool) -> WorkersSection:
+        """A job's workers: what it (or the platform team, in the fine-tuning settings) names, else one
+        worker per GPU of the training cluster's GPU group (``adept.placement.default_job_resources``)."""
+        return job_workers(
+            configured, explicitly_set, self.platform.config.training_shape, self.entrypoint_num_cpus
+        )
 
     def _admit(self, tenant: Tenant, jobs: list[JobRecord]) -> None:
         """The job limits, counted from the stored jobs inside the store's write transaction."""
@@ -520,7 +555,8 @@ class FineTuning:
                     "log_every_steps": 1,  # every step is an event (and a point of the loss curve)
                     "eval_every_steps": s.eval_every_steps if validation else 0,
                 },
-                "workers": s.workers.model_dump(),
+                # The settings' workers where the platform team set them, else the training group's GPUs.
+                "workers": self._workers(s.workers, "workers" in s.model_fields_set).model_dump(),
                 "checkpoint": {"every_steps": s.checkpoint_every_steps},
                 "output": {"run_name": job_id},
             }

@@ -1,7 +1,8 @@
 """Render charts/adept with the embedded Helm SDK and validate what comes out.
 
 Kubernetes kinds are checked against the official schemas (kubernetes-validate, strict: unknown
-fields are errors), KubeRay kinds against the real CRDs in shared/crds/kuberay (``shared_dir``), our
+fields are errors), KubeRay kinds against the real CRDs of exactly the KubeRay version Chart.yaml pins
+(shared/crds/kuberay/v<version>/, ``shared_dir``), our
 kinds against charts/adept/crds; either missing is a failure, never a skip. CRD schemas are made strict the way `kubectl apply --validate=strict` treats them:
 an unknown field where the schema lists properties is an error.
 """
@@ -179,9 +180,35 @@ def crd_validators(paths: list[Path]) -> dict[tuple[str, str], jsonschema.Valida
     return out
 
 
+def kuberay_pin() -> str:
+    """The kuberay-operator version ``Chart.yaml`` pins (its dependency entry)."""
+    meta = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    versions = [d["version"] for d in meta.get("dependencies") or [] if d["name"] == "kuberay-operator"]
+    assert len(versions) == 1, f"Chart.yaml must pin kuberay-operator exactly once, found {versions}"
+    return str(versions[0])
+
+
+def kuberay_crd_dir(version: str | None = None) -> Path:
+    """``shared/crds/kuberay/v<version>/``: the CRDs KubeRay's chart ships at exactly that release.
+
+    Raises:
+        FileNotFoundError: the pinned version has no folder (a pin the tests cannot check is a failure).
+    """
+    version = version or kuberay_pin()
+    path = shared_dir() / "crds" / "kuberay" / f"v{version}"
+    if not any(path.glob("ray.io_*.yaml")):
+        have = sorted(p.name for p in path.parent.glob("v*") if p.is_dir())
+        raise FileNotFoundError(
+            f"Chart.yaml pins kuberay-operator {version}, but {path} holds no CRDs (have: {', '.join(have)}): "
+            "add KubeRay's helm-chart/kuberay-operator/crds/ at that tag, unchanged"
+        )
+    return path
+
+
 @functools.cache
-def kuberay_validators() -> dict[tuple[str, str], jsonschema.Validator]:
-    return crd_validators(sorted((shared_dir() / "crds" / "kuberay").glob("*.yaml")))
+def kuberay_validators(version: str | None = None) -> dict[tuple[str, str], jsonschema.Validator]:
+    """Validators from the CRDs of exactly the pinned KubeRay version (or ``version``)."""
+    return crd_validators(sorted(kuberay_crd_dir(version).glob("*.yaml")))
 
 
 def our_crd_files() -> list[Path]:
@@ -201,8 +228,11 @@ def our_validators() -> dict[tuple[str, str], jsonschema.Validator]:
     return crd_validators(our_crd_files())
 
 
-def validation_errors(obj: dict[str, Any]) -> list[str]:
-    """Schema problems of one rendered object (empty: valid). Raises LookupError for a kind nobody knows."""
+def validation_errors(obj: dict[str, Any], kuberay_version: str | None = None) -> list[str]:
+    """Schema problems of one rendered object (empty: valid). Raises LookupError for a kind nobody knows.
+
+    KubeRay kinds are checked against the pinned version's CRDs, or ``kuberay_version``'s.
+    """
     import kubernetes_validate
 
     api, kind = obj["apiVersion"], obj["kind"]
@@ -212,7 +242,7 @@ def validation_errors(obj: dict[str, Any]) -> list[str]:
         except kubernetes_validate.ValidationError as e:
             return [f"{kind}/{obj['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}"]
         return []
-    validator = kuberay_validators().get((api, kind)) or our_validators().get((api, kind))
+    validator = kuberay_validators(kuberay_version).get((api, kind)) or our_validators().get((api, kind))
     if validator is None:
         raise LookupError(f"no schema for {api} {kind}")
     return [

@@ -7,6 +7,21 @@ from tests.charts.chart_render import find, one, render_objects, values_for
 pytestmark = pytest.mark.charts
 
 METADATA = "169.254.169.254"
+# Every cloud metadata endpoint no egress rule may reach, IPv4 and IPv6 (issue 22: on IPv6 clusters the AWS and
+# Google Cloud endpoints are not link-local, so "::/0 except fe80::/10" left them open).
+METADATA_ENDPOINTS = {
+    "169.254.169.254": "AWS, Google Cloud, Azure, Oracle Cloud, DigitalOcean, OpenStack instance metadata",
+    "169.254.170.2": "AWS ECS task metadata and credentials",
+    "100.100.100.200": "Alibaba Cloud instance metadata",
+    "168.63.129.16": "Azure WireServer",
+    "192.0.0.192": "Oracle Cloud Classic metadata",
+    "fd00:ec2::254": "AWS instance metadata (IPv6, Nitro)",
+    "fd00:ec2::23": "AWS ECS task metadata (IPv6)",
+    "fd20:ce::254": "Google Cloud metadata (IPv6)",
+    "fe80::a9fe:a9fe": "link-local IPv6 form of 169.254.169.254",
+    "::ffff:169.254.169.254": "IPv4-mapped IPv6 form of 169.254.169.254",
+    "::ffff:100.100.100.200": "IPv4-mapped IPv6 form of Alibaba's",
+}
 
 
 def _peers(rules, direction):
@@ -14,10 +29,10 @@ def _peers(rules, direction):
     return [p for r in rules for p in r.get(key, [])]
 
 
-def _admits_metadata(rule) -> bool:
+def _admits_metadata(rule, endpoint: str = METADATA) -> bool:
     import ipaddress
 
-    target = ipaddress.ip_address(METADATA)
+    target = ipaddress.ip_address(endpoint)
     for peer in rule.get("to", []):
         block = peer.get("ipBlock")
         if not block:
@@ -43,6 +58,36 @@ def test_no_pod_may_reach_the_metadata_service(profile_objects):
         for rule in pol["spec"].get("egress", []):
             assert rule.get("to"), f"{pol['metadata']['name']}: an egress rule to anywhere"
             assert not _admits_metadata(rule), f"{pol['metadata']['name']} admits {METADATA}"
+
+
+def _all_egress_rules(objs):
+    for pol in find(objs, "NetworkPolicy"):
+        for rule in pol["spec"].get("egress", []):
+            yield pol["metadata"]["name"], rule
+
+
+@pytest.mark.parametrize("endpoint", sorted(METADATA_ENDPOINTS))
+def test_no_egress_rule_reaches_a_cloud_metadata_endpoint(profile_objects, endpoint):
+    for name, rule in _all_egress_rules(profile_objects):
+        assert not _admits_metadata(rule, endpoint), f"{name} admits {endpoint} ({METADATA_ENDPOINTS[endpoint]})"
+
+
+@pytest.mark.parametrize("endpoint", sorted(METADATA_ENDPOINTS))
+def test_a_configured_anywhere_gets_the_same_exceptions(endpoint):
+    anywhere = {"cidrs": ["0.0.0.0/0", "::/0"], "ports": [443]}
+    objs = render_objects(
+        values_for(
+            "gpu-prod",
+            {
+                "networkPolicy": {"kubernetesApi": anywhere, "s3": anywhere},
+                "training": {"dataStore": {"cidrs": ["0.0.0.0/0", "::/0"]}},
+            },
+        )
+    )
+    rules = list(_all_egress_rules(objs))
+    assert any(p.get("ipBlock", {}).get("cidr") == "::/0" for _, r in rules for p in r.get("to", []))
+    for name, rule in rules:
+        assert not _admits_metadata(rule, endpoint), f"{name} admits {endpoint}"
 
 
 def test_every_namespace_peer_is_named(profile_objects):

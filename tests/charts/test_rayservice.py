@@ -17,7 +17,8 @@ def test_gpu_worker_group_requests_gpus(default_objects):
     pod = group["template"]["spec"]
     res = pod["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == 1 and res["requests"]["nvidia.com/gpu"] == 1
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # Placed by the nvidia.com/gpu request alone: no node label or product is required.
+    assert "nodeSelector" not in pod and "affinity" not in pod
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 

@@ -172,8 +172,10 @@ def test_bundled_milvus_runs_with_authorization():
     password = one(objs, "Secret", "adept-milvus-root")
     assert len(base64.b64decode(password["data"]["password"])) >= 32
     assert password["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    job = one(objs, "Job", "adept-milvus-root")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    (job,) = [o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].startswith("adept-milvus-root-")]
+    # An ordinary Job that retries, not a hook `helm install` would wait for (Milvus takes far past 5 min).
+    assert "helm.sh/hook" not in (job["metadata"].get("annotations") or {})
+    assert job["spec"]["backoffLimit"] >= 30
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "python",
         "-m",

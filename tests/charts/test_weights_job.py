@@ -101,7 +101,7 @@ def test_every_ray_pod_waits_for_the_weights(default_objects):
     pods = ray_pods(default_objects)
     assert len(pods) == 5  # serving head, cpu, gpu; training head, gpu
     for where, spec in pods:
-        (init,) = spec["initContainers"]
+        (init,) = [c for c in spec["initContainers"] if c["name"] != "check-gpu-driver"]
         assert init["name"] == "wait-for-weights", where
         assert init["command"][: 3 + len(HUB)] == ["adept", "models", "wait", *HUB]
         assert f"kubectl -n adept logs job/{name}" in init["command"][-1]
@@ -123,7 +123,7 @@ def test_air_gapped_a_pre_filled_claim_and_no_download():
     objs = [d for t, text in rendered.items() if t.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     assert not weights_jobs(objs)
     for where, spec in ray_pods(objs):
-        init = spec["initContainers"][0]
+        init = weights_init(spec)
         assert init["command"][:5] == ["adept", "models", "wait", *HUB], where
         assert "filled beforehand" in init["command"][-1]
     assert "modelCache.download.enabled=false" in rendered["adept/templates/NOTES.txt"]
@@ -135,7 +135,7 @@ def test_bundled_models_need_no_job(profile):
     assert bool(weights_jobs(objs)) == hub_models
     if not hub_models:
         for where, spec in ray_pods(objs):
-            assert spec["initContainers"][0]["command"] == [
+            assert weights_init(spec)["command"] == [
                 "adept",
                 "models",
                 "wait",
@@ -148,7 +148,7 @@ def test_a_per_pod_cache_downloads_in_the_init_container():
     objs = render_objects({"modelCache": {"type": "emptyDir", "download": {"tokenSecret": "hf"}}})
     assert not weights_jobs(objs)
     for where, spec in ray_pods(objs):
-        init = spec["initContainers"][0]
+        init = weights_init(spec)
         assert init["name"] == "fetch-weights" and init["command"] == [
             "adept",
             "models",
@@ -169,3 +169,9 @@ def test_nothing_claims_that_the_first_start_downloads():
     assert "logs -f job/adept-weights-" in notes and "kubectl -n adept wait --for=condition=complete" in notes
     for text in (notes, (CHART_DIR / "values.yaml").read_text()):
         assert "first start downloads" not in text and "downloaded once into" not in text
+
+
+def weights_init(spec):
+    """The init container that fetches or waits for the weights (GPU pods check their driver first)."""
+    (init,) = [c for c in spec["initContainers"] if c["name"] != "check-gpu-driver"]
+    return init

@@ -1,11 +1,13 @@
-"""What the KubeRay operator (1.5.1, the chart's dependency) makes of a rendered Ray head group.
+"""What the KubeRay operator makes of a rendered Ray head group (mirrored at v1.5.1; the chart now pins 1.7.0).
 
 The chart renders a head group (``rayStartParams``, group ``resources``, a container); KubeRay turns it into
 the pod's ``ray start`` command, extra environment and probes. The image smoke test runs exactly that, so
 this module mirrors ray-operator/controllers/ray/common/pod.go at v1.5.1: ``updateRayStartParamsResources``,
 ``setMissingRayStartParams``, ``generateRayStartCommand``/``convertParamMap``, ``BuildPod`` (``ulimit``
 prefix, ``/bin/bash -c --``), ``setContainerEnvVars`` (RayService head) and ``initLivenessAndReadinessProbe``
-(with utils/constant.go's ports, paths and timeouts). Only the head's code paths are mirrored.
+(with utils/constant.go's ports, paths and timeouts). Only the head's code paths are mirrored. Since 1.6.0
+KubeRay adds RAY_AUTH_MODE/RAY_AUTH_TOKEN only where the container does not set them (shared/crds/kuberay/
+README.md); the chart sets both itself, so the head's environment here is the same on 1.7.0.
 """
 
 from __future__ import annotations

@@ -165,6 +165,7 @@ def _submit(
 
     from ray.job_submission import JobStatus
 
+    from adept.placement import ENTRYPOINT_NUM_CPUS
     from adept.ray_auth import TOKEN_ENV, jobs_client
 
     # The cluster's token (Ray clusters run with token auth): $RAY_AUTH_TOKEN, as `ray job submit` reads it.
@@ -173,6 +174,9 @@ def _submit(
         entrypoint=shlex.join(entry),
         runtime_env={"working_dir": str(root), "excludes": _EXCLUDES, "env_vars": env},
         metadata={"adept": "finetune", "config": str(rel)},
+        # The driver reserves a CPU, as the operator's do: it runs on a worker, never on the training head
+        # (`num-cpus: 0`), where the autoscaler's ServiceAccount token is (adept.placement counts it).
+        entrypoint_num_cpus=ENTRYPOINT_NUM_CPUS,
     )
     console.print(f"submitted [bold]{job_id}[/] to {address}")
     if not follow:

@@ -138,6 +138,34 @@ The admin key reaches no Ray pod: serving pods get its sha256 (ADEPT_ADMIN_KEY_S
 {{- end }}
 {{- end }}
 
+{{/* Read-only keys of the training data store (training.dataStore): training workers only. */}}
+{{- define "adept.trainingDataEnv" -}}
+{{- with .Values.training.dataStore }}
+{{- if .uri }}
+- name: ADEPT_TRAINING_DATA_URI
+  value: {{ .uri | quote }}
+{{- if .endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ .endpointUrl | quote }}
+{{- end }}
+{{- if .region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ .region | quote }}
+{{- end }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "training.dataStore.uri needs training.dataStore.existingSecret (read-only keys)" .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "adept.milvusEnv" -}}
 {{- if .Values.milvus.enabled }}
 # The bundled Milvus runs with authorization on; its root password comes from the milvusAuth Secret.
@@ -180,6 +208,47 @@ The admin key reaches no Ray pod: serving pods get its sha256 (ADEPT_ADMIN_KEY_S
 
 {{- define "adept.servingServiceAccount" -}}
 {{- printf "%s-serving" (include "adept.fullname" .) }}
+{{- end }}
+
+{{/*
+Refuse a KubeRay whose RayCluster CRD lacks authOptions.secretName (< 1.6.0): it would drop the field and run the
+cluster with a token of its own, which nobody holds. Checked where Helm can read the cluster (`lookup`: install,
+upgrade); `helm template` sees no cluster. The operator checks again at start-up (operators/kuberay.py).
+*/}}
+{{- define "adept.checkKubeRay" -}}
+{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "rayclusters.ray.io" }}
+{{- if $crd }}
+{{- range (dig "spec" "versions" (list) $crd) }}
+{{- if and (eq .name "v1") (dig "schema" "openAPIV3Schema" "properties" "spec" "properties" "" .) }}
+{{- if not (dig "schema" "openAPIV3Schema" "properties" "spec" "properties" "authOptions" "properties" "secretName" "" .) }}
+{{- fail "the installed KubeRay's RayCluster CRD has no spec.authOptions.secretName: KubeRay >= 1.6.0 is required (the chart pins 1.7.0). Upgrade KubeRay and its CRDs, or install with kuberay-operator.enabled=true." }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The training RayCluster's shape (adept.config.cluster_shape.ClusterShape) as JSON: what each group's nodes offer
+Ray (num-cpus, else the CPU limit KubeRay turns into it; nvidia.com/gpu) and how many the autoscaler may run. The
+gateway and the operator get it as `training_shape`: jobs default to the GPU group and are refused when they can
+never fit (adept/placement.py).
+*/}}
+{{- define "adept.trainingShape" -}}
+{{- $t := .Values.training }}
+{{- $head := dict "name" "head" "cpus" (toString (default $t.head.resources.limits.cpu (index $t.head.rayStartParams "num-cpus"))) "min_replicas" 1 "max_replicas" 1 }}
+{{- $groups := list }}
+{{- range $g := list (list "cpu" $t.cpuWorkers) (list "gpu" $t.gpuWorkers) }}
+{{- $kind := index $g 0 }}
+{{- $spec := index $g 1 }}
+{{- if $spec.enabled }}
+{{- $cpus := toString (default $spec.resources.limits.cpu (index $spec.rayStartParams "num-cpus")) }}
+{{- $gpus := 0 }}
+{{- if eq $kind "gpu" }}{{ $gpus = int $spec.gpusPerWorker }}{{ end }}
+{{- $groups = append $groups (dict "name" (printf "%s-workers" $kind) "cpus" $cpus "gpus" $gpus "min_replicas" (int $spec.minReplicas) "max_replicas" (int $spec.maxReplicas)) }}
+{{- end }}
+{{- end }}
+{{- dict "head" $head "groups" $groups | toJson }}
 {{- end }}
 
 {{/* KubeRay authOptions of a Ray cluster. Arg: dict root, cluster. */}}
@@ -462,6 +531,20 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   initContainers:
+    {{- if gt $gpus 0 }}
+    # First: the node's NVIDIA driver must run the image's CUDA build (torch 2.13: CUDA 13, driver >= 580); an
+    # older one would fail deep in the first CUDA call. Its message is the pod's status (kubectl describe pod).
+    - name: check-gpu-driver
+      image: {{ $image }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      command: ["python", "-m", "adept.gpu_driver"]
+      terminationMessagePolicy: FallbackToLogsOnError
+      securityContext:
+        {{- toYaml $root.Values.rayContainerSecurityContext | nindent 8 }}
+      resources:
+        requests: {cpu: 100m, memory: 512Mi}
+        limits: {cpu: "1", memory: 2Gi}
+    {{- end }}
     {{- include "adept.weightsInitContainer" (dict "root" $root "image" $image) | nindent 4 }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" (eq .group "head") }}
@@ -488,6 +571,9 @@ spec:
           value: {{ $root.Values.model.name | quote }}
         - name: ADEPT_EMBEDDING_MODEL
           value: {{ $root.Values.model.embedding | quote }}
+        {{- if ne .group "head" }}
+        {{- include "adept.trainingDataEnv" $root | nindent 8 }}
+        {{- end }}
         {{- end }}
       ports:
         {{- if eq .group "head" }}
@@ -579,16 +665,28 @@ securityContext:
   {{- toYaml .root.Values.rayContainerSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* An egress rule to addresses outside the cluster: the given CIDRs, or anywhere but link-local. Arg: {cidrs, ports}. */}}
+{{/*
+Cloud metadata endpoints no egress rule may reach (tests/charts/test_networkpolicy.py lists them):
+  IPv4: 169.254.0.0/16 (link-local: AWS, GCP, Azure, OCI, DigitalOcean 169.254.169.254), 100.100.100.200 (Alibaba),
+        168.63.129.16 (Azure WireServer), 192.0.0.192 (OCI classic);
+  IPv6: fe80::/10 (link-local), fd00:ec2::/32 (AWS: metadata fd00:ec2::254, DNS, time), fd20:ce::254 (Google Cloud),
+        ::ffff:0:0/96 (IPv4-mapped: no such packet belongs on the wire).
+*/}}
+{{- define "adept.exceptV4" -}}["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "192.0.0.192/32"]{{- end }}
+{{- define "adept.exceptV6" -}}["fe80::/10", "fd00:ec2::/32", "fd20:ce::254/128", "::ffff:0:0/96"]{{- end }}
+
+{{/* An egress rule to addresses outside the cluster: the given CIDRs, or anywhere but the metadata endpoints above
+     (a given 0.0.0.0/0 or ::/0 gets the same exceptions). Arg: {cidrs, ports}. */}}
 {{- define "adept.externalEgress" -}}
 - to:
-    {{- if .cidrs }}
-    {{- range .cidrs }}
+    {{- range (default (list "0.0.0.0/0" "::/0") .cidrs) }}
+    {{- if eq . "0.0.0.0/0" }}
+    - ipBlock: {cidr: 0.0.0.0/0, except: {{ include "adept.exceptV4" $ }}}
+    {{- else if eq . "::/0" }}
+    - ipBlock: {cidr: "::/0", except: {{ include "adept.exceptV6" $ }}}
+    {{- else }}
     - ipBlock: {cidr: {{ . | quote }}}
     {{- end }}
-    {{- else }}
-    - ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}
-    - ipBlock: {cidr: "::/0", except: ["fe80::/10"]}
     {{- end }}
   ports:
     {{- range .ports }}

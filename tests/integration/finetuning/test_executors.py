@@ -55,6 +55,21 @@ def ray_head():
         shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
+class Recording:
+    """The real Jobs SDK client, noting what each ``submit_job`` asked for (Ray's job details omit the
+    entrypoint's resources)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.submitted = client, []
+
+    def submit_job(self, **kwargs):
+        self.submitted.append(kwargs)
+        return self.client.submit_job(**kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
 def owner(tmp_path: Path, executor_kind: str, ray_head=None) -> FineTuning:
     platform = PlatformConfig(
         data_dir=tmp_path / "data", model="bundled:test-base", training_publish="handoff"
@@ -71,7 +86,7 @@ def owner(tmp_path: Path, executor_kind: str, ray_head=None) -> FineTuning:
             "ADEPT_TRAINING_PUBLISH": "handoff",
         }
         executor = RayJobs(
-            ray_head.client(), entrypoint=f"{sys.executable} {TRAINER} --config job.yaml", env=env
+            Recording(ray_head.client()), entrypoint=f"{sys.executable} {TRAINER} --config job.yaml", env=env
         )
     settings = FineTuningConfig(runner_poll_interval_s=0.2)
     return FineTuning(
@@ -130,6 +145,8 @@ def test_the_same_job_gives_the_same_result_on_both_executors(kind, tmp_path, ra
     record = run(ft, [LINE], until=lambda r: not r.active)
     assert record.status == "succeeded", record.error
     assert record.run.executor == kind and (record.run.ref is not None) == (kind == "ray")
+    if kind == "ray":  # the driver reserved a CPU: on a cluster it runs on a worker, never on the head
+        assert ft.executor.client.submitted[0]["entrypoint_num_cpus"] == 1
     got = outcome(record)
     assert got["model"] == "ft:bundled:test-base:acme:same:<id>" and got["version"] == "v1"
     assert got["steps"] == [(1, 4, 2.5, 10), (4, 4, 1.25, 40)] and got["tokens"] == 40

@@ -255,9 +255,17 @@ def env(
 
     old = {k: os.environ.get(k) for k in values}
     restore_env(values)  # sets the values, drops the None ones, makes Ray re-read its auth mode
+    # The kubernetes client reads KUBECONFIG once, at its import (kopf's login and adept.kube call
+    # load_kube_config() without a path): a module that imported it earlier in the session would leave
+    # them on another kubeconfig.
+    from kubernetes.config import kube_config
+
+    old_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
     try:
         yield {"data": data, "shared": shared, "gate": gate, "kubeconfig": kubeconfig}
     finally:
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old_default
         restore_env(old)
 
 

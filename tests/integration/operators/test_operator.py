@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -70,35 +69,43 @@ def _authenticates(store, key: str) -> bool:
 
 
 def test_a_tenant_resource_authenticates_at_the_gateway_and_stops_when_deleted(
-    cluster, operator, gateway, k8s
+    cluster, operator, gateway, monkeypatch
 ):
-    """Cluster mode: kubectl creates the tenant, the gateway's watch learns its key, no API call per request."""
+    """Cluster mode: kubectl creates the tenant, the gateway's watch learns its key, no API call per request.
+
+    Waits are for conditions (the key works, the key stops working), bounded generously: they used to be 15 s
+    and a wall-clock assertion, and counted every GET the emulator served, the operator's included: on a busy
+    machine the operator's own handling of the new Tenant (its key-moved event reads the Tenant and its Secret)
+    can land after the Ready condition, inside the window. Now only the gateway's reads are counted.
+    """
     cluster.apply(tenant("kubectl-co"))
     cluster.wait_condition("Tenant", "kubectl-co")
     key = api_key(cluster, "kubectl-co")
-    cluster.wait("gateway accepts the key", lambda: models_status(gateway, key) == 200, timeout=15)
+    cluster.wait("gateway accepts the key", lambda: models_status(gateway, key) == 200)
 
-    reads_before = _reads(k8s)
+    reads = _count_gateway_reads(gateway, monkeypatch)
     assert all(models_status(gateway, key) == 200 for _ in range(20))
     assert models_status(gateway, "adept-not-a-real-key-" + "x" * 30) == 401
-    assert _reads(k8s) == reads_before  # authentication came from the watched mirror
+    assert reads == [], reads  # authentication came from the watched mirror, not an API call per request
 
     cluster.delete("Tenant", "kubectl-co")
-    started = time.monotonic()
-    cluster.wait("the key stops working", lambda: models_status(gateway, key) == 401, timeout=15)
-    assert time.monotonic() - started < 15
+    cluster.wait("the key stops working", lambda: models_status(gateway, key) == 401)
     cluster.wait_gone("Tenant", "kubectl-co")
 
 
-def _reads(k8s) -> int:
-    """GET/LIST calls (not watches) the emulator has served for tenants and secrets."""
-    return sum(
-        1
-        for r in list(k8s.handler)  # kmock's record of every request it served
-        if r.method == "GET"
-        and "watch=" not in str(r.url)
-        and any(p in str(r.url) for p in ("/tenants", "/secrets"))
-    )
+def _count_gateway_reads(gateway, monkeypatch) -> list[str]:
+    """Record the point reads (GET/LIST, not the mirror's watch) the gateway's tenant store makes from now on."""
+    kube = gateway.ctx.platform.tenants.kube
+    seen: list[str] = []
+    for name in ("get", "get_secret", "list", "list_secrets"):
+        real = getattr(kube, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.append(f"{_name}{args}")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kube, name, spy)
+    return seen
 
 
 def test_tenants_made_through_the_admin_api_need_no_secret(cluster, operator, gateway):
