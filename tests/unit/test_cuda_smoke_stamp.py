@@ -23,3 +23,17 @@ def test_the_hash_covers_every_recipe_file(tmp_path):
         (tmp_path / rel).write_text("y")
         assert cuda_stamp.recipe_hash(tmp_path) != before, rel
         (tmp_path / rel).write_text("x")
+
+
+def test_copying_another_project_package_is_not_a_recipe_change(tmp_path):
+    for rel in cuda_stamp.RECIPE:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("FROM base\nCOPY adept /src/adept\nRUN pip install /src\n")
+    before = cuda_stamp.recipe_hash(tmp_path)
+    cf = tmp_path / "images/Containerfile.cuda"
+    cf.write_text("FROM base\nCOPY adept /src/adept\nCOPY tools /src/tools\nRUN pip install /src\n")
+    assert cuda_stamp.recipe_hash(tmp_path) == before
+    cf.write_text("FROM base\nCOPY adept /src/adept\nCOPY wheels /opt/wheels\nRUN pip install /src\n")
+    assert cuda_stamp.recipe_hash(tmp_path) != before  # copying something else into the image is a change
+    cf.write_text("FROM base\nCOPY adept /src/adept\nRUN pip install /src gcc\n")
+    assert cuda_stamp.recipe_hash(tmp_path) != before
