@@ -213,7 +213,7 @@ def test_finetuning_page_upload_start_live_curve_cancel_and_chat(page, platform,
     page.get_by_label("Model name suffix").fill("feeder")
     page.get_by_role("button", name="Start fine-tuning").click()
     expect(page.locator("#ft-status")).to_have_text("succeeded", timeout=300_000)
-    page.get_by_label(re.compile("Message to ft-feeder-")).fill("Status of feeder seven?")
+    page.get_by_label(re.compile(r"Message to ft:[^:]+:[^:]+:feeder:")).fill("Status of feeder seven?")
     page.locator("#ft-try-send").click()
     expect(page.get_by_test_id("ft-answer")).not_to_be_empty(timeout=60_000)
     shot(page, "10-finetuning-succeeded")
