@@ -172,9 +172,21 @@ def test_the_replicas_fair_queue_decides_what_enters_vllm(make_vllm_engine):
                 if f"{tenant}{i}" not in order:
                     order.append(f"{tenant}{i}")
 
+        async def until(condition) -> None:
+            for _ in range(10_000):
+                if condition():
+                    return
+                await asyncio.sleep(0.001)
+            raise AssertionError("the engine never reached the state the test waits for")
+
+        # Hold the fake's forward lock: no token is computed until b waits beside a's backlog, so the
+        # order is decided by the fair queue alone, not by how fast this machine runs the first four.
+        await llm._lock.acquire()
         flood = [asyncio.ensure_future(one("a", i, 12)) for i in range(8)]
-        await asyncio.sleep(0.05)
+        await until(lambda: llm.calls.running == 4 and engine.waiting_requests == 4)
         lone = asyncio.ensure_future(one("b", 0, 2))
+        await until(lambda: engine.waiting_requests == 5)
+        llm._lock.release()
         await asyncio.gather(*flood, lone)
         return order
 
