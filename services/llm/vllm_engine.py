@@ -42,7 +42,7 @@ from services.llm.prompting import PromptBuilder
 from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
-from services.llm.streaming import TextStream
+from services.llm.streaming import TextStream, token_text_of
 from services.llm.structured import template_renders_tools
 from services.llm.tokenizing import PromptWorker
 
@@ -114,6 +114,7 @@ class VLLMEngine:
     ) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
+        self._token_text = token_text_of(tokenizer)
         self.device = "cuda"
         self.max_model_len = max_model_len
         self.max_batch_size = max_batch_size
@@ -367,7 +368,7 @@ class VLLMEngine:
         """vLLM's per-token ``{token_id: Logprob}`` as the replica's ``TokenLogprob``s (texts from our tokenizer)."""
         if k is None or not piece.logprobs:
             return None
-        text = lambda t: self.tokenizer.decode([t])  # noqa: E731  (detokenize=False: vLLM sends no texts)
+        text = self._token_text  # detokenize=False: vLLM sends no texts
         out = []
         for token, options in zip(piece.token_ids, piece.logprobs, strict=False):
             ranked = sorted(options.items(), key=lambda kv: kv[1].rank)

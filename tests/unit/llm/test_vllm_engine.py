@@ -312,6 +312,38 @@ def test_both_engines_return_the_same_text_with_leading_spaces_on_sentencepiece(
     assert tokenizer.decode(prompt_ids) + hf_text == tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def test_both_engines_report_the_same_logprobs_with_token_texts_that_add_up(
+    vllm_fake, tiny_phi3_sentencepiece
+):
+    """A raw-prompt request (``/v1/completions``) with logprobs: same tokens, texts and values on both engines;
+    the texts add up to the generated text (test_streaming: each keeps its SentencePiece space)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.llm.engine import Engine
+    from services.llm.vllm_engine import VLLMEngine
+
+    path = tiny_phi3_sentencepiece
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = Engine(AutoModelForCausalLM.from_pretrained(path), tokenizer, batch_wait_ms=0, max_tokens_limit=64)
+    vllm = VLLMEngine.from_pretrained(path, dtype="float32", max_batch_size=4, max_tokens_limit=64)
+    req = GenerateRequest(
+        prompt="what is the grid", max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=2
+    )
+
+    async def entries(engine):
+        chunks = [c async for c in engine.generate(req, "")]
+        return "".join(c.text for c in chunks), [e for c in chunks for e in c.logprobs or []]
+
+    (hf_text, hf_lp), (v_text, v_lp) = run(entries(hf)), run(entries(vllm))
+    hf._exec.shutdown(wait=True)
+    assert hf_text == v_text and len(hf_lp) == len(v_lp) == 8
+    assert [e.token for e in hf_lp] == [e.token for e in v_lp]
+    assert [[t.token for t in e.top] for e in hf_lp] == [[t.token for t in e.top] for e in v_lp]
+    assert [e.logprob for e in hf_lp] == pytest.approx([e.logprob for e in v_lp], abs=1e-4)
+    if "\ufffd" not in "".join(e.token for e in hf_lp):  # a lone byte token has no text of its own
+        assert "".join(e.token for e in hf_lp) == hf_text
+
+
 def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
     from services.llm.protocol import Guided
 
