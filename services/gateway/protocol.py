@@ -87,7 +87,7 @@ class ChatMessage(WireModel):
             raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
-        if self.tool_calls and self.role != "assistant":
+        if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")
         return self
 

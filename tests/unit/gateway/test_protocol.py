@@ -37,6 +37,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ({**CHAT, "response_format": {"type": "json_schema"}}, "response_format"),
         ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages.0"),
         ({**CHAT, "tool_choice": "required"}, None),
         ({**CHAT, "logit_bias": {"abc": 1}}, "logit_bias"),
         ({**CHAT, "logit_bias": {"12": 101}}, "logit_bias"),
