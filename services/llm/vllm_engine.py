@@ -117,6 +117,7 @@ class VLLMEngine:
         self._token_text = token_text_of(tokenizer)
         self.device = "cuda"
         self.max_model_len = max_model_len
+        self.vocab_size = int(llm.model_config.get_vocab_size())
         self.max_batch_size = max_batch_size
         self.max_tokens_limit = max_tokens_limit
         self.default_max_tokens = default_max_tokens
@@ -242,6 +243,12 @@ class VLLMEngine:
             raise InvalidRequest(
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
                 param="max_tokens",
+            )
+        if any(not 0 <= t < self.vocab_size for t in req.logit_bias or {}):
+            # vLLM's own check raises a bare ValueError from inside generate: refuse it here, as the HF engine does.
+            raise InvalidRequest(
+                f"logit_bias names token ids outside the vocabulary (0..{self.vocab_size - 1})",
+                param="logit_bias",
             )
         lora = None
         if adapter_id:

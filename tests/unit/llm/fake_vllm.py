@@ -230,6 +230,10 @@ class PEFTHelper:
 @dataclass
 class _ModelConfig:
     max_model_len: int
+    vocab_size: int = 0
+
+    def get_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 @dataclass
@@ -259,7 +263,8 @@ class AsyncLLM:
         self.model = AutoModelForCausalLM.from_pretrained(engine_args.model).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(engine_args.model)
         self.model_config = _ModelConfig(
-            engine_args.max_model_len or self.model.config.max_position_embeddings
+            engine_args.max_model_len or self.model.config.max_position_embeddings,
+            self.model.config.vocab_size,
         )
         self.peft: Any = None
         self.loras: dict[int, LoRARequest] = {}

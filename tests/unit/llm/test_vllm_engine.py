@@ -243,6 +243,17 @@ def test_vllm_errors_keep_their_status(make_vllm_engine):
     assert engine.waiting_requests == 0 and not engine._running  # nothing held after the errors
 
 
+def test_logit_bias_outside_the_vocabulary_is_a_400_before_vllm_sees_it(make_vllm_engine):
+    """As on the HF engine (vLLM itself would raise a bare ValueError: a 500 here)."""
+    engine = make_vllm_engine()
+    vocab = engine.llm.model_config.get_vocab_size()
+    with pytest.raises(InvalidRequest) as got:
+        run(collect(engine, chat("the grid", logit_bias={vocab: 5.0})))
+    assert got.value.param == "logit_bias" and not engine.llm.calls.params
+    run(collect(engine, chat("the grid", max_tokens=2, logit_bias={vocab - 1: -100.0})))
+    assert engine.llm.calls.params[-1].logit_bias == {vocab - 1: -100.0}
+
+
 def test_engine_death_and_disconnects(make_vllm_engine):
     engine = make_vllm_engine()
 
