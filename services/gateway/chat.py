@@ -395,6 +395,8 @@ def choice_logprobs(entries: list[Any]) -> ChoiceLogprobs:
 def completion_logprobs(entries: list[Any], offset: int) -> CompletionLogprobs:
     """The replica's ``TokenLogprob``s in the legacy completions shape; the first token starts at ``offset``.
 
+    Each position's ``top_logprobs`` holds the ``logprobs`` most likely tokens and the sampled one.
+
     Offsets add up the tokens' texts, as vLLM's do: the same as positions in ``text`` wherever each
     token decodes to whole characters.
     """
@@ -405,6 +407,7 @@ def completion_logprobs(entries: list[Any], offset: int) -> CompletionLogprobs:
         top: dict[str, float] = {}
         for t in e.top:
             top.setdefault(t.token, t.logprob)  # two ids may read alike: the likelier one stays
+        top.setdefault(e.token, e.logprob)  # OpenAI (and vLLM): the sampled token too, so up to logprobs + 1
         out.top_logprobs.append(top)
         out.text_offset.append(offset)
         offset += len(e.token)

@@ -59,8 +59,8 @@ def test_completion_logprobs_from_the_engine(oai, tenants):
     lp = choice.logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == out.usage.completion_tokens
     assert all(
-        len(top) <= 3 and max(top.values()) >= value
-        for top, value in zip(lp.top_logprobs, lp.token_logprobs, strict=True)
+        len(top) <= 4 and lp.tokens[i] in top and max(top.values()) >= value
+        for i, (top, value) in enumerate(zip(lp.top_logprobs, lp.token_logprobs, strict=True))
     )
     offsets = [0]
     for token in lp.tokens[:-1]:
