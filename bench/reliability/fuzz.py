@@ -792,13 +792,8 @@ def targeted_fuzz(url: str, tenant: Any, admin_key: str, model: str, *, data_dir
             headers = {**tenant.headers(), **kwargs.pop("headers", {})}
             if path.startswith("/admin"):
                 headers = {**headers, "Authorization": f"Bearer {admin_key}"}
-            out.bad_inputs += 1
-            try:
-                # A fresh connection per case: one case's broken connection must not fail the next.
-                with httpx.Client(base_url=url, timeout=120) as one:
-                    r = one.request(method, path, headers=headers, **kwargs)
-            except httpx.HTTPError as e:
-                out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
+            r = _send(out, url, name, method, path, headers, kwargs)
+            if r is None:
                 continue
             _judge(out, name, r, allowed)
             if "x-injected" in {k.lower() for k in r.headers} or "pwned" in r.headers.get("set-cookie", ""):
@@ -861,14 +856,9 @@ def features_beside_a_stream(url: str, attacker: Any, victim: Any) -> Outcome:
         for name, method, path, kwargs, allowed in openai_feature_cases(attacker.adapters[0]):
             kwargs = dict(kwargs)
             headers = {**attacker.headers(), **kwargs.pop("headers", {})}
-            out.bad_inputs += 1
-            try:
-                with httpx.Client(base_url=url, timeout=120) as one:
-                    r = one.request(method, path, headers=headers, **kwargs)
-            except httpx.HTTPError as e:
-                out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
-                continue
-            _judge(out, name, r, allowed)
+            r = _send(out, url, name, method, path, headers, kwargs)
+            if r is not None:
+                _judge(out, name, r, allowed)
         body += b"".join(events)
     problem = sse_problem(body)
     if problem:
@@ -884,6 +874,20 @@ def features_beside_a_stream(url: str, attacker: Any, victim: Any) -> Outcome:
     out.load = "one victim stream, sequential attacker requests"
     out.seconds = time.monotonic() - started
     return out
+
+
+def _send(
+    out: Outcome, url: str, name: str, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]
+) -> httpx.Response | None:
+    """One bad input, counted; ``None`` (and a failure) when the connection itself failed."""
+    out.bad_inputs += 1
+    try:
+        # A fresh connection per case: one case's broken connection must not fail the next.
+        with httpx.Client(base_url=url, timeout=120) as one:
+            return one.request(method, path, headers=headers, **kwargs)
+    except httpx.HTTPError as e:
+        out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
+        return None
 
 
 def _judge(out: Outcome, name: str, r: httpx.Response, allowed: set[int] | None) -> None:
