@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes += _guard(
             "targeted fuzz", lambda: fuzz.targeted_fuzz(platform.url, t0, platform.admin_key, t0.adapters[0])
         )
+        outcomes += _guard(
+            "features beside a stream", lambda: fuzz.features_beside_a_stream(platform.url, t0, tenants[1])
+        )
         outcomes += _guard("schema walk", lambda: schema_walk.walk(platform.url, keys, cases_per_variant=8))
         if not args.quick:
             outcomes += _guard(

@@ -9,6 +9,7 @@ a response header, and ``../`` in a name never reaches the filesystem.
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -461,13 +462,6 @@ def targeted_cases(tenant: Any, ssrf: str, model: str) -> list[Case]:
             {"json": {"model": "embedding", "input": ["a"] * 5000}},
             {400, 413},
         ),
-        (
-            "embeddings: token ids",
-            "POST",
-            "/v1/embeddings",
-            {"json": {"model": "embedding", "input": [[1, 2, 3]]}},
-            {400},
-        ),
         ("top_k huge", "POST", "/v1/kb/search", {"json": {"query": "x", "top_k": 10**9}}, {400}),
         ("top_k bool", "POST", "/v1/kb/search", {"json": {"query": "x", "top_k": True}}, None),
         ("rag top_k huge", "POST", chat, body(rag={"top_k": 10**6}), {400}),
@@ -481,8 +475,220 @@ def targeted_cases(tenant: Any, ssrf: str, model: str) -> list[Case]:
         ("stream with bad model", "POST", chat, body(model="nope", stream=True), {404}),
         ("stream + huge max_tokens", "POST", chat, body(stream=True, max_tokens=10**7), {400}),
         *finetuning_cases(model),
+        *openai_feature_cases(model),
     ]
     return cases
+
+
+def openai_feature_cases(model: str) -> list[Case]:
+    """Malformed values of the OpenAI features: structured output, tools, logprobs, n, bias, penalties, token arrays.
+
+    Each is a 4xx naming the problem (or, where OpenAI would accept the value, a 200), never a 500.
+    """
+    chat, legacy, embed = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+    hi = [{"role": "user", "content": "hi"}]
+
+    def body(**kw: Any) -> dict[str, Any]:
+        return {"json": {"model": model, "messages": hi, "max_tokens": 4, **kw}}
+
+    def prompt(**kw: Any) -> dict[str, Any]:
+        return {"json": {"model": model, "prompt": "the grid", "max_tokens": 4, **kw}}
+
+    def embeds(value: Any) -> dict[str, Any]:
+        return {"json": {"model": "embedding", "input": value}}
+
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    deep: dict[str, Any] = {"type": "object"}
+    for _ in range(80):
+        deep = {"type": "object", "properties": {"a": deep}}
+
+    def schema(s: Any) -> dict[str, Any]:
+        return {"type": "json_schema", "json_schema": {"name": "out", "schema": s}}
+
+    return [
+        ("response_format: unknown type", "POST", chat, body(response_format={"type": "xml"}), {400}),
+        ("response_format: a string", "POST", chat, body(response_format="json"), {400}),
+        (
+            "response_format: json_schema without schema",
+            "POST",
+            chat,
+            body(response_format={"type": "json_schema"}),
+            {400},
+        ),
+        ("response_format: schema not an object", "POST", chat, body(response_format=schema("x")), {400}),
+        (
+            "response_format: schema type nonsense",
+            "POST",
+            chat,
+            body(response_format=schema({"type": "nonsense"})),
+            {200, 400},  # xgrammar's to judge; never a 5xx
+        ),
+        ("response_format: schema nested 80 deep", "POST", chat, body(response_format=schema(deep)), {400}),
+        (
+            "response_format: schema of 40 KB",
+            "POST",
+            chat,
+            body(response_format=schema({"type": "object", "description": "d" * 40_000})),
+            {400, 413},
+        ),
+        (
+            "response_format: bad schema name",
+            "POST",
+            chat,
+            body(response_format={"type": "json_schema", "json_schema": {"name": "a b"}}),
+            {400},
+        ),
+        ("response_format: json_object", "POST", chat, body(response_format={"type": "json_object"}), {200}),
+        ("tools: not a list", "POST", chat, body(tools={"type": "function"}), {400}),
+        (
+            "tools: bad function name",
+            "POST",
+            chat,
+            body(tools=[{"type": "function", "function": {"name": "a b!"}}]),
+            {400},
+        ),
+        ("tools: duplicate names", "POST", chat, body(tools=[tool, tool]), {400}),
+        (
+            "tools: 129 tools",
+            "POST",
+            chat,
+            body(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]),
+            {400},
+        ),
+        (
+            "tools: parameters not an object",
+            "POST",
+            chat,
+            body(tools=[{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
+            {400},
+        ),
+        ("tool_choice: without tools", "POST", chat, body(tool_choice="required"), {400}),
+        ("tool_choice: unknown word", "POST", chat, body(tools=[tool], tool_choice="always"), {400}),
+        (
+            "tool_choice: names a missing function",
+            "POST",
+            chat,
+            body(tools=[tool], tool_choice={"type": "function", "function": {"name": "other"}}),
+            {400},
+        ),
+        (
+            "tool_choice: auto on the served template",
+            "POST",
+            chat,
+            body(tools=[tool], tool_choice="auto"),
+            {200, 400},
+        ),
+        (
+            "tool_choice: required",
+            "POST",
+            chat,
+            body(tools=[tool], tool_choice="required", max_tokens=32),
+            {200},
+        ),
+        (
+            "tool message without tool_call_id",
+            "POST",
+            chat,
+            body(messages=[*hi, {"role": "tool", "content": "42"}]),
+            {400},
+        ),
+        (
+            "tool call arguments not JSON",
+            "POST",
+            chat,
+            body(
+                messages=[
+                    *hi,
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                ]
+            ),
+            {400},
+        ),
+        (
+            "tool_calls on a user turn",
+            "POST",
+            chat,
+            body(messages=[{"role": "user", "content": "x", "tool_calls": []}]),
+            {400},
+        ),
+        ("logprobs: a string", "POST", chat, body(logprobs="yes"), {400}),
+        ("top_logprobs: 21", "POST", chat, body(logprobs=True, top_logprobs=21), {400}),
+        ("top_logprobs: negative", "POST", chat, body(logprobs=True, top_logprobs=-1), {400}),
+        ("top_logprobs without logprobs", "POST", chat, body(top_logprobs=2), {400}),
+        (
+            "logprobs + top_logprobs, streamed",
+            "POST",
+            chat,
+            body(logprobs=True, top_logprobs=20, stream=True),
+            {200},
+        ),
+        ("completions logprobs: 6", "POST", legacy, prompt(logprobs=6), {400}),
+        ("completions logprobs: true", "POST", legacy, prompt(logprobs=True), {400}),
+        ("completions logprobs: negative", "POST", legacy, prompt(logprobs=-1), {400}),
+        ("completions echo with logprobs", "POST", legacy, prompt(echo=True, logprobs=1), {400}),
+        ("completions suffix", "POST", legacy, prompt(suffix="end"), {400}),
+        (
+            "completions logprobs 5, streamed, n=2",
+            "POST",
+            legacy,
+            prompt(logprobs=5, stream=True, n=2),
+            {200},
+        ),
+        ("n: 0", "POST", chat, body(n=0), {400}),
+        ("n: 17", "POST", chat, body(n=17), {400}),
+        ("n: 2**40", "POST", chat, body(n=2**40), {400}),
+        ("n: a float", "POST", chat, body(n=2.5), {400}),
+        ("n: above llm.max_choices", "POST", legacy, prompt(n=5), {400}),
+        ("n: 2, streamed", "POST", chat, body(n=2, stream=True), {200}),
+        ("logit_bias: key not a token id", "POST", chat, body(logit_bias={"hello": 1}), {400}),
+        ("logit_bias: negative key", "POST", chat, body(logit_bias={"-1": 1}), {400}),
+        ("logit_bias: value 1000", "POST", chat, body(logit_bias={"1": 1000}), {400}),
+        ("logit_bias: id beyond the vocabulary", "POST", chat, body(logit_bias={"99999999": 5}), {400}),
+        ("logit_bias: id 2**80", "POST", chat, body(logit_bias={str(2**80): 5}), {400}),
+        ("logit_bias: 301 entries", "POST", chat, body(logit_bias={str(i): 1 for i in range(301)}), {400}),
+        ("logit_bias: a list", "POST", chat, body(logit_bias=[1, 2]), {400}),
+        (
+            "logit_bias: NaN",
+            "POST",
+            chat,
+            {
+                "headers": {"Content-Type": "application/json"},
+                "content": b'{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"1":NaN}}',
+            },
+            {400},
+        ),
+        ("logit_bias: ban and force", "POST", legacy, prompt(logit_bias={"1": -100, "2": 100}), {200}),
+        ("presence_penalty: 3", "POST", chat, body(presence_penalty=3), {400}),
+        ("frequency_penalty: -5", "POST", chat, body(frequency_penalty=-5), {400}),
+        ("presence_penalty: a string", "POST", chat, body(presence_penalty="high"), {400}),
+        (
+            "penalties at their limits",
+            "POST",
+            legacy,
+            prompt(presence_penalty=2, frequency_penalty=-2),
+            {200},
+        ),
+        ("embeddings: token ids", "POST", embed, embeds([[1, 2, 3]]), {200}),
+        ("embeddings: one token array", "POST", embed, embeds([101, 7592, 102]), {200}),
+        ("embeddings: id beyond the vocabulary", "POST", embed, embeds([[1, 10**9]]), {400}),
+        ("embeddings: id 2**70", "POST", embed, embeds([2**70]), {400}),
+        ("embeddings: negative id", "POST", embed, embeds([[5, -1]]), {400}),
+        ("embeddings: empty token array", "POST", embed, embeds([[1], []]), {400}),
+        ("embeddings: empty list", "POST", embed, embeds([]), {400}),
+        ("embeddings: texts and ids mixed", "POST", embed, embeds(["grid", [1, 2]]), {400}),
+        ("embeddings: ids and a text mixed", "POST", embed, embeds([1, "grid"]), {400}),
+        ("embeddings: float ids", "POST", embed, embeds([[1.5, 2]]), {400}),
+        ("embeddings: boolean ids", "POST", embed, embeds([[True, False]]), {400}),
+        ("embeddings: nested too deep", "POST", embed, embeds([[[1]]]), {400}),
+        ("embeddings: token array over the model's limit", "POST", embed, embeds([[1000] * 300]), {400}),
+        ("embeddings: 5000 token arrays", "POST", embed, embeds([[1]] * 5000), {400, 413}),
+    ]
 
 
 def finetuning_cases(model: str) -> list[Case]:
@@ -586,13 +792,8 @@ def targeted_fuzz(url: str, tenant: Any, admin_key: str, model: str, *, data_dir
             headers = {**tenant.headers(), **kwargs.pop("headers", {})}
             if path.startswith("/admin"):
                 headers = {**headers, "Authorization": f"Bearer {admin_key}"}
-            out.bad_inputs += 1
-            try:
-                # A fresh connection per case: one case's broken connection must not fail the next.
-                with httpx.Client(base_url=url, timeout=120) as one:
-                    r = one.request(method, path, headers=headers, **kwargs)
-            except httpx.HTTPError as e:
-                out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
+            r = _send(out, url, name, method, path, headers, kwargs)
+            if r is None:
                 continue
             _judge(out, name, r, allowed)
             if "x-injected" in {k.lower() for k in r.headers} or "pwned" in r.headers.get("set-cookie", ""):
@@ -619,6 +820,74 @@ def targeted_fuzz(url: str, tenant: Any, admin_key: str, model: str, *, data_dir
     out.load = "sequential"
     out.seconds = time.monotonic() - started
     return out
+
+
+def features_beside_a_stream(url: str, attacker: Any, victim: Any) -> Outcome:
+    """The attacker sends every OpenAI-feature case while the victim's stream is open; the stream stays whole.
+
+    The victim's stream uses the new fields itself (its adapter, ``n=2``, ``logprobs``, a bias): it
+    is opened and its first event read before the first bad request, and read to the end after the
+    last, so every bad request is answered while the victim's generation is in flight or buffered.
+    """
+    from bench.reliability.checks import sse_problem
+
+    out = Outcome("fuzz: OpenAI features beside another tenant's stream")
+    started = time.monotonic()
+    victim_body = {
+        "model": victim.adapters[0],
+        "messages": [{"role": "user", "content": "Describe the grid repair procedure."}],
+        "max_tokens": 48,
+        "stream": True,
+        "n": 2,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "frequency_penalty": 0.5,
+        "stream_options": {"include_usage": True},
+    }
+    with (
+        httpx.Client(base_url=url, timeout=120) as c,
+        c.stream("POST", "/v1/chat/completions", json=victim_body, headers=victim.headers()) as stream,
+    ):
+        if stream.status_code != 200:
+            out.fail(f"the victim's stream was refused: {stream.status_code} {stream.read()[:160]!r}")
+            return out
+        events = stream.iter_bytes()
+        body = next(events, b"")
+        for name, method, path, kwargs, allowed in openai_feature_cases(attacker.adapters[0]):
+            kwargs = dict(kwargs)
+            headers = {**attacker.headers(), **kwargs.pop("headers", {})}
+            r = _send(out, url, name, method, path, headers, kwargs)
+            if r is not None:
+                _judge(out, name, r, allowed)
+        body += b"".join(events)
+    problem = sse_problem(body)
+    if problem:
+        out.fail(f"the victim's stream: {problem}")
+    indices = {
+        choice["index"]
+        for raw in body.decode().split("\n\n")
+        if raw.startswith("data: {")
+        for choice in json.loads(raw[6:]).get("choices", [])
+    }
+    if indices != {0, 1}:
+        out.fail(f"the victim's stream carried choices {sorted(indices)}, not [0, 1]")
+    out.load = "one victim stream, sequential attacker requests"
+    out.seconds = time.monotonic() - started
+    return out
+
+
+def _send(
+    out: Outcome, url: str, name: str, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]
+) -> httpx.Response | None:
+    """One bad input, counted; ``None`` (and a failure) when the connection itself failed."""
+    out.bad_inputs += 1
+    try:
+        # A fresh connection per case: one case's broken connection must not fail the next.
+        with httpx.Client(base_url=url, timeout=120) as one:
+            return one.request(method, path, headers=headers, **kwargs)
+    except httpx.HTTPError as e:
+        out.fail(f"{name}: connection failed ({type(e).__name__}: {e})")
+        return None
 
 
 def _judge(out: Outcome, name: str, r: httpx.Response, allowed: set[int] | None) -> None:

@@ -168,7 +168,7 @@ class ServeKnowledgeBase:
 
     def __getattr__(self, method: str) -> Any:
         # ingest_files, ingest_records, ingest_paths, list_documents, count_documents,
-        # delete_document, delete_tenant, embed, limits: same signature as on the replica.
+        # delete_document, delete_tenant, embed, embed_ids, limits: same signature as on the replica.
         if method.startswith("_"):
             raise AttributeError(method)
 

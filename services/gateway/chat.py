@@ -34,6 +34,7 @@ from services.gateway.protocol import (
     Completion,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
     CompletionRequest,
     DeltaToolCall,
     ModelCard,
@@ -284,8 +285,16 @@ class CompletionService:
         started = self._clock()
         max_tokens = self._max_tokens(req.max_tokens)
         model = await self._resolve(tenant, req.model)
-        greq = GenerateRequest(prompt=req.prompt, tenant=tenant.name, **self._sampling(req, max_tokens))  # type: ignore[arg-type]
-        runs = self._runs(req, lambda g: _Run(self, tenant, model, g, [], started, chat=False), greq)
+        greq = GenerateRequest(
+            prompt=req.prompt,  # type: ignore[arg-type]
+            tenant=tenant.name,
+            logprobs=req.logprobs,
+            **self._sampling(req, max_tokens),
+        )
+        echo = req.prompt if req.echo else ""
+        runs = self._runs(
+            req, lambda g: _Run(self, tenant, model, g, [], started, chat=False, echo=echo), greq
+        )
         return await _answer(runs, req)
 
     def _runs(
@@ -383,6 +392,28 @@ def choice_logprobs(entries: list[Any]) -> ChoiceLogprobs:
     )
 
 
+def completion_logprobs(entries: list[Any], offset: int) -> CompletionLogprobs:
+    """The replica's ``TokenLogprob``s in the legacy completions shape; the first token starts at ``offset``.
+
+    Each position's ``top_logprobs`` holds the ``logprobs`` most likely tokens and the sampled one.
+
+    Offsets add up the tokens' texts, as vLLM's do: the same as positions in ``text`` wherever each
+    token decodes to whole characters.
+    """
+    out = CompletionLogprobs()
+    for e in entries:
+        out.tokens.append(e.token)
+        out.token_logprobs.append(e.logprob)
+        top: dict[str, float] = {}
+        for t in e.top:
+            top.setdefault(t.token, t.logprob)  # two ids may read alike: the likelier one stays
+        top.setdefault(e.token, e.logprob)  # OpenAI (and vLLM): the sampled token too, so up to logprobs + 1
+        out.top_logprobs.append(top)
+        out.text_offset.append(offset)
+        offset += len(e.token)
+    return out
+
+
 RAG_DEFAULT_TEMPERATURE = 0.0
 
 
@@ -436,8 +467,11 @@ class _Run:
         *,
         chat: bool,
         tools: ChatCompletionRequest | None = None,
+        echo: str = "",
     ) -> None:
         self.svc, self.tenant, self.model, self.greq, self.hits = svc, tenant, model, greq, hits
+        self.echo = echo  # completions with ``echo``: the prompt, put before the generated text
+        self._offset = len(echo)  # where the next streamed token starts in the choice's text
         # A request whose answer may be tool calls: its text is parsed at the end, not streamed as content.
         self.tools = tools if tools is not None and tools.tool_mode != "none" else None
         self.started, self.chat = started, chat
@@ -534,7 +568,13 @@ class _Run:
                 finish_reason=self.out.finish_reason,
             )
             return ChatCompletion(**head, choices=[choice], citations=self.citations)
-        return Completion(**head, choices=[CompletionChoice(text=text, finish_reason=self.out.finish_reason)])
+        logprobs = None
+        if self.greq.logprobs is not None:
+            logprobs = completion_logprobs(self.out.logprobs, len(self.echo))
+        choice = CompletionChoice(
+            text=self.echo + text, logprobs=logprobs, finish_reason=self.out.finish_reason
+        )
+        return Completion(**head, choices=[choice])
 
     def _answer(self, text: str) -> tuple[str | None, list[ToolCall] | None]:
         """The content and tool calls of the whole text; a turn of tool calls finishes with ``tool_calls``."""
@@ -566,12 +606,14 @@ class _Run:
                 logprobs=choice_logprobs(logprobs) if logprobs else None,
             )
             return sse_event(ChatCompletionChunk(**head, choices=[choice], citations=citations))
-        return sse_event(
-            CompletionChunk(
-                **head,
-                choices=[CompletionChoice(index=self.index, text=text or "", finish_reason=finish_reason)],
-            )
+        legacy = None
+        if logprobs:
+            legacy = completion_logprobs(logprobs, self._offset)
+            self._offset += sum(len(e.token) for e in logprobs)
+        choice = CompletionChoice(
+            index=self.index, text=text or "", logprobs=legacy, finish_reason=finish_reason
         )
+        return sse_event(CompletionChunk(**head, choices=[choice]))
 
     def _tool_event(self) -> bytes:
         """A possibly-tool-call answer goes out whole once generated: its calls, or its text."""
@@ -609,6 +651,8 @@ class _Run:
             with self._in_flight():
                 if self.chat:
                     yield self._event("", role=True)
+                elif self.echo:
+                    yield self._event(self.echo)
                 chunk = first
                 while chunk is not None:
                     text = self._take(chunk)

@@ -1,4 +1,9 @@
-"""``/v1/embeddings``: texts in, vectors from the retrieval deployment's embedding model out."""
+"""``/v1/embeddings``: texts or token arrays in, vectors from the retrieval deployment's embedding model out.
+
+Token arrays follow vLLM: the ids are the embedding model's own tokenizer's (an OpenAI client's
+tiktoken ids would mean other words), and the model reads them as given, so no text is decoded
+and re-encoded. The replica checks them against its vocabulary and length limit.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ MAX_INPUTS = 2048
 
 class Embedder(Protocol):
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
+    async def embed_ids(self, ids: list[list[int]]) -> list[list[float]]: ...
 
 
 def model_aliases(ref: str) -> tuple[str, ...]:
@@ -38,10 +44,12 @@ class EmbeddingService:
                 code="model_not_found",
                 param="model",
             )
-        texts = req.texts
-        if len(texts) > MAX_INPUTS:
-            raise InvalidRequest(f"at most {MAX_INPUTS} inputs per request (got {len(texts)})", param="input")
-        vectors = np.asarray(await self.embedder.embed(texts), dtype="<f4")
+        texts, arrays = req.texts, req.token_ids
+        count = len(texts or arrays)
+        if count > MAX_INPUTS:
+            raise InvalidRequest(f"at most {MAX_INPUTS} inputs per request (got {count})", param="input")
+        found = await (self.embedder.embed_ids(arrays) if arrays else self.embedder.embed(texts))
+        vectors = np.asarray(found, dtype="<f4")
         if req.dimensions is not None and req.dimensions != vectors.shape[1]:
             raise InvalidRequest(
                 f"dimensions must be {vectors.shape[1]} for {self.model_id} (got {req.dimensions})",
@@ -56,6 +64,7 @@ class EmbeddingService:
             )
             for i, v in enumerate(vectors)
         ]
-        # Whitespace words approximate tokens; only quotas read this, and they need no more precision.
-        tokens = sum(len(t.split()) or 1 for t in texts)
+        # Token arrays are counted exactly; for texts, whitespace words approximate tokens (only quotas
+        # read this, and they need no more precision).
+        tokens = sum(len(ids) for ids in arrays) or sum(len(t.split()) or 1 for t in texts)
         return EmbeddingResponse(data=data, model=self.model_id, usage=Usage.of(tokens, 0))

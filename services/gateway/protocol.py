@@ -2,7 +2,7 @@
 
 Requests are strict (unknown fields are 400s naming the field) because a silently ignored
 parameter is a silent wrong answer. Fields that OpenAI defines but Adept cannot honour are
-accepted only at their neutral value (``n=1``, ``echo=false``, ...) and refused otherwise.
+accepted only at their neutral value (``suffix=null``, ``best_of=1``) and refused otherwise.
 Responses are models too (``ChatCompletion``, ``ChatCompletionChunk``, ``Completion``,
 ``EmbeddingResponse``, ``ModelList``, ``ErrorResponse``): the logic layer builds them, the
 routes serialize them, and their field names and order follow the ``openai`` package's types.
@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -86,7 +87,7 @@ class ChatMessage(WireModel):
             raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
-        if self.tool_calls and self.role != "assistant":
+        if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")
         return self
 
@@ -314,9 +315,14 @@ class CompletionRequest(SamplingFields):
 
     prompt: str | list[str] = Field(description="The prompt (one string, or a list holding one string).")
     max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate (OpenAI's default is 16).")
-    echo: StrictBool = Field(False, description="Not supported; only `false` is accepted.")
+    echo: StrictBool = Field(False, description="Put the prompt before the completion in `text`.")
     suffix: str | None = Field(None, description="Not supported; only null is accepted.")
-    logprobs: int | None = Field(None, description="Not supported; only null is accepted.")
+    logprobs: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="Return each generated token's log-probability and this many most likely tokens (0..5).",
+    )
     best_of: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
 
     @field_validator("prompt")
@@ -332,16 +338,22 @@ class CompletionRequest(SamplingFields):
 
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
-        if self.echo or self.suffix is not None or self.logprobs is not None:
-            raise ValueError("echo, suffix and logprobs are not supported")
+        if self.suffix is not None:
+            raise ValueError("suffix (insertion) is not supported")
+        if self.echo and self.logprobs is not None:
+            # The prompt's own log-probabilities would need every prompt position's logits kept.
+            raise ValueError("echo with logprobs is not supported (the prompt's logprobs are not computed)")
         return self
 
 
 class EmbeddingRequest(WireModel):
-    """``POST /v1/embeddings``: text in, vectors out (token-id input is not supported)."""
+    """``POST /v1/embeddings``: texts, or token ids of the embedding model's own tokenizer, in; vectors out."""
 
     model: str = Field(min_length=1, max_length=256, description="The embedding model id (see the README).")
-    input: str | list[str] = Field(description="A text or a list of texts.")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, a list of texts, one array of token ids, or a list of token-id arrays. Token ids "
+        "are the embedding model's own tokenizer's (as vLLM reads them), not tiktoken's."
+    )
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float` lists or base64 float32."
     )
@@ -350,29 +362,39 @@ class EmbeddingRequest(WireModel):
 
     @field_validator("input", mode="before")
     @classmethod
-    def _no_token_ids(cls, v: Any) -> Any:
-        flat = v if isinstance(v, list) else [v]
-        if any(isinstance(x, int) or (isinstance(x, list) and x and isinstance(x[0], int)) for x in flat):
-            # Token ids of which tokenizer? OpenAI clients send tiktoken's, which no model here reads.
-            raise ValueError(
-                "token-id input is not supported: send the text (LangChain: "
-                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
-            )
-        return v
-
-    @field_validator("input")
-    @classmethod
-    def _texts(cls, v: str | list[str]) -> list[str]:
-        texts = [v] if isinstance(v, str) else v
-        if not texts:
-            raise ValueError("input must not be empty")
-        if any(not t for t in texts):
-            raise ValueError("input texts must not be empty strings")
-        return texts
+    def _inputs(cls, v: Any) -> list[str] | list[list[int]]:
+        """Texts or token arrays, never a mix; each a non-empty string or a non-empty list of ids >= 0."""
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            raise ValueError("input must be a non-empty string, list of strings, or token-id array(s)")
+        if all(isinstance(x, str) for x in v):
+            if any(not x for x in v):
+                raise ValueError("input texts must not be empty strings")
+            return v
+        arrays = v if all(isinstance(x, list) for x in v) else [v]
+        for i, ids in enumerate(arrays):
+            if not ids:
+                raise ValueError(f"token array input[{i}] is empty")
+            # bool is an int in Python, and JSON true is not a token id.
+            bad = [t for t in ids if type(t) is not int or t < 0]
+            if bad:
+                raise ValueError(
+                    f"input is a mix of types or holds {bad[0]!r}: send texts, or token ids (integers >= 0), "
+                    "not both"
+                )
+        return arrays
 
     @property
     def texts(self) -> list[str]:
-        return list(self.input)  # type: ignore[arg-type]
+        """The texts (empty when the input is token arrays)."""
+        return [] if self.token_ids else list(self.input)  # type: ignore[arg-type]
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        """The token arrays (empty when the input is texts)."""
+        inputs: list[Any] = self.input  # type: ignore[assignment]
+        return inputs if isinstance(inputs[0], list) else []
 
 
 # -- responses -------------------------------------------------------------------------------------
@@ -498,10 +520,23 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = omitted("Only in the usage event (`stream_options.include_usage`).")
 
 
+class CompletionLogprobs(BaseModel):
+    """Legacy ``/v1/completions`` log-probabilities: one entry per generated token in each list."""
+
+    tokens: list[str] = Field(default_factory=list, description="Each token's text.")
+    token_logprobs: list[float] = Field(default_factory=list, description="Each token's log-probability.")
+    top_logprobs: list[dict[str, float]] = Field(
+        default_factory=list, description="At each position, the `logprobs` most likely tokens -> logprob."
+    )
+    text_offset: list[int] = Field(
+        default_factory=list, description="Where each token starts in the choice's `text`."
+    )
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = Field(None, description="With `logprobs`: per output token.")
     finish_reason: FinishReason | None = Field(None, description="Null in stream events before the last.")
 
 

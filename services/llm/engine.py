@@ -38,7 +38,7 @@ from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
 from services.llm.scheduler import FairQueue, preemption_victim
-from services.llm.streaming import TextStream
+from services.llm.streaming import TextStream, token_text_of
 from services.llm.structured import GrammarBook, template_renders_tools
 from services.llm.tokenizing import PromptWorker
 
@@ -160,7 +160,7 @@ class Engine:
             sliding_window=_sliding_window(model.config),
             prefill_chunk=prefill_chunk_tokens,
         )
-        self.runner.token_text = lambda t: tokenizer.decode([t])
+        self.runner.token_text = token_text_of(tokenizer)
         self.waiting = FairQueue(
             max_waiting=max_queued_requests,
             max_waiting_per_tenant=max_queued_per_tenant,

@@ -24,6 +24,27 @@ from typing import Any
 REPLACEMENT = "\ufffd"
 
 
+def token_text_of(tokenizer: Any) -> Any:
+    """``token id -> its text`` with the leading space a SentencePiece decoder strips from a lone token.
+
+    ``decode([▁grid])`` is ``"grid"``; decoded after an anchor token and the anchor's text cut off,
+    it is ``" grid"`` (byte-level BPE keeps the space either way). Log-probabilities name tokens
+    this way on both engines, so their texts add up to the generated text.
+    """
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1:]
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    head = decode(anchor)
+
+    def text(token_id: int) -> str:
+        both = decode([*anchor, token_id])
+        return both[len(head) :] if head and both.startswith(head) else decode([token_id])
+
+    return text
+
+
 class IncrementalDetokenizer:
     """Decodes a growing list of token ids into text deltas that never split a character.
 

@@ -42,7 +42,7 @@ from services.llm.prompting import PromptBuilder
 from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
-from services.llm.streaming import TextStream
+from services.llm.streaming import TextStream, token_text_of
 from services.llm.structured import template_renders_tools
 from services.llm.tokenizing import PromptWorker
 
@@ -114,8 +114,10 @@ class VLLMEngine:
     ) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
+        self._token_text = token_text_of(tokenizer)
         self.device = "cuda"
         self.max_model_len = max_model_len
+        self.vocab_size = int(llm.model_config.get_vocab_size())
         self.max_batch_size = max_batch_size
         self.max_tokens_limit = max_tokens_limit
         self.default_max_tokens = default_max_tokens
@@ -242,6 +244,12 @@ class VLLMEngine:
                 f"max_tokens={max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
                 param="max_tokens",
             )
+        if any(not 0 <= t < self.vocab_size for t in req.logit_bias or {}):
+            # vLLM's own check raises a bare ValueError from inside generate: refuse it here, as the HF engine does.
+            raise InvalidRequest(
+                f"logit_bias names token ids outside the vocabulary (0..{self.vocab_size - 1})",
+                param="logit_bias",
+            )
         lora = None
         if adapter_id:
             lora = self._loras.get(adapter_id)
@@ -367,7 +375,7 @@ class VLLMEngine:
         """vLLM's per-token ``{token_id: Logprob}`` as the replica's ``TokenLogprob``s (texts from our tokenizer)."""
         if k is None or not piece.logprobs:
             return None
-        text = lambda t: self.tokenizer.decode([t])  # noqa: E731  (detokenize=False: vLLM sends no texts)
+        text = self._token_text  # detokenize=False: vLLM sends no texts
         out = []
         for token, options in zip(piece.token_ids, piece.logprobs, strict=False):
             ranked = sorted(options.items(), key=lambda kv: kv[1].rank)

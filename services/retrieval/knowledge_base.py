@@ -405,6 +405,12 @@ class KnowledgeBase:
             )
         return self.embedder.embed(list(texts)).tolist()
 
+    def embed_ids(self, arrays: list[list[int]]) -> list[list[float]]:
+        """Normalized embeddings of token arrays of the embedding model's tokenizer (for ``/v1/embeddings``)."""
+        if not arrays or any(not ids for ids in arrays):
+            raise InvalidRequest("input must be a non-empty token array or list of them", param="input")
+        return self.embedder.embed_ids([list(ids) for ids in arrays]).tolist()
+
     def close(self) -> None:
         self.store.close()
 
@@ -513,6 +519,9 @@ class AsyncKnowledgeBase:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.kb.embed, texts)
+
+    async def embed_ids(self, arrays: list[list[int]]) -> list[list[float]]:
+        return await asyncio.to_thread(self.kb.embed_ids, arrays)
 
     async def limits(self) -> dict[str, int]:
         """Upload limits the HTTP layer enforces before the bytes reach the replica."""

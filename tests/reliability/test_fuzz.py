@@ -11,7 +11,13 @@ import os
 import httpx
 import pytest
 
-from bench.reliability.fuzz import _judge, canary_listener, schema_fuzz, targeted_cases
+from bench.reliability.fuzz import (
+    _judge,
+    canary_listener,
+    features_beside_a_stream,
+    schema_fuzz,
+    targeted_cases,
+)
 from bench.reliability.report import Outcome, assert_passed
 from bench.reliability.schema_walk import walk
 
@@ -58,6 +64,12 @@ def test_targeted_bad_input(platform, tenants, name):
     # The server is still healthy for everyone after each bad input.
     ok = httpx.get(f"{platform.url}/v1/models", headers=tenants[1].headers(), timeout=60)
     assert ok.status_code == 200
+
+
+def test_bad_feature_values_never_touch_another_tenants_stream(platform, tenants):
+    out = features_beside_a_stream(platform.url, attacker=tenants[0], victim=tenants[1])
+    assert out.bad_inputs >= 60
+    assert_passed(out)
 
 
 def test_every_route_with_and_without_keys(platform, tenants):

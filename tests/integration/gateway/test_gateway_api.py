@@ -100,6 +100,16 @@ def test_embeddings_with_openai_client(env):
     assert floats.data[0].embedding == pytest.approx(out.data[0].embedding, abs=1e-6)
     with pytest.raises(openai.NotFoundError):
         oai(env, "acme").embeddings.create(model="text-embedding-3-small", input="x")
+    # Token arrays of the embedding model's own tokenizer, through the retrieval deployment's handle.
+    from transformers import AutoTokenizer
+
+    from adept.models import resolve_embedding_model
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_embedding_model("bundled:all-minilm-l6-v2")))
+    by_ids = oai(env, "acme").embeddings.create(model="all-minilm-l6-v2", input=[tok("grid")["input_ids"]])
+    assert by_ids.data[0].embedding == pytest.approx(out.data[0].embedding, abs=1e-5)
+    with pytest.raises(openai.BadRequestError):
+        oai(env, "acme").embeddings.create(model="all-minilm-l6-v2", input=[[len(tok) + 1]])
 
 
 def test_rag_answers_with_citations_from_own_documents(env):

@@ -24,6 +24,9 @@ class FakeEmbedder:
     async def embed(self, texts):
         return [[float(len(t)), 0.5] for t in texts]
 
+    async def embed_ids(self, arrays):
+        return [[float(len(ids)), -1.0] for ids in arrays]
+
 
 @pytest.fixture
 def http(service, store, registry, tenants, clock, tmp_path):
@@ -140,6 +143,23 @@ def test_embeddings_float_and_base64(http, tenants):
     )
     assert struct.unpack("<2f", base64.b64decode(r.json()["data"][0]["embedding"])) == (2.0, 0.5)
     error_of(http.post("/v1/embeddings", json={"model": BASE, "input": "x"}, headers=auth(tenants)), 404)
+
+
+def test_embeddings_from_token_arrays(http, tenants):
+    r = http.post(
+        "/v1/embeddings", json={"model": "embedding", "input": [[5, 6, 7], [8]]}, headers=auth(tenants)
+    )
+    assert r.status_code == 200, r.text
+    assert [d["embedding"] for d in r.json()["data"]] == [[3.0, -1.0], [1.0, -1.0]]
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] == usage["total_tokens"] == 4  # ids are counted exactly
+    one = http.post("/v1/embeddings", json={"model": "embedding", "input": [5, 6]}, headers=auth(tenants))
+    assert [d["embedding"] for d in one.json()["data"]] == [[2.0, -1.0]]
+    for bad in ([[1], []], [1, "a"], [-1], [[1, True]]):
+        r = http.post("/v1/embeddings", json={"model": "embedding", "input": bad}, headers=auth(tenants))
+        assert error_of(r, 400)["param"] == "input"
+    # The route is authenticated like every tenant route; there is nothing stored to isolate.
+    assert http.post("/v1/embeddings", json={"model": "embedding", "input": [1]}).status_code == 401
 
 
 def test_healthz_is_503_until_every_deployment_is_ready(http):
@@ -274,3 +294,36 @@ def test_every_route_in_the_readme_table_answers_as_documented(http, tenants):
     assert http.get("/metrics", headers=auth(tenants)).status_code == 403
     r = http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+
+def test_the_tables_request_fields_are_served_as_documented(http, tenants):
+    """The table's rows name request fields; each is honoured (200 with its answer), not refused."""
+    h = auth(tenants)
+    r = http.post("/v1/embeddings", json={"model": "embedding", "input": [[1, 2], [3]]}, headers=h)
+    assert r.status_code == 200 and len(r.json()["data"]) == 2, r.text
+    r = http.post("/v1/completions", json={"model": BASE, "prompt": "a b", "logprobs": 2, "n": 2}, headers=h)
+    assert r.status_code == 200, r.text
+    for choice in r.json()["choices"]:
+        assert set(choice["logprobs"]) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+    r = http.post("/v1/completions", json={"model": BASE, "prompt": "a b", "echo": True}, headers=h)
+    assert r.json()["choices"][0]["text"].startswith("a b")
+    messages = [{"role": "user", "content": "hi"}]
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": BASE,
+            "messages": messages,
+            "logprobs": True,
+            "top_logprobs": 1,
+            "n": 2,
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.5,
+            "logit_bias": {"5": 1.0},
+        },
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1]
+    assert all(c["logprobs"]["content"] for c in r.json()["choices"])
+    over = http.post("/v1/chat/completions", json={"model": BASE, "messages": messages, "n": 5}, headers=h)
+    assert error_of(over, 400)["param"] == "n"  # above llm.max_choices (4)

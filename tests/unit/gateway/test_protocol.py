@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adept.errors import InvalidRequest
@@ -35,6 +37,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         ({**CHAT, "response_format": {"type": "json_schema"}}, "response_format"),
         ({**CHAT, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages.0"),
         ({**CHAT, "tool_choice": "required"}, None),
         ({**CHAT, "logit_bias": {"abc": 1}}, "logit_bias"),
         ({**CHAT, "logit_bias": {"12": 101}}, "logit_bias"),
@@ -80,7 +83,10 @@ def test_completion_request_takes_one_prompt():
     for bad in (
         {"model": "m", "prompt": ["a", "b"]},
         {"model": "m", "prompt": ""},
-        {"model": "m", "prompt": "x", "echo": True},
+        {"model": "m", "prompt": "x", "echo": True, "logprobs": 1},
+        {"model": "m", "prompt": "x", "suffix": "y"},
+        {"model": "m", "prompt": "x", "logprobs": 6},
+        {"model": "m", "prompt": "x", "logprobs": True},
     ):
         with pytest.raises(InvalidRequest):
             parse_body(CompletionRequest, bad)
@@ -93,7 +99,6 @@ def test_embedding_request():
     ).texts == ["a", "b"]
     for bad in (
         {"model": "e", "input": []},
-        {"model": "e", "input": [1, 2]},
         {"model": "e", "input": [""]},
         {"model": "e"},
     ):
@@ -101,8 +106,35 @@ def test_embedding_request():
             parse_body(EmbeddingRequest, bad)
 
 
-@pytest.mark.parametrize("tokens", [[1, 2, 3], [[1, 2], [3]]])
-def test_token_array_embeddings_are_a_clear_400_naming_the_client_fix(tokens):
-    with pytest.raises(InvalidRequest, match="check_embedding_ctx_length=False") as err:
+@pytest.mark.parametrize(
+    ("tokens", "arrays"),
+    [([1, 2, 3], [[1, 2, 3]]), ([[1, 2], [3]], [[1, 2], [3]]), ([[0]], [[0]])],
+)
+def test_token_arrays_are_accepted_as_one_or_many(tokens, arrays):
+    req = parse_body(EmbeddingRequest, {"model": "e", "input": tokens})
+    assert req.token_ids == arrays and req.texts == []
+
+
+@pytest.mark.parametrize(
+    ("tokens", "says"),
+    [
+        ([[1, 2], []], "input[1] is empty"),
+        ([[]], "input[0] is empty"),
+        ([1, -2, 3], "-2"),
+        ([[1], [-1]], "-1"),
+        ([1, "a"], "mix"),
+        (["a", 1], "mix"),
+        ([[1, 2], "a"], "mix"),
+        ([[1, 2], 3], "mix"),
+        ([[1, "2"]], "mix"),
+        ([1, 2.0], "mix"),
+        ([True, 2], "mix"),  # JSON true is not a token id
+        ([[None]], "mix"),
+        ({"ids": [1]}, "non-empty"),
+        (7, "non-empty"),
+    ],
+)
+def test_malformed_token_arrays_are_a_clear_400_on_input(tokens, says):
+    with pytest.raises(InvalidRequest, match=re.escape(says)) as err:
         parse_body(EmbeddingRequest, {"model": "e", "input": tokens})
     assert err.value.param == "input"

@@ -137,6 +137,15 @@ class SamplingParams:
 
 
 @dataclass
+class Logprob:
+    """vllm/logprobs.py: one token's log-probability and its rank among the vocabulary."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
 class CompletionOutput:
     index: int
     text: str
@@ -221,6 +230,10 @@ class PEFTHelper:
 @dataclass
 class _ModelConfig:
     max_model_len: int
+    vocab_size: int = 0
+
+    def get_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 @dataclass
@@ -250,7 +263,8 @@ class AsyncLLM:
         self.model = AutoModelForCausalLM.from_pretrained(engine_args.model).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(engine_args.model)
         self.model_config = _ModelConfig(
-            engine_args.max_model_len or self.model.config.max_position_embeddings
+            engine_args.max_model_len or self.model.config.max_position_embeddings,
+            self.model.config.vocab_size,
         )
         self.peft: Any = None
         self.loras: dict[int, LoRARequest] = {}
@@ -392,7 +406,10 @@ class AsyncLLM:
                     delta = ""
                 else:
                     delta, sent = text[len(sent) :], text
-                piece = CompletionOutput(0, delta, [token], None, None, finish, stop_reason)
+                logprobs = (
+                    None if params.logprobs is None else [self._logprobs(logits, token, params.logprobs)]
+                )
+                piece = CompletionOutput(0, delta, [token], None, logprobs, finish, stop_reason)
                 yield RequestOutput(
                     request_id, None, prompt["prompt_token_ids"], None, [piece], finish is not None
                 )
@@ -417,6 +434,16 @@ class AsyncLLM:
         with ctx, torch.inference_mode():
             out = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
         return out.logits[0, -1], out.past_key_values
+
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, token: int, k: int) -> dict[int, Logprob]:
+        """vLLM's default ``raw_logprobs``: the sampled token and the ``k`` most likely, with ranks (1 = top)."""
+        lp = torch.log_softmax(logits.float(), -1)
+        out = {token: Logprob(float(lp[token]), int((lp > lp[token]).sum()) + 1)}
+        values, ids = lp.topk(k) if k else (lp[:0], lp[:0].long())
+        for rank, (v, t) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1):
+            out.setdefault(t, Logprob(v, rank))
+        return out
 
     @staticmethod
     def _choose(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:

@@ -132,3 +132,17 @@ def test_with_a_prompt_context_the_stream_is_what_the_prompt_and_answer_decode_t
     deltas = [s.push(t)[0] for t in ids] + [s.flush()[0]]
     assert byte_fallback.decode(prompt) + "".join(deltas) == byte_fallback.decode(prompt + ids)
     assert not any("\ufffd" in d for d in deltas)
+
+
+@pytest.mark.parametrize("tok_name", ["byte_fallback", "byte_level"])
+def test_a_tokens_own_text_keeps_its_leading_space(request, tok_name):
+    """Logprobs name each token by its text: ``▁grid`` is " grid" (decoded alone it is "grid")."""
+    from services.llm.streaming import token_text_of
+
+    tokenizer = request.getfixturevalue(tok_name)
+    text = tokenizer.decode(tokenizer("the grid outage", add_special_tokens=False)["input_ids"])
+    ids = tokenizer(" the grid outage", add_special_tokens=False)["input_ids"]
+    piece = token_text_of(tokenizer)
+    assert [piece(t) for t in ids][1].startswith(" ")
+    assert "".join(piece(t) for t in ids).strip() == text.strip()
+    assert piece(tokenizer.eos_token_id) == tokenizer.eos_token  # special tokens read as themselves

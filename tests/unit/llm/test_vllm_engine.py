@@ -243,6 +243,17 @@ def test_vllm_errors_keep_their_status(make_vllm_engine):
     assert engine.waiting_requests == 0 and not engine._running  # nothing held after the errors
 
 
+def test_logit_bias_outside_the_vocabulary_is_a_400_before_vllm_sees_it(make_vllm_engine):
+    """As on the HF engine (vLLM itself would raise a bare ValueError: a 500 here)."""
+    engine = make_vllm_engine()
+    vocab = engine.llm.model_config.get_vocab_size()
+    with pytest.raises(InvalidRequest) as got:
+        run(collect(engine, chat("the grid", logit_bias={vocab: 5.0})))
+    assert got.value.param == "logit_bias" and not engine.llm.calls.params
+    run(collect(engine, chat("the grid", max_tokens=2, logit_bias={vocab - 1: -100.0})))
+    assert engine.llm.calls.params[-1].logit_bias == {vocab - 1: -100.0}
+
+
 def test_engine_death_and_disconnects(make_vllm_engine):
     engine = make_vllm_engine()
 
@@ -310,6 +321,38 @@ def test_both_engines_return_the_same_text_with_leading_spaces_on_sentencepiece(
     # The answer continues the prompt's text exactly, spaces included.
     ids = prompt_ids + vllm.llm.calls.outputs[-1]
     assert tokenizer.decode(prompt_ids) + hf_text == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_both_engines_report_the_same_logprobs_with_token_texts_that_add_up(
+    vllm_fake, tiny_phi3_sentencepiece
+):
+    """A raw-prompt request (``/v1/completions``) with logprobs: same tokens, texts and values on both engines;
+    the texts add up to the generated text (test_streaming: each keeps its SentencePiece space)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.llm.engine import Engine
+    from services.llm.vllm_engine import VLLMEngine
+
+    path = tiny_phi3_sentencepiece
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = Engine(AutoModelForCausalLM.from_pretrained(path), tokenizer, batch_wait_ms=0, max_tokens_limit=64)
+    vllm = VLLMEngine.from_pretrained(path, dtype="float32", max_batch_size=4, max_tokens_limit=64)
+    req = GenerateRequest(
+        prompt="what is the grid", max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=2
+    )
+
+    async def entries(engine):
+        chunks = [c async for c in engine.generate(req, "")]
+        return "".join(c.text for c in chunks), [e for c in chunks for e in c.logprobs or []]
+
+    (hf_text, hf_lp), (v_text, v_lp) = run(entries(hf)), run(entries(vllm))
+    hf._exec.shutdown(wait=True)
+    assert hf_text == v_text and len(hf_lp) == len(v_lp) == 8
+    assert [e.token for e in hf_lp] == [e.token for e in v_lp]
+    assert [[t.token for t in e.top] for e in hf_lp] == [[t.token for t in e.top] for e in v_lp]
+    assert [e.logprob for e in hf_lp] == pytest.approx([e.logprob for e in v_lp], abs=1e-4)
+    if "\ufffd" not in "".join(e.token for e in hf_lp):  # a lone byte token has no text of its own
+        assert "".join(e.token for e in hf_lp) == hf_text
 
 
 def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
