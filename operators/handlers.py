@@ -33,7 +33,7 @@ from adept.tenancy.kubernetes import (
 from operators import kb_sync
 from operators import resources as R
 from operators.models import parse_spec
-from operators.settings import configure, load_operator_config
+from operators.settings import configure, load_evaluator, load_finetuning_config, load_operator_config
 
 # Timer periods are fixed when handlers register, so they come from the environment, not memo.
 POLL_INTERVAL = float(os.environ.get("ADEPT_POLL_INTERVAL", "10"))
@@ -46,6 +46,8 @@ _lazy_lock = threading.Lock()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     configure(settings)
     memo.config, memo.platform_config = load_operator_config()
+    memo.finetuning = load_finetuning_config()
+    memo.evaluator = load_evaluator(memo.config, memo.platform_config)
     memo.kube = Kube()
     _check_kuberay(memo, logger)
     memo.platforms = {}
@@ -368,25 +370,36 @@ def _ray(memo: kopf.Memo, address: str | None) -> Any:
     return jobs_client(address or memo.config.ray_address, token.get_secret_value() if token else None)
 
 
-def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None) -> Any:
-    """The kernel's ``FineTuning`` for ``namespace``: FineTuneJob resources, runs on Ray Jobs."""
-    from adept.config.finetuning import FineTuningConfig
+def _executor(memo: kopf.Memo, ray_address: str | None) -> Any:
+    """The Ray Jobs executor of the training cluster (its drivers reserve the platform's
+    ``training_entrypoint_num_cpus``, the number the job owner places jobs with)."""
     from adept.finetuning.executors import RayJobs
+
+    return RayJobs(
+        _ray(memo, ray_address),
+        entrypoint=memo.config.job_entrypoint,
+        env=memo.config.job_env,
+        config_file="finetune.yaml",
+        entrypoint_num_cpus=memo.platform_config.training_entrypoint_num_cpus,
+    )
+
+
+def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None) -> Any:
+    """The kernel's ``FineTuning`` for ``namespace``: FineTuneJob resources, runs on Ray Jobs, the
+    platform's fine-tuning settings (retention, promotion) and its evaluator (eval-gated promotion)."""
     from adept.finetuning.files import open_file_store
     from adept.finetuning.kube_store import KubernetesJobStore
     from adept.finetuning.service import FineTuning
 
     platform = _platform(memo, namespace)
-    executor = RayJobs(
-        _ray(memo, ray_address),
-        entrypoint=memo.config.job_entrypoint,
-        env=memo.config.job_env,
-        config_file="finetune.yaml",
-        entrypoint_num_cpus=memo.config.entrypoint_num_cpus,  # counted by the owner's shape check too
-    )
     store = KubernetesJobStore(namespace, kube=memo.kube)
     return FineTuning(
-        platform, open_file_store(platform.config), store, FineTuningConfig(), executor=executor
+        platform,
+        open_file_store(platform.config),
+        store,
+        memo.finetuning,
+        executor=_executor(memo, ray_address),
+        evaluator=memo.evaluator,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 
 from adept.config.base import StrictModel, load_config
+from adept.config.finetuning import FineTuningConfig
 from adept.config.platform import PlatformConfig
 
 
@@ -47,13 +48,13 @@ class OperatorConfig(StrictModel):
         description="Name of the training RayCluster in the operator's namespace (`POD_NAMESPACE`): checked at "
         "start-up for a KubeRay that keeps `authOptions.secretName` (>= 1.6.0). The chart sets it.",
     )
-    entrypoint_num_cpus: float = Field(
-        1.0,
-        ge=0,
-        le=64,
-        description="CPUs a FineTuneJob's driver reserves (`--entrypoint-num-cpus`, the Ray Jobs executor's): the "
-        "training head offers none (`num-cpus: 0`), so the driver runs on a worker, never beside the autoscaler's "
-        "token. The job owner counts them when it places a new job on the training cluster's shape.",
+    promotion_evaluator: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="Eval-gated promotion: `module:factory` of the evaluator FineTuneJobs naming an `evaluation_file` "
+        "are measured with (`factory(operator_config, platform_config)` returns an "
+        "`adept.finetuning.promotion.Evaluator`). Unset: such a job's version is published inactive, not "
+        "measured, and its events say so (activate it by hand).",
     )
     job_env: dict[str, str] = Field(
         default_factory=dict,
@@ -61,16 +62,46 @@ class OperatorConfig(StrictModel):
     )
 
 
+def _read(path: str | None) -> dict[str, Any]:
+    path = path or os.environ.get("ADEPT_OPERATOR_CONFIG") or None
+    if not path:
+        return {}
+    from adept.config.base import read_yaml
+
+    return read_yaml(path)
+
+
 def load_operator_config(path: str | None = None) -> tuple[OperatorConfig, PlatformConfig]:
     """Operator and platform config from an optional YAML file (``ADEPT_OPERATOR_CONFIG``) plus env."""
-    path = path or os.environ.get("ADEPT_OPERATOR_CONFIG") or None
-    data: dict[str, Any] = {}
-    if path:
-        from adept.config.base import read_yaml
-
-        data = read_yaml(path)
+    data = _read(path)
     platform = load_config(PlatformConfig, base=data.pop("platform", None) or {})
+    data.pop("finetuning", None)  # load_finetuning_config's
     return load_config(OperatorConfig, base=data), platform
+
+
+def load_finetuning_config(path: str | None = None) -> FineTuningConfig:
+    """The platform's fine-tuning settings (retention, promotion metric and margin, limits): the
+    ``finetuning`` section of the same file, as the gateway's ``finetuning`` section holds them."""
+    return load_config(FineTuningConfig, base=_read(path).get("finetuning") or {}, env=False)
+
+
+def load_evaluator(config: OperatorConfig, platform: PlatformConfig) -> Any:
+    """The evaluator ``promotion_evaluator`` names (None when unset). The operator imports nothing above
+    the kernel: the factory is named, as a Serve application's import path is."""
+    if not config.promotion_evaluator:
+        return None
+    import importlib
+
+    module, _, name = config.promotion_evaluator.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        from adept.errors import ConfigError
+
+        raise ConfigError(
+            f"promotion_evaluator {config.promotion_evaluator!r} cannot be loaded: {e}"
+        ) from None
+    return factory(config, platform)
 
 
 def configure(settings: Any) -> None:

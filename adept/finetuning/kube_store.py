@@ -12,6 +12,7 @@ A resource made with ``kubectl`` has no record until the operator adopts it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ LABEL_TENANT = "adept.dev/tenant"  # as adept.tenancy.kubernetes labels a tenant
 LABEL_SOURCE = "adept.dev/source"
 ANNOTATION = "adept.dev/job"
 _RETRIES = 8
+_RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def job_resource(record: JobRecord, namespace: str) -> dict[str, Any]:
@@ -90,7 +92,10 @@ class KubernetesJobStore:
         return obj
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
-        obj = self._object(check_job_id(job_id))
+        # A FineTuneJob made with kubectl is the job named as its resource (listed by the API: retrievable too).
+        if not (isinstance(job_id, str) and _RESOURCE_NAME.fullmatch(job_id)):
+            check_job_id(job_id)
+        obj = self._object(job_id)
         labels = (obj.get("metadata") or {}).get("labels") or {}
         record = self._record(obj)
         if record is None or labels.get(LABEL_TENANT) != tenant or record.tenant != tenant:

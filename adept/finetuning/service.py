@@ -26,7 +26,6 @@ import asyncio
 import logging
 import random
 import shutil
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -34,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from adept.config.finetuning import PACKING_FROM, FineTuningConfig, auto_hyperparameters
 from adept.config.training import FineTuneJobConfig, WorkersSection
 from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
-from adept.evalset import EvalSet, check_evaluation_file
 from adept.finetuning.files import (
     EVALS,
     FINE_TUNE,
@@ -65,8 +63,15 @@ from adept.finetuning.jobs import (
     now,
     openai_model_name,
 )
+from adept.finetuning.promotion import (
+    Evaluate,
+    Evaluator,
+    check_evaluation,
+    promote_version,
+    read_evaluation_file,
+)
 from adept.finetuning.store import JobStore
-from adept.placement import ENTRYPOINT_NUM_CPUS, check_job_fits, job_workers
+from adept.placement import check_job_fits, job_workers
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -116,18 +121,10 @@ class JobPlan:
     hyperparameters: Hyperparameters
     options: AdeptOptions
     config: dict[str, Any]
-    evaluation: tuple[FileRecord, bytes] | None = None  # the evaluation file and its content
+    evaluation: tuple[str, bytes] | None = None  # the evaluation file (id, path or URI) and its content
 
 
-# ``evaluate("tenant/name@vN")`` -> every metric's mean on the job's evaluation set (``Platform.promote``).
-Evaluate = Callable[[str], Awaitable[dict[str, float]]]
-
-
-class Evaluator(Protocol):
-    """Measures a tenant's adapter versions on an evaluation set with the real model (the tenant's
-    own completion path: ``tools.eval.promotion.make_evaluator`` over a client of the platform)."""
-
-    def __call__(self, tenant: str, eval_set: EvalSet) -> Evaluate: ...
+__all__ = ["Evaluate", "Evaluator", "FineTuning", "JobPlan", "JobRequest", "Outcome"]
 
 
 class ModelResolver(Protocol):
@@ -161,9 +158,8 @@ class FineTuning:
             injected by whoever can run the model (the tools layer). Without one, such a job's
             version is published inactive, and its events say it was not measured.
         entrypoint_num_cpus: CPUs each job's driver reserves on the training cluster, counted when a
-            job is placed on its shape (``platform.config.training_shape``); default: the executor's
-            (``RayJobs`` submits its drivers with them), else ``adept.placement.ENTRYPOINT_NUM_CPUS``,
-            what the operator's Ray Jobs executor uses unless its settings say otherwise.
+            job is placed on its shape (``platform.config.training_shape``); default: the platform's
+            ``training_entrypoint_num_cpus``, which the operator's ``RayJobs`` submits its drivers with.
     """
 
     def __init__(
@@ -186,9 +182,9 @@ class FineTuning:
         self.models = models
         self.executor = executor
         self.evaluator = evaluator
-        if entrypoint_num_cpus is None:
-            entrypoint_num_cpus = getattr(executor, "entrypoint_num_cpus", None)
-        self.entrypoint_num_cpus = ENTRYPOINT_NUM_CPUS if entrypoint_num_cpus is None else entrypoint_num_cpus
+        if entrypoint_num_cpus is None:  # the platform's one number (the operator's executor submits with it)
+            entrypoint_num_cpus = platform.config.training_entrypoint_num_cpus
+        self.entrypoint_num_cpus = entrypoint_num_cpus
         self.clock = clock
 
     # -- files -------------------------------------------------------------------------------------
@@ -262,9 +258,8 @@ class FineTuning:
         )
         evaluation = None
         if req.evaluation_file:
-            eval_record = await self._file(t, req.evaluation_file, "evaluation_file", purpose=EVALS)
-            data = await asyncio.to_thread(self.files.content, t.name, eval_record.id)
-            evaluation = (eval_record, data)
+            await self._file(t, req.evaluation_file, "evaluation_file", purpose=EVALS)
+            evaluation = await self._evaluation(t.name, req.evaluation_file)
         base, start_from = await self._base_model(t, req.model)
         suffix = check_suffix(req.suffix)
         hp, options = self._resolve(req, training)
@@ -288,7 +283,7 @@ class FineTuning:
             model=base,
             training_file=training.id,
             validation_file=validation.id if validation else None,
-            evaluation_file=evaluation[0].id if evaluation else None,
+            evaluation_file=evaluation[0] if evaluation else None,
             suffix=suffix,
             seed=seed,
             hyperparameters=hp,
@@ -339,7 +334,8 @@ class FineTuning:
             qlora=job.method == "qlora",
             max_seq_length=job.data.max_seq_length,
         )
-        self._check_plan(JobPlan(t, None, None, base, hp, options, config))
+        evaluation = await self._evaluation(t.name, job.evaluation_file) if job.evaluation_file else None
+        self._check_plan(JobPlan(t, None, None, base, hp, options, config, evaluation))
         await self.platform.check_publishable(t.name, job.adapter, base)
         record = JobRecord(
             id=job_id,
@@ -353,6 +349,7 @@ class FineTuning:
             options=options,
             adapter=job.adapter,
             config=config,
+            evaluation_file=job.evaluation_file,
         )
         admit = lambda jobs: self._admit(t, jobs)  # noqa: E731
         if adopt is not None:
@@ -375,8 +372,8 @@ class FineTuning:
         if int(workers.get("num_workers", 1)) < 1:
             raise InvalidRequest("a job needs at least one training worker", param="workers")
         if plan.evaluation is not None:
-            record, data = plan.evaluation
-            check_evaluation_file(data, record.filename, metric=self.settings.promotion_metric)
+            ref, data = plan.evaluation
+            check_evaluation(data, ref, self.settings)
         check_job_fits(
             self.platform.config.training_shape,
             WorkersSection.model_validate(workers),
@@ -465,6 +462,10 @@ class FineTuning:
                 param=param,
             )
         return record
+
+    async def _evaluation(self, tenant: str, ref: str) -> tuple[str, bytes]:
+        """A job's evaluation file and its content (``adept.finetuning.promotion.read_evaluation_file``)."""
+        return ref, await asyncio.to_thread(read_evaluation_file, self.files, tenant, ref)
 
     def _resolve(self, req: JobRequest, training: FileRecord) -> tuple[Hyperparameters, AdeptOptions]:
         s = self.settings
@@ -685,13 +686,14 @@ class FineTuning:
         fail it with the run's typed error, or run it again (a process that died without a word)."""
         published: Any = None  # the AdapterVersion, or "" for a run that keeps its result
         promotion: list[Note] = []  # what eval-gated promotion decided, as events
+        evaluation: Any = None  # and what it measured (AdapterEvaluation)
         error: JobError | None = None
         keep = (record.config.get("output") or {}).get("publish") is False  # the result stays in the run dir
         if outcome.result is not None and keep:
             published = ""
         elif outcome.result is not None and not record.cancel_requested:
             try:
-                published, promotion = self._publish(record, outcome.result)
+                published, promotion, evaluation = self._publish(record, outcome.result)
             except AdeptError as e:
                 error = JobError(code=e.code, message=f"the result cannot be published: {e.message}")
         elif outcome.error is not None:
@@ -717,6 +719,7 @@ class FineTuning:
                         Note(at=self.clock(), key="published", message=f"Published adapter {published.id}")
                     )
                     r.notes.extend(promotion)
+                    r.evaluation = evaluation
                 advance(r, "succeeded")
             elif error is not None:
                 advance(r, "failed", error=error)
@@ -732,66 +735,39 @@ class FineTuning:
 
         return self.jobs.modify(record.id, change)
 
-    def _publish(self, record: JobRecord, result: dict[str, Any]) -> tuple[Any, list[Note]]:
-        """The run's adapter, published through the platform (idempotent: once per run), and what
-        eval-gated promotion decided (as the job's events). The run directory is computed from the
-        job's config and this platform's storage, never taken from what the run says.
+    def _publish(self, record: JobRecord, result: dict[str, Any]) -> tuple[Any, list[Note], Any]:
+        """The run's adapter, published through the platform (idempotent: once per run), what
+        eval-gated promotion decided (as the job's events) and what it measured. The run directory
+        is computed from the job's config and this platform's storage, never taken from what the run says.
 
-        A job with an evaluation file publishes its version inactive; ``Platform.promote`` measures
-        it against the live version with the injected evaluator and makes it live only if it is not
+        A job with an evaluation file publishes its version inactive, and ``promote_version``
+        (``adept.finetuning.promotion``: the one implementation, for every job path) measures it
+        against the active one with the injected evaluator and makes it live only if it is not
         worse by more than ``promotion_margin`` on ``promotion_metric``.
         """
         return asyncio.run(self._publish_async(record))
 
-    async def _publish_async(self, record: JobRecord) -> tuple[Any, list[Note]]:
+    async def _publish_async(self, record: JobRecord) -> tuple[Any, list[Note], Any]:
         run_dir = _run_dir(record, self.platform)
         if not record.evaluation_file:
-            return await self.platform.publish_run(run_dir, record.tenant, record.adapter), []
+            return await self.platform.publish_run(run_dir, record.tenant, record.adapter), [], None
         version = await self.platform.publish_run(run_dir, record.tenant, record.adapter, inactive=True)
-        return version, [await self._promote(record, version)]
-
-    async def _promote(self, record: JobRecord, version: Any) -> Note:
-        """Measure ``version`` against the live one and activate it or not; the outcome as an event."""
-        s, file_id = self.settings, record.evaluation_file
-        if self.evaluator is None:
-            return Note(
-                at=self.clock(),
-                key="promotion",
-                level="warn",
-                message=f"{version.id} was published inactive and not measured: this platform runs no "
-                f"evaluator for {file_id}; activate it by hand to serve it",
-            )
         try:
-            _, data = await self.file_content(record.tenant, file_id or "")
-            eval_set = check_evaluation_file(data, file_id or "evaluation_file", metric=s.promotion_metric)
-            outcome = await self.platform.promote(
-                record.tenant,
-                record.adapter,
-                version.version,
-                self.evaluator(record.tenant, eval_set),
-                metric=s.promotion_metric,
-                margin=s.promotion_margin,
-                evaluation_file=file_id,
-            )
-        except AdeptError as e:
-            return Note(
-                at=self.clock(),
-                key="promotion",
-                level="warn",
-                message=f"{version.id} was published inactive: evaluating it on {file_id} failed ({e.message}); "
-                "activate it by hand to serve it",
-            )
-        scores = f"{s.promotion_metric} {outcome.score:.3f}" + (
-            f" vs {outcome.against_score:.3f} for {outcome.against}"
-            if outcome.against_score is not None
-            else ""
-        )
-        return Note(
+            _, data = await self._evaluation(record.tenant, record.evaluation_file)
+        except AdeptError:
+            data = None  # deleted or unreadable since create: promote_version says so in the event
+        note, evaluation = await promote_version(
+            self.platform,
+            self.settings,
+            self.evaluator,
+            tenant=record.tenant,
+            adapter=record.adapter,
+            version=version,
+            evaluation_file=record.evaluation_file,
+            data=data,
             at=self.clock(),
-            key="promotion",
-            level="info" if outcome.promoted else "warn",
-            message=f"{'Promoted' if outcome.promoted else 'Kept inactive'} ({scores}): {outcome.reason}",
         )
+        return version, [note], evaluation
 
     # -- retention and tenants ---------------------------------------------------------------------
     def prune(self) -> list[str]:

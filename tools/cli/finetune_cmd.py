@@ -79,7 +79,15 @@ def finetune(
         _train_here(cfg, platform)
         return
     env = _platform_env(data_dir, platform_overrides)
-    _submit(config, overrides, address, follow=follow, dry_run=dry_run, env=env)
+    _submit(
+        config,
+        overrides,
+        address,
+        follow=follow,
+        dry_run=dry_run,
+        env=env,
+        entrypoint_num_cpus=platform.training_entrypoint_num_cpus,
+    )
 
 
 def _train_here(cfg: object, platform: object) -> None:
@@ -142,7 +150,14 @@ def _platform_env(data_dir: str | None, overrides: list[str] | None) -> dict[str
 
 
 def _submit(
-    config: Path, overrides: list[str], address: str, *, follow: bool, dry_run: bool, env: dict[str, str]
+    config: Path,
+    overrides: list[str],
+    address: str,
+    *,
+    follow: bool,
+    dry_run: bool,
+    env: dict[str, str],
+    entrypoint_num_cpus: float,
 ) -> None:
     """Submit ``python -m training.finetune`` with the repository as the job's working dir."""
     root = _repo_root()
@@ -165,7 +180,6 @@ def _submit(
 
     from ray.job_submission import JobStatus
 
-    from adept.placement import ENTRYPOINT_NUM_CPUS
     from adept.ray_auth import TOKEN_ENV, jobs_client
 
     # The cluster's token (Ray clusters run with token auth): $RAY_AUTH_TOKEN, as `ray job submit` reads it.
@@ -176,7 +190,7 @@ def _submit(
         metadata={"adept": "finetune", "config": str(rel)},
         # The driver reserves a CPU, as the operator's do: it runs on a worker, never on the training head
         # (`num-cpus: 0`), where the autoscaler's ServiceAccount token is (adept.placement counts it).
-        entrypoint_num_cpus=ENTRYPOINT_NUM_CPUS,
+        entrypoint_num_cpus=entrypoint_num_cpus,
     )
     console.print(f"submitted [bold]{job_id}[/] to {address}")
     if not follow:
