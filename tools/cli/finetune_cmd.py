@@ -1,5 +1,8 @@
 """``adept finetune``: a fine-tuning job of the platform (listed by the API and the console), trained
-here; or a job submitted to a Ray cluster whose logs it follows.
+here; or a job submitted to a Ray cluster whose logs it follows. ``adept finetune list | show |
+events | cancel`` read and cancel the tenant's jobs through the running platform's fine-tuning API
+(``/v1/fine_tuning/jobs``: the job owner's list, retrieve, events and cancel, as the tenant the key
+names; found as ``adept ask`` finds it, ``tools.cli.discovery``).
 
 Here, the job is the kernel's (``adept.finetuning.service.FineTuning.create_from_config``): the same
 record, checks, limits and state machine as an API job. When the platform runs (``adept up``
@@ -11,14 +14,28 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from adept.errors import ConfigError, Unavailable
+from adept.errors import ConfigError, InvalidRequest, Unavailable
 from tools.cli.common import console, handle_errors, platform_config
 from tools.cli.config_cmd import DataDirOption, SetOption
 
-app = typer.Typer()
+
+class _RunByDefault(TyperGroup):
+    """``adept finetune --config job.yaml`` is ``adept finetune run --config job.yaml``: the sub-commands
+    came after it, and scripts that train with it keep working."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_RunByDefault, no_args_is_help=True)
 
 # Never upload these with the job: environments, caches, local data, results.
 _EXCLUDES = [
@@ -39,7 +56,7 @@ def _repo_root() -> Path:
     return Path(training.__file__).resolve().parent.parent
 
 
-@app.command()
+@app.command("run")
 @handle_errors
 def finetune(
     config: Path = typer.Option(..., "--config", "-c", help="Job YAML (see training/configs/)."),
@@ -206,3 +223,168 @@ def _submit(
     if status != JobStatus.SUCCEEDED:
         raise Unavailable(f"job {job_id} ended {status}: {client.get_job_info(job_id).message or ''}".strip())
     console.print(f"job {job_id} [green]succeeded[/]")
+
+
+# -- the tenant's jobs, through the running platform's API -------------------------------------------
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Adept URL (default: $ADEPT_URL, else the platform running on the data dir)."),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", help="Tenant key (default: $ADEPT_API_KEY, else the demo key in the data dir)."
+    ),
+]
+DirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Data dir of the platform (default: the nearest .adept, else ~/.adept)."),
+]
+JobArg = Annotated[str, typer.Argument(help="The job's id (ftjob-...), as `adept finetune list` shows it.")]
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", help="How many to show (1-100), newest first.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+
+def _api(
+    url: str | None, api_key: str | None, data_dir: str | None, method: str, path: str, **kw: Any
+) -> Any:
+    """One call to the tenant API of the platform the CLI finds; an API error is one line and its exit code."""
+    import httpx
+
+    from adept.errors import AuthenticationError, error_from_http
+    from tools.cli.discovery import discover_api_key, discover_data_dir, discover_url
+
+    where = discover_data_dir(data_dir)
+    base = discover_url(url, where)
+    key = discover_api_key(api_key, where)
+    if not key:
+        raise AuthenticationError(f"no API key: pass --api-key or set ADEPT_API_KEY (no demo.key in {where})")
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0) as c:
+            r = c.request(method, path, **kw)
+    except httpx.TransportError as e:
+        raise Unavailable(
+            f"cannot reach Adept at {base}: {e} (is `adept up` / `make run` running?)"
+        ) from None
+    if r.status_code >= 400:
+        err = error_from_http(r.status_code, r.content)
+        err.message = f"{err.message} (HTTP {r.status_code})"
+        raise err
+    return r.json()
+
+
+def _limit(n: int) -> int:
+    if not 1 <= n <= 100:
+        raise InvalidRequest(f"--limit must be between 1 and 100, not {n}")
+    return n
+
+
+def _when(t: int | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    console.print_json(json.dumps(data))
+
+
+@app.command("list")
+@handle_errors
+def list_jobs(
+    limit: LimitOpt = 20,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    data_dir: DirOpt = None,
+) -> None:
+    """Your fine-tuning jobs, newest first: id, status, when created, the model it made (or trains)."""
+    page = _api(url, api_key, data_dir, "GET", "/v1/fine_tuning/jobs", params={"limit": _limit(limit)})
+    if as_json:
+        _print_json(page)
+        return
+    if not page["data"]:
+        console.print("no fine-tuning jobs")
+        return
+    for j in page["data"]:  # one line each, never cut: ids are for copying into show/events/cancel
+        model = j.get("fine_tuned_model") or f"(from {j['model']})"
+        console.print(
+            f"{j['id']}  {j['status']:<16} {_when(j['created_at'])}  {model}", highlight=False, soft_wrap=True
+        )
+
+
+@app.command("show")
+@handle_errors
+def show(
+    job: JobArg, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None, data_dir: DirOpt = None
+) -> None:
+    """One job: status, hyper-parameters, files, the model it made, its error."""
+    j = _api(url, api_key, data_dir, "GET", f"/v1/fine_tuning/jobs/{_job_path(job)}")
+    if as_json:
+        _print_json(j)
+        return
+    hp = j.get("hyperparameters") or {}
+    lines = [
+        f"[bold]{j['id']}[/]  {j['status']}",
+        f"model            {j['model']}",
+        f"fine-tuned model {j.get('fine_tuned_model') or '-'}",
+        f"training file    {j['training_file']}"
+        + (f" (validation {j['validation_file']})" if j.get("validation_file") else ""),
+        f"hyperparameters  epochs {hp.get('n_epochs')}, batch {hp.get('batch_size')}, "
+        f"lr x{hp.get('learning_rate_multiplier')}",
+        f"created          {_when(j['created_at'])} UTC, finished {_when(j.get('finished_at'))}",
+    ]
+    if j.get("trained_tokens"):
+        lines.append(f"trained tokens   {j['trained_tokens']}")
+    if j.get("error"):
+        lines.append(f"[red]error[/]            {j['error'].get('message')}")
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+@app.command("events")
+@handle_errors
+def events(
+    job: JobArg,
+    limit: LimitOpt = 20,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    data_dir: DirOpt = None,
+) -> None:
+    """A job's events, oldest of the newest LIMIT first: steps with their losses, publishing, promotion."""
+    page = _api(
+        url,
+        api_key,
+        data_dir,
+        "GET",
+        f"/v1/fine_tuning/jobs/{_job_path(job)}/events",
+        params={"limit": _limit(limit)},
+    )
+    if as_json:
+        _print_json(page)
+        return
+    for e in reversed(page["data"]):
+        style = {"warn": "yellow", "error": "red"}.get(e["level"], "")
+        text = f"{_when(e['created_at'])}  {e['message']}"
+        console.print(f"[{style}]{text}[/]" if style else text, highlight=False, soft_wrap=True)
+
+
+@app.command("cancel")
+@handle_errors
+def cancel(job: JobArg, url: UrlOpt = None, api_key: KeyOpt = None, data_dir: DirOpt = None) -> None:
+    """Cancel an unfinished job (its training stops; a finished job stays as it is: an error)."""
+    j = _api(url, api_key, data_dir, "POST", f"/v1/fine_tuning/jobs/{_job_path(job)}/cancel")
+    console.print(f"{j['id']} {j['status']}", highlight=False)
+
+
+def _job_path(job: str) -> str:
+    """The id as one path segment (the API answers "not found" for anything that is not a job of yours)."""
+    from urllib.parse import quote
+
+    job = job.strip()
+    if not job:
+        raise InvalidRequest("name a job: adept finetune list shows their ids")
+    return quote(job, safe="")
