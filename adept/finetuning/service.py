@@ -205,7 +205,7 @@ class FineTuning:
         try:
             return await asyncio.to_thread(self.files.store, tenant.name, file_id, checked, data)
         except BaseException:
-            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.jobs.release_file, file_id, tenant.name)  # type: ignore[attr-defined]
             raise
 
     async def list_files(self, tenant: Tenant, purpose: str | None = None) -> list[FileRecord]:
@@ -221,7 +221,7 @@ class FineTuning:
     async def delete_file(self, tenant: Tenant, file_id: str) -> FileRecord:
         record = await asyncio.to_thread(self.files.delete, tenant.name, file_id)
         if hasattr(self.jobs, "release_file"):
-            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.jobs.release_file, file_id, tenant.name)  # type: ignore[attr-defined]
         return record
 
     async def usage(self, tenant: Tenant) -> dict[str, dict[str, int]]:
