@@ -79,10 +79,27 @@ def load_operator_config(path: str | None = None) -> tuple[OperatorConfig, Platf
     return load_config(OperatorConfig, base=data), platform
 
 
+FINETUNING_ENV = "ADEPT_FINETUNING_JSON"
+
+
 def load_finetuning_config(path: str | None = None) -> FineTuningConfig:
-    """The platform's fine-tuning settings (retention, promotion metric and margin, limits): the
-    ``finetuning`` section of the same file, as the gateway's ``finetuning`` section holds them."""
-    return load_config(FineTuningConfig, base=_read(path).get("finetuning") or {}, env=False)
+    """The platform's fine-tuning settings (retention, promotion metric and margin, limits), the ones the
+    gateway's ``finetuning`` section holds: the file's ``finetuning`` section, then ``$ADEPT_FINETUNING_JSON``
+    (the chart sets it from ``serving.args.finetuning``, so gateway and operator read one set)."""
+    import json
+
+    from adept.config.base import deep_merge
+    from adept.errors import ConfigError
+
+    data = _read(path).get("finetuning") or {}
+    raw = os.environ.get(FINETUNING_ENV)
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except ValueError as e:
+            raise ConfigError(f"${FINETUNING_ENV} is not JSON: {e}") from None
+        data = deep_merge(data, extra if isinstance(extra, dict) else {})
+    return load_config(FineTuningConfig, base=data, env=False)
 
 
 def load_evaluator(config: OperatorConfig, platform: PlatformConfig) -> Any:
