@@ -33,7 +33,7 @@ from adept.tenancy.kubernetes import (
 from operators import kb_sync
 from operators import resources as R
 from operators.models import parse_spec
-from operators.settings import configure, load_evaluator, load_finetuning_config, load_operator_config
+from operators.settings import configure, load_finetuning_config, load_operator_config
 
 # Timer periods are fixed when handlers register, so they come from the environment, not memo.
 POLL_INTERVAL = float(os.environ.get("ADEPT_POLL_INTERVAL", "10"))
@@ -47,15 +47,16 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     configure(settings)
     memo.config, memo.platform_config = load_operator_config()
     memo.finetuning = load_finetuning_config()
-    memo.evaluator = load_evaluator(memo.config, memo.platform_config)
     memo.kube = Kube()
     _check_kuberay(memo, logger)
     memo.platforms = {}
     memo.gateway = None
+    memo.evaluator = None  # without a gateway, a FineTuneJob's evaluated version is published unmeasured
     if memo.config.gateway_url:
         from adept.admin_client import AdminClient
 
         memo.gateway = AdminClient(memo.config.gateway_url, memo.config.gateway_admin_key or "")
+        memo.evaluator = GatewayEvaluator(memo.gateway)
     logger.info("adept operator ready: ray=%s gateway=%s", memo.config.ray_address, memo.config.gateway_url)
 
 
@@ -88,6 +89,23 @@ class _GatewayReplicas:
 
     async def unload(self, adapter_id: str) -> None:
         await asyncio.to_thread(self.client.unload_adapter, adapter_id)
+
+
+class GatewayEvaluator:
+    """``adept.finetuning.promotion.Evaluator`` through the gateway's admin API: the gateway asks the
+    questions as the tenant, with the model that serves, and scores them (``tools.eval.serve_app``
+    gives it the scoring); the job owner here compares and records (``Platform.promote``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, tenant: str, eval_set: Any) -> Any:
+        lines = "".join(item.model_dump_json(exclude_defaults=True) + "\n" for item in eval_set.items)
+
+        async def evaluate(model_id: str) -> dict[str, float]:
+            return await asyncio.to_thread(self.client.evaluate, tenant, model_id, lines)
+
+        return evaluate
 
 
 def _platform(memo: kopf.Memo, namespace: str) -> Any:

@@ -48,14 +48,6 @@ class OperatorConfig(StrictModel):
         description="Name of the training RayCluster in the operator's namespace (`POD_NAMESPACE`): checked at "
         "start-up for a KubeRay that keeps `authOptions.secretName` (>= 1.6.0). The chart sets it.",
     )
-    promotion_evaluator: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-        description="Eval-gated promotion: `module:factory` of the evaluator FineTuneJobs naming an `evaluation_file` "
-        "are measured with (`factory(operator_config, platform_config)` returns an "
-        "`adept.finetuning.promotion.Evaluator`). Unset: such a job's version is published inactive, not "
-        "measured, and its events say so (activate it by hand).",
-    )
     job_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment variables for training jobs (e.g. ADEPT_DATA_DIR).",
@@ -100,25 +92,6 @@ def load_finetuning_config(path: str | None = None) -> FineTuningConfig:
             raise ConfigError(f"${FINETUNING_ENV} is not JSON: {e}") from None
         data = deep_merge(data, extra if isinstance(extra, dict) else {})
     return load_config(FineTuningConfig, base=data, env=False)
-
-
-def load_evaluator(config: OperatorConfig, platform: PlatformConfig) -> Any:
-    """The evaluator ``promotion_evaluator`` names (None when unset). The operator imports nothing above
-    the kernel: the factory is named, as a Serve application's import path is."""
-    if not config.promotion_evaluator:
-        return None
-    import importlib
-
-    module, _, name = config.promotion_evaluator.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        from adept.errors import ConfigError
-
-        raise ConfigError(
-            f"promotion_evaluator {config.promotion_evaluator!r} cannot be loaded: {e}"
-        ) from None
-    return factory(config, platform)
 
 
 def configure(settings: Any) -> None:

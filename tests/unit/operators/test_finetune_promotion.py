@@ -6,7 +6,8 @@ here). The run is a real process of the local executor with the training entry p
 (``tests.unit.kernel.test_job_runner.TRAINER``) in place of the cluster's Ray Jobs: what is under
 test is the owner's publish and promotion step, which is the same for every executor (the Ray Jobs
 executor itself runs in tests/integration/finetuning/test_executors.py). The evaluator is the owner's
-injected seam (``memo.evaluator``, from the operator's ``promotion_evaluator`` setting); it scores by
+injected seam (``memo.evaluator``: in a cluster ``GatewayEvaluator``, through the gateway's admin API,
+tested in tests/unit/gateway/test_admin_evaluate.py); it scores by
 version so that v2 is deliberately worse.
 """
 
