@@ -8,16 +8,20 @@ implemented here once:
   hyper-parameters → workers (the training cluster's GPU group when the job names none) →
   ``_check_plan`` (the slot for further checks of a planned job: it places the workers and the
   driver on the training cluster's shape, ``adept.placement``) → ``max_adapters`` and base-model
-  policy → the tenant's job limits, counted inside the store's write transaction so they hold for
-  every gateway replica); ``create_from_config`` (a FineTuneJob, ``adept finetune``) takes the
+  policy → the tenant's job limits, counted where the store makes them hold for every gateway
+  replica: its write transaction, or a reservation on the tenant's ``Tenant`` resource); ``create_from_config`` (a FineTuneJob, ``adept finetune``) takes the
   same workers default and the same ``_check_plan``;
 - ``list``, ``retrieve``, ``cancel``, ``events``, ``checkpoints``;
 - the state machine's moves after create (``queue``, ``started``, ``observe``, ``finish``,
-  ``requeue``, ``fail``), which the executors' driver (``adept.finetuning.runner``) calls with
+  ``requeue``), which the executors' driver (``adept.finetuning.runner``) calls with
   what an executor saw: nothing else writes a job's state.
 
 Methods are coroutines where they touch the tenant store or the registry (the gateway awaits
 them); the driver's moves are plain functions (it runs in a thread of its own).
+
+What the owner calls, one responsibility each: ``plan`` (a request → resolved hyper-parameters and
+the training config), ``limits`` (counting the job limits), ``promotion`` (eval-gated promotion of
+a published version), the stores (``store``, ``kube_store``, ``files``) and the records (``jobs``).
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ import asyncio
 import logging
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from adept.config.finetuning import PACKING_FROM, FineTuningConfig, auto_hyperparameters
+from adept.config.finetuning import FineTuningConfig
 from adept.config.training import FineTuneJobConfig, WorkersSection
-from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
+from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied
 from adept.finetuning.files import (
     EVALS,
     FINE_TUNE,
@@ -63,6 +67,14 @@ from adept.finetuning.jobs import (
     now,
     openai_model_name,
 )
+from adept.finetuning.limits import DAY_S, check_job_limits, usage_report
+from adept.finetuning.plan import (
+    JobPlan,
+    JobRequest,
+    resolve_hyperparameters,
+    starting_shape,
+    training_config,
+)
 from adept.finetuning.promotion import (
     Evaluate,
     Evaluator,
@@ -80,51 +92,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DAY_S = 86_400
 # Training reports dataset problems with these codes; OpenAI calls them invalid training files.
 _DATASET_CODES = frozenset({"invalid_dataset", "invalid_jsonl"})
 
 
-@dataclass
-class JobRequest:
-    """What a caller asks for: OpenAI's ``POST /v1/fine_tuning/jobs`` body, flattened (``None``/"auto": defaults)."""
-
-    model: str
-    training_file: str
-    validation_file: str | None = None
-    suffix: str | None = None
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-    n_epochs: int | Literal["auto"] | None = None
-    batch_size: int | Literal["auto"] | None = None
-    learning_rate_multiplier: float | Literal["auto"] | None = None
-    method: str = "supervised"
-    lora_rank: int | None = None
-    lora_alpha: float | None = None
-    qlora: bool = False
-    max_seq_length: int | None = None
-    integrations: list[dict[str, Any]] = field(default_factory=list)
-    evaluation_file: str | None = (
-        None  # an ``evals`` file: the new version goes live only if it measures well
-    )
-
-
-@dataclass
-class JobPlan:
-    """A job as ``create`` (or ``create_from_config``) has resolved it, before it is stored: what ``_check_plan``
-    checks."""
-
-    tenant: Tenant
-    training: FileRecord | None  # None: a job made from a config, which names paths (create_from_config)
-    validation: FileRecord | None
-    base_model: str
-    hyperparameters: Hyperparameters
-    options: AdeptOptions
-    config: dict[str, Any]
-    evaluation: tuple[str, bytes] | None = None  # the evaluation file (id, path or URI) and its content
-
-
-__all__ = ["Evaluate", "Evaluator", "FineTuning", "JobPlan", "JobRequest", "Outcome"]
+__all__ = ["DAY_S", "Evaluate", "Evaluator", "FineTuning", "JobPlan", "JobRequest", "Outcome", "apply_events"]
 
 
 class ModelResolver(Protocol):
@@ -228,20 +200,7 @@ class FineTuning:
         """Use against the fine-tuning limits (``limit`` 0 = unlimited), for ``/v1/usage`` and the console."""
         files, stored = await asyncio.to_thread(self.files.usage, tenant.name)
         jobs = await asyncio.to_thread(self.jobs.list, tenant.name)
-        t, q = self.clock(), tenant.quotas
-        return {
-            "files": {"used": files, "limit": q.max_files},
-            "file_storage_bytes": {"used": stored, "limit": q.max_file_storage_bytes},
-            "finetune_jobs": {"used": sum(j.active for j in jobs), "limit": q.max_concurrent_finetune_jobs},
-            "finetune_jobs_per_day": {
-                "used": sum(j.created_at > t - DAY_S for j in jobs),
-                "limit": q.max_finetune_jobs_per_day,
-            },
-            "trained_tokens_per_day": {
-                "used": sum(j.tokens_trained() for j in _in_window(jobs, t)),
-                "limit": q.max_trained_tokens_per_day,
-            },
-        }
+        return usage_report(tenant.quotas, files, stored, jobs, self.clock())
 
     # -- jobs: create ------------------------------------------------------------------------------
     async def create(self, tenant: Tenant | str, req: JobRequest) -> JobRecord:
@@ -262,13 +221,26 @@ class FineTuning:
             evaluation = await self._evaluation(t.name, req.evaluation_file)
         base, start_from = await self._base_model(t, req.model)
         suffix = check_suffix(req.suffix)
-        hp, options = self._resolve(req, training)
+        hp, options = resolve_hyperparameters(self.settings, req, training)
         job_id = new_job_id()
         adapter = fine_tuned_model_name(job_id, suffix)
         seed = req.seed if req.seed is not None else random.randrange(2**31)
-        config = self._training_config(t.name, adapter, job_id, hp, options, seed, training, validation)
+        workers = self._workers(self.settings.workers, "workers" in self.settings.model_fields_set)
+        config = training_config(
+            self.settings,
+            self.files,
+            workers,
+            t.name,
+            adapter,
+            job_id,
+            hp,
+            options,
+            seed,
+            training,
+            validation,
+        )
         if start_from is not None:
-            config["lora"].update(_starting_shape(start_from.path))
+            config["lora"].update(starting_shape(start_from.path))
             shape = {"lora_rank": config["lora"]["rank"], "lora_alpha": config["lora"]["alpha"]}
             options = options.model_copy(update=shape)
         plan = JobPlan(t, training, validation, base, hp, options, config, evaluation)
@@ -388,35 +360,8 @@ class FineTuning:
         )
 
     def _admit(self, tenant: Tenant, jobs: list[JobRecord]) -> None:
-        """The job limits, counted from the stored jobs inside the store's write transaction."""
-        q, t = tenant.quotas, self.clock()
-        active = sum(j.active for j in jobs)
-        if q.max_concurrent_finetune_jobs and active >= q.max_concurrent_finetune_jobs:
-            raise RateLimited(
-                f"tenant {tenant.name!r} already has {active} unfinished fine-tuning jobs, its "
-                "max_concurrent_finetune_jobs limit; wait for one to finish or cancel one",
-                retry_after=60,
-                code="concurrent_jobs_limit_exceeded",
-            )
-        today = sorted(j.created_at for j in jobs if j.created_at > t - DAY_S)
-        if q.max_finetune_jobs_per_day and len(today) >= q.max_finetune_jobs_per_day:
-            raise RateLimited(
-                f"tenant {tenant.name!r} created {len(today)} fine-tuning jobs in the last 24 hours, its "
-                "max_finetune_jobs_per_day limit",
-                retry_after=max(1, today[0] + DAY_S - t),
-                code="jobs_per_day_limit_exceeded",
-            )
-        limit = q.max_trained_tokens_per_day
-        if limit:
-            counted = _in_window(jobs, t)
-            used = sum(j.tokens_trained() for j in counted)
-            if used >= limit:
-                raise RateLimited(
-                    f"tenant {tenant.name!r} trained on {used} tokens in the last 24 hours, its "
-                    f"max_trained_tokens_per_day limit of {limit}",
-                    retry_after=_retry_after(counted, used, limit, t),
-                    code="trained_tokens_limit_exceeded",
-                )
+        """The job limits (``adept.finetuning.limits``), called by the store where they hold for every replica."""
+        check_job_limits(tenant, jobs, self.clock())
 
     async def _base_model(self, tenant: Tenant, model: str) -> tuple[str, Any]:
         """The base model a job trains, and the tenant's adapter version it starts from (or None)."""
@@ -466,103 +411,6 @@ class FineTuning:
     async def _evaluation(self, tenant: str, ref: str) -> tuple[str, bytes]:
         """A job's evaluation file and its content (``adept.finetuning.promotion.read_evaluation_file``)."""
         return ref, await asyncio.to_thread(read_evaluation_file, self.files, tenant, ref)
-
-    def _resolve(self, req: JobRequest, training: FileRecord) -> tuple[Hyperparameters, AdeptOptions]:
-        s = self.settings
-        if req.method != "supervised":
-            raise InvalidRequest(
-                f"method {req.method!r} is not supported: Adept fine-tunes with supervised LoRA/QLoRA",
-                param="method.type",
-            )
-        # "auto" (or absent): chosen from the dataset's size (``auto_hyperparameters``), so that a few
-        # dozen examples get enough optimizer steps to learn their format.
-        auto = auto_hyperparameters(
-            max(1, training.examples), max_n_epochs=s.max_n_epochs, max_batch_size=s.max_batch_size
-        )
-        epochs = auto.n_epochs if req.n_epochs in (None, "auto") else int(req.n_epochs)
-        if epochs > s.max_n_epochs:
-            raise InvalidRequest(
-                f"n_epochs {epochs} exceeds this platform's limit of {s.max_n_epochs}", param="n_epochs"
-            )
-        batch = auto.batch_size if req.batch_size in (None, "auto") else int(req.batch_size)
-        if batch > s.max_batch_size:
-            raise InvalidRequest(
-                f"batch_size {batch} exceeds this platform's limit of {s.max_batch_size}", param="batch_size"
-            )
-        lr = (
-            auto.learning_rate_multiplier
-            if req.learning_rate_multiplier in (None, "auto")
-            else float(req.learning_rate_multiplier)
-        )
-        if s.base_learning_rate * lr > 1.0:
-            raise InvalidRequest(
-                f"learning_rate_multiplier {lr} makes the learning rate exceed 1.0",
-                param="learning_rate_multiplier",
-            )
-        rank = req.lora_rank or s.default_lora_rank
-        if rank > s.max_lora_rank:
-            raise InvalidRequest(
-                f"lora_rank {rank} exceeds this platform's limit of {s.max_lora_rank}",
-                param="method.adept.lora_rank",
-            )
-        seq = req.max_seq_length or s.default_max_seq_length
-        if seq > s.max_seq_length_limit:
-            raise InvalidRequest(
-                f"max_seq_length {seq} exceeds this platform's limit of {s.max_seq_length_limit}",
-                param="method.adept.max_seq_length",
-            )
-        if req.qlora and not s.allow_qlora:
-            raise InvalidRequest("QLoRA is not enabled on this platform", param="method.adept.qlora")
-        alpha = req.lora_alpha or 2.0 * rank
-        return (
-            Hyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lr),
-            AdeptOptions(lora_rank=rank, lora_alpha=alpha, qlora=req.qlora, max_seq_length=seq),
-        )
-
-    def _training_config(
-        self,
-        tenant: str,
-        adapter: str,
-        job_id: str,
-        hp: Hyperparameters,
-        options: AdeptOptions,
-        seed: int,
-        training: FileRecord,
-        validation: FileRecord | None,
-    ) -> dict[str, Any]:
-        """The ``python -m training.finetune`` config the job runs (base model, stores: the platform's)."""
-        s = self.settings
-        job = FineTuneJobConfig.model_validate(
-            {
-                "tenant": tenant,
-                "adapter": adapter,
-                "method": "qlora" if options.qlora else "lora",
-                "description": f"fine-tuning job {job_id}",
-                "lora": {"rank": options.lora_rank, "alpha": options.lora_alpha},
-                "data": {
-                    "path": self.files.location(training),
-                    "validation_path": self.files.location(validation) if validation else None,
-                    "validation_split": 0.0,  # OpenAI: validation metrics only with a validation file
-                    "max_seq_length": options.max_seq_length,
-                    # Packing folds short examples together: fewer, larger steps than the hyper-parameters
-                    # count; off until the set is large (``auto_hyperparameters``).
-                    "packing": training.examples >= PACKING_FROM,
-                },
-                "train": {
-                    "epochs": hp.n_epochs,
-                    "batch_size": hp.batch_size,
-                    "learning_rate": s.base_learning_rate * hp.learning_rate_multiplier,
-                    "seed": seed,
-                    "log_every_steps": 1,  # every step is an event (and a point of the loss curve)
-                    "eval_every_steps": s.eval_every_steps if validation else 0,
-                },
-                # The settings' workers where the platform team set them, else the training group's GPUs.
-                "workers": self._workers(s.workers, "workers" in s.model_fields_set).model_dump(),
-                "checkpoint": {"every_steps": s.checkpoint_every_steps},
-                "output": {"run_name": job_id},
-            }
-        )
-        return job.model_dump(mode="json", exclude_none=True)
 
     # -- jobs: read and cancel ---------------------------------------------------------------------
     async def list(self, tenant: Tenant | str) -> list[JobRecord]:
@@ -825,23 +673,6 @@ def apply_events(r: JobRecord, events: list[dict[str, Any]], at: int) -> None:
             r.resumes.append(Resume(at=at, from_step=e["from_step"]))
 
 
-def _starting_shape(path: Any) -> dict[str, Any]:
-    """The ``lora`` section of a job that starts from the adapter at ``path``: its own shape and weights."""
-    import json
-
-    try:
-        peft = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InvalidRequest(f"the model to start from cannot be read: {e}", param="model") from None
-    targets = peft.get("target_modules")
-    return {
-        "rank": int(peft.get("r") or 8),
-        "alpha": float(peft.get("lora_alpha") or 16),
-        "target_modules": sorted(targets) if isinstance(targets, list) else None,
-        "init_adapter": str(path),
-    }
-
-
 def _run_dir(record: JobRecord, platform: Platform) -> str:
     job = FineTuneJobConfig.model_validate(record.config)
     return job.bind(platform.config).resolved_run_dir
@@ -861,19 +692,6 @@ def _remove_run(record: JobRecord, platform: Platform, executor: Any) -> None:
 
 def _name(tenant: Tenant | str) -> str:
     return tenant if isinstance(tenant, str) else tenant.name
-
-
-def _in_window(jobs: list[JobRecord], t: int) -> list[JobRecord]:
-    return [j for j in jobs if j.active or (j.finished_at or 0) > t - DAY_S]
-
-
-def _retry_after(jobs: list[JobRecord], used: int, limit: int, t: int) -> float:
-    """Seconds until enough finished jobs leave the 24-hour window."""
-    for j in sorted((j for j in jobs if j.finished_at), key=lambda j: j.finished_at or 0):
-        used -= j.tokens_trained()
-        if used < limit:
-            return max(1, (j.finished_at or t) + DAY_S - t)
-    return DAY_S
 
 
 def open_fine_tuning(
