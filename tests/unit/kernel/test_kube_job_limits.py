@@ -88,22 +88,13 @@ def _versioned_emulator():
 @pytest.fixture
 def replicas(tmp_path: Path):
     """Two job owners (gateway replicas) over one emulated API server, and a tenant allowed one of each."""
-    from kubernetes.config import new_client_from_config
-
     from adept.finetuning.files import FileStore
     from adept.finetuning.service import FineTuning
-    from adept.kube import Kube
     from adept.platform import Platform
     from adept.tenancy.kubernetes import KubernetesTenantStore
+    from tests.unit.operators.conftest import emulated_kube
 
     emulator = _versioned_emulator().start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
-        f"clusters: [{{name: kmock, cluster: {{server: '{emulator.url}'}}}}]\n"
-        "users: [{name: kmock, user: {token: test}}]\n"
-        f"contexts: [{{name: kmock, context: {{cluster: kmock, user: kmock, namespace: {NS}}}}}]\n"
-    )
     config = PlatformConfig(
         data_dir=tmp_path / "data",
         model="bundled:test-base",
@@ -112,7 +103,7 @@ def replicas(tmp_path: Path):
     )
     owners, platforms = [], []
     for _ in range(2):
-        kube = Kube(api_client=new_client_from_config(config_file=str(kubeconfig)))
+        kube = emulated_kube(emulator.url, tmp_path)
         platform = Platform(config, tenants=KubernetesTenantStore(NS, kube=kube))
         platforms.append(platform)
         store = KubernetesJobStore(NS, kube=kube)

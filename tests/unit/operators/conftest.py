@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import kopf
 import pytest
@@ -20,25 +21,32 @@ from tests.unit.kernel.test_job_runner import EVAL_SET, TRAINER
 NS = "adept-test"
 
 
+def emulated_kube(url: str, tmp_path: Path) -> Any:
+    """An ``adept.kube.Kube`` on the emulator at ``url``, with a client of its own (``KUBECONFIG`` is read
+    once, when the kubernetes package is imported: other tests point it elsewhere)."""
+    from kubernetes.config import new_client_from_config
+
+    from adept.kube import Kube
+
+    config = tmp_path / f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
+        f"clusters: [{{name: kmock, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: kmock, user: {token: test}}]\n"
+        f"contexts: [{{name: kmock, context: {{cluster: kmock, user: kmock, namespace: {NS}}}}}]\n"
+    )
+    return Kube(api_client=new_client_from_config(config_file=str(config)))
+
+
 @pytest.fixture
 def operator(tmp_path: Path, monkeypatch):
     """The operator's memo over kmock, with the local executor and a version-scoring evaluator."""
-    from kubernetes.config import new_client_from_config
-
     from adept.finetuning.executors import LocalProcess
-    from adept.kube import Kube
     from tests.integration.operators.conftest import Emulator
     from tests.unit.gateway.fakes import write_peft_dir
 
     emulator = Emulator().start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
-        f"clusters: [{{name: kmock, cluster: {{server: '{emulator.url}'}}}}]\n"
-        "users: [{name: kmock, user: {token: test}}]\n"
-        f"contexts: [{{name: kmock, context: {{cluster: kmock, user: kmock, namespace: {NS}}}}}]\n"
-    )
-    kube = Kube(api_client=new_client_from_config(config_file=str(config)))
+    kube = emulated_kube(emulator.url, tmp_path)
     platform_config = PlatformConfig(
         data_dir=tmp_path / "data",
         model="bundled:test-base",
