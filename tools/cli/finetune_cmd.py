@@ -2,7 +2,8 @@
 here; or a job submitted to a Ray cluster whose logs it follows. ``adept finetune list | show |
 events | cancel`` read and cancel the tenant's jobs through the running platform's fine-tuning API
 (``/v1/fine_tuning/jobs``: the job owner's list, retrieve, events and cancel, as the tenant the key
-names; found as ``adept ask`` finds it, ``tools.cli.discovery``).
+names; found as ``adept ask`` finds it, ``tools.cli.discovery``), or, with nothing running on the
+data dir, through the same owner over its stores here.
 
 Here, the job is the kernel's (``adept.finetuning.service.FineTuning.create_from_config``): the same
 record, checks, limits and state machine as an API job. When the platform runs (``adept up``
@@ -245,23 +246,50 @@ LimitOpt = Annotated[int, typer.Option("--limit", "-n", help="How many to show (
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 
 
-def _api(
-    url: str | None, api_key: str | None, data_dir: str | None, method: str, path: str, **kw: Any
-) -> Any:
-    """One call to the tenant API of the platform the CLI finds; an API error is one line and its exit code."""
-    import httpx
+_PATHS = {
+    "list": ("GET", "/v1/fine_tuning/jobs"),
+    "show": ("GET", "/v1/fine_tuning/jobs/{job}"),
+    "events": ("GET", "/v1/fine_tuning/jobs/{job}/events"),
+    "cancel": ("POST", "/v1/fine_tuning/jobs/{job}/cancel"),
+}
 
-    from adept.errors import AuthenticationError, error_from_http
-    from tools.cli.discovery import discover_api_key, discover_data_dir, discover_url
+
+def _jobs(
+    op: str, url: str | None, api_key: str | None, data_dir: str | None, job: str = "", limit: int = 20
+) -> Any:
+    """One job operation as the tenant the key names, as the API answers it (its JSON).
+
+    Through the fine-tuning API of the platform the CLI finds (``--url``, ``$ADEPT_URL``, the one
+    ``adept up`` runs on the data dir); with none running, through the same job owner over the data
+    dir's stores, here (as ``adept adapter`` and ``adept tenant`` do). Errors are the API's, one line.
+    """
+    import os
+
+    from adept.admin_client import find_running
+    from adept.errors import AuthenticationError
+    from tools.cli.discovery import discover_api_key, discover_data_dir
 
     where = discover_data_dir(data_dir)
-    base = discover_url(url, where)
     key = discover_api_key(api_key, where)
     if not key:
         raise AuthenticationError(f"no API key: pass --api-key or set ADEPT_API_KEY (no demo.key in {where})")
+    if url or os.environ.get("ADEPT_URL") or find_running(where) is not None:
+        return _http(op, url, key, where, job, limit)
+    return _local(op, key, where, job, limit)
+
+
+def _http(op: str, url: str | None, key: str, where: Path, job: str, limit: int) -> Any:
+    import httpx
+
+    from adept.errors import error_from_http
+    from tools.cli.discovery import discover_url
+
+    base = discover_url(url, where)
+    method, path = _PATHS[op]
+    params = {"limit": limit} if op in ("list", "events") else None
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0) as c:
-            r = c.request(method, path, **kw)
+            r = c.request(method, path.format(job=_job_path(job)), params=params)
     except httpx.TransportError as e:
         raise Unavailable(
             f"cannot reach Adept at {base}: {e} (is `adept up` / `make run` running?)"
@@ -271,6 +299,30 @@ def _api(
         err.message = f"{err.message} (HTTP {r.status_code})"
         raise err
     return r.json()
+
+
+def _local(op: str, key: str, where: Path, job: str, limit: int) -> Any:
+    """The job owner over the data dir's stores, answering as the API would (nothing runs on it)."""
+    import asyncio
+
+    from adept.config.finetuning import FineTuningConfig
+    from adept.finetuning.service import open_fine_tuning
+    from adept.platform import Platform
+    from services.gateway.finetuning import FineTuningService
+
+    platform = Platform(platform_config(str(where)))
+    try:
+        tenant = platform.tenants.authenticate(key)
+        api = FineTuningService(open_fine_tuning(platform, FineTuningConfig()))
+        call = {
+            "list": lambda: api.list_jobs(tenant, after=None, limit=limit),
+            "show": lambda: api.get_job(tenant, job),
+            "events": lambda: api.list_events(tenant, job, after=None, limit=limit),
+            "cancel": lambda: api.cancel_job(tenant, job),
+        }[op]
+        return asyncio.run(call()).model_dump(mode="json")
+    finally:
+        platform.close()
 
 
 def _limit(n: int) -> int:
@@ -301,7 +353,7 @@ def list_jobs(
     data_dir: DirOpt = None,
 ) -> None:
     """Your fine-tuning jobs, newest first: id, status, when created, the model it made (or trains)."""
-    page = _api(url, api_key, data_dir, "GET", "/v1/fine_tuning/jobs", params={"limit": _limit(limit)})
+    page = _jobs("list", url, api_key, data_dir, limit=_limit(limit))
     if as_json:
         _print_json(page)
         return
@@ -321,7 +373,7 @@ def show(
     job: JobArg, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None, data_dir: DirOpt = None
 ) -> None:
     """One job: status, hyper-parameters, files, the model it made, its error."""
-    j = _api(url, api_key, data_dir, "GET", f"/v1/fine_tuning/jobs/{_job_path(job)}")
+    j = _jobs("show", url, api_key, data_dir, job=_job_id(job))
     if as_json:
         _print_json(j)
         return
@@ -355,14 +407,7 @@ def events(
     data_dir: DirOpt = None,
 ) -> None:
     """A job's events, oldest of the newest LIMIT first: steps with their losses, publishing, promotion."""
-    page = _api(
-        url,
-        api_key,
-        data_dir,
-        "GET",
-        f"/v1/fine_tuning/jobs/{_job_path(job)}/events",
-        params={"limit": _limit(limit)},
-    )
+    page = _jobs("events", url, api_key, data_dir, job=_job_id(job), limit=_limit(limit))
     if as_json:
         _print_json(page)
         return
@@ -376,15 +421,19 @@ def events(
 @handle_errors
 def cancel(job: JobArg, url: UrlOpt = None, api_key: KeyOpt = None, data_dir: DirOpt = None) -> None:
     """Cancel an unfinished job (its training stops; a finished job stays as it is: an error)."""
-    j = _api(url, api_key, data_dir, "POST", f"/v1/fine_tuning/jobs/{_job_path(job)}/cancel")
+    j = _jobs("cancel", url, api_key, data_dir, job=_job_id(job))
     console.print(f"{j['id']} {j['status']}", highlight=False)
+
+
+def _job_id(job: str) -> str:
+    job = job.strip()
+    if not job:
+        raise InvalidRequest("name a job: adept finetune list shows their ids")
+    return job
 
 
 def _job_path(job: str) -> str:
     """The id as one path segment (the API answers "not found" for anything that is not a job of yours)."""
     from urllib.parse import quote
 
-    job = job.strip()
-    if not job:
-        raise InvalidRequest("name a job: adept finetune list shows their ids")
     return quote(job, safe="")

@@ -94,3 +94,36 @@ def test_another_tenants_job_is_not_found_and_bad_input_is_one_line(served) -> N
     assert limit.exit_code != 0 and limit.output.strip() == "error: --limit must be between 1 and 100, not 0"
     wrong_key = cli(served, "adept-not-a-key", "list")
     assert wrong_key.exit_code == 3 and wrong_key.output.count("\n") == 1
+
+
+def test_with_no_platform_running_the_data_dirs_jobs_are_read_here(tmp_path, monkeypatch) -> None:
+    """Nothing runs on the data dir: the same owner over its stores answers, as the key's tenant only."""
+    import asyncio
+
+    from adept.config.finetuning import FineTuningConfig
+    from adept.config.platform import PlatformConfig
+    from adept.config.tenant import TenantSpec
+    from adept.finetuning.service import JobRequest, open_fine_tuning
+    from adept.platform import Platform
+
+    for var in ("ADEPT_URL", "ADEPT_API_KEY", "ADEPT_DATA_DIR", "ADEPT_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    kernel = Platform(PlatformConfig(data_dir=tmp_path, model="bundled:test-base"))
+    _, acme = asyncio.run(kernel.create_tenant(TenantSpec(name="acme")))
+    _, globex = asyncio.run(kernel.create_tenant(TenantSpec(name="globex")))
+    owner = open_fine_tuning(kernel, FineTuningConfig())
+    f = owner.files.create("acme", "t.jsonl", "fine-tune", jsonl(CHAT))
+    job = asyncio.run(owner.create("acme", JobRequest(model="bundled:test-base", training_file=f.id)))
+    kernel.close()
+
+    def local(key: str, *args: str):
+        return runner.invoke(app, ["finetune", *args, "--data-dir", str(tmp_path), "--api-key", key])
+
+    listed = local(acme, "list")
+    assert listed.exit_code == 0 and job.id in listed.output, listed.output
+    assert local(globex, "list").output.strip() == "no fine-tuning jobs"
+    theirs = local(globex, "show", job.id)
+    assert theirs.exit_code == 4 and f"Could not find fine-tuning job '{job.id}'" in theirs.output
+    assert local(acme, "cancel", job.id).exit_code == 0
+    assert "The job was cancelled" in local(acme, "events", job.id).output
+    assert local("adept-wrong", "list").exit_code == 3
