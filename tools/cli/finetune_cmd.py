@@ -121,6 +121,10 @@ def _train_here(cfg: object, platform: object) -> None:
 
     settings = FineTuningConfig()
     owner = open_fine_tuning(Platform(platform), settings)
+    ref = getattr(cfg, "evaluation_file", None)
+    if ref and not ref.startswith("file-") and "://" not in ref and not Path(ref).is_absolute():
+        # A path on this command line is this directory's, as the config file's own path is.
+        cfg = cfg.model_copy(update={"evaluation_file": str(Path(ref).resolve())})  # type: ignore[attr-defined]
     record = asyncio.run(owner.create_from_config(cfg))  # type: ignore[arg-type]
     console.print(f"created fine-tuning job [bold]{record.id}[/] ({record.tenant}/{record.adapter})")
     runner = JobRunner(owner)
