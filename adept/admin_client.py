@@ -167,6 +167,12 @@ class AdminClient(PlatformHTTP):
         params = {"version": version} if version else None
         return self.call("DELETE", f"/admin/adapters/{tenant}/{name}", params=params)
 
+    def evaluate(self, tenant: str, model: str, evaluation: str) -> dict[str, float]:
+        """Every metric's mean for ``model`` on ``evaluation`` (an evaluation set's JSONL), asked as
+        ``tenant`` through the gateway's completion path: what eval-gated promotion compares."""
+        body = {"model": model, "evaluation": evaluation}
+        return self.call("POST", f"/admin/tenants/{tenant}/evaluate", json=body)["metrics"]
+
     def unload_adapter(self, adapter_id: str) -> list[str]:
         return self.call("POST", "/admin/adapters/unload", json={"model": adapter_id})["unloaded"]
 

@@ -33,7 +33,7 @@ from adept.tenancy.kubernetes import (
 from operators import kb_sync
 from operators import resources as R
 from operators.models import parse_spec
-from operators.settings import configure, load_operator_config
+from operators.settings import configure, load_finetuning_config, load_operator_config
 
 # Timer periods are fixed when handlers register, so they come from the environment, not memo.
 POLL_INTERVAL = float(os.environ.get("ADEPT_POLL_INTERVAL", "10"))
@@ -46,14 +46,17 @@ _lazy_lock = threading.Lock()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     configure(settings)
     memo.config, memo.platform_config = load_operator_config()
+    memo.finetuning = load_finetuning_config()
     memo.kube = Kube()
     _check_kuberay(memo, logger)
     memo.platforms = {}
     memo.gateway = None
+    memo.evaluator = None  # without a gateway, a FineTuneJob's evaluated version is published unmeasured
     if memo.config.gateway_url:
         from adept.admin_client import AdminClient
 
         memo.gateway = AdminClient(memo.config.gateway_url, memo.config.gateway_admin_key or "")
+        memo.evaluator = GatewayEvaluator(memo.gateway)
     logger.info("adept operator ready: ray=%s gateway=%s", memo.config.ray_address, memo.config.gateway_url)
 
 
@@ -86,6 +89,23 @@ class _GatewayReplicas:
 
     async def unload(self, adapter_id: str) -> None:
         await asyncio.to_thread(self.client.unload_adapter, adapter_id)
+
+
+class GatewayEvaluator:
+    """``adept.finetuning.promotion.Evaluator`` through the gateway's admin API: the gateway asks the
+    questions as the tenant, with the model that serves, and scores them (``tools.eval.serve_app``
+    gives it the scoring); the job owner here compares and records (``Platform.promote``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, tenant: str, eval_set: Any) -> Any:
+        lines = "".join(item.model_dump_json(exclude_defaults=True) + "\n" for item in eval_set.items)
+
+        async def evaluate(model_id: str) -> dict[str, float]:
+            return await asyncio.to_thread(self.client.evaluate, tenant, model_id, lines)
+
+        return evaluate
 
 
 def _platform(memo: kopf.Memo, namespace: str) -> Any:
@@ -368,25 +388,36 @@ def _ray(memo: kopf.Memo, address: str | None) -> Any:
     return jobs_client(address or memo.config.ray_address, token.get_secret_value() if token else None)
 
 
-def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None) -> Any:
-    """The kernel's ``FineTuning`` for ``namespace``: FineTuneJob resources, runs on Ray Jobs."""
-    from adept.config.finetuning import FineTuningConfig
+def _executor(memo: kopf.Memo, ray_address: str | None) -> Any:
+    """The Ray Jobs executor of the training cluster (its drivers reserve the platform's
+    ``training_entrypoint_num_cpus``, the number the job owner places jobs with)."""
     from adept.finetuning.executors import RayJobs
+
+    return RayJobs(
+        _ray(memo, ray_address),
+        entrypoint=memo.config.job_entrypoint,
+        env=memo.config.job_env,
+        config_file="finetune.yaml",
+        entrypoint_num_cpus=memo.platform_config.training_entrypoint_num_cpus,
+    )
+
+
+def _finetuning(memo: kopf.Memo, namespace: str, ray_address: str | None = None) -> Any:
+    """The kernel's ``FineTuning`` for ``namespace``: FineTuneJob resources, runs on Ray Jobs, the
+    platform's fine-tuning settings (retention, promotion) and its evaluator (eval-gated promotion)."""
     from adept.finetuning.files import open_file_store
     from adept.finetuning.kube_store import KubernetesJobStore
     from adept.finetuning.service import FineTuning
 
     platform = _platform(memo, namespace)
-    executor = RayJobs(
-        _ray(memo, ray_address),
-        entrypoint=memo.config.job_entrypoint,
-        env=memo.config.job_env,
-        config_file="finetune.yaml",
-        entrypoint_num_cpus=memo.config.entrypoint_num_cpus,  # counted by the owner's shape check too
-    )
     store = KubernetesJobStore(namespace, kube=memo.kube)
     return FineTuning(
-        platform, open_file_store(platform.config), store, FineTuningConfig(), executor=executor
+        platform,
+        open_file_store(platform.config),
+        store,
+        memo.finetuning,
+        executor=_executor(memo, ray_address),
+        evaluator=memo.evaluator,
     )
 
 

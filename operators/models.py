@@ -238,6 +238,11 @@ class FineTuneJobStatus(ResourceStatus):
     )
     trained_tokens: int | None = Field(None, description="Tokens trained on, once the run succeeded.")
     error: TrainingError | None = Field(None, description="Why the run failed, as training reported it.")
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="Eval-gated promotion of the published version (jobs naming `config.evaluation_file`): the "
+        "metric, its score and the active version's, every metric's mean, promoted or kept inactive, and why.",
+    )
 
 
 # --- Adapter ---------------------------------------------------------------------------------------

@@ -123,6 +123,9 @@ def build_job_status(
         message = "cancelled (spec.cancel)"
     elif record.status == "succeeded" and record.adapter_version:
         message = f"adapter {record.tenant}/{record.adapter}@{record.adapter_version} published"
+        promotion = next((n for n in reversed(record.notes) if n.key == "promotion"), None)
+        if promotion is not None:  # eval-gated promotion: live or kept inactive, and why
+            message += f"; {promotion.message}"
     last = record.history[-1] if record.history else None
     progress: dict[str, Any] = {}
     if last is not None:
@@ -160,6 +163,7 @@ def build_job_status(
         history=history,
         trainedTokens=record.trained_tokens,
         error=record.error.model_dump() if record.error else None,
+        evaluation=record.evaluation.model_dump(mode="json") if record.evaluation is not None else None,
     )
     return status
 

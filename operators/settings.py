@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 
 from adept.config.base import StrictModel, load_config
+from adept.config.finetuning import FineTuningConfig
 from adept.config.platform import PlatformConfig
 
 
@@ -47,30 +48,50 @@ class OperatorConfig(StrictModel):
         description="Name of the training RayCluster in the operator's namespace (`POD_NAMESPACE`): checked at "
         "start-up for a KubeRay that keeps `authOptions.secretName` (>= 1.6.0). The chart sets it.",
     )
-    entrypoint_num_cpus: float = Field(
-        1.0,
-        ge=0,
-        le=64,
-        description="CPUs a FineTuneJob's driver reserves (`--entrypoint-num-cpus`, the Ray Jobs executor's): the "
-        "training head offers none (`num-cpus: 0`), so the driver runs on a worker, never beside the autoscaler's "
-        "token. The job owner counts them when it places a new job on the training cluster's shape.",
-    )
     job_env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment variables for training jobs (e.g. ADEPT_DATA_DIR).",
     )
 
 
+def _read(path: str | None) -> dict[str, Any]:
+    path = path or os.environ.get("ADEPT_OPERATOR_CONFIG") or None
+    if not path:
+        return {}
+    from adept.config.base import read_yaml
+
+    return read_yaml(path)
+
+
 def load_operator_config(path: str | None = None) -> tuple[OperatorConfig, PlatformConfig]:
     """Operator and platform config from an optional YAML file (``ADEPT_OPERATOR_CONFIG``) plus env."""
-    path = path or os.environ.get("ADEPT_OPERATOR_CONFIG") or None
-    data: dict[str, Any] = {}
-    if path:
-        from adept.config.base import read_yaml
-
-        data = read_yaml(path)
+    data = _read(path)
     platform = load_config(PlatformConfig, base=data.pop("platform", None) or {})
+    data.pop("finetuning", None)  # load_finetuning_config's
     return load_config(OperatorConfig, base=data), platform
+
+
+FINETUNING_ENV = "ADEPT_FINETUNING_JSON"
+
+
+def load_finetuning_config(path: str | None = None) -> FineTuningConfig:
+    """The platform's fine-tuning settings (retention, promotion metric and margin, limits), the ones the
+    gateway's ``finetuning`` section holds: the file's ``finetuning`` section, then ``$ADEPT_FINETUNING_JSON``
+    (the chart sets it from ``serving.args.finetuning``, so gateway and operator read one set)."""
+    import json
+
+    from adept.config.base import deep_merge
+    from adept.errors import ConfigError
+
+    data = _read(path).get("finetuning") or {}
+    raw = os.environ.get(FINETUNING_ENV)
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except ValueError as e:
+            raise ConfigError(f"${FINETUNING_ENV} is not JSON: {e}") from None
+        data = deep_merge(data, extra if isinstance(extra, dict) else {})
+    return load_config(FineTuningConfig, base=data, env=False)
 
 
 def configure(settings: Any) -> None:

@@ -1,7 +1,8 @@
 """The one builder of Adept's Serve application: gateway (ingress) -> LLM replicas, retrieval.
 
 ``adept up`` calls ``build_app(config)``; the chart's RayService uses it as an application
-builder (``import_path: services.app:build_app`` with ``args:`` validated as ``ServingConfig``).
+builder through ``tools.eval.serve_app:build_app`` (which adds eval-gated promotion's measuring),
+with ``args:`` validated as ``ServingConfig``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ def load_serving_config(args: dict[str, Any] | ServingConfig | None) -> ServingC
     return validate(ServingConfig, data, source="serving config (build_app args)")
 
 
-def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Application:
-    """Bind the three deployments with their options (replicas, resources, autoscaling) from the config."""
+def build_app(
+    args: dict[str, Any] | ServingConfig | None = None, *, evaluator: Any = None
+) -> serve.Application:
+    """Bind the three deployments with their options (replicas, resources, autoscaling) from the config.
+
+    ``evaluator``: eval-gated promotion's measuring, injected by the layer above (``tools.eval.serve_app``,
+    the chart's import path), which the gateway offers the operator on ``/admin/tenants/{name}/evaluate``.
+    """
     from services.gateway.auth import admin_key_sha256
     from services.gateway.deployment import GatewayDeployment
     from services.llm.deployment import LLMDeployment
@@ -47,5 +54,5 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> serve.Appli
         platform, cfg.retrieval.model_dump(mode="json")
     )
     return GatewayDeployment.options(**d.gateway.to_serve_options(request_timeout_s=timeout)).bind(
-        cfg.model_dump(mode="json"), llm, retrieval, admin_hash
+        cfg.model_dump(mode="json"), llm, retrieval, admin_hash, evaluator
     )

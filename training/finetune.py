@@ -193,10 +193,25 @@ def _hand_over(publisher: Any, cfg: Any, run_dir: str, state: dict[str, Any]) ->
     if publisher is None:
         _say(f"result left in {run_dir}/{RESULT_DIR} for the platform's publisher (output.publish is off)")
         return {"result": f"{run_dir}/{RESULT_DIR}"}
-    version = asyncio.run(publisher.publish_run(run_dir, cfg.tenant, cfg.adapter))
+    # Eval-gated promotion: a job naming an evaluation file never makes its version live by itself.
+    # Under the platform's job owner (API, FineTuneJob, `adept finetune`) the owner then measures it
+    # against the active version and decides (adept.finetuning.promotion); a bare `ray job submit`
+    # has no evaluator here (training holds no model server), so the version waits, inactive.
+    gated = cfg.evaluation_file is not None
+    version = asyncio.run(publisher.publish_run(run_dir, cfg.tenant, cfg.adapter, inactive=gated))
     if state.get("published") != version.id:
         _write_json(run_dir, JOB_STATE, {**state, "published": version.id})
-    return {"adapter": version.id, "path": str(version.path)}
+    out = {"adapter": version.id, "path": str(version.path)}
+    if gated:
+        served = asyncio.run(publisher.resolve_adapter(cfg.tenant, cfg.adapter)).version
+        out["active_version"] = served
+        if served != version.version:
+            _say(
+                f"{version.id} published inactive (evaluation_file {cfg.evaluation_file}): {cfg.tenant}/"
+                f"{cfg.adapter}@{served} keeps serving until the job owner measures it, or "
+                f"`adept adapter activate {cfg.tenant} {cfg.adapter} {version.version}`"
+            )
+    return out
 
 
 def _publisher(cfg: Any, platform: Any) -> Any:

@@ -284,6 +284,13 @@ class TrainingValues(StrictModel):
     gpuWorkers: GpuWorkerGroupValues = Field(description="GPU worker group.")
     cpuWorkers: WorkerGroupValues = Field(description="CPU worker group.")
     jobService: JobServiceValues = Field(default_factory=JobServiceValues, description="Job API Service.")
+    entrypointNumCpus: float = Field(
+        1.0,
+        ge=0,
+        le=64,
+        description="CPUs each fine-tuning job's driver reserves on the training cluster (`--entrypoint-num-cpus`): "
+        "given to the gateway and the operator as `training_entrypoint_num_cpus`, one number for both.",
+    )
     dataStore: TrainingDataStoreValues = Field(
         default_factory=TrainingDataStoreValues, description="Training data in object storage."
     )

@@ -8,6 +8,7 @@ tenants' jobs cost. The ``runner_*`` settings apply where the platform trains jo
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,16 @@ from pydantic import Field, model_validator
 
 from adept.config.base import StrictModel
 from adept.config.training import WorkersSection
+
+log = logging.getLogger(__name__)
+
+# Why not wire it instead: "auto" is chosen from the dataset's size (issue 24: a fixed 3 epochs over 48
+# examples never taught their format); a platform-wide fixed default would override that for every job.
+DEFAULT_N_EPOCHS_IGNORED = (
+    'finetuning.default_n_epochs ({}) is deprecated and ignored: jobs that ask for "auto" epochs get a '
+    "number chosen from their dataset's size (auto_hyperparameters), and a job that wants a fixed number "
+    "names n_epochs; remove the setting (max_n_epochs still caps what jobs ask for)"
+)
 
 
 def _workers() -> WorkersSection:
@@ -30,7 +41,9 @@ class FineTuningConfig(StrictModel):
         3,
         ge=1,
         le=1000,
-        description='Deprecated, ignored: `"auto"` epochs follow the dataset\'s size (`auto_hyperparameters`); kept so existing configs load.',
+        description='Deprecated, ignored (a warning says so when it is set): `"auto"` epochs follow the '
+        "dataset's size (`auto_hyperparameters`), so a few dozen examples get the steps they need; a job "
+        "that wants a fixed number asks for `n_epochs`. Kept so existing configs load; to be removed.",
     )
     max_n_epochs: int = Field(50, ge=1, le=1000, description="Most epochs a job may ask for.")
     max_batch_size: int = Field(64, ge=1, le=4096, description="Largest `batch_size` a job may ask for.")
@@ -90,10 +103,8 @@ class FineTuningConfig(StrictModel):
     @model_validator(mode="after")
     def _bounds(self) -> FineTuningConfig:
         problems = []
-        if self.default_n_epochs > self.max_n_epochs:
-            problems.append(
-                f"default_n_epochs ({self.default_n_epochs}) exceeds max_n_epochs ({self.max_n_epochs})"
-            )
+        if "default_n_epochs" in self.model_fields_set:
+            log.warning(DEFAULT_N_EPOCHS_IGNORED.format(self.default_n_epochs))
         if self.default_lora_rank > self.max_lora_rank:
             problems.append(
                 f"default_lora_rank ({self.default_lora_rank}) exceeds max_lora_rank ({self.max_lora_rank})"

@@ -98,6 +98,15 @@ class PlatformConfig(StrictModel):
         "RayCluster's groups): fine-tuning jobs that name no workers train on its GPU group "
         "(`adept.placement.default_job_resources`), and a job it can never hold is refused when created.",
     )
+    training_entrypoint_num_cpus: float = Field(
+        1.0,
+        ge=0,
+        le=64,
+        description="CPUs the driver of every job submitted to the training Ray cluster reserves "
+        "(`--entrypoint-num-cpus`): the one number the operator's Ray Jobs executor submits with and the job "
+        "owner (gateway and operator) counts when it places a job on `training_shape`. The training head offers "
+        "none (`num-cpus: 0`), so drivers run on workers, never beside the autoscaler's token.",
+    )
     kubernetes_namespace: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",

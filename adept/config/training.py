@@ -246,6 +246,17 @@ class FineTuneJobConfig(StrictModel):
         default_factory=CheckpointSection, description="Checkpoints and retries."
     )
     output: OutputSection = Field(default_factory=OutputSection, description="Storage and publishing.")
+    evaluation_file: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Eval-gated promotion: an evaluation set (`adept eval` JSONL: question, answer, expect) the "
+        "new version is measured on against the tenant's active version of this adapter before it goes live: "
+        "one of the tenant's `evals` files (`file-...`), a path, or an fsspec URI. The version is published "
+        "inactive and activated only if it is not worse than the active one by more than the platform's "
+        "`finetuning.promotion_margin` on `finetuning.promotion_metric`; otherwise it stays published and "
+        "inactive, with the reason in the job's events and the Adapter's status.",
+    )
 
     @field_validator("tenant")
     @classmethod

@@ -9,8 +9,10 @@ The kernel's part of the OpenAI-compatible fine-tuning API (the HTTP layer is
 - ``jobs``: the stored job record, and the events and checkpoints derived from it;
 - ``store``: job records in SQLite (embedded) — ``kube_store``: as ``FineTuneJob`` resources
   (cluster), which the operator drives;
-- ``progress``: what a training run's log says (steps, losses, the published adapter, errors),
-  read the same way by the embedded runner and the operator;
-- ``runner``: the embedded platform's reconciler, which runs each job as a supervised
-  ``python -m training.finetune`` process on the platform's Ray.
+- ``service``: ``FineTuning``, the one owner of every job operation and state change, with
+  ``plan`` (request → training config), ``limits`` (job limits) and ``promotion`` (eval-gated
+  promotion of a job's version, every job path);
+- ``events``: the structured events a training run writes, read the same way by both executors;
+- ``executors`` (a local process, Ray Jobs) and ``runner``, the driver that moves jobs through the
+  state machine with what an executor saw.
 """

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from adept.config.adapter import AdapterEvaluation
 from adept.config.base import StoredModel
 from adept.errors import InvalidRequest, NotFound
 
@@ -145,6 +146,10 @@ class JobRecord(StoredModel):
     notes: list[Note] = Field(default_factory=list, description="Events of the job that are not steps.")
     finetuned_from: str | None = Field(
         None, description="The tenant's adapter version training started from."
+    )
+    evaluation: AdapterEvaluation | None = Field(
+        None,
+        description="How the published version measured for eval-gated promotion (jobs with an evaluation file).",
     )
     cancel_requested: bool = False
     run: RunState = Field(default_factory=RunState)
@@ -383,6 +388,13 @@ def job_checkpoints(r: JobRecord) -> list[JobCheckpoint]:
             metrics["train_loss"] = last.train_loss
         if last.valid_loss is not None:
             metrics["valid_loss"] = last.valid_loss
+    # Eval-gated promotion's measurements of this model, beside OpenAI's loss metrics (``eval_<metric>``).
+    if r.evaluation is not None:
+        for name, value in sorted(r.evaluation.metrics.items()):
+            metrics[f"eval_{name}"] = float(value)
+        if r.evaluation.against_score is not None:
+            metrics[f"eval_{r.evaluation.metric}_active"] = float(r.evaluation.against_score)
+        metrics["eval_promoted"] = 1.0 if r.evaluation.promoted else 0.0
     return [
         JobCheckpoint(
             id=f"ftckpt-{r.id.removeprefix('ftjob-')}-final",

@@ -8,16 +8,27 @@ error, the run's handle) is the ``adept.dev/job`` annotation, written only throu
 never overwrite each other). The operator mirrors the record into ``status`` for ``kubectl``.
 A resource made with ``kubectl`` has no record until the operator adopts it
 (``FineTuning.create_from_config``-style: ``adopt``).
+
+Limits hold across gateway replicas (and the operator) through the tenant's ``Tenant`` resource,
+written with optimistic concurrency (``resourceVersion``): a new job is admitted by reading the
+Tenant, counting the tenant's jobs plus those reserved on it but not yet created, and writing its
+own reservation with the ``resourceVersion`` it read — a replica that raced it gets a conflict and
+counts again, now seeing the winner's reservation. The job's resource is created only after its
+reservation is written. Uploaded files are counted the same way: a ledger of ``{file id: bytes}``
+on the Tenant, changed only by a write that names the ``resourceVersion`` it read.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from adept.errors import Conflict, NotFound, StorageError
 from adept.finetuning.jobs import JobRecord, job_not_found
-from adept.finetuning.store import Admit, check_job_id
+from adept.finetuning.store import Admit, FileAdmit, check_job_id
 from adept.kube import API_VERSION, Kube
 
 PLURAL = "finetunejobs"
@@ -25,6 +36,13 @@ LABEL_TENANT = "adept.dev/tenant"  # as adept.tenancy.kubernetes labels a tenant
 LABEL_SOURCE = "adept.dev/source"
 ANNOTATION = "adept.dev/job"
 _RETRIES = 8
+TENANTS = "tenants"
+RESERVATIONS = "adept.dev/finetuning-reservations"  # on the Tenant: {job id: unix time} of jobs being created
+FILES = "adept.dev/finetuning-files"  # on the Tenant: {file id: bytes}, what the file limits count
+# A reservation whose resource never appeared (its replica died between the two writes) stops
+# counting after this long; a created job is counted from its resource instead.
+RESERVATION_S = 300
+_RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def job_resource(record: JobRecord, namespace: str) -> dict[str, Any]:
@@ -67,20 +85,87 @@ def _dump(record: JobRecord) -> str:
 class KubernetesJobStore:
     """Jobs as ``FineTuneJob`` resources in one namespace (every gateway replica sees the same)."""
 
-    def __init__(self, namespace: str, *, kube: Kube | None = None) -> None:
+    def __init__(self, namespace: str, *, kube: Kube | None = None, clock: Any = time.time) -> None:
         self.namespace = namespace
         self.kube = kube or Kube()
+        self.clock = clock
 
     def _record(self, obj: dict[str, Any]) -> JobRecord | None:
         return record_of(obj)
 
+    # -- the tenant's ledger (optimistic concurrency on its Tenant resource) -------------------------
+    def _update_tenant(self, tenant: str, change: Callable[[dict[str, str]], dict[str, str]]) -> None:
+        """Read the Tenant, ``change(annotations)`` -> the annotations to write (or raise to refuse), and
+        write them naming the ``resourceVersion`` read; on a conflict, all of it again."""
+        for _ in range(_RETRIES):
+            obj = self.kube.get(self.namespace, TENANTS, tenant)
+            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                raise NotFound(f"tenant {tenant!r} does not exist", code="tenant_not_found")
+            meta = obj["metadata"]
+            notes = change(dict(meta.get("annotations") or {}))
+            body = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": notes}}
+            try:
+                self.kube.patch(self.namespace, TENANTS, tenant, body)
+            except Conflict:
+                continue  # another replica (or anyone) wrote the Tenant meanwhile: count again
+            return
+        raise StorageError(
+            f"tenant {tenant}: its Tenant resource kept changing under {_RETRIES} updates; try again"
+        )
+
+    def _reserve(self, record: JobRecord, admit: Admit | None) -> None:
+        """Admit ``record`` against the tenant's jobs and reservations, and reserve its slot, atomically."""
+
+        def change(notes: dict[str, str]) -> dict[str, str]:
+            now = int(self.clock())
+            jobs = self.list(record.tenant)  # read after the Tenant: every earlier reservation is known
+            known = {j.id for j in jobs}
+            pending = {
+                k: int(v)
+                for k, v in _ledger(notes.get(RESERVATIONS)).items()
+                if k not in known and k != record.id and now - int(v) < RESERVATION_S
+            }
+            if admit is not None:
+                admit(jobs + [_placeholder(record, k, v) for k, v in pending.items()])
+            return {RESERVATIONS: json.dumps({**pending, record.id: now}, sort_keys=True)}
+
+        self._update_tenant(record.tenant, change)
+
     def create(self, record: JobRecord, admit: Admit | None = None) -> JobRecord:
-        # Counted from the resources: replicas racing the last slot may both pass (no transaction
-        # spans a list and a create on the API server).
-        if admit is not None:
-            admit(self.list(record.tenant))
+        self._reserve(record, admit)  # the limits hold for every replica: see the module docstring
         self.kube.create(self.namespace, PLURAL, job_resource(record, self.namespace))
         return record
+
+    def reserve_file(self, tenant: str, file_id: str, size: int, admit: FileAdmit | None = None) -> None:
+        """Count a file for ``tenant`` (before its bytes are stored), ``admit(files, bytes)`` first, atomically."""
+
+        def change(notes: dict[str, str]) -> dict[str, str]:
+            files = _ledger(notes.get(FILES))
+            if admit is not None:
+                admit(len(files), sum(int(v) for v in files.values()))
+            return {FILES: json.dumps({**files, file_id: int(size)}, sort_keys=True)}
+
+        self._update_tenant(tenant, change)
+
+    def release_file(self, file_id: str, tenant: str | None = None) -> None:
+        if tenant is None:
+            return  # every caller names the tenant; a ledger entry without one cannot be found
+
+        def change(notes: dict[str, str]) -> dict[str, str]:
+            files = _ledger(notes.get(FILES))
+            files.pop(file_id, None)
+            return {FILES: json.dumps(files, sort_keys=True)}
+
+        try:
+            self._update_tenant(tenant, change)
+        except NotFound:
+            pass  # the tenant went, and its ledger with it
+
+    def release_tenant_files(self, tenant: str) -> None:
+        try:
+            self._update_tenant(tenant, lambda notes: {FILES: "{}"})
+        except NotFound:
+            pass
 
     def _object(self, job_id: str) -> dict[str, Any]:
         # Not check_job_id: a resource made with kubectl keeps the name it was given.
@@ -90,7 +175,10 @@ class KubernetesJobStore:
         return obj
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
-        obj = self._object(check_job_id(job_id))
+        # A FineTuneJob made with kubectl is the job named as its resource (listed by the API: retrievable too).
+        if not (isinstance(job_id, str) and _RESOURCE_NAME.fullmatch(job_id)):
+            check_job_id(job_id)
+        obj = self._object(job_id)
         labels = (obj.get("metadata") or {}).get("labels") or {}
         record = self._record(obj)
         if record is None or labels.get(LABEL_TENANT) != tenant or record.tenant != tenant:
@@ -137,9 +225,9 @@ class KubernetesJobStore:
         raise StorageError(f"FineTuneJob {job_id}: kept changing under {_RETRIES} updates; try again")
 
     def adopt(self, obj: dict[str, Any], record: JobRecord, admit: Admit | None = None) -> JobRecord:
-        """Give a resource made with ``kubectl`` its record (once: an adopted resource keeps its own)."""
-        if admit is not None:
-            admit(self.list(record.tenant))
+        """Give a resource made with ``kubectl`` its record (once: an adopted resource keeps its own),
+        counted against the tenant's limits as a created job is."""
+        self._reserve(record, admit)
         body = {
             "metadata": {
                 "resourceVersion": obj["metadata"].get("resourceVersion"),
@@ -164,3 +252,25 @@ class KubernetesJobStore:
 
     def close(self) -> None:
         pass
+
+
+def _ledger(raw: str | None) -> dict[str, Any]:
+    """A ledger annotation (a JSON object); an unreadable one counts as empty rather than blocking the tenant."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _placeholder(record: JobRecord, job_id: str, at: int) -> JobRecord:
+    """A reserved job whose resource is not there yet, as the limits count it: unfinished, created at ``at``."""
+    return record.model_copy(
+        update={
+            "id": job_id,
+            "created_at": at,
+            "status": "validating_files",
+            "history": [],
+            "trained_tokens": None,
+        }
+    )

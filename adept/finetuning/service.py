@@ -8,16 +8,20 @@ implemented here once:
   hyper-parameters → workers (the training cluster's GPU group when the job names none) →
   ``_check_plan`` (the slot for further checks of a planned job: it places the workers and the
   driver on the training cluster's shape, ``adept.placement``) → ``max_adapters`` and base-model
-  policy → the tenant's job limits, counted inside the store's write transaction so they hold for
-  every gateway replica); ``create_from_config`` (a FineTuneJob, ``adept finetune``) takes the
+  policy → the tenant's job limits, counted where the store makes them hold for every gateway
+  replica: its write transaction, or a reservation on the tenant's ``Tenant`` resource); ``create_from_config`` (a FineTuneJob, ``adept finetune``) takes the
   same workers default and the same ``_check_plan``;
 - ``list``, ``retrieve``, ``cancel``, ``events``, ``checkpoints``;
 - the state machine's moves after create (``queue``, ``started``, ``observe``, ``finish``,
-  ``requeue``, ``fail``), which the executors' driver (``adept.finetuning.runner``) calls with
+  ``requeue``), which the executors' driver (``adept.finetuning.runner``) calls with
   what an executor saw: nothing else writes a job's state.
 
 Methods are coroutines where they touch the tenant store or the registry (the gateway awaits
 them); the driver's moves are plain functions (it runs in a thread of its own).
+
+What the owner calls, one responsibility each: ``plan`` (a request → resolved hyper-parameters and
+the training config), ``limits`` (counting the job limits), ``promotion`` (eval-gated promotion of
+a published version), the stores (``store``, ``kube_store``, ``files``) and the records (``jobs``).
 """
 
 from __future__ import annotations
@@ -26,15 +30,13 @@ import asyncio
 import logging
 import random
 import shutil
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from adept.config.finetuning import PACKING_FROM, FineTuningConfig, auto_hyperparameters
+from adept.config.finetuning import FineTuningConfig
 from adept.config.training import FineTuneJobConfig, WorkersSection
-from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied, RateLimited
-from adept.evalset import EvalSet, check_evaluation_file
+from adept.errors import AdeptError, InvalidRequest, NotFound, PermissionDenied
 from adept.finetuning.files import (
     EVALS,
     FINE_TUNE,
@@ -65,8 +67,23 @@ from adept.finetuning.jobs import (
     now,
     openai_model_name,
 )
+from adept.finetuning.limits import DAY_S, check_job_limits, usage_report
+from adept.finetuning.plan import (
+    JobPlan,
+    JobRequest,
+    resolve_hyperparameters,
+    starting_shape,
+    training_config,
+)
+from adept.finetuning.promotion import (
+    Evaluate,
+    Evaluator,
+    check_evaluation,
+    promote_version,
+    read_evaluation_file,
+)
 from adept.finetuning.store import JobStore
-from adept.placement import ENTRYPOINT_NUM_CPUS, check_job_fits, job_workers
+from adept.placement import check_job_fits, job_workers
 
 if TYPE_CHECKING:
     from adept.config.platform import PlatformConfig
@@ -75,59 +92,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DAY_S = 86_400
 # Training reports dataset problems with these codes; OpenAI calls them invalid training files.
 _DATASET_CODES = frozenset({"invalid_dataset", "invalid_jsonl"})
 
 
-@dataclass
-class JobRequest:
-    """What a caller asks for: OpenAI's ``POST /v1/fine_tuning/jobs`` body, flattened (``None``/"auto": defaults)."""
-
-    model: str
-    training_file: str
-    validation_file: str | None = None
-    suffix: str | None = None
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-    n_epochs: int | Literal["auto"] | None = None
-    batch_size: int | Literal["auto"] | None = None
-    learning_rate_multiplier: float | Literal["auto"] | None = None
-    method: str = "supervised"
-    lora_rank: int | None = None
-    lora_alpha: float | None = None
-    qlora: bool = False
-    max_seq_length: int | None = None
-    integrations: list[dict[str, Any]] = field(default_factory=list)
-    evaluation_file: str | None = (
-        None  # an ``evals`` file: the new version goes live only if it measures well
-    )
-
-
-@dataclass
-class JobPlan:
-    """A job as ``create`` (or ``create_from_config``) has resolved it, before it is stored: what ``_check_plan``
-    checks."""
-
-    tenant: Tenant
-    training: FileRecord | None  # None: a job made from a config, which names paths (create_from_config)
-    validation: FileRecord | None
-    base_model: str
-    hyperparameters: Hyperparameters
-    options: AdeptOptions
-    config: dict[str, Any]
-    evaluation: tuple[FileRecord, bytes] | None = None  # the evaluation file and its content
-
-
-# ``evaluate("tenant/name@vN")`` -> every metric's mean on the job's evaluation set (``Platform.promote``).
-Evaluate = Callable[[str], Awaitable[dict[str, float]]]
-
-
-class Evaluator(Protocol):
-    """Measures a tenant's adapter versions on an evaluation set with the real model (the tenant's
-    own completion path: ``tools.eval.promotion.make_evaluator`` over a client of the platform)."""
-
-    def __call__(self, tenant: str, eval_set: EvalSet) -> Evaluate: ...
+__all__ = ["DAY_S", "Evaluate", "Evaluator", "FineTuning", "JobPlan", "JobRequest", "Outcome", "apply_events"]
 
 
 class ModelResolver(Protocol):
@@ -161,9 +130,8 @@ class FineTuning:
             injected by whoever can run the model (the tools layer). Without one, such a job's
             version is published inactive, and its events say it was not measured.
         entrypoint_num_cpus: CPUs each job's driver reserves on the training cluster, counted when a
-            job is placed on its shape (``platform.config.training_shape``); default: the executor's
-            (``RayJobs`` submits its drivers with them), else ``adept.placement.ENTRYPOINT_NUM_CPUS``,
-            what the operator's Ray Jobs executor uses unless its settings say otherwise.
+            job is placed on its shape (``platform.config.training_shape``); default: the platform's
+            ``training_entrypoint_num_cpus``, which the operator's ``RayJobs`` submits its drivers with.
     """
 
     def __init__(
@@ -186,9 +154,9 @@ class FineTuning:
         self.models = models
         self.executor = executor
         self.evaluator = evaluator
-        if entrypoint_num_cpus is None:
-            entrypoint_num_cpus = getattr(executor, "entrypoint_num_cpus", None)
-        self.entrypoint_num_cpus = ENTRYPOINT_NUM_CPUS if entrypoint_num_cpus is None else entrypoint_num_cpus
+        if entrypoint_num_cpus is None:  # the platform's one number (the operator's executor submits with it)
+            entrypoint_num_cpus = platform.config.training_entrypoint_num_cpus
+        self.entrypoint_num_cpus = entrypoint_num_cpus
         self.clock = clock
 
     # -- files -------------------------------------------------------------------------------------
@@ -209,7 +177,7 @@ class FineTuning:
         try:
             return await asyncio.to_thread(self.files.store, tenant.name, file_id, checked, data)
         except BaseException:
-            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.jobs.release_file, file_id, tenant.name)  # type: ignore[attr-defined]
             raise
 
     async def list_files(self, tenant: Tenant, purpose: str | None = None) -> list[FileRecord]:
@@ -225,27 +193,14 @@ class FineTuning:
     async def delete_file(self, tenant: Tenant, file_id: str) -> FileRecord:
         record = await asyncio.to_thread(self.files.delete, tenant.name, file_id)
         if hasattr(self.jobs, "release_file"):
-            await asyncio.to_thread(self.jobs.release_file, file_id)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.jobs.release_file, file_id, tenant.name)  # type: ignore[attr-defined]
         return record
 
     async def usage(self, tenant: Tenant) -> dict[str, dict[str, int]]:
         """Use against the fine-tuning limits (``limit`` 0 = unlimited), for ``/v1/usage`` and the console."""
         files, stored = await asyncio.to_thread(self.files.usage, tenant.name)
         jobs = await asyncio.to_thread(self.jobs.list, tenant.name)
-        t, q = self.clock(), tenant.quotas
-        return {
-            "files": {"used": files, "limit": q.max_files},
-            "file_storage_bytes": {"used": stored, "limit": q.max_file_storage_bytes},
-            "finetune_jobs": {"used": sum(j.active for j in jobs), "limit": q.max_concurrent_finetune_jobs},
-            "finetune_jobs_per_day": {
-                "used": sum(j.created_at > t - DAY_S for j in jobs),
-                "limit": q.max_finetune_jobs_per_day,
-            },
-            "trained_tokens_per_day": {
-                "used": sum(j.tokens_trained() for j in _in_window(jobs, t)),
-                "limit": q.max_trained_tokens_per_day,
-            },
-        }
+        return usage_report(tenant.quotas, files, stored, jobs, self.clock())
 
     # -- jobs: create ------------------------------------------------------------------------------
     async def create(self, tenant: Tenant | str, req: JobRequest) -> JobRecord:
@@ -262,18 +217,30 @@ class FineTuning:
         )
         evaluation = None
         if req.evaluation_file:
-            eval_record = await self._file(t, req.evaluation_file, "evaluation_file", purpose=EVALS)
-            data = await asyncio.to_thread(self.files.content, t.name, eval_record.id)
-            evaluation = (eval_record, data)
+            await self._file(t, req.evaluation_file, "evaluation_file", purpose=EVALS)
+            evaluation = await self._evaluation(t.name, req.evaluation_file)
         base, start_from = await self._base_model(t, req.model)
         suffix = check_suffix(req.suffix)
-        hp, options = self._resolve(req, training)
+        hp, options = resolve_hyperparameters(self.settings, req, training)
         job_id = new_job_id()
         adapter = fine_tuned_model_name(job_id, suffix)
         seed = req.seed if req.seed is not None else random.randrange(2**31)
-        config = self._training_config(t.name, adapter, job_id, hp, options, seed, training, validation)
+        workers = self._workers(self.settings.workers, "workers" in self.settings.model_fields_set)
+        config = training_config(
+            self.settings,
+            self.files,
+            workers,
+            t.name,
+            adapter,
+            job_id,
+            hp,
+            options,
+            seed,
+            training,
+            validation,
+        )
         if start_from is not None:
-            config["lora"].update(_starting_shape(start_from.path))
+            config["lora"].update(starting_shape(start_from.path))
             shape = {"lora_rank": config["lora"]["rank"], "lora_alpha": config["lora"]["alpha"]}
             options = options.model_copy(update=shape)
         plan = JobPlan(t, training, validation, base, hp, options, config, evaluation)
@@ -288,7 +255,7 @@ class FineTuning:
             model=base,
             training_file=training.id,
             validation_file=validation.id if validation else None,
-            evaluation_file=evaluation[0].id if evaluation else None,
+            evaluation_file=evaluation[0] if evaluation else None,
             suffix=suffix,
             seed=seed,
             hyperparameters=hp,
@@ -339,7 +306,8 @@ class FineTuning:
             qlora=job.method == "qlora",
             max_seq_length=job.data.max_seq_length,
         )
-        self._check_plan(JobPlan(t, None, None, base, hp, options, config))
+        evaluation = await self._evaluation(t.name, job.evaluation_file) if job.evaluation_file else None
+        self._check_plan(JobPlan(t, None, None, base, hp, options, config, evaluation))
         await self.platform.check_publishable(t.name, job.adapter, base)
         record = JobRecord(
             id=job_id,
@@ -353,6 +321,7 @@ class FineTuning:
             options=options,
             adapter=job.adapter,
             config=config,
+            evaluation_file=job.evaluation_file,
         )
         admit = lambda jobs: self._admit(t, jobs)  # noqa: E731
         if adopt is not None:
@@ -375,8 +344,8 @@ class FineTuning:
         if int(workers.get("num_workers", 1)) < 1:
             raise InvalidRequest("a job needs at least one training worker", param="workers")
         if plan.evaluation is not None:
-            record, data = plan.evaluation
-            check_evaluation_file(data, record.filename, metric=self.settings.promotion_metric)
+            ref, data = plan.evaluation
+            check_evaluation(data, ref, self.settings)
         check_job_fits(
             self.platform.config.training_shape,
             WorkersSection.model_validate(workers),
@@ -391,35 +360,8 @@ class FineTuning:
         )
 
     def _admit(self, tenant: Tenant, jobs: list[JobRecord]) -> None:
-        """The job limits, counted from the stored jobs inside the store's write transaction."""
-        q, t = tenant.quotas, self.clock()
-        active = sum(j.active for j in jobs)
-        if q.max_concurrent_finetune_jobs and active >= q.max_concurrent_finetune_jobs:
-            raise RateLimited(
-                f"tenant {tenant.name!r} already has {active} unfinished fine-tuning jobs, its "
-                "max_concurrent_finetune_jobs limit; wait for one to finish or cancel one",
-                retry_after=60,
-                code="concurrent_jobs_limit_exceeded",
-            )
-        today = sorted(j.created_at for j in jobs if j.created_at > t - DAY_S)
-        if q.max_finetune_jobs_per_day and len(today) >= q.max_finetune_jobs_per_day:
-            raise RateLimited(
-                f"tenant {tenant.name!r} created {len(today)} fine-tuning jobs in the last 24 hours, its "
-                "max_finetune_jobs_per_day limit",
-                retry_after=max(1, today[0] + DAY_S - t),
-                code="jobs_per_day_limit_exceeded",
-            )
-        limit = q.max_trained_tokens_per_day
-        if limit:
-            counted = _in_window(jobs, t)
-            used = sum(j.tokens_trained() for j in counted)
-            if used >= limit:
-                raise RateLimited(
-                    f"tenant {tenant.name!r} trained on {used} tokens in the last 24 hours, its "
-                    f"max_trained_tokens_per_day limit of {limit}",
-                    retry_after=_retry_after(counted, used, limit, t),
-                    code="trained_tokens_limit_exceeded",
-                )
+        """The job limits (``adept.finetuning.limits``), called by the store where they hold for every replica."""
+        check_job_limits(tenant, jobs, self.clock())
 
     async def _base_model(self, tenant: Tenant, model: str) -> tuple[str, Any]:
         """The base model a job trains, and the tenant's adapter version it starts from (or None)."""
@@ -466,102 +408,9 @@ class FineTuning:
             )
         return record
 
-    def _resolve(self, req: JobRequest, training: FileRecord) -> tuple[Hyperparameters, AdeptOptions]:
-        s = self.settings
-        if req.method != "supervised":
-            raise InvalidRequest(
-                f"method {req.method!r} is not supported: Adept fine-tunes with supervised LoRA/QLoRA",
-                param="method.type",
-            )
-        # "auto" (or absent): chosen from the dataset's size (``auto_hyperparameters``), so that a few
-        # dozen examples get enough optimizer steps to learn their format.
-        auto = auto_hyperparameters(
-            max(1, training.examples), max_n_epochs=s.max_n_epochs, max_batch_size=s.max_batch_size
-        )
-        epochs = auto.n_epochs if req.n_epochs in (None, "auto") else int(req.n_epochs)
-        if epochs > s.max_n_epochs:
-            raise InvalidRequest(
-                f"n_epochs {epochs} exceeds this platform's limit of {s.max_n_epochs}", param="n_epochs"
-            )
-        batch = auto.batch_size if req.batch_size in (None, "auto") else int(req.batch_size)
-        if batch > s.max_batch_size:
-            raise InvalidRequest(
-                f"batch_size {batch} exceeds this platform's limit of {s.max_batch_size}", param="batch_size"
-            )
-        lr = (
-            auto.learning_rate_multiplier
-            if req.learning_rate_multiplier in (None, "auto")
-            else float(req.learning_rate_multiplier)
-        )
-        if s.base_learning_rate * lr > 1.0:
-            raise InvalidRequest(
-                f"learning_rate_multiplier {lr} makes the learning rate exceed 1.0",
-                param="learning_rate_multiplier",
-            )
-        rank = req.lora_rank or s.default_lora_rank
-        if rank > s.max_lora_rank:
-            raise InvalidRequest(
-                f"lora_rank {rank} exceeds this platform's limit of {s.max_lora_rank}",
-                param="method.adept.lora_rank",
-            )
-        seq = req.max_seq_length or s.default_max_seq_length
-        if seq > s.max_seq_length_limit:
-            raise InvalidRequest(
-                f"max_seq_length {seq} exceeds this platform's limit of {s.max_seq_length_limit}",
-                param="method.adept.max_seq_length",
-            )
-        if req.qlora and not s.allow_qlora:
-            raise InvalidRequest("QLoRA is not enabled on this platform", param="method.adept.qlora")
-        alpha = req.lora_alpha or 2.0 * rank
-        return (
-            Hyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lr),
-            AdeptOptions(lora_rank=rank, lora_alpha=alpha, qlora=req.qlora, max_seq_length=seq),
-        )
-
-    def _training_config(
-        self,
-        tenant: str,
-        adapter: str,
-        job_id: str,
-        hp: Hyperparameters,
-        options: AdeptOptions,
-        seed: int,
-        training: FileRecord,
-        validation: FileRecord | None,
-    ) -> dict[str, Any]:
-        """The ``python -m training.finetune`` config the job runs (base model, stores: the platform's)."""
-        s = self.settings
-        job = FineTuneJobConfig.model_validate(
-            {
-                "tenant": tenant,
-                "adapter": adapter,
-                "method": "qlora" if options.qlora else "lora",
-                "description": f"fine-tuning job {job_id}",
-                "lora": {"rank": options.lora_rank, "alpha": options.lora_alpha},
-                "data": {
-                    "path": self.files.location(training),
-                    "validation_path": self.files.location(validation) if validation else None,
-                    "validation_split": 0.0,  # OpenAI: validation metrics only with a validation file
-                    "max_seq_length": options.max_seq_length,
-                    # Packing folds short examples together: fewer, larger steps than the hyper-parameters
-                    # count; off until the set is large (``auto_hyperparameters``).
-                    "packing": training.examples >= PACKING_FROM,
-                },
-                "train": {
-                    "epochs": hp.n_epochs,
-                    "batch_size": hp.batch_size,
-                    "learning_rate": s.base_learning_rate * hp.learning_rate_multiplier,
-                    "seed": seed,
-                    "log_every_steps": 1,  # every step is an event (and a point of the loss curve)
-                    "eval_every_steps": s.eval_every_steps if validation else 0,
-                },
-                # The settings' workers where the platform team set them, else the training group's GPUs.
-                "workers": self._workers(s.workers, "workers" in s.model_fields_set).model_dump(),
-                "checkpoint": {"every_steps": s.checkpoint_every_steps},
-                "output": {"run_name": job_id},
-            }
-        )
-        return job.model_dump(mode="json", exclude_none=True)
+    async def _evaluation(self, tenant: str, ref: str) -> tuple[str, bytes]:
+        """A job's evaluation file and its content (``adept.finetuning.promotion.read_evaluation_file``)."""
+        return ref, await asyncio.to_thread(read_evaluation_file, self.files, tenant, ref)
 
     # -- jobs: read and cancel ---------------------------------------------------------------------
     async def list(self, tenant: Tenant | str) -> list[JobRecord]:
@@ -685,13 +534,14 @@ class FineTuning:
         fail it with the run's typed error, or run it again (a process that died without a word)."""
         published: Any = None  # the AdapterVersion, or "" for a run that keeps its result
         promotion: list[Note] = []  # what eval-gated promotion decided, as events
+        evaluation: Any = None  # and what it measured (AdapterEvaluation)
         error: JobError | None = None
         keep = (record.config.get("output") or {}).get("publish") is False  # the result stays in the run dir
         if outcome.result is not None and keep:
             published = ""
         elif outcome.result is not None and not record.cancel_requested:
             try:
-                published, promotion = self._publish(record, outcome.result)
+                published, promotion, evaluation = self._publish(record, outcome.result)
             except AdeptError as e:
                 error = JobError(code=e.code, message=f"the result cannot be published: {e.message}")
         elif outcome.error is not None:
@@ -717,6 +567,7 @@ class FineTuning:
                         Note(at=self.clock(), key="published", message=f"Published adapter {published.id}")
                     )
                     r.notes.extend(promotion)
+                    r.evaluation = evaluation
                 advance(r, "succeeded")
             elif error is not None:
                 advance(r, "failed", error=error)
@@ -732,66 +583,39 @@ class FineTuning:
 
         return self.jobs.modify(record.id, change)
 
-    def _publish(self, record: JobRecord, result: dict[str, Any]) -> tuple[Any, list[Note]]:
-        """The run's adapter, published through the platform (idempotent: once per run), and what
-        eval-gated promotion decided (as the job's events). The run directory is computed from the
-        job's config and this platform's storage, never taken from what the run says.
+    def _publish(self, record: JobRecord, result: dict[str, Any]) -> tuple[Any, list[Note], Any]:
+        """The run's adapter, published through the platform (idempotent: once per run), what
+        eval-gated promotion decided (as the job's events) and what it measured. The run directory
+        is computed from the job's config and this platform's storage, never taken from what the run says.
 
-        A job with an evaluation file publishes its version inactive; ``Platform.promote`` measures
-        it against the live version with the injected evaluator and makes it live only if it is not
+        A job with an evaluation file publishes its version inactive, and ``promote_version``
+        (``adept.finetuning.promotion``: the one implementation, for every job path) measures it
+        against the active one with the injected evaluator and makes it live only if it is not
         worse by more than ``promotion_margin`` on ``promotion_metric``.
         """
         return asyncio.run(self._publish_async(record))
 
-    async def _publish_async(self, record: JobRecord) -> tuple[Any, list[Note]]:
+    async def _publish_async(self, record: JobRecord) -> tuple[Any, list[Note], Any]:
         run_dir = _run_dir(record, self.platform)
         if not record.evaluation_file:
-            return await self.platform.publish_run(run_dir, record.tenant, record.adapter), []
+            return await self.platform.publish_run(run_dir, record.tenant, record.adapter), [], None
         version = await self.platform.publish_run(run_dir, record.tenant, record.adapter, inactive=True)
-        return version, [await self._promote(record, version)]
-
-    async def _promote(self, record: JobRecord, version: Any) -> Note:
-        """Measure ``version`` against the live one and activate it or not; the outcome as an event."""
-        s, file_id = self.settings, record.evaluation_file
-        if self.evaluator is None:
-            return Note(
-                at=self.clock(),
-                key="promotion",
-                level="warn",
-                message=f"{version.id} was published inactive and not measured: this platform runs no "
-                f"evaluator for {file_id}; activate it by hand to serve it",
-            )
         try:
-            _, data = await self.file_content(record.tenant, file_id or "")
-            eval_set = check_evaluation_file(data, file_id or "evaluation_file", metric=s.promotion_metric)
-            outcome = await self.platform.promote(
-                record.tenant,
-                record.adapter,
-                version.version,
-                self.evaluator(record.tenant, eval_set),
-                metric=s.promotion_metric,
-                margin=s.promotion_margin,
-                evaluation_file=file_id,
-            )
-        except AdeptError as e:
-            return Note(
-                at=self.clock(),
-                key="promotion",
-                level="warn",
-                message=f"{version.id} was published inactive: evaluating it on {file_id} failed ({e.message}); "
-                "activate it by hand to serve it",
-            )
-        scores = f"{s.promotion_metric} {outcome.score:.3f}" + (
-            f" vs {outcome.against_score:.3f} for {outcome.against}"
-            if outcome.against_score is not None
-            else ""
-        )
-        return Note(
+            _, data = await self._evaluation(record.tenant, record.evaluation_file)
+        except AdeptError:
+            data = None  # deleted or unreadable since create: promote_version says so in the event
+        note, evaluation = await promote_version(
+            self.platform,
+            self.settings,
+            self.evaluator,
+            tenant=record.tenant,
+            adapter=record.adapter,
+            version=version,
+            evaluation_file=record.evaluation_file,
+            data=data,
             at=self.clock(),
-            key="promotion",
-            level="info" if outcome.promoted else "warn",
-            message=f"{'Promoted' if outcome.promoted else 'Kept inactive'} ({scores}): {outcome.reason}",
         )
+        return version, [note], evaluation
 
     # -- retention and tenants ---------------------------------------------------------------------
     def prune(self) -> list[str]:
@@ -849,23 +673,6 @@ def apply_events(r: JobRecord, events: list[dict[str, Any]], at: int) -> None:
             r.resumes.append(Resume(at=at, from_step=e["from_step"]))
 
 
-def _starting_shape(path: Any) -> dict[str, Any]:
-    """The ``lora`` section of a job that starts from the adapter at ``path``: its own shape and weights."""
-    import json
-
-    try:
-        peft = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InvalidRequest(f"the model to start from cannot be read: {e}", param="model") from None
-    targets = peft.get("target_modules")
-    return {
-        "rank": int(peft.get("r") or 8),
-        "alpha": float(peft.get("lora_alpha") or 16),
-        "target_modules": sorted(targets) if isinstance(targets, list) else None,
-        "init_adapter": str(path),
-    }
-
-
 def _run_dir(record: JobRecord, platform: Platform) -> str:
     job = FineTuneJobConfig.model_validate(record.config)
     return job.bind(platform.config).resolved_run_dir
@@ -885,19 +692,6 @@ def _remove_run(record: JobRecord, platform: Platform, executor: Any) -> None:
 
 def _name(tenant: Tenant | str) -> str:
     return tenant if isinstance(tenant, str) else tenant.name
-
-
-def _in_window(jobs: list[JobRecord], t: int) -> list[JobRecord]:
-    return [j for j in jobs if j.active or (j.finished_at or 0) > t - DAY_S]
-
-
-def _retry_after(jobs: list[JobRecord], used: int, limit: int, t: int) -> float:
-    """Seconds until enough finished jobs leave the 24-hour window."""
-    for j in sorted((j for j in jobs if j.finished_at), key=lambda j: j.finished_at or 0):
-        used -= j.tokens_trained()
-        if used < limit:
-            return max(1, (j.finished_at or t) + DAY_S - t)
-    return DAY_S
 
 
 def open_fine_tuning(

@@ -167,7 +167,7 @@ class SQLiteJobStore:
                 admit(int(count), int(used))
             db.execute("INSERT INTO files (id, tenant, bytes) VALUES (?, ?, ?)", (file_id, tenant, size))
 
-    def release_file(self, file_id: str) -> None:
+    def release_file(self, file_id: str, tenant: str | None = None) -> None:
         with self._write() as db:
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
 

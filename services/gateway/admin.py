@@ -36,6 +36,17 @@ class UnloadAdapterRequest(StrictModel):
     model: str = Field(min_length=3, max_length=200, description="Adapter id `<tenant>/<name>[@v<N>]`.")
 
 
+class EvaluateRequest(StrictModel):
+    """``POST /admin/tenants/{name}/evaluate``: measure a model as the tenant (eval-gated promotion)."""
+
+    model: str = Field(min_length=1, max_length=300, description="The model, as the tenant names it.")
+    evaluation: str = Field(
+        min_length=1,
+        max_length=8 * 1024 * 1024,
+        description="The evaluation set: `adept eval` JSONL (question, answer, expect), one question a line.",
+    )
+
+
 class ActivateAdapterRequest(StrictModel):
     """``POST /admin/adapters/{tenant}/{name}/activate``: pin the version requests get."""
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from adept.config.tenant import TenantSpec
-from adept.errors import InvalidRequest
+from adept.errors import InvalidRequest, Unavailable
+from adept.evalset import check_evaluation_file
 from services.gateway.admin import (
     ActivateAdapterRequest,
     AdapterDeleted,
     AdapterUnloaded,
     AdapterView,
+    EvaluateRequest,
     KeyRotated,
     PublishAdapterRequest,
     TenantDeleted,
@@ -111,6 +114,24 @@ def build_admin_router(ctx: GatewayContext) -> APIRouter:
     ) -> AdapterDeleted:
         ids = await platform.delete_adapter(tenant, name, version)
         return AdapterDeleted(id=f"{tenant}/{name}", versions=[i.rsplit("@", 1)[1] for i in ids])
+
+    @router.post("/tenants/{name}/evaluate", openapi_extra={"requestBody": _schema(EvaluateRequest)})
+    async def evaluate(name: str, request: Request) -> dict[str, Any]:
+        """Eval-gated promotion's measurement: ``model`` asked every question of ``evaluation`` as tenant
+        ``name`` (its documents, its adapters), scored as ``adept eval`` scores; every metric's mean."""
+        req = parse_body(EvaluateRequest, await request.body())
+        if ctx.evaluator is None:
+            raise Unavailable(
+                "this gateway measures nothing: it was built without an evaluator "
+                "(the Serve application's import path tools.eval.serve_app:build_app injects one)"
+            )
+        await platform.get_tenant(name)
+        await asyncio.to_thread(
+            ctx.catalog.resolve, name, req.model
+        )  # 404 for a model the tenant cannot use (not scores of 0)
+        eval_set = check_evaluation_file(req.evaluation, "evaluation")
+        metrics = await ctx.evaluator(name, eval_set)(req.model)
+        return {"object": "evaluation", "tenant": name, "model": req.model, "metrics": metrics}
 
     return router
 

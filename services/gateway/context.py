@@ -47,6 +47,9 @@ class GatewayContext:
     health: Callable[[], Awaitable[dict[str, str]]] = _always_ready
     # Called before each /metrics scrape to pull state from the LLM replicas (loaded adapters).
     refresh_metrics: Callable[[], Awaitable[None]] | None = None
+    # Eval-gated promotion's measuring (``adept.finetuning.promotion.Evaluator``): what
+    # ``POST /admin/tenants/{name}/evaluate`` runs for the operator's job owner. None: not offered.
+    evaluator: Any = None
 
     async def admit(self, tenant: Tenant) -> None:
         """Apply the tenant's request quota (429 when over)."""
@@ -87,12 +90,17 @@ def build_gateway_context(
     health: Callable[[], Awaitable[dict[str, str]]] = _always_ready,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
     quotas: Quotas | None = None,
+    evaluator: Any = None,
 ) -> GatewayContext:
     """The gateway's services over an LLM and a knowledge base, whatever carries them.
 
     The Serve ingress passes Serve handles and the quota counter all its replicas share; an
     in-process platform (reliability suite) passes the engine and the ``KnowledgeBase``
     directly, and counts quotas in its one process. Everything else is built the same way.
+
+    ``evaluator(completions, platform)`` (injected by the layer above, ``tools.eval.serve_app``) makes
+    the ``Evaluator`` eval-gated promotion measures with, over a completion path of its own that no
+    tenant limit counts (a rate-limited question would score as a wrong answer).
     """
     from adept.finetuning.service import open_fine_tuning
     from services.gateway.chat import Limits
@@ -119,12 +127,19 @@ def build_gateway_context(
         max_top_k=cfg.retrieval.max_top_k,
         timeout_s=cfg.gateway.request_timeout_s,
     )
+    measuring = None
+    if evaluator is not None:
+        unmetered = CompletionService(
+            llm=llm, catalog=catalog, kb=kb, limits=limits, metrics=metrics, quotas=None
+        )
+        measuring = evaluator(unmetered, platform)
     return GatewayContext(
         auth=Authenticator(platform.tenants, admin_key_sha256),
         catalog=catalog,
         completions=CompletionService(
             llm=llm, catalog=catalog, kb=kb, limits=limits, metrics=metrics, quotas=quotas
         ),
+        evaluator=measuring,
         embeddings=EmbeddingService(kb, cfg.platform.embedding_model),
         platform=platform,
         kb=kb,

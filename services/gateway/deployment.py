@@ -25,9 +25,13 @@ class GatewayDeployment:
         llm: Handle of the LLM deployment.
         retrieval: Handle of the retrieval deployment.
         admin_key_sha256: Hash of the admin key (the key itself never passes through Ray).
+        evaluator: Eval-gated promotion's measuring, ``evaluator(completions, platform)`` (see
+            ``build_gateway_context``); None: ``/admin/tenants/{name}/evaluate`` answers 503.
     """
 
-    def __init__(self, config: dict[str, Any], llm: Any, retrieval: Any, admin_key_sha256: str) -> None:
+    def __init__(
+        self, config: dict[str, Any], llm: Any, retrieval: Any, admin_key_sha256: str, evaluator: Any = None
+    ) -> None:
         cfg = ServingConfig.model_validate(config)
         self.cfg = cfg
         self.llm = ServeLLM(llm)
@@ -49,6 +53,7 @@ class GatewayDeployment:
             refresh_metrics=self.refresh_metrics,
             # One count per tenant for all gateway replicas (not one per replica).
             quotas=SharedQuotas(cfg.app_name, cfg.gateway.quota_shards),
+            evaluator=evaluator,
         )
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -77,7 +77,7 @@ def test_default_replicas_scale_between_min_and_max(default_objects):
 
 def test_serve_application_runs_build_app(profile_objects):
     app = serve_config(profile_objects)["applications"][0]
-    assert app["import_path"] == "services.app:build_app"
+    assert app["import_path"] == "tools.eval.serve_app:build_app"  # services.app plus the evaluator
     assert app["route_prefix"] == "/"
 
 

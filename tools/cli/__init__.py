@@ -23,7 +23,7 @@ _AREAS = [
     ("tools.cli.tenant_cmd", "tenant", "Create, list and delete tenants (embedded store)."),
     ("tools.cli.adapter_cmd", "adapter", "List, publish and delete adapters (embedded registry)."),
     ("tools.cli.kb_cmd", "kb", "Ingest, search, list and delete knowledge-base documents."),
-    ("tools.cli.finetune_cmd", None, "Fine-tune an adapter."),
+    ("tools.cli.finetune_cmd", "finetune", "Fine-tune an adapter; list, show, follow and cancel your jobs."),
     ("tools.cli.serve_cmd", None, "Run the platform and ask it questions."),
     ("tools.cli.eval_cmd", None, "Compare routes on a question set."),
 ]

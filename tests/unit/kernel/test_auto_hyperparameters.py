@@ -36,3 +36,20 @@ def test_limits_are_respected_and_bad_sizes_refused():
 
 def test_it_is_a_pure_function():
     assert auto_hyperparameters(48) == auto_hyperparameters(48)
+
+
+def test_default_n_epochs_is_deprecated_with_a_warning_and_refuses_nothing(caplog) -> None:
+    """Deprecated, not wired: "auto" follows the dataset's size, which a platform-wide fixed default would
+    override for every job. A config that still sets it loads (even above max_n_epochs) and is told so."""
+    import logging
+
+    from adept.config.finetuning import FineTuningConfig
+
+    with caplog.at_level(logging.WARNING, logger="adept.config.finetuning"):
+        FineTuningConfig()
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="adept.config.finetuning"):
+        cfg = FineTuningConfig(default_n_epochs=100, max_n_epochs=10)
+    assert cfg.max_n_epochs == 10
+    (record,) = caplog.records
+    assert "finetuning.default_n_epochs (100) is deprecated and ignored" in record.getMessage()

@@ -164,4 +164,5 @@ def test_every_command_area_is_registered():
     groups = {g.name for g in app.registered_groups}
     assert groups == {name for _, name, _ in _AREAS if name is not None}
     top = {c.name or c.callback.__name__ for c in app.registered_commands}
-    assert {"up", "ask", "finetune", "eval", "version"} <= top
+    assert {"up", "ask", "eval", "version"} <= top
+    assert "finetune" in groups  # run (also `adept finetune --config ...`), list, show, events, cancel

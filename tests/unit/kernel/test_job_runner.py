@@ -311,3 +311,32 @@ def test_create_resolves_auto_from_the_dataset_and_checks_the_evaluation_file_fi
     # Asked-for values win over auto.
     rec2 = create(n_epochs=2, batch_size=1, learning_rate_multiplier=0.5)
     assert rec2.hyperparameters.n_epochs == 2 and rec2.hyperparameters.learning_rate_multiplier == 0.5
+
+
+def test_an_api_job_records_its_measurement_in_events_checkpoint_metrics_and_manifest(env) -> None:
+    """The API path end to end (``FineTuning.create`` with an ``evaluation_file``): the job's model is its
+    own ``ft:`` adapter, so *the active one* of that name is none and the new version goes live (the
+    definition in ``adept.finetuning.promotion``); what it measured is recorded all the same."""
+    from adept.finetuning.service import JobRequest
+
+    owner = env["owner"]()
+    train = owner.files.create("acme", "train.jsonl", "fine-tune", CHAT * 4)
+    evals = owner.files.create("acme", "eval.jsonl", "evals", EVAL_SET)
+
+    def evaluator(tenant: str, eval_set):
+        async def evaluate(model_id: str) -> dict[str, float]:
+            return {"combined": 0.7, "format": 1.0}
+
+        return evaluate
+
+    request = JobRequest(model=owner.platform.base_model_id, training_file=train.id, evaluation_file=evals.id)
+    created = asyncio.run(owner.create("acme", request))
+    rec = until(env, env["runner"](evaluator), created.id, lambda x: x.status == "succeeded")
+    assert rec.evaluation is not None and rec.evaluation.promoted and rec.evaluation.against is None
+    (checkpoint,) = asyncio.run(owner.checkpoints("acme", rec.id))
+    assert checkpoint.fine_tuned_model_checkpoint == rec.fine_tuned_model
+    assert checkpoint.metrics["eval_combined"] == 0.7 and checkpoint.metrics["eval_format"] == 1.0
+    assert checkpoint.metrics["eval_promoted"] == 1.0 and "eval_combined_active" not in checkpoint.metrics
+    version = owner.platform.registry.resolve("acme", rec.adapter, fetch=False)
+    assert version.manifest.evaluation is not None and version.manifest.evaluation.evaluation_file == evals.id
+    assert any(e.message.startswith("Promoted (combined 0.700)") for e in owner_events(owner, rec.id))

@@ -160,14 +160,20 @@ async def test_configs_made_with_kubectl_or_adept_finetune_get_the_group_and_are
     assert {r.id for r in await ft.list("acme")} == {bare.id, own.id}  # nothing stored for the refused one
 
 
-async def test_the_drivers_cpus_are_the_ray_jobs_executors(owner):
-    """Four 7-CPU workers on four 8-CPU pods leave one CPU each: a 1-CPU driver fits, a 2-CPU one never does."""
+async def test_the_drivers_cpus_are_the_platforms_one_number(owner):
+    """Four 7-CPU workers on four 8-CPU pods leave one CPU each: a 1-CPU driver fits, a 2-CPU one never does.
+
+    The number is the platform's ``training_entrypoint_num_cpus``: the owner places jobs with it (in the
+    gateway and the operator alike) and the operator's ``RayJobs`` submits drivers with it."""
     from adept.finetuning.executors import RayJobs
 
     four = config_job(workers=gpu_workers(4).model_dump())
-    assert RayJobs(None).entrypoint_num_cpus == 1
-    await owner(executor=RayJobs(None)).create_from_config(four)
-    greedy = owner(executor=RayJobs(None, entrypoint_num_cpus=2))
+    first = owner(executor=RayJobs(None))
+    assert first.platform.config.training_entrypoint_num_cpus == first.entrypoint_num_cpus == 1
+    await first.create_from_config(four)
+    greedy_config = first.platform.config.model_copy(update={"training_entrypoint_num_cpus": 2.0})
+    first.platform.config = greedy_config
+    greedy = owner()
     assert greedy.entrypoint_num_cpus == 2
     with pytest.raises(DoesNotFit, match=r"the job's driver needs \{CPU: 2\}"):
         await greedy.create_from_config(four)
