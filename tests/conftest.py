@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,40 @@ def short_tmp() -> Path:
     d = Path(tempfile.mkdtemp(prefix="adept-", dir="/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# -- expensive things shared by consecutive tests of several modules (tests/shared_platforms.py) ------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    from tests.shared_platforms import release_unused
+
+    try:
+        return (yield)  # the test's own fixtures first: they may still talk to the shared platform
+    finally:
+        release_unused(nextitem)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The demo platform's users run one after another (the eval CLI's first, then the browser's: those
+    add adapters), so one platform serves them all; every other test keeps its place."""
+    from tests.shared_platforms import uses_demo_platform
+
+    users = [i for i in items if uses_demo_platform(i)]
+    if not users:
+        return
+    first = items.index(users[0])
+    users.sort(key=lambda i: i.nodeid.startswith("tests/browser/"))  # a stable sort
+    rest = [i for i in items if not uses_demo_platform(i)]
+    items[:] = rest[:first] + users + rest[first:]
+
+
+@pytest.fixture(scope="session")
+def demo_platform(tiny_phi3: Path) -> Callable[[], Any]:
+    """Gets ``adept up --demo`` on the tiny Phi-3 (local Ray, Serve, Milvus Lite, the demo tenant and
+    corpus), started for the first of the consecutive tests that ask for it and stopped after the last
+    (tests/integration/eval/test_eval_e2e.py, tests/browser)."""
+    from tests.shared_platforms import shared, start_demo_platform, stop_platform, uses_demo_platform
+
+    return lambda: shared(
+        "demo_platform", lambda: start_demo_platform(tiny_phi3), stop_platform, uses_demo_platform
+    )
