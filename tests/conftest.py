@@ -73,17 +73,10 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The demo platform's users run one after another (the eval CLI's first, then the browser's: those
-    add adapters), so one platform serves them all; every other test keeps its place."""
-    from tests.shared_platforms import uses_demo_platform
+    """A shared platform's users run one after another, so one platform serves them all."""
+    from tests.shared_platforms import group_users
 
-    users = [i for i in items if uses_demo_platform(i)]
-    if not users:
-        return
-    first = items.index(users[0])
-    users.sort(key=lambda i: i.nodeid.startswith("tests/browser/"))  # a stable sort
-    rest = [i for i in items if not uses_demo_platform(i)]
-    items[:] = rest[:first] + users + rest[first:]
+    group_users(items)
 
 
 @pytest.fixture(scope="session")
@@ -95,4 +88,19 @@ def demo_platform(tiny_phi3: Path) -> Callable[[], Any]:
 
     return lambda: shared(
         "demo_platform", lambda: start_demo_platform(tiny_phi3), stop_platform, uses_demo_platform
+    )
+
+
+@pytest.fixture(scope="session")
+def bundled_platform(bundled_model: Path) -> Callable[[], Any]:
+    """Gets the embedded platform serving the bundled SmolLM2-135M-Instruct (admin key
+    ``tests.shared_platforms.BUNDLED_ADMIN_KEY``), shared by the consecutive tests that ask for it
+    (tests/integration/finetuning/test_openai_finetune.py, tests/integration/gateway/test_openai_features.py)."""
+    from tests.shared_platforms import shared, start_bundled_platform, stop_platform, uses_bundled_platform
+
+    return lambda: shared(
+        "bundled_platform",
+        lambda: start_bundled_platform(bundled_model),
+        stop_platform,
+        uses_bundled_platform,
     )

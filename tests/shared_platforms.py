@@ -42,6 +42,30 @@ def uses_demo_platform(item: pytest.Item) -> bool:
     return "demo_platform" in getattr(item, "fixturenames", ())
 
 
+def uses_bundled_platform(item: pytest.Item) -> bool:
+    return "bundled_platform" in getattr(item, "fixturenames", ())
+
+
+# (who uses it, the order among its users): users run one after another, where the first of them was.
+GROUPS: list[tuple[Callable[[pytest.Item], bool], Callable[[pytest.Item], Any]]] = [
+    # the eval CLI's tests first: the browser's fine-tuning test adds adapters to the demo tenant
+    (uses_demo_platform, lambda item: item.nodeid.startswith("tests/browser/")),
+    (uses_bundled_platform, lambda item: 0),
+]
+
+
+def group_users(items: list[pytest.Item]) -> None:
+    """Move each group's users next to the first of them (a stable sort); every other test keeps its place."""
+    for uses, order in GROUPS:
+        users = [i for i in items if uses(i)]
+        if not users:
+            continue
+        first = items.index(users[0])
+        users.sort(key=order)
+        rest = [i for i in items if not uses(i)]
+        items[:] = rest[:first] + users + rest[first:]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +96,43 @@ def start_demo_platform(tiny_phi3: Path) -> Any:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
     p.shared_state = {}  # what the sharing modules set up once (tenants, adapters)
+    return p
+
+
+# The admin key of the bundled-model platform (its users set ADEPT_ADMIN_KEY to it: the CLI reads it).
+BUNDLED_ADMIN_KEY = "adept-admin-bundled-test-key"
+
+
+def start_bundled_platform(bundled_model: Path) -> Any:
+    """The bundled SmolLM2-135M-Instruct served with room for structured output (128 tokens) and the
+    fine-tuning job runner polling every second (tests/integration/finetuning, .../gateway/test_openai_features)."""
+    import os
+
+    from adept.config.serving import ServingConfig
+    from services.embedded import start_platform
+
+    data_dir = Path(tempfile.mkdtemp(prefix="abnd", dir="/tmp"))  # short: Ray socket paths
+    config = ServingConfig.model_validate(
+        {
+            "platform": {"data_dir": str(data_dir), "model": str(bundled_model), "device": "cpu"},
+            "llm": {"max_tokens_limit": 128, "default_max_tokens": 64},
+            "gateway": {"port": free_port()},
+            "finetuning": {"runner_poll_interval_s": 1.0},
+        }
+    )
+    before = os.environ.get("ADEPT_ADMIN_KEY")
+    os.environ["ADEPT_ADMIN_KEY"] = BUNDLED_ADMIN_KEY
+    try:
+        p = start_platform(config, num_cpus=2, timeout_s=600)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    finally:
+        if before is None:
+            os.environ.pop("ADEPT_ADMIN_KEY", None)
+        else:
+            os.environ["ADEPT_ADMIN_KEY"] = before
+    p.shared_state = {}
     return p
 
 
