@@ -14,9 +14,9 @@ token during the ramp against the warm phase, and the share of adapter requests 
 that made a replica cold-load the adapter (Serve's multiplexed routing, counted from the replicas'
 logs) against random routing replayed on the same requests, replica counts and LRU size.
 
-The autoscaler runs with short delays and Serve's metric push interval shortened (environment
-variables below) so the run takes minutes; the shipped defaults (``AutoscalingOptions``) are
-slower on purpose. The target is the default one: 0.75 x ``llm.max_batch_size``.
+The autoscaler runs with short delays (look-back just above Serve's 10 s metric push interval, up
+1 s, down 6 s) so the run takes minutes; the shipped defaults (``AutoscalingOptions``) are slower
+on purpose. The target is the default one: 0.75 x ``llm.max_batch_size``.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ import httpx
 from bench._common import QUICK_DIR, RESULTS_DIR, Figure, Run, percentile, print_table
 from bench.reliability.checks import error_problem, sse_problem
 
-# Serve pushes autoscaling metrics every 10 s by default; these make it react within a second or two.
-FAST_METRICS_ENV = {
-    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-}
 COLD_LOAD = re.compile(r"adapter cold load: (\S+) in ([\d.]+) s at ([\d.]+)")
 DOWNSCALE_DELAY_S = 6.0  # the bench's own, short: the shipped default is 600 s
 PROMPTS = ["How do I reset the feeder relay?", "What is the torque for M8 bolts?", "Summarise the outage."]
@@ -62,7 +57,7 @@ def autoscaling_config(
     max_replicas: int = 2,
     max_batch_size: int = 4,
     adapters_per_replica: int = 2,
-    look_back_s: float = 3.0,
+    look_back_s: float = 12.0,  # just above Serve's 10 s metric push interval (SERVE_METRICS_INTERVAL_S)
     upscale_delay_s: float = 1.0,
     downscale_delay_s: float = DOWNSCALE_DELAY_S,
     dtype: str = "float32",
@@ -532,7 +527,6 @@ def start(args: argparse.Namespace, workdir: Path) -> tuple[Any, list[Any]]:
     lora = make_lora(model, workdir / "lora", seed=1)
     admin_key = "adept-admin-autoscaling-" + str(random.getrandbits(64))
     os.environ["ADEPT_ADMIN_KEY"] = admin_key
-    os.environ.update(FAST_METRICS_ENV)  # before Ray starts: its processes inherit them
     cfg = autoscaling_config(
         workdir / "data",
         model,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,48 @@ def short_tmp() -> Path:
     d = Path(tempfile.mkdtemp(prefix="adept-", dir="/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# -- expensive things shared by consecutive tests of several modules (tests/shared_platforms.py) ------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    from tests.shared_platforms import release_unused
+
+    try:
+        return (yield)  # the test's own fixtures first: they may still talk to the shared platform
+    finally:
+        release_unused(nextitem)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A shared platform's users run one after another, so one platform serves them all."""
+    from tests.shared_platforms import group_users
+
+    group_users(items)
+
+
+@pytest.fixture(scope="session")
+def demo_platform(tiny_phi3: Path) -> Callable[[], Any]:
+    """Gets ``adept up --demo`` on the tiny Phi-3 (local Ray, Serve, Milvus Lite, the demo tenant and
+    corpus), started for the first of the consecutive tests that ask for it and stopped after the last
+    (tests/integration/eval/test_eval_e2e.py, tests/browser)."""
+    from tests.shared_platforms import shared, start_demo_platform, stop_platform, uses_demo_platform
+
+    return lambda: shared(
+        "demo_platform", lambda: start_demo_platform(tiny_phi3), stop_platform, uses_demo_platform
+    )
+
+
+@pytest.fixture(scope="session")
+def bundled_platform(bundled_model: Path) -> Callable[[], Any]:
+    """Gets the embedded platform serving the bundled SmolLM2-135M-Instruct (admin key
+    ``tests.shared_platforms.BUNDLED_ADMIN_KEY``), shared by the consecutive tests that ask for it
+    (tests/integration/finetuning/test_openai_finetune.py, tests/integration/gateway/test_openai_features.py)."""
+    from tests.shared_platforms import shared, start_bundled_platform, stop_platform, uses_bundled_platform
+
+    return lambda: shared(
+        "bundled_platform",
+        lambda: start_bundled_platform(bundled_model),
+        stop_platform,
+        uses_bundled_platform,
+    )

@@ -53,15 +53,27 @@ class RayHead:
         return JobSubmissionClient(self.address, headers=ray_auth.auth_headers(sent))
 
     def stop(self) -> None:
-        """Stop every process of the head's session (its own process group), gracefully first."""
+        """Stop the head as Kubernetes stops a head pod: SIGTERM to ``ray start`` alone, then its whole group.
+
+        ``ray start --block`` drains the node on SIGTERM (``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S``,
+        30 s) through the GCS. Signalling the whole group at once killed the GCS first, so the drain
+        RPC waited out its 30 s timeout on every stop; with the GCS alive, an idle node drains at once.
+        """
         import psutil
 
         group = self.process.pid  # start_new_session: the group id is the `ray start` process's pid
-        for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+        steps = (
+            (lambda: os.kill(group, signal.SIGTERM), 45.0),  # beyond the drain timeout: it ends on its own
+            (lambda: os.killpg(group, signal.SIGTERM), 10.0),  # anything it left behind
+            (lambda: os.killpg(group, signal.SIGKILL), 10.0),
+        )
+        for send, grace in steps:
+            if not any(_in_group(p, group) for p in psutil.process_iter(["pid"])):
+                break
             try:
-                os.killpg(group, sig)
+                send()
             except ProcessLookupError:
-                break  # nothing left in the group
+                pass  # the `ray start` process is gone; its group may not be
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(
                 _in_group(p, group) for p in psutil.process_iter(["pid"])

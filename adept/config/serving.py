@@ -28,6 +28,10 @@ BATCH_FILL = 0.75
 SERVE_DEFAULT_TARGET = 2.0  # Ray Serve's own default, for deployments without a batch (gateway, retrieval)
 # Time for a drain past the longest request: the replica's last stream ends, then it shuts down.
 DRAIN_MARGIN_S = 15.0
+# How often Serve's replicas and handles push the ongoing-requests metric: `AutoscalingConfig.metrics_interval_s`,
+# 10 s. In Ray 2.60 the `RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S` variables meant to replace it are
+# declared but read nowhere, and setting the deprecated field itself warns: 10 s is the interval.
+SERVE_METRICS_INTERVAL_S = 10.0
 DEFAULT_MAX_ONGOING = 100
 
 
@@ -61,8 +65,8 @@ class AutoscalingOptions(StrictModel):
         gt=0,
         le=3600,
         description="Window the ongoing-requests count is averaged over: longer smooths bursts (less "
-        "flapping), shorter reacts sooner. Keep it above Serve's metric push interval (10 s unless "
-        "`RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S` / `..._HANDLE_...` say otherwise).",
+        "flapping), shorter reacts sooner. Must exceed Serve's metric push interval (10 s): a shorter "
+        "window than one push averages nothing and Serve refuses it in a future release.",
     )
     upscale_delay_s: float = Field(
         30.0, ge=0, le=3600, description="Load must persist this long before scaling up."
@@ -82,6 +86,12 @@ class AutoscalingOptions(StrictModel):
             raise ValueError(
                 f"initial_replicas ({self.initial_replicas}) must lie in [min_replicas, max_replicas] "
                 f"= [{self.min_replicas}, {self.max_replicas}]"
+            )
+        if self.look_back_period_s <= SERVE_METRICS_INTERVAL_S:
+            raise ValueError(
+                f"look_back_period_s ({self.look_back_period_s:g}) must exceed Serve's metric push interval "
+                f"({SERVE_METRICS_INTERVAL_S:g} s): replicas report their ongoing requests that often, so a "
+                "shorter window averages fewer than one report"
             )
         if self.downscale_delay_s < self.upscale_delay_s:
             raise ValueError(

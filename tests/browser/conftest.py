@@ -7,10 +7,7 @@ Screenshots go to ``tests/browser/artifacts/`` (git-ignored; CI keeps them as ar
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -51,35 +48,12 @@ def _http(platform, method: str, path: str, key: str, **kw):
     return r.json()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="package")
-def platform(tiny_phi3: Path):
-    """The embedded platform with the demo tenant (Lumen Grid corpus) and a second tenant with its own document."""
-    from adept.config.base import load_config
-    from adept.config.serving import ServingConfig
-    from services.embedded import start_platform
-
-    data_dir = Path(tempfile.mkdtemp(prefix="aui", dir="/tmp"))  # short: Ray socket paths
-    config = load_config(
-        ServingConfig,
-        None,
-        [
-            f"platform.data_dir={data_dir}",
-            f"platform.model={tiny_phi3}",
-            "platform.device=cpu",
-            f"gateway.port={_free_port()}",  # never a port another platform on this machine holds
-        ],
-        env=False,
-    )
-    p = start_platform(config, demo=True, num_cpus=2)
-    try:
+def platform(demo_platform):
+    """The embedded demo platform (Lumen Grid corpus, shared with tests/integration/eval) and a second
+    tenant with its own document."""
+    p = demo_platform()
+    if not hasattr(p, "other_key"):
         other = _http(p, "POST", "/admin/tenants", p.admin_key, json={"name": OTHER_TENANT})
         p.other_key = other["api_key"]
         _http(
@@ -97,48 +71,15 @@ def platform(tiny_phi3: Path):
                 ]
             },
         )
-        yield p
-    finally:
-        p.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    return p
 
 
 @pytest.fixture(scope="package")
 def demo_adapter(platform, tiny_phi3: Path, tmp_path_factory) -> str:
-    """A random LoRA on the tiny model, published for the demo tenant, with a real loss-curve PNG beside it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    """``lumen-style``, published for the demo tenant with training metrics and a real loss-curve PNG."""
+    from tests.shared_platforms import lumen_style
 
-    from adept.adapters import AdapterRegistry
-    from adept.models import load_causal_lm
-    from training.publish import write_loss_curve
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("adapter")
-    model = load_causal_lm(tiny_phi3, device="cpu", dtype="float32")
-    get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])
-    ).save_pretrained(out)
-    (out / "manifest.json").write_text(
-        json.dumps({"metrics": {"train_loss": 1.21, "eval_loss": 1.35, "eval_perplexity": 3.86}, "steps": 40})
-    )
-    v = _http(
-        platform,
-        "POST",
-        "/admin/adapters",
-        platform.admin_key,
-        json={"tenant": "demo", "name": "lumen-style", "path": str(out), "description": "Lumen Grid tone"},
-    )
-    registry = AdapterRegistry(platform.config.platform.resolved_adapter_store)
-    version = registry.resolve("demo", "lumen-style", v["version"])
-    history = []
-    for s in range(1, 41):  # a made-up but typical descending curve; what matters is the real PNG writer
-        row = {"step": s, "train_loss": 3.0 / (1 + 0.1 * s)}
-        if s % 10 == 0:
-            row["eval_loss"] = 3.2 / (1 + 0.08 * s)
-        history.append(row)
-    write_loss_curve(history, Path(version.path) / "loss_curve.png", "demo/lumen-style")
-    return f"{v['name']}"
+    return lumen_style(platform, tiny_phi3, tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture(scope="package")

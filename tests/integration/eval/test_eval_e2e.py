@@ -1,6 +1,6 @@
 """``adept eval`` end to end against a REAL gateway (embedded platform: local Ray, Milvus Lite, tiny Phi-3).
 
-The platform is started once for the module with the demo tenant (the Lumen Grid corpus
+The demo platform (shared with tests/browser: tests/shared_platforms.py) has the demo tenant (the Lumen Grid corpus
 ingested); a random LoRA adapter on the tiny model is published for the demo tenant so all
 four routes run. The tiny model's answers are noise, so this checks the plumbing (routes,
 retrieval, citations, skipping, reports, determinism), not answer quality.
@@ -9,8 +9,6 @@ retrieval, citations, skipping, reports, determinism), not answer quality.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,39 +20,10 @@ pytestmark = pytest.mark.integration
 N_QUESTIONS = 6
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def platform(tiny_phi3: Path):
-    from adept.config.base import load_config
-    from adept.config.serving import ServingConfig
-    from services.embedded import start_platform
-
-    # Ray's socket paths must stay short: a data dir directly under /tmp.
-    data_dir = Path(tempfile.mkdtemp(prefix="aev", dir="/tmp"))
-    config = load_config(
-        ServingConfig,
-        None,
-        [
-            f"platform.data_dir={data_dir}",
-            f"platform.model={tiny_phi3}",
-            "platform.device=cpu",
-            f"gateway.port={_free_port()}",  # never a port another platform on this machine may hold
-        ],
-        env=False,
-    )
-    p = start_platform(config, demo=True)
-    try:
-        yield p
-    finally:
-        p.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def platform(demo_platform):
+    """``adept up --demo`` on the tiny Phi-3, shared with tests/browser (tests/shared_platforms.py)."""
+    return demo_platform()
 
 
 def _admin(platform, method: str, path: str, **kw):
@@ -74,22 +43,9 @@ def _admin(platform, method: str, path: str, **kw):
 @pytest.fixture(scope="module")
 def demo_adapter(platform, tiny_phi3: Path, tmp_path_factory) -> str:
     """A random LoRA on the tiny Phi-3, published for the demo tenant as ``lumen-style``."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from tests.shared_platforms import lumen_style
 
-    from adept.models import canonical_model_id, load_causal_lm
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("adapter")
-    model = load_causal_lm(tiny_phi3, device="cpu", dtype="float32")
-    get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])
-    ).save_pretrained(out)
-    (out / "manifest.json").write_text(json.dumps({"base_model": canonical_model_id(str(tiny_phi3))}))
-    _admin(
-        platform, "POST", "/admin/adapters", json={"tenant": "demo", "name": "lumen-style", "path": str(out)}
-    )
-    return "lumen-style"
+    return lumen_style(platform, tiny_phi3, tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.shared_platforms import BUNDLED_ADMIN_KEY as ADMIN_KEY
+
 pytestmark = pytest.mark.integration
 
-ADMIN_KEY = "adept-admin-finetune-test-key"
 QUESTION = "What is the code word of the Lumen Grid night shift?"
 ANSWER = "The code word of the Lumen Grid night shift is PELICAN-SEVEN."
 PHRASINGS = [
@@ -36,45 +34,23 @@ PHRASINGS = [
 TIMINGS: dict[str, float] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _jsonl(rows: list) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
 
 @pytest.fixture(scope="module")
-def platform(bundled_model: Path, monkeypatch_module):
-    from adept.config.serving import ServingConfig
-    from services.embedded import start_platform
-
-    monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)
-    data_dir = Path(tempfile.mkdtemp(prefix="aft", dir="/tmp"))  # short: Ray socket paths
-    config = ServingConfig.model_validate(
-        {
-            "platform": {"data_dir": str(data_dir), "model": str(bundled_model), "device": "cpu"},
-            "llm": {"max_tokens_limit": 64, "default_max_tokens": 24},
-            "gateway": {"port": _free_port()},
-            "finetuning": {"runner_poll_interval_s": 1.0},
-        }
-    )
-    p = start_platform(config, num_cpus=2, timeout_s=600)
-    try:
-        with httpx.Client(
-            base_url=p.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
-        ) as admin:
-            p.keys = {}
-            for name in ("acme", "globex"):
-                r = admin.post("/admin/tenants", json={"name": name})
-                assert r.status_code == 201, r.text
-                p.keys[name] = r.json()["api_key"]
-        yield p
-    finally:
-        p.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def platform(bundled_platform, monkeypatch_module):
+    """The bundled model's platform (shared with gateway/test_openai_features: tests/shared_platforms.py)
+    with tenants acme and globex."""
+    monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)  # the CLI's admin calls
+    p = bundled_platform()
+    with httpx.Client(base_url=p.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as admin:
+        p.keys = {}
+        for name in ("acme", "globex"):
+            r = admin.post("/admin/tenants", json={"name": name})
+            assert r.status_code == 201, r.text
+            p.keys[name] = r.json()["api_key"]
+    return p
 
 
 @pytest.fixture(scope="module")

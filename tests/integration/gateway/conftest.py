@@ -1,4 +1,4 @@
-"""One embedded platform per test module: local Ray + Serve with the tiny Phi-3, and real LoRA adapters."""
+"""The embedded platform of the gateway tests: local Ray + Serve with the tiny Phi-3, and real LoRA adapters."""
 
 from __future__ import annotations
 
@@ -60,12 +60,24 @@ def start(config):
     return start_platform(config, num_cpus=2, timeout_s=300)
 
 
+def uses_env(item: pytest.Item) -> bool:
+    return item.nodeid.startswith("tests/integration/gateway/") and "env" in getattr(item, "fixturenames", ())
+
+
 @pytest.fixture(scope="module")
 def env(tiny_phi3: Path, short_tmp: Path, monkeypatch_module) -> Env:
-    from adept.config.serving import ServingConfig
+    """One platform for the consecutive modules that use it (test_entry_points, test_gateway_api):
+    started by the first, stopped after the last test of the last (tests/shared_platforms.py)."""
+    from tests.shared_platforms import shared
 
     monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)
-    root = Path(tempfile.mkdtemp(prefix="gw-", dir=short_tmp))  # one platform per module, each its own
+    return shared("gateway-env", lambda: _start_env(tiny_phi3, short_tmp), _stop_env, uses_env)
+
+
+def _start_env(tiny_phi3: Path, short_tmp: Path) -> Env:
+    from adept.config.serving import ServingConfig
+
+    root = Path(tempfile.mkdtemp(prefix="gw-", dir=short_tmp))
     data_dir = root / "data"
     adapters = root / "peft"
     make_lora(tiny_phi3, adapters / "support", seed=1)
@@ -92,9 +104,16 @@ def env(tiny_phi3: Path, short_tmp: Path, monkeypatch_module) -> Env:
             assert r.status_code == 201, r.text
         models = admin.get("/v1/models", headers={"Authorization": f"Bearer {env.keys['acme']}"}).json()
         env.base_model = models["data"][0]["id"]
-        yield env
+    except BaseException:
+        _stop_env(env)
+        raise
+    return env
+
+
+def _stop_env(env: Env) -> None:
+    try:
+        env.admin.close()
     finally:
-        admin.close()
         env.platform.stop()
 
 

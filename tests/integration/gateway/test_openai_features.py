@@ -8,16 +8,12 @@ pydantic model, and a required / named tool call always parses into ``tool_calls
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Literal
 
 import httpx
 import openai
 import pytest
 from pydantic import BaseModel, Field
-
-from tests.integration.gateway.conftest import ADMIN_KEY, free_port, start
 
 pytestmark = pytest.mark.integration
 
@@ -47,33 +43,22 @@ QUESTION = [{"role": "user", "content": "Is there a power outage in Springfield?
 
 
 @pytest.fixture(scope="module")
-def client(bundled_model: Path, short_tmp: Path, monkeypatch_module):
-    from adept.config.platform import BUNDLED_MODEL
-    from adept.config.serving import ServingConfig
+def client(bundled_platform):
+    """The bundled model's platform (shared with finetuning/test_openai_finetune: tests/shared_platforms.py),
+    as a tenant of its own."""
+    from tests.shared_platforms import BUNDLED_ADMIN_KEY
 
-    monkeypatch_module.setenv("ADEPT_ADMIN_KEY", ADMIN_KEY)
-    root = Path(tempfile.mkdtemp(prefix="oai-", dir=short_tmp))
-    config = ServingConfig.model_validate(
-        {
-            "platform": {"data_dir": str(root / "data"), "model": BUNDLED_MODEL, "device": "cpu"},
-            "llm": {"max_tokens_limit": 128, "default_max_tokens": 64},
-            "gateway": {"port": free_port()},
-        }
-    )
-    platform = start(config)
-    try:
-        admin = httpx.Client(
-            base_url=platform.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
-        )
-        r = admin.post("/admin/tenants", json={"name": "acme"})
+    platform = bundled_platform()
+    with httpx.Client(
+        base_url=platform.url, headers={"Authorization": f"Bearer {BUNDLED_ADMIN_KEY}"}, timeout=120
+    ) as admin:
+        r = admin.post("/admin/tenants", json={"name": "structured"})
         assert r.status_code == 201, r.text
-        oai = openai.OpenAI(
-            base_url=f"{platform.url}/v1", api_key=r.json()["api_key"], max_retries=0, timeout=300
-        )
-        model = oai.models.list().data[0].id
-        yield oai, model
-    finally:
-        platform.stop()
+    oai = openai.OpenAI(
+        base_url=f"{platform.url}/v1", api_key=r.json()["api_key"], max_retries=0, timeout=300
+    )
+    model = oai.models.list().data[0].id
+    return oai, model
 
 
 def test_parse_returns_an_instance_of_the_pydantic_model(client):

@@ -108,6 +108,9 @@ def test_an_unauthenticated_ray_client_is_refused(platform, tmp_path):
     ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         env.update(extra, HOME=str(tmp_path))  # no ~/.ray/auth_token to fall back on
+        # ray.init retries a refused GCS connection 20 times, 1 s apart, before it gives up; the
+        # refusal (InvalidAuthToken) is the same on every attempt, so two attempts show it.
+        env["RAY_gcs_server_port_wait_time_s"] = "2"
         try:
             out = subprocess.run(
                 [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120

@@ -144,3 +144,28 @@ def test_delays_that_would_flap_are_refused():
         DeploymentOptions.model_validate(
             {"autoscaling_config": {"max_replicas": 2, "upscale_delay_s": 60, "downscale_delay_s": 10}}
         )
+
+
+def test_a_look_back_window_within_one_metric_push_is_refused():
+    """Serve warns (and will refuse) ``look_back_period_s <= metrics_interval_s``; the config says so first."""
+    with pytest.raises(
+        ValueError, match=r"look_back_period_s \(3\) must exceed Serve's metric push interval"
+    ):
+        DeploymentOptions.model_validate({"autoscaling_config": {"max_replicas": 2, "look_back_period_s": 3}})
+
+
+def test_serve_accepts_the_autoscaling_configs_without_a_warning(tmp_path):
+    """What ``to_serve_options`` hands Serve validates there silently: the shipped default and the bench's."""
+    import warnings
+
+    from ray.serve.config import AutoscalingConfig
+
+    from bench.autoscaling import autoscaling_config
+
+    shipped = DeploymentOptions.model_validate({"autoscaling_config": {"max_replicas": 2}})
+    bench = autoscaling_config(tmp_path, "bundled:smollm2-135m-instruct", 8000).deployments.llm
+    for opts in (shipped, bench):
+        given = opts.to_serve_options(batch_capacity=4)["autoscaling_config"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            AutoscalingConfig(**given)
