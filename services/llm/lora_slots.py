@@ -1,13 +1,13 @@
 """LoRA adapters in preallocated, stacked weight slots; one batched LoRA product for a mixed batch.
 
 As S-LoRA/Punica and vLLM's ``max_loras`` do: every targeted ``nn.Linear`` of the base model gets
-two stacked tensors, ``A [max_loras + 1, in, max_lora_rank]`` and ``B [max_loras + 1,
+two stacked tensors, ``A [max_loras + 1, max_lora_rank, in]`` and ``B [max_loras + 1,
 max_lora_rank, out]``, in the model's dtype and on its device. Slot ``s`` holds one adapter
-(its rank ``r`` in the first ``r`` columns, zeros beyond; zeros in a module it does not target);
+(its rank ``r`` in the first ``r`` rows of each, zeros beyond; zeros in a module it does not target);
 the last slot stays zero for base rows. A forward pass names a slot per row (``BASE`` = -1 for
 the base model) and each wrapped layer adds, for the whole batch at once::
 
-    y = base(x) + bmm(bmm(x, A[slot_of_row, :, :R]), B[slot_of_row, :R])
+    y = base(x) + bmm(bmm(x, A[slot_of_row, :R]ᵀ), B[slot_of_row, :R])
 
 (a gather of each row's A and B by its slot, then two batched matmuls: BGMV), where ``R`` is the
 largest rank among the slots the batch uses, so a rank-8 batch never pays for ``max_lora_rank``.
@@ -62,7 +62,7 @@ _UNSUPPORTED = (
 class PreparedAdapter:
     """An adapter read from disk, validated, in the stack layout, dtype and device of the model.
 
-    ``modules`` maps a module path (``model.layers.0.self_attn.qkv_proj``) to ``(A [in, r],
+    ``modules`` maps a module path (``model.layers.0.self_attn.qkv_proj``) to ``(A [r, in],
     B [r, out])``, the scaling already folded into B.
     """
 
@@ -91,7 +91,8 @@ class SlotLinear(nn.Module):
         super().__init__()
         self.base = base
         self.owner = owner  # not a submodule: a plain reference
-        self.lora_a, self.lora_b = lora_a, lora_b  # [slots + 1, in, R], [slots + 1, R, out]
+        # [slots + 1, R, in], [slots + 1, R, out]: a slot's first r rows are one contiguous block each.
+        self.lora_a, self.lora_b = lora_a, lora_b
         self.ranks = [0] * lora_a.shape[0]  # columns of each slot that may be non-zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,11 +105,12 @@ class SlotLinear(nn.Module):
             return out  # no row's adapter targets this layer
         if batch.single is not None:
             s = batch.single
-            return out + (x @ self.lora_a[s, :, :r]) @ self.lora_b[s, :r]
-        a = self.lora_a[:, :, :r].index_select(0, batch.index)  # [rows, in, r]
+            return out + (x @ self.lora_a[s, :r].t()) @ self.lora_b[s, :r]
+        a = self.lora_a[:, :r].index_select(0, batch.index)  # [rows, r, in]
         b = self.lora_b[:, :r].index_select(0, batch.index)  # [rows, r, out]
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        return out + torch.bmm(torch.bmm(flat, a), b).reshape(out.shape)
+        rows = x.shape[0]
+        h = torch.bmm(x.reshape(rows, -1, x.shape[-1]), a.transpose(1, 2))
+        return torch.baddbmm(out.reshape(rows, -1, out.shape[-1]), h, b).reshape(out.shape)
 
 
 class LoraSlots:
@@ -218,11 +220,11 @@ class LoraSlots:
             module_alpha = alpha_pattern[key] if key is not None else alpha
             scale = module_alpha / math.sqrt(r) if config.get("use_rslora") else module_alpha / r
             # Folded in fp32, then one cast: (x A) (scale B) is peft's scale * B(A(x)).
-            a_t = a.float().t().to(device=self.device, dtype=self.dtype).contiguous()
+            a_r = a.to(device=self.device, dtype=self.dtype, copy=True).contiguous()
             b_t = (b.float() * scale).t().to(device=self.device, dtype=self.dtype).contiguous()
-            modules[module] = (a_t, b_t)
+            modules[module] = (a_r, b_t)
         self._allocate(list(modules))
-        return PreparedAdapter(str(path), max(a.shape[1] for a, _b in modules.values()), modules)
+        return PreparedAdapter(str(path), max(a.shape[0] for a, _b in modules.values()), modules)
 
     def _allocate(self, modules: list[str]) -> None:
         """Zeroed stacks for modules no adapter targeted before (worker thread; the model reads none yet)."""
@@ -233,7 +235,7 @@ class LoraSlots:
                 fan_in, fan_out = self._linears[module]
                 n, r = self.max_loras + 1, self.max_lora_rank
                 self._stacks[module] = (
-                    torch.zeros((n, fan_in, r), dtype=self.dtype, device=self.device),
+                    torch.zeros((n, r, fan_in), dtype=self.dtype, device=self.device),
                     torch.zeros((n, r, fan_out), dtype=self.dtype, device=self.device),
                 )
 
@@ -249,16 +251,16 @@ class LoraSlots:
             new = prepared.modules.get(module)
             if new is None:
                 if old:
-                    layer.lora_a[slot, :, :old].zero_()
+                    layer.lora_a[slot, :old].zero_()
                     layer.lora_b[slot, :old].zero_()
                 layer.ranks[slot] = 0
                 continue
             a, b = new
-            r = a.shape[1]
-            layer.lora_a[slot, :, :r].copy_(a)
+            r = a.shape[0]
+            layer.lora_a[slot, :r].copy_(a)
             layer.lora_b[slot, :r].copy_(b)
             if old > r:
-                layer.lora_a[slot, :, r:old].zero_()
+                layer.lora_a[slot, r:old].zero_()
                 layer.lora_b[slot, r:old].zero_()
             layer.ranks[slot] = r
         self.occupants[slot] = prepared.source

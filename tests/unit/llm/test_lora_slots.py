@@ -174,7 +174,7 @@ def test_slots_are_preallocated_once_per_targeted_layer(base, tmp_path):
     allocated = dict(slots._stacks)
     assert set(allocated) == {f"model.layers.{i}.self_attn.o_proj" for i in range(2)}
     a, b = allocated["model.layers.0.self_attn.o_proj"]
-    assert a.shape == (4, 64, 8) and b.shape == (4, 8, 64)  # 3 slots + the zero slot, padded to rank 8
+    assert a.shape == (4, 8, 64) and b.shape == (4, 8, 64)  # 3 slots + the zero slot, padded to rank 8
     slots.inject(0, first)
     slots.inject(2, slots.prepare(save_lora(base, tmp_path / "b", 2, ["o_proj"], r=4)))
     assert all(slots._stacks[k][0] is allocated[k][0] for k in allocated)  # copied in, never reallocated
