@@ -203,7 +203,17 @@ def test_a_full_replica_evicts_its_least_recently_used_idle_adapter(make_engine,
 
 def test_a_load_waits_for_a_slot_while_every_slot_serves_a_request(make_engine, lora_dirs):
     """One slot, a stream on it: the next adapter's load waits (no crash, no eviction of a busy slot)."""
+    import threading
+
     engine = make_engine(max_loras=1)
+    gate = threading.Event()  # holds the stream's decode steps until the load is seen waiting
+    held = {"armed": False}
+
+    def hold_decode(_module, _args, kwargs):
+        if held["armed"] and kwargs["input_ids"].shape[1] == 1:
+            assert gate.wait(timeout=120), "the load never queued for a slot"
+
+    engine.slots.model.model.register_forward_pre_hook(hold_decode, with_kwargs=True)
 
     async def main():
         await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
@@ -212,11 +222,13 @@ def test_a_load_waits_for_a_slot_while_every_slot_serves_a_request(make_engine, 
         )
         stream = engine.generate(chat("restore power", max_tokens=24, ignore_eos=True), "acme/a1@v1")
         parts = [(await stream.__anext__()).text]
+        held["armed"] = True  # the stream cannot finish (and free its slot) before the load queues
         load = asyncio.ensure_future(engine.load_adapter("acme/a2@v1", lora_dirs["a2"]))
         while engine.slot_waiters == 0:  # the load has read its files and waits for a slot
             assert not load.done(), load
             await asyncio.sleep(0.01)
         assert engine.loaded_adapters == ["acme/a1@v1"]
+        gate.set()
         parts += [chunk.text async for chunk in stream]  # the busy slot keeps serving its stream
         await load
         return alone, "".join(parts)
