@@ -4,7 +4,8 @@ vLLM's multi-LoRA kernels serve plain LoRA only; its ``PEFTHelper`` (vllm/lora/p
 ``_validate_features`` and ``validate_legal``, v0.29.0) refuses DoRA, ``modules_to_save``, a
 trained bias and a rank above the engine's ``max_lora_rank`` — but only when the first request
 loads the adapter. Checking the same rules at publish time turns that into a 400 for the one who
-publishes, instead of a failure for the tenant's users later. The HF engine (peft) runs all of them.
+publishes, instead of a failure for the tenant's users later. The HF engine's LoRA slots
+(``services/llm/lora_slots.py``) apply the same rules when they load an adapter.
 
 Pure functions over the adapter's ``adapter_config.json`` (no vllm, no torch):
 ``adept.platform.Platform.publish_adapter`` calls ``ensure_adapter_compatible`` on every publish

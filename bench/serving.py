@@ -6,13 +6,19 @@ once. The same model (the bundled SmolLM2-135M-Instruct), prompts and token coun
 (``ignore_eos``: every request generates exactly ``max_tokens``) go through:
 
 (a) ``services.llm.engine.Engine``: one decode loop, rows of different adapters in one batch
-    (peft ``adapter_names``), new requests merged into the running batch at step boundaries;
+    (LoRA slots: one gather + batched matmul per layer for every row's adapter), new requests
+    merged into the running batch at step boundaries;
 (b) the baseline: a PeftModel holding the same adapters that serves requests one by one with
     ``set_adapter`` (``disable_adapter`` for base) and ``generate``.
 
-Reports throughput (generated tokens/s) and its ratio, p50/p99 latency and time to first token
-(from arrival), and adapter cold-load time. Two more rows:
+Reports throughput (generated tokens/s) and its ratio (goal >= 6x), p50/p99 latency and time to
+first token (from arrival), and adapter cold-load time. More rows:
 
+- distinct adapters: one batch of 16 rows using 1, 4, 8 or 16 different adapters, tokens/s each
+  (vs 1 adapter: flat is the goal, the LoRA product does not loop over adapters);
+- cold loads: ten different adapters load, one after another, while a stream runs: the model-thread
+  time per load (the copy into a slot; p50, p95 vs the whole load) and the longest gap between two
+  tokens of the stream while they load vs its median gap with none loading;
 - fairness: one tenant floods the replica (4 x the batch size of requests); once the flood runs,
   three tenants send one request each: a lone tenant, a returning tenant (its previous request
   asked the largest ``max_tokens`` and stopped after one token) and a tenant with a long prompt (a
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import importlib.util
 import os
 import sys
 import tempfile
@@ -46,6 +53,8 @@ from bench._common import Figure, percentile, print_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTS = 8
+DISTINCT = (1, 4, 8, 16)  # adapters mixed in one batch (the distinct-adapters row)
+COLD_LOADS = 10
 QUESTIONS = [
     "What should a line crew check before restoring power after a storm?",
     "Explain what a transformer does on the distribution grid.",
@@ -211,6 +220,85 @@ async def run_constrained(engine, adapter_ids: list[str], n: int, max_tokens: in
     return await batch(None), await batch(Guided(json_schema=SCHEMA))
 
 
+async def run_distinct(engine, adapter_ids: list[str], rows: int, max_tokens: int) -> dict[int, float]:
+    """Generated tokens/s of one batch of ``rows`` requests whose rows use ``k`` distinct adapters, per ``k``."""
+    from services.llm.protocol import GenerateRequest
+
+    async def one(i: int, adapter_id: str) -> int:
+        req = GenerateRequest(
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=max_tokens,
+            temperature=0,
+            ignore_eos=True,
+        )
+        last = None
+        async for chunk in engine.generate(req, adapter_id):
+            last = chunk
+        return last.usage.completion_tokens
+
+    # Warm-up at the measured shape: the first batch of this many rows grows the KV cache.
+    await asyncio.gather(*(one(i, adapter_ids[i % max(DISTINCT)]) for i in range(rows)))
+    out = {}
+    for k in DISTINCT:
+        t0 = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(one(i, adapter_ids[i % k]) for i in range(rows))))
+        out[k] = tokens / (time.perf_counter() - t0)
+    return out
+
+
+async def run_cold_loads(engine, dirs: list[Path], warm_tokens: int) -> dict[str, list[float]]:
+    """A stream runs; after ``warm_tokens`` tokens, ``len(dirs)`` adapters load one after another.
+
+    Returns the stream's inter-token gaps before the loads began (``idle``) and while they ran
+    (``loading``), and per load its whole time (``load``) and its model-thread time (``stall``).
+    Should the stream end before the loads do, another starts (gaps never span two streams).
+    """
+    from services.llm.protocol import GenerateRequest
+
+    req = GenerateRequest(
+        messages=[{"role": "user", "content": QUESTIONS[0]}],
+        max_tokens=engine.max_tokens_limit,
+        temperature=0,
+        ignore_eos=True,
+        logprobs=0,  # one chunk per token, even one that adds no text yet
+    )
+    idle: list[float] = []
+    loading: list[float] = []
+    phase = {"loading": False, "done": False}
+
+    async def stream() -> None:
+        while not phase["done"]:
+            last = None
+            gen = engine.generate(req, "")
+            async for _chunk in gen:
+                now = time.perf_counter()
+                if last is not None:
+                    (loading if phase["loading"] else idle).append(now - last)
+                last = now
+                if phase["done"]:
+                    break
+                if not phase["loading"] and len(idle) >= warm_tokens:
+                    phase["loading"] = True
+            await gen.aclose()
+
+    async def loads() -> list[tuple[float, float]]:
+        while not phase["loading"]:
+            await asyncio.sleep(0.01)
+        before = len(engine.load_timings)
+        for i, d in enumerate(dirs):
+            await engine.load_adapter(f"cold{i}/expert@v1", d)
+        phase["done"] = True
+        return list(engine.load_timings)[before:]
+
+    _, timings = await asyncio.gather(stream(), loads())
+    return {
+        "idle": idle,
+        "loading": loading,
+        "load": [t for t, _ in timings],
+        "stall": [m for _, m in timings],
+    }
+
+
 def run_naive(peft_model, tokenizer, jobs, max_tokens: int) -> tuple[float, list[float], list[float], int]:
     """One request at a time, ``set_adapter`` per request; all requests arrived at t0."""
     import contextlib
@@ -262,6 +350,7 @@ def main() -> None:
     ap.add_argument("--requests-per-tenant", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--max-lora-rank", type=int, default=64, help="slot rank (platform.max_lora_rank)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="auto", help="auto (bf16 where supported), float32, bfloat16")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -288,9 +377,10 @@ def main() -> None:
     path = resolve_model(args.model, args.models_dir)
     tokenizer = load_tokenizer(path)
     with tempfile.TemporaryDirectory(prefix="adept-bench-serving-") as tmp:
-        adapters = make_adapters(load_causal_lm(path, device="cpu", dtype="float32"), Path(tmp), TENANTS)
+        every = make_adapters(load_causal_lm(path, device="cpu", dtype="float32"), Path(tmp), max(DISTINCT))
+        adapters = dict(list(every.items())[:TENANTS])
         jobs = workload(list(adapters), per_tenant)
-        stage(f"{len(adapters)} adapters written; running our engine on {len(jobs)} requests")
+        stage(f"{len(every)} adapters written; running our engine on {len(jobs)} requests")
 
         # (a) our engine: cold-load every adapter (timed), then the whole workload at once.
         engine = Engine(
@@ -302,11 +392,13 @@ def main() -> None:
             default_max_tokens=max_tokens,
             max_queued_requests=4096,  # the fairness flood must queue, not be refused
             max_queued_per_tenant=4096,
+            max_loras=max(DISTINCT),
+            max_lora_rank=args.max_lora_rank,
         )
 
         async def ours():
             loads, stalls = [], []
-            for adapter_id, adapter_dir in adapters.items():
+            for adapter_id, adapter_dir in every.items():
                 started = time.perf_counter()
                 await engine.load_adapter(adapter_id, adapter_dir)
                 loads.append(time.perf_counter() - started)
@@ -315,20 +407,47 @@ def main() -> None:
             result = await run_engine(engine, jobs, max_tokens)
             kv = engine.kv_cache_bytes
             stage(
+                f"distinct adapters: one batch of {DISTINCT[-1]} rows using {', '.join(map(str, DISTINCT))} adapters"
+            )
+            distinct = await run_distinct(engine, list(every), max(DISTINCT), max_tokens)
+            stage(
                 "fairness: lone, returning and long-prompt tenants' first token under another tenant's flood"
             )
             fair = await run_fairness(engine, list(adapters), max_tokens, 4 * args.max_batch_size)
-            stage("constrained decoding: the same batch free and under a JSON schema")
-            constrained = await run_constrained(
-                engine, list(adapters), min(len(jobs), args.max_batch_size), max_tokens
-            )
+            constrained: tuple[float | None, float | None] = (None, None)
+            if importlib.util.find_spec("xgrammar") is None:
+                stage("constrained decoding: NOT MEASURED, xgrammar is not installed here")
+            else:
+                stage("constrained decoding: the same batch free and under a JSON schema")
+                constrained = await run_constrained(
+                    engine, list(adapters), min(len(jobs), args.max_batch_size), max_tokens
+                )
             await engine.close()
-            return (loads, stalls), result, kv, fair, constrained
+            return (loads, stalls), result, kv, fair, constrained, distinct
 
         load_before = os.getloadavg()
-        (loads, stalls), (a_wall, a_lat, a_ttft, a_tokens), kv, fair, (free_tps, json_tps) = asyncio.run(
-            ours()
+        (loads, stalls), (a_wall, a_lat, a_ttft, a_tokens), kv, fair, (free_tps, json_tps), distinct = (
+            asyncio.run(ours())
         )
+        stage(f"cold loads: {COLD_LOADS} adapters load while a stream runs (a fresh engine)")
+        cold_engine = Engine(
+            load_causal_lm(path, device=args.device, dtype=args.dtype),
+            tokenizer,
+            batch_wait_ms=0,
+            max_tokens_limit=4000,
+            max_loras=COLD_LOADS,
+            max_lora_rank=args.max_lora_rank,
+        )
+
+        async def cold():
+            try:
+                return await run_cold_loads(
+                    cold_engine, list(every.values())[:COLD_LOADS], 10 if args.quick else 30
+                )
+            finally:
+                await cold_engine.close()
+
+        cold_run = asyncio.run(cold())
         _kv_now, kv_peak, kv_budget = kv
 
         stage(f"ours: {a_tokens} tokens in {a_wall:.1f}s; running the naive baseline")
@@ -364,12 +483,31 @@ def main() -> None:
         ["server", "tokens/s", "p50 latency s", "p99 latency s", "p50 TTFT s", "p99 TTFT s", "wall s"],
         rows,
     )
-    print(f"throughput ratio: {ratio:.2f}x (goal >= 4x)")
+    print(f"throughput ratio: {ratio:.2f}x (goal >= 6x)")
     print(f"adapter cold load: mean {sum(loads) / len(loads) * 1000:.0f} ms, max {max(loads) * 1000:.0f} ms")
     print(
         f"  of which on the model thread (holding up the batch): mean {sum(stalls) / len(stalls) * 1000:.0f} ms, "
         f"max {max(stalls) * 1000:.0f} ms"
     )
+    gap_idle = percentile(cold_run["idle"], 50)
+    gap_max = max(cold_run["loading"])
+    stall_p50, stall_p95 = percentile(cold_run["stall"], 50) * 1000, percentile(cold_run["stall"], 95) * 1000
+    load_p50, load_p95 = percentile(cold_run["load"], 50) * 1000, percentile(cold_run["load"], 95) * 1000
+    print_table(
+        f"LoRA slots: one batch of {max(DISTINCT)} rows, {max_tokens} tokens each; {COLD_LOADS} cold loads "
+        f"under a running stream (max_lora_rank {args.max_lora_rank})",
+        ["figure", "value", "baseline", "baseline value", "ratio"],
+        [
+            *[(f"tokens/s, {k} distinct adapters in the batch", tps, "tokens/s, 1 adapter", distinct[1],
+               f"{tps / distinct[1]:.2f}x") for k, tps in distinct.items()],
+            ("cold load on the model thread, p50 (ms)", stall_p50, "whole cold load, p50 (ms)", load_p50,
+             f"{stall_p50 / load_p50:.3f}"),
+            ("cold load on the model thread, p95 (ms)", stall_p95, "whole cold load, p95 (ms)", load_p95,
+             f"{stall_p95 / load_p95:.3f}"),
+            (f"longest inter-token gap while {COLD_LOADS} adapters load (ms)", gap_max * 1000,
+             "median inter-token gap, none loading (ms)", gap_idle * 1000, f"{gap_max / gap_idle:.2f}x"),
+        ],
+    )  # fmt: skip
     memory_ratio = kv_peak / kv_budget
     flood = f"{4 * args.max_batch_size}-request flood"
     print_table(
@@ -378,8 +516,8 @@ def main() -> None:
         [
             *[(f"{name} tenant TTFT under a {flood} (s)", under, f"{name} tenant TTFT, idle replica (s)", alone,
                f"{under / alone:.2f}x") for name, (alone, under) in fair.items()],
-            ("tokens/s, every row under a JSON schema", json_tps, "tokens/s, the same batch free", free_tps,
-             f"{json_tps / free_tps:.2f}x"),
+            *([("tokens/s, every row under a JSON schema", json_tps, "tokens/s, the same batch free", free_tps,
+                f"{json_tps / free_tps:.2f}x")] if json_tps else []),
             ("peak KV cache (MiB)", kv_peak / 2**20, "KV budget (MiB)", kv_budget / 2**20, f"{memory_ratio:.4f}"),
             ("peak KV cache (MiB)", kv_peak / 2**20,
              f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len}) (MiB)",
@@ -400,8 +538,15 @@ def main() -> None:
         *[Figure(f"{name} tenant TTFT under a {flood} of another tenant", under, "s",
                  f"{name} tenant TTFT, idle replica", alone, higher_is_better=False)
           for name, (alone, under) in fair.items()],
-        Figure("generated tokens/s with json_schema (same batch)", json_tps, "tokens/s", "free text", free_tps,
-               note="xgrammar logits masking per row"),
+        *([Figure("generated tokens/s with json_schema (same batch)", json_tps, "tokens/s", "free text", free_tps,
+                  note="xgrammar logits masking per row")] if json_tps else []),
+        *[Figure(f"generated tokens/s, {k} distinct adapters in one batch of {max(DISTINCT)}", tps, "tokens/s",
+                 "1 adapter, same batch", distinct[1], note="LoRA slots: gather + batched matmul")
+          for k, tps in distinct.items() if k != 1],
+        Figure("adapter cold load on the model thread, p50", stall_p50, "ms", "whole cold load, p50", load_p50,
+               higher_is_better=False, note=f"p95 {stall_p95:.1f} ms vs {load_p95:.0f} ms; goal p50 < 20 ms"),
+        Figure(f"longest inter-token gap of a stream while {COLD_LOADS} adapters load", gap_max * 1000, "ms",
+               "median inter-token gap, none loading", gap_idle * 1000, higher_is_better=False),
         Figure("peak KV cache vs the budget", kv_peak / 2**20, "MiB", "KV budget", kv_budget / 2**20, higher_is_better=False),
         Figure("peak KV cache vs a dense cache", kv_peak / 2**20, "MiB",
                f"dense per-row cache of the full window ({args.max_batch_size} x {engine.max_model_len})",
@@ -429,6 +574,13 @@ def main() -> None:
             "constrained_tokens_per_s": {"free": free_tps, "json_schema": json_tps},
             "adapter_cold_load_ms": {"mean": sum(loads) / len(loads) * 1000, "max": max(loads) * 1000},
             "adapter_model_thread_ms": {"mean": sum(stalls) / len(stalls) * 1000, "max": max(stalls) * 1000},
+            "max_lora_rank": args.max_lora_rank,
+            "distinct_adapters_tokens_per_s": {str(k): v for k, v in distinct.items()},
+            "cold_loads": {"count": COLD_LOADS, "model_thread_ms": {"p50": stall_p50, "p95": stall_p95},
+                           "whole_load_ms": {"p50": load_p50, "p95": load_p95},
+                           "gap_ms": {"idle_median": gap_idle * 1000, "loading_max": gap_max * 1000,
+                                      "idle_samples": len(cold_run["idle"]),
+                                      "loading_samples": len(cold_run["loading"])}},
             "load_average_1m": {"before": load_before[0], "after": load_after[0]},
         },
         figures=figures,

@@ -27,7 +27,7 @@ class Sequence:
     request_id: str
     tenant: str
     prompt_ids: list[int]
-    slot: str  # peft adapter name, or "__base__"
+    slot: int  # the adapter's LoRA slot, or -1 (``lora_slots.BASE``) for the base model
     adapter_id: str  # "" for the base model
     max_tokens: int
     temperature: float

@@ -1,15 +1,21 @@
 """The HF engine: one base model, many LoRA adapters, continuous mixed-adapter batching, streaming.
 
 No Ray Serve or FastAPI here (``deployment.py`` wraps this). One asyncio task runs the loop; every
-model call (forward passes, adapter injection and removal) runs on one dedicated thread
+model call (forward passes, copying an adapter into its slot) runs on one dedicated thread
 (``runner.py``), so the event loop keeps accepting and streaming while the model computes, and
-the model's modules never change under a running forward pass.
+the model's weights never change under a running forward pass.
+
+Adapters live in ``max_loras`` preallocated slots (``lora_slots.py``): a cold load reads and
+converts the files on a worker thread, then takes a free slot — or the least recently used idle
+one (no request holds it), or waits, first come first served, until one is — and the model
+thread copies the prepared tensors in between two steps.
 
 Each step: requests are admitted from per-tenant queues, least-served tenant first (the virtual
 token counter, ``scheduler.py``), while the batch has rows and the KV budget has room; a starved
 tenant may preempt a heavier tenant's newest row;
-then the running rows decode one token together (any mix of adapters, via peft's per-row
-``adapter_names``), the admitted ones are prefilled into free cache rows, finished rows leave.
+then the running rows decode one token together (any mix of adapters: each row names its slot,
+one batched LoRA product for all), the admitted ones are prefilled into free cache rows, finished
+rows leave.
 
 The loop is supervised: if it ever dies, every pending request fails with a 503 and
 ``check_health`` raises, so Ray Serve replaces the replica.
@@ -32,7 +38,7 @@ from adept.config.llm import DEFAULT_RAG_INSTRUCTION
 from adept.errors import InvalidRequest, NotFound, Unavailable
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import SlotKVCache, free_memory_bytes, kv_bytes_per_token
-from services.llm.peft_slots import BASE, AdapterSlots
+from services.llm.lora_slots import BASE, LoraSlots
 from services.llm.prompting import PromptBuilder
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import ModelRunner, Outcome
@@ -63,6 +69,9 @@ class EngineObserver:
     def served(self, tenant: str, *, prompt_tokens: int, output_tokens: int) -> None:
         """Tokens processed for ``tenant`` (what fair share charges): prompts when admitted, each output token."""
 
+    def adapter_evicted(self, adapter_id: str) -> None:
+        """The engine evicted ``adapter_id`` (its least recently used idle slot) to load another."""
+
 
 def tenant_of(adapter_id: str) -> str:
     """The tenant owning ``tenant/name@vN`` (``""`` for the base model)."""
@@ -91,6 +100,9 @@ class Engine:
         max_queued_per_tenant: most requests one tenant may have waiting (429 + Retry-After beyond).
         prefill_chunk_tokens: a prompt longer than this is prefilled this many tokens per step,
             between decode steps (chunked prefill), one such prompt at a time.
+        max_loras: adapter slots, i.e. adapters resident at once (``LLMConfig.max_adapters_per_replica``,
+            as for vLLM's ``max_loras``).
+        max_lora_rank: largest LoRA rank a slot holds (``PlatformConfig.max_lora_rank``, as for vLLM).
     """
 
     def __init__(
@@ -110,6 +122,8 @@ class Engine:
         max_queued_requests: int = 256,
         max_queued_per_tenant: int = 64,
         prefill_chunk_tokens: int = 512,
+        max_loras: int = 8,
+        max_lora_rank: int = 64,
     ) -> None:
         model.eval()
         self.tokenizer = tokenizer
@@ -146,7 +160,7 @@ class Engine:
         )
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")
-        self.slots = AdapterSlots(model)
+        self.slots = LoraSlots(model, max_loras=max_loras, max_lora_rank=max_lora_rank)
         cache = SlotKVCache.for_model(
             model, max_rows=max_batch_size, max_cols=self.max_model_len, budget_tokens=kv_cache_tokens
         )
@@ -166,14 +180,21 @@ class Engine:
             max_waiting_per_tenant=max_queued_per_tenant,
             retry_after=self._retry_after,
         )
-        self._adapters: dict[str, str] = {}  # adapter id -> peft adapter name ("slot")
-        self._slot_ids = itertools.count()
-        self._users: collections.Counter[str] = collections.Counter()  # slot -> sequences holding it
-        self._doomed: set[str] = set()  # unloaded while in use: deleted when the last user leaves
+        self._adapters: dict[str, int] = {}  # adapter id -> its slot
+        self._free_slots = list(range(max_loras - 1, -1, -1))  # popped from the end: slot 0 first
+        self._last_use: dict[int, int] = {}  # slot -> tick of its last request or load (LRU)
+        self._ticks = itertools.count()
+        self._slot_waiters: collections.deque[asyncio.Future] = (
+            collections.deque()
+        )  # loads waiting for a slot
+        self._users: collections.Counter[int] = collections.Counter()  # slot -> sequences holding it
+        self._doomed: set[int] = set()  # unloaded while in use: its slot is freed when the last user leaves
         self._inflight: set[Sequence] = set()  # accepted and not yet retired
         self._finish_times: collections.deque[float] = collections.deque(maxlen=64)
         self._dead: BaseException | None = None
-        self.last_inject_s = 0.0  # model-thread time of the last adapter injection (benchmarks)
+        self.last_inject_s = 0.0  # model-thread time of the last adapter load (the copy into its slot)
+        # (seconds the whole load took, seconds of it on the model thread), per cold load: benchmarks, tests.
+        self.load_timings: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="adept-llm")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -196,34 +217,134 @@ class Engine:
     async def load_adapter(self, adapter_id: str, path: str | Path) -> None:
         """Load the PEFT adapter at ``path`` as ``adapter_id`` (no-op if loaded). Errors leave the model as it was.
 
-        Files are read and converted on a worker thread while the batch keeps decoding; only the
-        injection into the model waits for a step boundary on the model thread.
+        The files are read, validated and converted on a worker thread while the batch keeps
+        decoding; then the adapter takes a free slot, or evicts the least recently used idle one, or
+        waits (first come, first served) until a slot is free or idle; only the copy into the slot
+        waits for a step boundary on the model thread.
+
+        Raises:
+            InvalidRequest: the adapter has a feature or rank the slots cannot serve (``adapter_incompatible``).
+            FileNotFoundError, ValueError, OSError, RuntimeError: unreadable or malformed adapter files.
         """
         if adapter_id in self._adapters:
+            self._touch(self._adapters[adapter_id])
             return
+        started = time.perf_counter()
         prepared = await asyncio.to_thread(self.slots.prepare, Path(path))
         if adapter_id in self._adapters:
             return
-        slot = f"adapter_{next(self._slot_ids)}"  # peft names cannot hold '.', '/' or '@'
-        self.last_inject_s = await self._run(self._inject, slot, prepared)
+        slot = await self._claim_slot()
+        if adapter_id in self._adapters:  # loaded by another caller while this one waited for a slot
+            self._give_slot(slot)
+            return
+        try:
+            inject_s = await self._run(self._inject, slot, prepared)
+        except BaseException:
+            self._give_slot(slot)
+            raise
         self._adapters[adapter_id] = slot
+        self._touch(slot)
+        self.last_inject_s = inject_s
+        self.load_timings.append((time.perf_counter() - started, inject_s))
+        if self._slot_waiters:  # loads that found every slot mid-load: some may be idle now
+            self._wake_slot_waiters()
 
-    def _inject(self, slot: str, prepared: Any) -> float:
-        """Model thread: inject a prepared adapter; return how long the batch was held up (seconds)."""
+    def _inject(self, slot: int, prepared: Any) -> float:
+        """Model thread: copy a prepared adapter into ``slot``; return how long the batch was held up (seconds)."""
         started = time.perf_counter()
         self.slots.inject(slot, prepared)
         return time.perf_counter() - started
 
     async def unload_adapter(self, adapter_id: str) -> bool:
-        """Forget ``adapter_id``; its weights go as soon as no request uses them. False if not loaded."""
+        """Forget ``adapter_id``; its slot is freed as soon as no request uses it. False if not loaded."""
         slot = self._adapters.pop(adapter_id, None)
         if slot is None:
             return False
         if self._users[slot] > 0:
             self._doomed.add(slot)
         else:
-            await self._run(self.slots.remove, slot)
+            self._give_slot(slot)
         return True
+
+    # -- slots (event loop only) --------------------------------------------------------------
+    @property
+    def slot_waiters(self) -> int:
+        """Loads waiting for a slot (every slot holds an adapter a request is using)."""
+        return sum(not f.done() for f in self._slot_waiters)
+
+    def _touch(self, slot: int) -> None:
+        self._last_use[slot] = next(self._ticks)
+
+    async def _claim_slot(self) -> int:
+        """A slot for a new adapter: a free one, else the LRU idle one (evicted), else wait in line."""
+        if not self._slot_waiters:
+            slot = self._free_slot_now()
+            if slot is not None:
+                return slot
+        waiter = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give_slot(waiter.result())  # handed a slot just as its caller went away
+            raise
+        finally:
+            if waiter in self._slot_waiters:
+                self._slot_waiters.remove(waiter)
+
+    def _free_slot_now(self) -> int | None:
+        if self._free_slots:
+            return self._free_slots.pop()
+        idle = [(self._last_use.get(s, -1), a, s) for a, s in self._adapters.items() if self._users[s] <= 0]
+        if not idle:
+            return None
+        _tick, adapter_id, slot = min(idle)
+        del self._adapters[adapter_id]
+        self.slots.release(slot)
+        self.observer.adapter_evicted(adapter_id)
+        log.info(
+            "adapter %s evicted from slot %d (least recently used, idle) for a new load", adapter_id, slot
+        )
+        return slot
+
+    def _give_slot(self, slot: int) -> None:
+        """``slot`` holds no adapter any more: hand it to the first waiting load, else keep it free."""
+        self.slots.release(slot)
+        self._users.pop(slot, None)
+        self._free_slots.append(slot)
+        self._wake_slot_waiters()
+
+    def _wake_slot_waiters(self) -> None:
+        """Serve waiting loads, in order, while a slot is free or idle."""
+        while self._slot_waiters:
+            waiter = self._slot_waiters[0]
+            if waiter.done():
+                self._slot_waiters.popleft()
+                continue
+            slot = self._free_slot_now()
+            if slot is None:
+                return
+            self._slot_waiters.popleft()
+            waiter.set_result(slot)
+
+    def _hold(self, slot: int) -> None:
+        if slot != BASE:
+            self._users[slot] += 1
+            self._touch(slot)
+
+    def _unhold(self, slot: int) -> None:
+        """One request gave back its hold on ``slot``: free a doomed slot, or let a waiting load evict it."""
+        if slot == BASE:
+            return
+        self._users[slot] -= 1
+        if self._users[slot] > 0:
+            return
+        if slot in self._doomed:
+            self._doomed.discard(slot)
+            self._give_slot(slot)
+        elif self._slot_waiters:
+            self._wake_slot_waiters()
 
     # -- generation -------------------------------------------------------------------------
     async def count_tokens(self, texts: list[str]) -> list[int]:
@@ -258,36 +379,42 @@ class Engine:
             )
         slot = BASE
         if adapter_id:
-            slot = self._adapters.get(adapter_id, "")
-            if not slot:
+            slot = self._adapters.get(adapter_id, BASE)
+            if slot == BASE:
                 raise NotFound(f"adapter {adapter_id} is not loaded on this replica", code="model_not_found")
-        prompt = await self.prompt_worker.build(req, max_tokens)  # size checked first, tokenized off the loop
-        if req.max_tokens is None:
-            max_tokens = min(cap, self.max_model_len - len(prompt.ids))
-        grammar = await self._grammar(req)
-        seq = Sequence(
-            request_id=req.request_id,
-            tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
-            prompt_ids=prompt.ids,
-            slot=slot,
-            adapter_id=adapter_id,
-            max_tokens=max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            generator=make_generator(req.seed, self.device),
-            stream=TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids),
-            queue=asyncio.Queue(),
-            passages_used=prompt.passages_used,
-            ignore_eos=req.ignore_eos and grammar is None,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            logit_bias=req.logit_bias,
-            logprobs=req.logprobs,
-            grammar=grammar,
-        )
-        self._ensure_loop()
-        self.waiting.push(seq)  # raises 429/503 before anything is held
-        self._users[slot] += 1
+        self._hold(slot)  # before any await: an idle slot could otherwise be evicted and refilled meanwhile
+        try:
+            prompt = await self.prompt_worker.build(
+                req, max_tokens
+            )  # size checked first, tokenized off the loop
+            if req.max_tokens is None:
+                max_tokens = min(cap, self.max_model_len - len(prompt.ids))
+            grammar = await self._grammar(req)
+            seq = Sequence(
+                request_id=req.request_id,
+                tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
+                prompt_ids=prompt.ids,
+                slot=slot,
+                adapter_id=adapter_id,
+                max_tokens=max_tokens,
+                temperature=req.temperature,
+                top_p=req.top_p,
+                generator=make_generator(req.seed, self.device),
+                stream=TextStream(self.tokenizer, req.stop, prompt_ids=prompt.ids),
+                queue=asyncio.Queue(),
+                passages_used=prompt.passages_used,
+                ignore_eos=req.ignore_eos and grammar is None,
+                presence_penalty=req.presence_penalty,
+                frequency_penalty=req.frequency_penalty,
+                logit_bias=req.logit_bias,
+                logprobs=req.logprobs,
+                grammar=grammar,
+            )
+            self._ensure_loop()
+            self.waiting.push(seq)  # raises 429/503: the request never ran
+        except BaseException:
+            self._unhold(slot)
+            raise
         self._inflight.add(seq)
         self._kick()
         try:
@@ -489,18 +616,14 @@ class Engine:
             self.observer.tokens(adapter_id, n)
 
     async def _retire(self, seqs: list[Sequence]) -> None:
-        """Give back each sequence's hold on its adapter, exactly once; remove doomed adapters."""
+        """Give back each sequence's hold on its adapter's slot, exactly once."""
         for seq in seqs:
             self._inflight.discard(seq)
             if seq.released:
                 continue
             seq.released = True
             self.waiting.finished(seq)
-            self._users[seq.slot] -= 1
-            if seq.slot in self._doomed and self._users[seq.slot] <= 0:
-                self._doomed.discard(seq.slot)
-                del self._users[seq.slot]
-                await self._run(self.slots.remove, seq.slot)
+            self._unhold(seq.slot)
 
     def _fail_all(self, error: Any) -> None:
         """The loop is gone: every accepted request gets ``error()`` instead of hanging.

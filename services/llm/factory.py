@@ -80,5 +80,7 @@ def build_engine(
         kv_cache_tokens=llm.kv_cache_tokens,
         kv_memory_fraction=llm.kv_memory_fraction,
         prefill_chunk_tokens=llm.prefill_chunk_tokens,
+        max_loras=llm.max_adapters_per_replica,  # the same slots as vLLM's max_loras, one setting
+        max_lora_rank=platform.max_lora_rank,
         **common,
     )

@@ -26,7 +26,7 @@ import torch
 from adept.errors import AdeptError, Overloaded
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import chunk_mask, decode_mask, prefill_mask
-from services.llm.peft_slots import AdapterSlots
+from services.llm.lora_slots import LoraSlots
 from services.llm.protocol import TokenLogprob, TopLogprob
 from services.llm.sampling import adjust_logits, sample_batch
 
@@ -64,7 +64,7 @@ class ModelRunner:
 
     def __init__(
         self,
-        slots: AdapterSlots,
+        slots: LoraSlots,
         batch: RunningBatch,
         *,
         eos_ids: set[int],
@@ -123,7 +123,7 @@ class ModelRunner:
                 past_key_values=self.batch.cache.for_chunk(row, start, width),
                 use_cache=True,
                 logits_to_keep=1,
-                adapter_names=[seq.slot],
+                slots=[seq.slot],
             )
         except Exception as e:
             self.batch.filling = None
@@ -167,7 +167,7 @@ class ModelRunner:
             past_key_values=self.batch.cache.for_decode(start, stop, positions, width),
             use_cache=True,
             logits_to_keep=1,
-            adapter_names=[s.slot for s in rows],
+            slots=[s.slot for s in rows],
         )
         for s in rows:
             s.cache_len += 1
@@ -222,7 +222,7 @@ class ModelRunner:
             past_key_values=self.batch.cache.for_prefill(start, start + len(seqs), width),
             use_cache=True,
             logits_to_keep=torch.tensor(last, device=self.device),
-            adapter_names=[s.slot for s in seqs],
+            slots=[s.slot for s in seqs],
         )
         for seq, n in zip(seqs, lens, strict=True):
             seq.cache_len = n

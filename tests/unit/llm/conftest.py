@@ -45,7 +45,7 @@ def one_torch_thread():
 
 @pytest.fixture
 def make_engine(tiny_phi3: Path):
-    """Build engines on a freshly loaded tiny model (peft wraps a model in place, so never share one)."""
+    """Build engines on a freshly loaded tiny model (LoRA slots wrap its layers in place, so never share one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.llm.engine import Engine
@@ -94,7 +94,7 @@ def inject_fault(engine, predicate, error: BaseException):
     peft), so a test can fail exactly one request's prefill or one row's decode step. This injects a
     failure (as a CUDA OOM would strike); it does not stand in for any component.
     """
-    body = engine.slots.model.model  # the decoder stack; peft wraps the outer model, not this module
+    body = engine.slots.model.model  # the decoder stack (LoRA slots wrap its linear layers, not it)
 
     def hook(_module, _args, kwargs):
         if predicate(kwargs.get("input_ids"), kwargs.get("position_ids")):

@@ -13,6 +13,7 @@ import pytest
 from adept.adapters import AdapterRegistry
 from adept.errors import NotFound
 from services.llm.adapters import AdapterLoader, AdapterLoadError
+from services.llm.engine import EngineObserver
 from tests.unit.llm.conftest import chat, collect, run
 
 
@@ -148,7 +149,7 @@ def test_adapters_run_in_the_base_models_dtype(tiny_phi3, lora_dirs):
     engine = Engine(model, AutoTokenizer.from_pretrained(tiny_phi3), batch_wait_ms=0, max_tokens_limit=64)
     try:
         run(engine.load_adapter("acme/a1@v1", lora_dirs["a1"]))
-        lora = {p.dtype for n, p in engine.slots.peft.named_parameters() if "lora_" in n}
+        lora = {t.dtype for pair in engine.slots._stacks.values() for t in pair}
         assert lora == {torch.bfloat16}
         _, last, _ = run(collect(engine, chat("who does repair", max_tokens=4), "acme/a1@v1"))
         assert last.usage.completion_tokens == 4
@@ -172,3 +173,129 @@ def test_a_loaded_adapter_does_not_depend_on_its_files(make_engine, lora_dirs, t
 
     before, after = run(main())
     assert before == after
+
+
+class Evictions(EngineObserver):
+    def __init__(self) -> None:
+        self.evicted: list[str] = []
+
+    def adapter_evicted(self, adapter_id: str) -> None:
+        self.evicted.append(adapter_id)
+
+
+def test_a_full_replica_evicts_its_least_recently_used_idle_adapter(make_engine, lora_dirs):
+    observer = Evictions()
+    engine = make_engine(max_loras=2, observer=observer)
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        await engine.load_adapter("acme/a2@v1", lora_dirs["a2"])
+        a1_before, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")  # a1 used last
+        await engine.load_adapter("acme/a3@v1", lora_dirs["a3"])  # no free slot: a2 (LRU, idle) goes
+        a1_after, _, _ = await collect(engine, chat("who does repair"), "acme/a1@v1")
+        return a1_before, a1_after
+
+    before, after = run(main())
+    assert engine.loaded_adapters == ["acme/a1@v1", "acme/a3@v1"] and observer.evicted == ["acme/a2@v1"]
+    assert before == after  # a1's slot was not touched
+    assert sorted(engine.slots.names) == sorted([str(lora_dirs["a1"]), str(lora_dirs["a3"])])
+
+
+def test_a_load_waits_for_a_slot_while_every_slot_serves_a_request(make_engine, lora_dirs):
+    """One slot, a stream on it: the next adapter's load waits (no crash, no eviction of a busy slot)."""
+    import threading
+
+    engine = make_engine(max_loras=1)
+    gate = threading.Event()  # holds the stream's decode steps until the load is seen waiting
+    held = {"armed": False}
+
+    def hold_decode(_module, _args, kwargs):
+        if held["armed"] and kwargs["input_ids"].shape[1] == 1:
+            assert gate.wait(timeout=120), "the load never queued for a slot"
+
+    engine.slots.model.model.register_forward_pre_hook(hold_decode, with_kwargs=True)
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        alone, _, _ = await collect(
+            engine, chat("restore power", max_tokens=24, ignore_eos=True), "acme/a1@v1"
+        )
+        stream = engine.generate(chat("restore power", max_tokens=24, ignore_eos=True), "acme/a1@v1")
+        parts = [(await stream.__anext__()).text]
+        held["armed"] = True  # the stream cannot finish (and free its slot) before the load queues
+        load = asyncio.ensure_future(engine.load_adapter("acme/a2@v1", lora_dirs["a2"]))
+        while engine.slot_waiters == 0:  # the load has read its files and waits for a slot
+            assert not load.done(), load
+            await asyncio.sleep(0.01)
+        assert engine.loaded_adapters == ["acme/a1@v1"]
+        gate.set()
+        parts += [chunk.text async for chunk in stream]  # the busy slot keeps serving its stream
+        await load
+        return alone, "".join(parts)
+
+    alone, during = run(main())
+    assert during == alone
+    assert engine.loaded_adapters == ["acme/a2@v1"] and engine.slot_waiters == 0
+
+
+def test_a_stream_keeps_going_while_ten_adapters_load(make_engine, tiny_phi3, tmp_path):
+    """Every one of ten cold loads reads its files only once the stream has produced another token.
+
+    If reading or converting ran on the model thread, the stream could not move and the load would
+    wait for ever (the test's timeout); only the copy into the slot runs there, between steps.
+    """
+    import threading
+
+    from transformers import AutoModelForCausalLM
+
+    from tests.unit.llm.conftest import make_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_phi3)
+    dirs = [make_lora(model, tmp_path / f"t{i}", seed=20 + i) for i in range(10)]
+    engine = make_engine(max_loras=4)  # fewer slots than adapters: loads evict idle ones too
+    tokens: list[int] = [0]  # tokens streamed so far (logprobs=0: one chunk per token)
+    threads: set[str] = set()
+    prepare = engine.slots.prepare
+    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def gated_prepare(path):
+        threads.add(threading.current_thread().name)
+        seen = tokens[0]
+        moved = threading.Event()
+
+        def check() -> None:
+            if tokens[0] > seen:
+                moved.set()
+            else:
+                loop_holder["loop"].call_later(0.005, check)
+
+        loop_holder["loop"].call_soon_threadsafe(check)
+        assert moved.wait(timeout=120), "no token streamed while an adapter was being read"
+        return prepare(path)
+
+    engine.slots.prepare = gated_prepare
+
+    async def main():
+        loop_holder["loop"] = asyncio.get_running_loop()
+        req = chat("restore power", max_tokens=100, ignore_eos=True, logprobs=0)
+        solo, _, _ = await collect(engine, req)
+        stream = engine.generate(req, "")
+        parts = [(await stream.__anext__()).text]
+        loads = asyncio.ensure_future(
+            asyncio.gather(*(engine.load_adapter(f"t{i}/x@v1", d) for i, d in enumerate(dirs)))
+        )
+        async for chunk in stream:
+            parts.append(chunk.text)
+            tokens[0] += 1
+            if loads.done():
+                break
+        await loads
+        parts += [chunk.text async for chunk in stream]
+        return solo, "".join(parts)
+
+    solo, during = run(main())
+    assert during == solo  # the loads did not change the running stream either
+    assert not any(t.startswith("adept-llm") for t in threads)
+    assert len(engine.load_timings) == 10 and len(engine.loaded_adapters) == 4
+    # What the model thread spent per load (the copy into a slot) is part of that load's time.
+    assert all(0 < on_model <= total for total, on_model in engine.load_timings)
