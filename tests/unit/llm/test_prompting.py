@@ -94,3 +94,15 @@ def test_cited_numbers():
     assert cited_numbers("0.80 m [2]. Also [1, 3] and [2] again, not [7].", 3) == [2, 1, 3]
     assert cited_numbers("no citation", 3) == []
     assert cited_numbers("[0] [4]", 3) == []
+
+
+def test_rag_settings_are_checked():
+    from pydantic import ValidationError
+
+    from adept.config.llm import LLMConfig
+
+    assert LLMConfig().rag_max_passages == "auto" and len(LLMConfig().rag_examples) == 2
+    assert LLMConfig(rag_max_passages=2, rag_examples=[]).rag_examples == []
+    for bad in ({"rag_max_passages": 0}, {"rag_max_passages": "all"}, {"rag_examples": [{"question": "q"}]}):
+        with pytest.raises(ValidationError):
+            LLMConfig(**bad)
