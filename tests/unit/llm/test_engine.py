@@ -190,7 +190,9 @@ def test_passages_fit_the_budget_and_usage_counts_the_rendered_prompt(make_engin
 
 def test_the_auto_passage_budget_gives_a_small_model_the_top_passage(make_engine):
     engine = make_engine(max_model_len=1024)  # the tiny model: far under 1 B parameters
-    req = chat("what does OC-7 mean", max_tokens=8, passages=["OC-7 is a blown fuse.", "Tariff B is 12 cents."])
+    req = chat(
+        "what does OC-7 mean", max_tokens=8, passages=["OC-7 is a blown fuse.", "Tariff B is 12 cents."]
+    )
     built = engine.prompts.build(req, 8)
     assert built.passages_used == [0]
     _, last, _ = run(collect(engine, req))
