@@ -19,9 +19,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 # Measured on the held-out half: see the README ("The demo's four routes"); floors sit below it.
-MIN_RAG_CONTAINED = 0.3
-MIN_F1_LIFT = 0.15
-MIN_CITATION_PRECISION = 0.8
+MIN_RAG_CONTAINED = 0.25  # measured 0.35
+MIN_F1_LIFT = 0.12  # measured +0.19 (0.018 -> 0.212)
+MIN_CITATION_PRECISION = 0.8  # measured 1.00
 
 
 def _free_port() -> int:
