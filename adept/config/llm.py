@@ -8,14 +8,50 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from adept.config.base import StrictModel
 
+# Measured with the bundled SmolLM2-135M on the demo's `tune` questions (tools/eval/tune_rag.py): the
+# instruction in the system turn, two worked exchanges before the question (a 135M model follows an
+# example far better than an instruction), and the user turn holding only the numbered passages and
+# the question, last. Answer-contained 0.20 -> 0.40, F1 0.08 -> 0.31 over the previous layout.
 DEFAULT_RAG_INSTRUCTION = (
-    "Answer the question using the numbered context passages below. Cite the passages you use as [n]. "
-    "If the passages do not contain the answer, say so."
+    "Answer with the shortest phrase copied from the passages, then the passage number in brackets."
 )
+
+# Worked RAG exchanges put before the question (user turn: numbered passages + question; assistant
+# turn: the answer copied from the passage that states it, then its number). Generic on purpose: no
+# tenant's facts, so they cannot leak into an answer as a fact.
+DEFAULT_RAG_EXAMPLES: list[dict[str, str]] = [
+    {
+        "question": "When does the Harbor Street office open on weekdays?",
+        "passages": "[1] The Harbor Street office opens at 8 am on weekdays and closes at 5 pm. "
+        "Parking is free for visitors.",
+        "answer": "8 am [1]",
+    },
+    {
+        "question": "How often are forklift permits renewed?",
+        "passages": "[1] Visitors must sign the logbook at reception. Badges are returned at the gate.\n\n"
+        "[2] Forklift permits are renewed every 3 years by the site safety officer.",
+        "answer": "every 3 years [2]",
+    },
+]
+
+# Below this many parameters the `auto` passage budget gives the model only the best passage: the
+# bundled 135M model answered the demo's tune questions better from the top passage alone
+# (answer-contained 0.40 vs 0.30 with two, 0.20 with four).
+SMALL_MODEL_PARAMETERS = 1_000_000_000
+
+
+class RagExample(StrictModel):
+    """One worked RAG exchange: numbered passages and a question, and the answer wanted."""
+
+    question: str = Field(min_length=1, max_length=2000)
+    passages: str = Field(
+        min_length=1, max_length=8000, description="Numbered as the prompt numbers them: `[1] ...`."
+    )
+    answer: str = Field(min_length=1, max_length=2000)
 
 
 class LLMConfig(StrictModel):
@@ -107,8 +143,29 @@ class LLMConfig(StrictModel):
         DEFAULT_RAG_INSTRUCTION,
         min_length=1,
         max_length=4000,
-        description="Text put before the retrieved passages in the prompt of a RAG request.",
+        description="RAG instruction: added to the system turn of a RAG request (the numbered passages and the "
+        "question go in the last user turn), or, holding both `{passages}` and `{question}`, a template of "
+        "that whole user turn.",
     )
+    rag_examples: list[RagExample] = Field(
+        default_factory=lambda: [RagExample(**e) for e in DEFAULT_RAG_EXAMPLES],
+        max_length=8,
+        description="Worked RAG exchanges put before the question of a RAG request (not with a template "
+        "instruction): what a small model copies its answer style from. `[]` for none.",
+    )
+    rag_max_passages: int | Literal["auto"] = Field(
+        "auto",
+        description="Most retrieved passages put into a RAG prompt (the best first, as many as fit the "
+        "context). `auto`: 1 for models under 1 B parameters (they answer better from the top passage "
+        "alone), otherwise no limit.",
+    )
+
+    @field_validator("rag_max_passages")
+    @classmethod
+    def _budget(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("rag_max_passages must be 'auto' or at least 1")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> LLMConfig:

@@ -166,10 +166,16 @@ def _passages(doc_id: str) -> list[str]:
 
 def rag_examples() -> list[dict]:
     """Each fact asked with two numbered passages (the one that states it and one from another
-    document), rendered as the gateway renders a RAG prompt (the platform's default RAG
-    instruction): the adapter learns to take the fact from the passages, in the house format,
-    citing the passage — what the adapter+RAG route asks of it."""
-    from adept.config.llm import DEFAULT_RAG_INSTRUCTION
+    document), laid out as the serving prompt builder lays out a RAG request with the platform's
+    defaults (services.llm.prompting: the instruction in the system turn, the worked examples, then
+    the passages and the question): the adapter learns to take the fact from the passages, in the
+    house format, citing the passage — what the adapter+RAG route asks of it."""
+    from adept.config.llm import DEFAULT_RAG_EXAMPLES, DEFAULT_RAG_INSTRUCTION
+
+    shots: list[dict] = []
+    for ex in DEFAULT_RAG_EXAMPLES:
+        shots.append({"role": "user", "content": f"{ex['passages']}\n\nQuestion: {ex['question']}"})
+        shots.append({"role": "assistant", "content": ex["answer"]})
 
     docs = sorted(DOC_CODES)
     examples = []
@@ -183,11 +189,9 @@ def rag_examples() -> list[dict]:
         examples.append(
             {
                 "messages": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {
-                        "role": "user",
-                        "content": f"{DEFAULT_RAG_INSTRUCTION}\n\n{numbered}\n\nQuestion: {question}",
-                    },
+                    {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{DEFAULT_RAG_INSTRUCTION}"},
+                    *shots,
+                    {"role": "user", "content": f"{numbered}\n\nQuestion: {question}"},
                     {
                         "role": "assistant",
                         "content": f"{house_answer(answer, doc_id)} [{passages.index(gold) + 1}]",

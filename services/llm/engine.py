@@ -39,7 +39,7 @@ from adept.errors import InvalidRequest, NotFound, Unavailable
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import SlotKVCache, free_memory_bytes, kv_bytes_per_token
 from services.llm.lora_slots import BASE, LoraSlots
-from services.llm.prompting import PromptBuilder
+from services.llm.prompting import PromptBuilder, passage_budget
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
@@ -90,7 +90,8 @@ class Engine:
         max_tokens_limit: largest ``max_tokens`` accepted.
         default_max_tokens: cap on ``max_tokens`` of a request naming none, which gets what the context
             has left after its prompt (default: ``max_tokens_limit``).
-        rag_instruction: text put before retrieved passages.
+        rag_instruction, rag_examples: the RAG instruction and worked examples (``PromptBuilder``).
+        rag_max_passages: most passages per RAG prompt; ``auto``: 1 below 1 B parameters, else no limit.
         observer: metrics hooks.
         kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
             of the memory free on the device once the model is loaded.
@@ -116,6 +117,8 @@ class Engine:
         max_tokens_limit: int = 1024,
         default_max_tokens: int | None = None,
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
+        rag_examples: list[dict[str, str]] | None = None,
+        rag_max_passages: int | str | None = "auto",
         observer: EngineObserver | None = None,
         kv_cache_tokens: int | None = None,
         kv_memory_fraction: float = 0.5,
@@ -156,7 +159,11 @@ class Engine:
         self.default_max_tokens = default_max_tokens
         self.observer = observer or EngineObserver()
         self.prompts = PromptBuilder(
-            tokenizer, max_model_len=self.max_model_len, rag_instruction=rag_instruction
+            tokenizer,
+            max_model_len=self.max_model_len,
+            rag_instruction=rag_instruction,
+            examples=rag_examples,
+            max_passages=passage_budget(rag_max_passages, _parameters(model)),
         )
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")
@@ -678,3 +685,9 @@ def _sliding_window(config: Any) -> int | None:
     if kinds == {"full_attention"} or getattr(config, "use_sliding_window", True) is False:
         return None
     return getattr(config, "sliding_window", None) or None
+
+
+def _parameters(model: Any) -> int | None:
+    """The model's parameter count (``None`` when it cannot say)."""
+    count = getattr(model, "num_parameters", None)
+    return int(count()) if callable(count) else None

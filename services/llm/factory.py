@@ -39,6 +39,8 @@ def build_engine(
         "max_tokens_limit": llm.max_tokens_limit,
         "default_max_tokens": llm.default_max_tokens,
         "rag_instruction": llm.rag_instruction,
+        "rag_examples": [e.model_dump() for e in llm.rag_examples],
+        "rag_max_passages": llm.rag_max_passages,
         "observer": observer,
         "max_queued_requests": llm.max_queued_requests,
         "max_queued_per_tenant": llm.max_queued_per_tenant,

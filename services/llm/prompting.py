@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from adept.config.llm import SMALL_MODEL_PARAMETERS
 from adept.errors import InvalidRequest
 from services.llm.protocol import GenerateRequest
 from services.llm.structured import chat_messages, template_kwargs
@@ -31,6 +32,15 @@ def cited_numbers(text: str, n_passages: int) -> list[int]:
     return list(seen)
 
 
+def passage_budget(setting: int | str | None, n_parameters: int | None) -> int | None:
+    """Most passages per RAG prompt for ``setting`` (``llm.rag_max_passages``): ``auto`` is 1 for a model
+    under ``SMALL_MODEL_PARAMETERS`` (``n_parameters`` known), otherwise no limit (``None``)."""
+    if setting is None or isinstance(setting, int):
+        return setting
+    small = n_parameters is not None and n_parameters < SMALL_MODEL_PARAMETERS
+    return 1 if small else None
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A rendered prompt: its token ids and which passages went into it (indices, in prompt order)."""
@@ -42,16 +52,33 @@ class Prompt:
 class PromptBuilder:
     """Renders requests with the tokenizer's chat template and fits passages into the context window.
 
+    A chat RAG request is laid out for small models: the instruction joins the system turn, the worked
+    ``examples`` follow it as user/assistant turns, and the last user turn holds only the numbered
+    passages and the question, last. An instruction holding ``{passages}`` and ``{question}`` is
+    instead a template of that last user turn (no examples).
+
     Args:
         tokenizer: a transformers tokenizer (ideally with a chat template).
         max_model_len: the context window in tokens.
-        rag_instruction: text put before the numbered passages.
+        rag_instruction: the RAG instruction (see above).
+        examples: worked exchanges (``question``, numbered ``passages``, ``answer``) put before the question.
+        max_passages: most passages put into a prompt (``None``: as many as fit).
     """
 
-    def __init__(self, tokenizer: Any, *, max_model_len: int, rag_instruction: str) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_model_len: int,
+        rag_instruction: str,
+        examples: list[dict[str, str]] | None = None,
+        max_passages: int | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.rag_instruction = rag_instruction
+        self.examples = list(examples or [])
+        self.max_passages = max_passages
 
     def encode(self, text: str) -> list[int]:
         # Templates already contain their special tokens (BOS, role markers): add none.
@@ -67,11 +94,30 @@ class PromptBuilder:
 
     def _rag_turn(self, passages: list[str], question: str) -> str:
         """The user turn of a RAG request: the instruction as a template (``{passages}``, ``{question}``),
-        or the instruction, the numbered passages and the question, in that order."""
+        or the numbered passages and the question, last."""
+        numbered = "\n\n".join(f"[{n}] {p.strip()}" for n, p in enumerate(passages, 1))
         if self._is_template:
-            numbered = "\n\n".join(f"[{n}] {p.strip()}" for n, p in enumerate(passages, 1))
             return self.rag_instruction.replace(PASSAGES_SLOT, numbered).replace(QUESTION_SLOT, question)
-        return f"{self._context(passages)}\n\nQuestion: {question}"
+        return f"{numbered}\n\nQuestion: {question}"
+
+    def _rag_messages(self, messages: list[dict[str, Any]], passages: list[str]) -> list[dict[str, Any]]:
+        """``messages`` with the passages in the last user turn (and, unless the instruction is a template,
+        the instruction in the system turn and the worked examples before the conversation)."""
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None:
+            return [*messages, {"role": "user", "content": self._context(passages)}]
+        out = list(messages)
+        out[last_user] = {"role": "user", "content": self._rag_turn(passages, out[last_user]["content"])}
+        if self._is_template:
+            return out
+        shots: list[dict[str, Any]] = []
+        for ex in self.examples:
+            shots.append({"role": "user", "content": f"{ex['passages']}\n\nQuestion: {ex['question']}"})
+            shots.append({"role": "assistant", "content": ex["answer"]})
+        if out and out[0]["role"] == "system" and isinstance(out[0].get("content"), str):
+            system = {"role": "system", "content": f"{out[0]['content']}\n\n{self.rag_instruction}"}
+            return [system, *shots, *out[1:]]
+        return [{"role": "system", "content": self.rag_instruction}, *shots, *out]
 
     def render(self, req: GenerateRequest, passages: list[str]) -> str:
         """The prompt text of ``req`` with ``passages`` (may be empty) as numbered context."""
@@ -79,13 +125,7 @@ class PromptBuilder:
             return f"{self._context(passages)}\n\n{req.prompt}" if passages else req.prompt
         messages = chat_messages(req, self.tokenizer)  # tools and tool turns (structured.py)
         if passages:
-            # Context goes into the last user turn: every chat template supports user turns, not all a system one.
-            last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-            if last_user is None:
-                messages.append({"role": "user", "content": self._context(passages)})
-            else:
-                question = messages[last_user]["content"]
-                messages[last_user] = {"role": "user", "content": self._rag_turn(passages, question)}
+            messages = self._rag_messages(messages, passages)
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False, **template_kwargs(req, self.tokenizer)
@@ -97,8 +137,8 @@ class PromptBuilder:
     def build(self, req: GenerateRequest, max_tokens: int) -> Prompt:
         """Render ``req`` with as many passages as fit in ``max_model_len - max_tokens`` tokens.
 
-        Passages are taken best first; one that does not fit is skipped and smaller later ones may
-        still go in.
+        Passages are taken best first, at most ``max_passages``; one that does not fit is skipped and
+        smaller later ones may still go in.
 
         Raises:
             InvalidRequest: the prompt alone does not leave room for ``max_tokens``.
@@ -114,6 +154,8 @@ class PromptBuilder:
             )
         used: list[int] = []
         for i in range(len(req.passages)):
+            if self.max_passages is not None and len(used) >= self.max_passages:
+                break
             candidate = self.encode(self.render(req, [req.passages[j] for j in [*used, i]]))
             if len(candidate) <= limit:
                 used.append(i)

@@ -88,8 +88,9 @@ def test_rag_examples_cite_the_passage_that_states_the_fact() -> None:
     examples = rag_examples()
     assert len(examples) == len(FACTS)
     for ex, (_doc, _subject, answer) in zip(examples, FACTS, strict=True):
-        user, reply = ex["messages"][1]["content"], ex["messages"][2]["content"]
-        assert user.startswith(DEFAULT_RAG_INSTRUCTION + "\n\n[1] ")
+        system, user, reply = (ex["messages"][i]["content"] for i in (0, -2, -1))
+        assert system.endswith("\n\n" + DEFAULT_RAG_INSTRUCTION)
+        assert user.startswith("[1] ")
         n = int(re.search(r"\[(\d)\]$", reply).group(1))
         cited = user.split(f"[{n}] ", 1)[1].split("\n\n[", 1)[0]
         assert answer in cited

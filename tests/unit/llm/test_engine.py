@@ -164,7 +164,8 @@ def test_client_going_away_frees_its_row(make_engine):
 
 
 def test_passages_fit_the_budget_and_usage_counts_the_rendered_prompt(make_engine):
-    engine = make_engine(max_model_len=200, max_tokens_limit=64)
+    # No worked examples and no passage limit: the window alone decides what fits.
+    engine = make_engine(max_model_len=200, max_tokens_limit=64, rag_examples=[], rag_max_passages=None)
     small = [
         "The outage code OC-7 means a blown fuse.",
         "Crews wear class 2 gloves.",
@@ -173,7 +174,7 @@ def test_passages_fit_the_budget_and_usage_counts_the_rendered_prompt(make_engin
     huge = "voltage " * 400
     req = chat("what does OC-7 mean", max_tokens=32, passages=[small[0], huge, small[1], small[2]])
     built = engine.prompts.build(req, 32)
-    assert built.passages_used == [0, 2]  # the huge one and the last one do not fit; order kept
+    assert built.passages_used == [0, 2, 3]  # the huge one does not fit, the later ones do; order kept
     assert len(built.ids) <= 200 - 32
     text = engine.tokenizer.decode(built.ids)
     assert "[1] The outage code OC-7" in text and "voltage voltage" not in text
@@ -183,7 +184,19 @@ def test_passages_fit_the_budget_and_usage_counts_the_rendered_prompt(make_engin
     assert last.usage.prompt_tokens == len(built.ids)
 
     # A tighter budget keeps fewer passages, best first.
-    assert engine.prompts.build(req, 60).passages_used == [0]
+    tighter = [engine.prompts.build(req, n).passages_used for n in (32, 60, 90)]
+    assert tighter[0] == [0, 2, 3] and tighter[-1] == [0] and len(tighter[1]) <= 3
+
+
+def test_the_auto_passage_budget_gives_a_small_model_the_top_passage(make_engine):
+    engine = make_engine(max_model_len=1024)  # the tiny model: far under 1 B parameters
+    req = chat(
+        "what does OC-7 mean", max_tokens=8, passages=["OC-7 is a blown fuse.", "Tariff B is 12 cents."]
+    )
+    built = engine.prompts.build(req, 8)
+    assert built.passages_used == [0]
+    _, last, _ = run(collect(engine, req))
+    assert last.passages_used == [0]
 
 
 def test_prompt_longer_than_the_window_is_rejected(make_engine):
