@@ -252,7 +252,9 @@ def test_a_stream_keeps_going_while_ten_adapters_load(make_engine, tiny_phi3, tm
 
     model = AutoModelForCausalLM.from_pretrained(tiny_phi3)
     dirs = [make_lora(model, tmp_path / f"t{i}", seed=20 + i) for i in range(10)]
-    engine = make_engine(max_loras=4)  # fewer slots than adapters: loads evict idle ones too
+    # fewer slots than adapters: loads evict idle ones too. The stream is long (1,000 tokens) so that it
+    # outlives the ten loads (each needs one more token) on any machine, however slow its file reads.
+    engine = make_engine(max_loras=4, max_tokens_limit=1024)
     tokens: list[int] = [0]  # tokens streamed so far (logprobs=0: one chunk per token)
     threads: set[str] = set()
     prepare = engine.slots.prepare
@@ -277,7 +279,7 @@ def test_a_stream_keeps_going_while_ten_adapters_load(make_engine, tiny_phi3, tm
 
     async def main():
         loop_holder["loop"] = asyncio.get_running_loop()
-        req = chat("restore power", max_tokens=100, ignore_eos=True, logprobs=0)
+        req = chat("restore power", max_tokens=1000, ignore_eos=True, logprobs=0)
         solo, _, _ = await collect(engine, req)
         stream = engine.generate(req, "")
         parts = [(await stream.__anext__()).text]
