@@ -188,7 +188,7 @@ class Load:
                     raw += piece
             if r.status_code != 200:
                 rec.problem = error_problem(r.status_code, bytes(raw), r.headers.get("content-type", "")) or (
-                    f"HTTP {r.status_code}"
+                    f"HTTP {r.status_code}: {bytes(raw)[:160].decode('utf-8', 'replace')}"
                 )
             else:
                 rec.problem = sse_problem(bytes(raw))

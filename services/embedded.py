@@ -107,6 +107,7 @@ def start_platform(
     timeout_s: float = 900.0,
     say: Say | None = None,
     evaluator: Callable[[ServingConfig], Any] | None = None,
+    build_app: Callable[[ServingConfig], Any] | None = None,
 ) -> EmbeddedPlatform:
     """Start local Ray and Serve, deploy ``build_app(config)``, wait until ``/healthz`` is 200.
 
@@ -119,6 +120,9 @@ def start_platform(
         evaluator: Builds, once the application runs, the job runner's evaluator for eval-gated
             promotion (``tools.eval.promotion.serve_evaluator``); without it, a job naming an
             evaluation file publishes its version inactive, unmeasured.
+        build_app: The Serve application's builder; default ``services.app.build_app``. ``adept up``
+            passes the chart's (``tools.eval.serve_app.build_app``: the gateway with the evaluator
+            behind ``POST /admin/tenants/{name}/evaluate``), so both modes serve the same routes.
     """
     from adept.admin_client import record_running
     from adept.models import resolve_model
@@ -143,7 +147,8 @@ def start_platform(
     import ray
     from ray import serve
 
-    from services.app import build_app
+    if build_app is None:
+        from services.app import build_app
 
     if ray.is_initialized():
         restore_env(env_before)

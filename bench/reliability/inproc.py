@@ -87,8 +87,15 @@ def build_context(cfg: Any, admin_key: str, *, embedder: Any = None) -> tuple[An
         embedder=embedder,
     )
     kb = AsyncKnowledgeBase(kb_sync)
+    from tools.eval.promotion import completion_evaluator  # as the chart's app (tools.eval.serve_app)
+
     ctx = build_gateway_context(
-        cfg, llm=llm, kb=kb, admin_key_sha256=hash_api_key(admin_key), unload=llm.unload
+        cfg,
+        llm=llm,
+        kb=kb,
+        admin_key_sha256=hash_api_key(admin_key),
+        unload=llm.unload,
+        evaluator=completion_evaluator,
     )
     return ctx, [kb_sync]
 

@@ -22,6 +22,7 @@ from ray import serve
 from adept.adapters import AdapterRegistry
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
+from adept.errors import NotFound
 from services.llm.adapters import AdapterLoader
 from services.llm.factory import build_engine, choose_engine
 from services.llm.metrics import ReplicaMetrics
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 serve_log = logging.getLogger("ray.serve")
 # One line per adapter load on a replica (tenant/name@vN, seconds, epoch time): bench/autoscaling.py counts them.
 COLD_LOAD_MESSAGE = "adapter cold load: %s in %.3f s at %.3f"
+EVICTED_RETRIES = 5  # loads of one request's adapter that another load may evict before the request holds it
 MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
 
 
@@ -109,10 +111,24 @@ class LLMDeployment:
         model_id = serve.get_multiplexed_model_id()
         if model_id:
             await self._get_adapter(model_id)
-            if model_id not in self.engine.loaded_adapters:
+        for attempt in range(1, EVICTED_RETRIES + 1):
+            if model_id and model_id not in self.engine.loaded_adapters:
                 await self.loader.load(model_id)  # unloaded behind Serve's back (``unload``): load again
-        async for chunk in self.engine.generate(req, model_id):
-            yield chunk
+            stream = self.engine.generate(req, model_id)
+            try:
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+            except NotFound:
+                # Between its load and this request's hold on the slot, a queued load of another
+                # adapter took the slot (every other slot busy): load it again, a bounded number of times.
+                if model_id and attempt < EVICTED_RETRIES and model_id not in self.engine.loaded_adapters:
+                    continue
+                raise
+            yield first
+            async for chunk in stream:
+                yield chunk
+            return
 
     async def info(self) -> dict[str, Any]:
         """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting, adapter_loads}``."""

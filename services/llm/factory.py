@@ -82,7 +82,11 @@ def build_engine(
         kv_cache_tokens=llm.kv_cache_tokens,
         kv_memory_fraction=llm.kv_memory_fraction,
         prefill_chunk_tokens=llm.prefill_chunk_tokens,
-        max_loras=llm.max_adapters_per_replica,  # the same slots as vLLM's max_loras, one setting
+        # Serve's multiplexed LRU (max_adapters_per_replica) decides what a replica holds; one spare slot,
+        # because an adapter Serve evicts while a request still uses it frees its slot only when that
+        # request ends: a load meanwhile takes the spare instead of evicting an idle adapter Serve still
+        # counts as loaded (whose next request would find it gone).
+        max_loras=llm.max_adapters_per_replica + 1,
         max_lora_rank=platform.max_lora_rank,
         **common,
     )

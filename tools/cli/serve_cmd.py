@@ -85,12 +85,14 @@ def up(
     platform = None
     try:
         from tools.eval.promotion import serve_evaluator
+        from tools.eval.serve_app import build_app
 
         platform = start_platform(
             cfg,
             demo=demo,
             say=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False, soft_wrap=True),
             evaluator=serve_evaluator,  # eval-gated promotion measures with the model that serves
+            build_app=build_app,  # the chart's application: the admin evaluate route answers here too
         )
         # ray.init installed its own SIGTERM handler (a crash dump, no cleanup): take SIGTERM back.
         signal.signal(signal.SIGTERM, stop_on_signal)

@@ -113,6 +113,28 @@ def test_mixed_concurrent_requests_all_succeed_and_match_solo(llm_handle):
     assert all(chunks[-1].finish_reason for _, chunks in together)
 
 
+def test_more_adapters_than_slots_at_once_all_answer(llm_handle):
+    """Three adapters, two slots, many requests at once: a load can take the slot of an adapter loaded
+    for a request that has not yet held it; that request loads it again rather than failing with 404."""
+    jobs = [
+        (m, q)
+        for q in ("check the breaker", "storm", "who does repair", "the grid")
+        for m in (
+            "acme/a1@v1",
+            "acme/a2@v1",
+            "acme/a3@v1",
+        )
+    ]
+
+    async def main():
+        solo = {(m, q): (await _answer(llm_handle, m, q))[0] for m, q in jobs}
+        together = await asyncio.gather(*(_answer(llm_handle, m, q) for m, q in jobs * 2))
+        return solo, together
+
+    solo, together = asyncio.run(main())
+    assert [t for t, _ in together] == [solo[j] for j in jobs * 2]
+
+
 def test_unknown_adapter_is_not_found_through_the_handle(llm_handle):
     with pytest.raises(NotFound, match="acme/ghost"):
         asyncio.run(_answer(llm_handle, "acme/ghost@v1", "hi"))
