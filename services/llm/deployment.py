@@ -22,7 +22,7 @@ from ray import serve
 from adept.adapters import AdapterRegistry
 from adept.config.llm import LLMConfig
 from adept.config.platform import PlatformConfig
-from adept.errors import NotFound
+from adept.errors import Unavailable
 from services.llm.adapters import AdapterLoader
 from services.llm.factory import build_engine, choose_engine
 from services.llm.metrics import ReplicaMetrics
@@ -111,24 +111,21 @@ class LLMDeployment:
         model_id = serve.get_multiplexed_model_id()
         if model_id:
             await self._get_adapter(model_id)
-        for attempt in range(1, EVICTED_RETRIES + 1):
-            if model_id and model_id not in self.engine.loaded_adapters:
-                await self.loader.load(model_id)  # unloaded behind Serve's back (``unload``): load again
-            stream = self.engine.generate(req, model_id)
-            try:
-                first = await stream.__anext__()
-            except StopAsyncIteration:
-                return
-            except NotFound:
-                # Between its load and this request's hold on the slot, a queued load of another
-                # adapter took the slot (every other slot busy): load it again, a bounded number of times.
-                if model_id and attempt < EVICTED_RETRIES and model_id not in self.engine.loaded_adapters:
-                    continue
-                raise
-            yield first
-            async for chunk in stream:
-                yield chunk
-            return
+        # Loaded, then generate with no await in between: the engine's hold on the slot is taken before
+        # its first await, so nothing can evict the adapter in that gap. A load's completion resumes this
+        # coroutine only later, though, and meanwhile another load (Serve's LRU, or the engine's own when
+        # every other slot is busy) may take the adapter again: check again after every load.
+        for loads in range(EVICTED_RETRIES + 1):
+            if not model_id or model_id in self.engine.loaded_adapters:
+                break
+            if loads == EVICTED_RETRIES:
+                raise Unavailable(
+                    f"adapter {model_id} was evicted {loads} times before it could be used: this "
+                    "replica's adapter slots are all busy; retry shortly"
+                )
+            await self.loader.load(model_id)  # unloaded behind Serve's back (``unload``): load again
+        async for chunk in self.engine.generate(req, model_id):
+            yield chunk
 
     async def info(self) -> dict[str, Any]:
         """``{base_model, max_model_len, loaded_adapters, replica_id, engine, waiting, adapter_loads}``."""
