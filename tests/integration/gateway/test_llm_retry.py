@@ -24,12 +24,21 @@ def serve_app(short_tmp: Path):
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(short_tmp / "ray-retry"))
+    from adept.ray_auth import restore_env, use_local_cluster_env
+
+    # This module's Ray is a local cluster as the platform makes one (token auth, its own token file):
+    # whatever RAY_AUTH_* an earlier module left in this process must not decide how its GCS starts
+    # (a full run once timed out waiting for the GCS port with token auth on and no token to read).
+    before = use_local_cluster_env(short_tmp / "ray-retry-data")
     try:
-        yield serve
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(short_tmp / "ray-retry"))
+        try:
+            yield serve
+        finally:
+            serve.shutdown()
+            ray.shutdown()
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        restore_env(before)
 
 
 def _deploy(serve, name: str, marker: Path, die_after_chunks: int):
