@@ -60,27 +60,8 @@ def _versioned_emulator():
                 return await super()._handle(request)
 
     class VersionedEmulator(Emulator):
-        async def _main(self) -> None:
-            import kmock
-
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            async with Versioned() as handler, kmock.Server(handler) as server:
-                for kind, plural in (("Tenant", "tenants"), ("FineTuneJob", "finetunejobs")):
-                    handler.resources[f"adept.dev/v1alpha1/{plural}"] = kmock.ResourceInfo(
-                        kind=kind,
-                        singular=kind.lower(),
-                        namespaced=True,
-                        subresources={"status"},
-                        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-                    )
-                handler.resources["v1/secrets"] = kmock.ResourceInfo(
-                    kind="Secret",
-                    namespaced=True,
-                    verbs={"get", "list", "watch", "create", "update", "patch"},
-                )
-                self.handler, self.url = handler, str(server.url).rstrip("/")
-                self._ready.set()
-                await self._stop.wait()
+        def handler_class(self) -> type:
+            return Versioned
 
     return VersionedEmulator()
 
