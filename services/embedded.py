@@ -157,14 +157,7 @@ def start_platform(
     host, port = config.gateway.host, config.gateway.port
     platform: EmbeddedPlatform | None = None
     try:
-        ray.init(
-            num_cpus=cpus,
-            include_dashboard=False,
-            _temp_dir=str(temp),
-            object_store_memory=512 * 1024 * 1024,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        _init_local_ray(cpus, temp, say)
         serve.start(http_options={"host": host, "port": port}, detached=False)
         say("deploying the Serve application (gateway, LLM replica, retrieval)")
         try:
@@ -276,6 +269,39 @@ def _check_port_free(host: str, port: int) -> None:
             raise Unavailable(
                 f"cannot listen on {host}:{port}: {e.strerror or e} (another `adept up`? choose one with --port)"
             ) from None
+
+
+# What ray.init raises when its local GCS or raylet did not come up within Ray's own (fixed, 30 s)
+# windows: seen on a loaded 2-core machine starting its tenth cluster in one process.
+_RAY_STARTUP_TIMEOUTS = ("timed out during startup", "Timed out waiting for", "gcs_server_port")
+
+
+def _init_local_ray(cpus: int, temp: Path, say: Say, attempts: int = 2) -> None:
+    """Start this process's local Ray; a start that timed out is shut down and tried once more.
+
+    Ray waits a fixed 30 s for its raylet to register; a busy laptop can miss that once and then
+    start fine. The failed session's logs stay under ``temp`` (named in the message).
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                num_cpus=cpus,
+                include_dashboard=False,
+                _temp_dir=str(temp),
+                object_store_memory=512 * 1024 * 1024,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            return
+        except Exception as e:
+            if attempt == attempts or not any(t in str(e) for t in _RAY_STARTUP_TIMEOUTS):
+                raise
+            logs = (temp / "session_latest" / "logs").resolve()
+            say(f"Ray did not start in time ({e}); logs of that try: {logs}; trying once more")
+            log.warning("local Ray start timed out (%s); logs: %s; retrying", e, logs)
+            ray.shutdown()
 
 
 def shutdown_ray() -> None:

@@ -43,3 +43,46 @@ def test_an_unexpected_error_propagates_after_ray_shuts_down(monkeypatch, ray_ca
     with pytest.raises(AttributeError):
         shutdown_ray()
     assert ray_calls == ["ray"]
+
+
+# A local Ray that misses its startup window cannot be produced on demand either: ``ray.init`` is
+# replaced by one that raises Ray's own message (ray/_private/node.py) before it succeeds.
+RAYLET_TIMEOUT = (
+    "The current node timed out during startup. This could happen because some of the raylet "
+    "failed to startup or the GCS has become overloaded."
+)
+
+
+def test_a_local_ray_start_that_timed_out_is_tried_once_more(monkeypatch, ray_calls, tmp_path):
+    from services.embedded import _init_local_ray
+
+    outcomes = [Exception(RAYLET_TIMEOUT), None]
+
+    def init(**kwargs):
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    said: list[str] = []
+    monkeypatch.setattr(ray, "init", init)
+    _init_local_ray(2, tmp_path, said.append)
+    assert outcomes == [] and ray_calls == ["ray"]  # the failed try was shut down before the next
+    assert "trying once more" in said[0] and str(tmp_path) in said[0]
+
+
+def test_a_second_timeout_or_another_error_is_raised(monkeypatch, ray_calls, tmp_path):
+    from services.embedded import _init_local_ray
+
+    def timeout(**kwargs):
+        raise Exception(RAYLET_TIMEOUT)
+
+    monkeypatch.setattr(ray, "init", timeout)
+    with pytest.raises(Exception, match="timed out during startup"):
+        _init_local_ray(2, tmp_path, lambda _: None)
+
+    def bad(**kwargs):
+        raise ValueError("num_cpus must be positive")
+
+    monkeypatch.setattr(ray, "init", bad)
+    with pytest.raises(ValueError):
+        _init_local_ray(2, tmp_path, lambda _: None)
