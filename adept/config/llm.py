@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from adept.config.base import StrictModel
 
@@ -42,6 +42,9 @@ DEFAULT_RAG_EXAMPLES: list[dict[str, str]] = [
 # bundled 135M model answered the demo's tune questions better from the top passage alone
 # (answer-contained 0.40 vs 0.30 with two, 0.20 with four).
 SMALL_MODEL_PARAMETERS = 1_000_000_000
+# ... and from the passage's best sentence for the question rather than the whole passage (a chunk
+# holds several facts; a small model copies the wrong one): see ``rag_passage_sentences``.
+SMALL_MODEL_SENTENCES = 1
 
 
 class RagExample(StrictModel):
@@ -160,11 +163,19 @@ class LLMConfig(StrictModel):
         "alone), otherwise no limit.",
     )
 
-    @field_validator("rag_max_passages")
+    rag_passage_sentences: int | Literal["auto", "all"] = Field(
+        "auto",
+        description="Show each RAG passage as its best this many sentences for the question (ranked by the "
+        "retrieval service, `highlights`) instead of the whole chunk. `all`: whole passages. `auto`: "
+        f"{SMALL_MODEL_SENTENCES} for models under 1 B parameters (they copy the wrong fact from a whole "
+        "chunk), otherwise `all`.",
+    )
+
+    @field_validator("rag_max_passages", "rag_passage_sentences")
     @classmethod
-    def _budget(cls, v: int | str) -> int | str:
+    def _budget(cls, v: int | str, info: ValidationInfo) -> int | str:
         if isinstance(v, int) and v < 1:
-            raise ValueError("rag_max_passages must be 'auto' or at least 1")
+            raise ValueError(f"{info.field_name} must be 'auto' or at least 1")
         return v
 
     @model_validator(mode="after")

@@ -162,9 +162,14 @@ class ServeKnowledgeBase:
             raise as_adept_error(e, "retrieval deployment") from None
 
     async def search(
-        self, tenant: str, query: str, top_k: int | None = None, filter: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        query: str,
+        top_k: int | None = None,
+        filter: dict[str, Any] | None = None,
+        highlights: int = 0,
     ) -> list[SearchHit]:
-        return await self._call("search", tenant, query, top_k, filter)
+        return await self._call("search", tenant, query, top_k, filter, highlights)
 
     def __getattr__(self, method: str) -> Any:
         # ingest_files, ingest_records, ingest_paths, list_documents, count_documents,

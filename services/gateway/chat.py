@@ -67,7 +67,9 @@ class LLMBackend(Protocol):
 class KnowledgeBase(Protocol):
     """What RAG needs from the retrieval deployment: the caller's passages for a query."""
 
-    async def search(self, tenant: str, query: str, top_k: int) -> list[SearchHit]: ...
+    async def search(
+        self, tenant: str, query: str, top_k: int, *, highlights: int = 0
+    ) -> list[SearchHit]: ...
 
 
 class AdapterSource(Protocol):
@@ -238,7 +240,7 @@ class CompletionService:
         query = next((m.as_llm_message()["content"] for m in reversed(req.messages) if m.role == "user"), "")
         if not query.strip():
             raise InvalidRequest("rag needs a non-empty user message to search with", param="messages")
-        return await self.kb.search(tenant.name, query, k)
+        return await self.kb.search(tenant.name, query, k, highlights=RAG_HIGHLIGHTS)
 
     @staticmethod
     def _sampling(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
@@ -268,6 +270,7 @@ class CompletionService:
         greq = GenerateRequest(
             messages=[m.as_llm_message() for m in req.messages],
             passages=[passage_text(h) for h in hits],
+            passage_excerpts=[passage_excerpts(h) for h in hits],
             tenant=tenant.name,  # the replica shares its batch fairly across tenants
             guided=guided_output(req),
             tools=tool_definitions(req),
@@ -417,16 +420,32 @@ def completion_logprobs(entries: list[Any], offset: int) -> CompletionLogprobs:
 RAG_DEFAULT_TEMPERATURE = 0.0
 
 
-def passage_text(hit: SearchHit) -> str:
-    """The passage as the model reads it: the text, then the title of its document as its source.
+# Sentences ranked per retrieved passage (``SearchHit.highlights``): the excerpts a small model is shown
+# (``llm.rag_passage_sentences``) and the quote of a citation.
+RAG_HIGHLIGHTS = 3
+
+
+def passage_text(hit: SearchHit, text: str | None = None) -> str:
+    """The passage (or ``text``, an excerpt of it) as the model reads it: the text, then the title of its
+    document as its source.
 
     Text first: a small model copies the start of a passage, and a title there got copied instead
     of the answer (measured on the demo's tune questions with the bundled model: answer-contained
     0.10 with the title first, 0.20 with it last). The title stays, for the document's name and code.
     """
+    body = hit.text if text is None else text
     if not hit.title or hit.text.startswith(hit.title):
-        return hit.text
-    return f"{hit.text}\n(Source: {hit.title})"
+        return body
+    return f"{body}\n(Source: {hit.title})"
+
+
+def passage_excerpts(hit: SearchHit) -> list[str]:
+    """The passage shown as its best 1, 2, ... highlighted sentences, each excerpt in document order."""
+    out = []
+    for n in range(1, len(hit.highlights) + 1):
+        chosen = sorted(hit.highlights[:n], key=lambda h: h.start)
+        out.append(passage_text(hit, " ".join(h.text for h in chosen)))
+    return out
 
 
 def build_citations(
@@ -447,6 +466,7 @@ def build_citations(
             chunk_id=hits[i].chunk_id,
             title=hits[i].title,
             score=hits[i].score,
+            quote=hits[i].highlights[0].text if hits[i].highlights else None,
         )
         for i in indices
         if 0 <= i < len(hits)

@@ -419,6 +419,7 @@ class Citation(BaseModel):
     chunk_id: str = Field(description="The passage's chunk id within the document.")
     title: str = Field(description="The document's title.")
     score: float = Field(description="Retrieval score; higher is more relevant.")
+    quote: str | None = omitted("The passage's sentence that answers the question best.")
 
 
 class Usage(BaseModel):

@@ -39,7 +39,7 @@ from adept.errors import InvalidRequest, NotFound, Unavailable
 from services.llm.batch import RunningBatch, Sequence
 from services.llm.kv_cache import SlotKVCache, free_memory_bytes, kv_bytes_per_token
 from services.llm.lora_slots import BASE, LoraSlots
-from services.llm.prompting import PromptBuilder, passage_budget
+from services.llm.prompting import PromptBuilder, passage_budget, sentence_budget
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
@@ -92,6 +92,7 @@ class Engine:
             has left after its prompt (default: ``max_tokens_limit``).
         rag_instruction, rag_examples: the RAG instruction and worked examples (``PromptBuilder``).
         rag_max_passages: most passages per RAG prompt; ``auto``: 1 below 1 B parameters, else no limit.
+        rag_passage_sentences: show each passage as its best N sentences (``sentence_budget``).
         observer: metrics hooks.
         kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
             of the memory free on the device once the model is loaded.
@@ -119,6 +120,7 @@ class Engine:
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         rag_examples: list[dict[str, str]] | None = None,
         rag_max_passages: int | str | None = "auto",
+        rag_passage_sentences: int | str | None = "auto",
         observer: EngineObserver | None = None,
         kv_cache_tokens: int | None = None,
         kv_memory_fraction: float = 0.5,
@@ -164,6 +166,7 @@ class Engine:
             rag_instruction=rag_instruction,
             examples=rag_examples,
             max_passages=passage_budget(rag_max_passages, _parameters(model)),
+            max_sentences=sentence_budget(rag_passage_sentences, _parameters(model)),
         )
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")

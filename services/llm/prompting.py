@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from adept.config.llm import SMALL_MODEL_PARAMETERS
+from adept.config.llm import SMALL_MODEL_PARAMETERS, SMALL_MODEL_SENTENCES
 from adept.errors import InvalidRequest
 from services.llm.protocol import GenerateRequest
 from services.llm.structured import chat_messages, template_kwargs
@@ -35,10 +35,23 @@ def cited_numbers(text: str, n_passages: int) -> list[int]:
 def passage_budget(setting: int | str | None, n_parameters: int | None) -> int | None:
     """Most passages per RAG prompt for ``setting`` (``llm.rag_max_passages``): ``auto`` is 1 for a model
     under ``SMALL_MODEL_PARAMETERS`` (``n_parameters`` known), otherwise no limit (``None``)."""
+    return _small_model_setting(setting, n_parameters, 1)
+
+
+def sentence_budget(setting: int | str | None, n_parameters: int | None) -> int | None:
+    """Sentences shown per RAG passage for ``setting`` (``llm.rag_passage_sentences``): ``auto`` is
+    ``SMALL_MODEL_SENTENCES`` for a model under ``SMALL_MODEL_PARAMETERS``, otherwise the whole passage
+    (``None``)."""
+    return _small_model_setting(setting, n_parameters, SMALL_MODEL_SENTENCES)
+
+
+def _small_model_setting(setting: int | str | None, n_parameters: int | None, small_value: int) -> int | None:
     if setting is None or isinstance(setting, int):
         return setting
+    if setting == "all":
+        return None
     small = n_parameters is not None and n_parameters < SMALL_MODEL_PARAMETERS
-    return 1 if small else None
+    return small_value if small else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class PromptBuilder:
         rag_instruction: the RAG instruction (see above).
         examples: worked exchanges (``question``, numbered ``passages``, ``answer``) put before the question.
         max_passages: most passages put into a prompt (``None``: as many as fit).
+        max_sentences: show each passage as its best this many sentences, where the request carries
+            them (``GenerateRequest.passage_excerpts``; ``None``: whole passages).
     """
 
     def __init__(
@@ -73,12 +88,14 @@ class PromptBuilder:
         rag_instruction: str,
         examples: list[dict[str, str]] | None = None,
         max_passages: int | None = None,
+        max_sentences: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.rag_instruction = rag_instruction
         self.examples = list(examples or [])
         self.max_passages = max_passages
+        self.max_sentences = max_sentences
 
     def encode(self, text: str) -> list[int]:
         # Templates already contain their special tokens (BOS, role markers): add none.
@@ -134,6 +151,17 @@ class PromptBuilder:
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join([*lines, "assistant:"])
 
+    def passage_texts(self, req: GenerateRequest) -> list[str]:
+        """Each passage as the prompt shows it: its excerpt of ``max_sentences`` sentences (or its longest
+        shorter one) where the request carries excerpts, else the whole passage."""
+        if self.max_sentences is None:
+            return list(req.passages)
+        out = []
+        for i, whole in enumerate(req.passages):
+            excerpts = req.passage_excerpts[i] if i < len(req.passage_excerpts) else []
+            out.append(excerpts[min(self.max_sentences, len(excerpts)) - 1] if excerpts else whole)
+        return out
+
     def build(self, req: GenerateRequest, max_tokens: int) -> Prompt:
         """Render ``req`` with as many passages as fit in ``max_model_len - max_tokens`` tokens.
 
@@ -152,11 +180,12 @@ class PromptBuilder:
                 code="context_length_exceeded",
                 param="messages" if req.messages is not None else "prompt",
             )
+        texts = self.passage_texts(req)
         used: list[int] = []
-        for i in range(len(req.passages)):
+        for i in range(len(texts)):
             if self.max_passages is not None and len(used) >= self.max_passages:
                 break
-            candidate = self.encode(self.render(req, [req.passages[j] for j in [*used, i]]))
+            candidate = self.encode(self.render(req, [texts[j] for j in [*used, i]]))
             if len(candidate) <= limit:
                 used.append(i)
                 ids = candidate

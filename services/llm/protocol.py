@@ -77,6 +77,12 @@ class GenerateRequest(StrictModel):
         description="Retrieved context, best first. The replica fits as many as the token budget allows into "
         "the prompt, numbered [1], [2], ... in prompt order, and reports their indices in `passages_used`.",
     )
+    passage_excerpts: list[list[str]] = Field(
+        default_factory=list,
+        description="For each passage (same order), shorter renderings of it: its best 1, 2, ... sentences for "
+        "the question. A replica configured to show few sentences (`llm.rag_passage_sentences`) uses "
+        "these instead of the whole passage.",
+    )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default from LLMConfig.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -129,6 +135,8 @@ class GenerateRequest(StrictModel):
             raise ValueError("stop strings must not be empty")
         if any(not -100 <= b <= 100 for b in (self.logit_bias or {}).values()):
             raise ValueError("logit_bias values must be between -100 and 100")
+        if len(self.passage_excerpts) > len(self.passages):
+            raise ValueError("passage_excerpts has more entries than passages")
         return self
 
 

@@ -38,7 +38,7 @@ from adept.adapter_compat import ServingLimits, ensure_adapter_compatible
 from adept.config.llm import DEFAULT_RAG_INSTRUCTION
 from adept.errors import AdeptError, InvalidRequest, NotFound, Overloaded, RateLimited, Unavailable
 from services.llm.engine import END_MARKERS, EngineObserver, tenant_of
-from services.llm.prompting import PromptBuilder, passage_budget
+from services.llm.prompting import PromptBuilder, passage_budget, sentence_budget
 from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.llm.runner import GenerationFailed
 from services.llm.scheduler import FairQueue
@@ -91,7 +91,8 @@ class VLLMEngine:
         tokenizer: the model's transformers tokenizer (prompts are rendered and counted here).
         max_model_len: the context window vLLM was started with.
         max_batch_size: vLLM's ``max_num_seqs``.
-        max_tokens_limit, default_max_tokens, rag_instruction, rag_examples, rag_max_passages, observer:
+        max_tokens_limit, default_max_tokens, rag_instruction, rag_examples, rag_max_passages,
+            rag_passage_sentences, observer:
             as for ``Engine``.
         max_queued_requests, max_queued_per_tenant: the bounded queue, as for ``Engine``.
         max_lora_rank: vLLM's ``max_lora_rank``; adapters above it are refused.
@@ -109,6 +110,7 @@ class VLLMEngine:
         rag_instruction: str = DEFAULT_RAG_INSTRUCTION,
         rag_examples: list[dict[str, str]] | None = None,
         rag_max_passages: int | str | None = "auto",
+        rag_passage_sentences: int | str | None = "auto",
         observer: EngineObserver | None = None,
         max_queued_requests: int = 256,
         max_queued_per_tenant: int = 64,
@@ -135,6 +137,7 @@ class VLLMEngine:
             rag_instruction=rag_instruction,
             examples=rag_examples,
             max_passages=passage_budget(rag_max_passages, None),
+            max_sentences=sentence_budget(rag_passage_sentences, None),
         )
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         vocab = tokenizer.get_vocab()

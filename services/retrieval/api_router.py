@@ -179,7 +179,7 @@ def build_kb_router(
                 req = SearchRequest.model_validate(raw)
             except ValidationError as e:
                 raise InvalidRequest(_validation_message(e)) from None
-            hits = await kb.search(tenant.name, req.query, req.top_k, req.filter)
+            hits = await kb.search(tenant.name, req.query, req.top_k, req.filter, req.highlights)
             return ModelResponse(SearchResponse(results=hits))
 
         return await guarded(run)

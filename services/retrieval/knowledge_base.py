@@ -27,10 +27,13 @@ from adept.documents import check_document_id, walk_files
 from adept.errors import InvalidRequest, NotFound
 from services.retrieval.chunking import Chunker
 from services.retrieval.embedding import Embedder
+from services.retrieval.highlights import score_sentences, sentence_spans, sentence_text
 from services.retrieval.ingest import ParsedDocument, ParseError, parse_file, record_to_document
 from services.retrieval.protocol import (
+    MAX_HIGHLIGHTS,
     Chunking,
     DocumentInfo,
+    Highlight,
     IngestError,
     IngestRecord,
     IngestResult,
@@ -333,11 +336,26 @@ class KnowledgeBase:
         return live
 
     def search(
-        self, tenant: str, query: str, top_k: int | None = None, filter: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        query: str,
+        top_k: int | None = None,
+        filter: dict[str, Any] | None = None,
+        highlights: int = 0,
     ) -> list[SearchHit]:
-        """Top ``top_k`` chunks of ``tenant`` for ``query`` (dense or hybrid per config), live versions only."""
+        """Top ``top_k`` chunks of ``tenant`` for ``query`` (dense or hybrid per config), live versions only;
+        with ``highlights``, each hit's best sentences for the query (``services/retrieval/highlights.py``)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequest("query must be a non-empty string", param="query")
+        if (
+            isinstance(highlights, bool)
+            or not isinstance(highlights, int)
+            or not 0 <= highlights <= MAX_HIGHLIGHTS
+        ):
+            raise InvalidRequest(
+                f"highlights must be an integer from 0 to {MAX_HIGHLIGHTS} (got {highlights!r})",
+                param="highlights",
+            )
         top_k = self.config.default_top_k if top_k is None else top_k
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.config.max_top_k:
             raise InvalidRequest(
@@ -367,7 +385,31 @@ class KnowledgeBase:
             if len(hits) >= top_k or len(raw) < limit or limit >= 16384:
                 break
             limit = min(16384, limit * 4)  # invisible leftovers crowded the window: widen it
-        return [_hit(h) for h in hits[:top_k]]
+        found = [_hit(h) for h in hits[:top_k]]
+        if highlights:
+            self._highlight(query, vector, found, highlights)
+        return found
+
+    def _highlight(self, query: str, query_vector: list[float], hits: list[SearchHit], n: int) -> None:
+        """Rank the sentences of all ``hits`` together (one embedding batch) and keep each hit's best ``n``."""
+        import numpy as np
+
+        spans = [sentence_spans(h.text) for h in hits]
+        texts = [sentence_text(h.text, sp) for h, hs in zip(hits, spans, strict=True) for sp in hs]
+        if not texts:
+            return
+        scores = iter(
+            score_sentences(
+                query, np.asarray(query_vector, dtype=np.float32), texts, self.embedder.embed(texts)
+            )
+        )
+        sentences = iter(texts)
+        for hit, hs in zip(hits, spans, strict=True):
+            ranked = [
+                Highlight(text=next(sentences), start=a, end=b, score=round(next(scores), 6)) for a, b in hs
+            ]
+            ranked.sort(key=lambda x: -x.score)
+            hit.highlights = ranked[:n]
 
     def list_documents(self, tenant: str) -> list[DocumentInfo]:
         """The tenant's documents (live versions) with chunk counts, sorted by id."""
@@ -501,9 +543,14 @@ class AsyncKnowledgeBase:
         return await asyncio.to_thread(self.kb.ingest_paths, tenant, paths, max_documents=max_documents)
 
     async def search(
-        self, tenant: str, query: str, top_k: int | None = None, filter: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        query: str,
+        top_k: int | None = None,
+        filter: dict[str, Any] | None = None,
+        highlights: int = 0,
     ) -> list[SearchHit]:
-        return await asyncio.to_thread(self.kb.search, tenant, query, top_k, filter)
+        return await asyncio.to_thread(self.kb.search, tenant, query, top_k, filter, highlights)
 
     async def list_documents(self, tenant: str) -> list[DocumentInfo]:
         return await asyncio.to_thread(self.kb.list_documents, tenant)

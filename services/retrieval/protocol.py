@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adept.documents import IngestRecord
 from adept.errors import ErrorResponse
 
+MAX_HIGHLIGHTS = 16  # most sentences per search result a caller may ask for
 FILTER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FilterValue = str | int | float | bool | list[str] | list[int] | list[float]
 
@@ -124,6 +125,13 @@ class SearchRequest(BaseModel):
         None,
         description="Exact-match filter: `{key: value}` or `{key: [v1, v2]}` on metadata keys; `document_id` too.",
     )
+    highlights: int = Field(
+        0,
+        ge=0,
+        le=MAX_HIGHLIGHTS,
+        description="Adept extension: return up to this many of each result's sentences that answer the "
+        "query best (`highlights`, best first; 0: none).",
+    )
 
     @field_validator("filter")
     @classmethod
@@ -132,6 +140,15 @@ class SearchRequest(BaseModel):
             if not FILTER_KEY_RE.fullmatch(key):
                 raise ValueError(f"invalid filter key {key!r}: use letters, digits and '_'")
         return v
+
+
+class Highlight(BaseModel):
+    """A sentence of a retrieved chunk, ranked against the query (``services/retrieval/highlights.py``)."""
+
+    text: str = Field(description="The sentence (a sentence wrapped over lines in the source on one line).")
+    start: int = Field(description="Character offset of the sentence in the result's `text`.")
+    end: int = Field(description="Character offset just past the sentence in the result's `text`.")
+    score: float = Field(description="Relevance to the query; higher is better (cosine plus a lexical term).")
 
 
 class SearchHit(BaseModel):
@@ -144,6 +161,10 @@ class SearchHit(BaseModel):
     score: float = Field(description="Higher is better; cosine similarity (dense) or RRF score (hybrid).")
     heading_path: str = Field("", description="Headings above the chunk, joined with ' > '.")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    highlights: list[Highlight] = Field(
+        default_factory=list,
+        description="The chunk's sentences that answer the query best, best first (only when asked for).",
+    )
 
 
 class SearchResponse(BaseModel):

@@ -73,6 +73,10 @@ def test_upload_list_search_delete(server) -> None:
     r = a.post("/v1/kb/search", json={"query": "crane load limit", "top_k": 2})
     hit = r.json()["results"][0]
     assert hit["document_id"] == "rec" and set(hit) >= {"document_id", "chunk_id", "title", "text", "score"}
+    r = a.post("/v1/kb/search", json={"query": "crane load limit", "top_k": 1, "highlights": 1})
+    assert r.json()["results"][0]["highlights"] == [
+        {"text": "Crane load limit is 12 t.", "start": 0, "end": 25, "score": pytest.approx(1.2, abs=0.3)}
+    ]
     assert a.delete("/v1/kb/documents/rec").json() == {"id": "rec", "deleted": True, "chunks": 1}
     assert a.delete("/v1/kb/documents/rec").status_code == 404
     # Tenant B: sees nothing of A's, cannot delete A's documents.
@@ -90,6 +94,8 @@ def test_upload_list_search_delete(server) -> None:
         ("post", "/v1/kb/search", {"json": {"query": "x", "top_k": 0}}, 400, "top_k"),
         ("post", "/v1/kb/search", {"json": {"query": "x", "top_k": 101}}, 400, "top_k"),
         ("post", "/v1/kb/search", {"json": {"top_k": 3}}, 400, "query"),
+        ("post", "/v1/kb/search", {"json": {"query": "x", "highlights": 17}}, 400, "highlights"),
+        ("post", "/v1/kb/search", {"json": {"query": "x", "highlights": "all"}}, 400, "highlights"),
         (
             "post",
             "/v1/kb/search",

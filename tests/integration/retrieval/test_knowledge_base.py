@@ -185,3 +185,32 @@ def test_a_document_added_later_is_found_by_its_own_words(kb, tenant) -> None:
     )
     hits = kb.search(tenant, "When do crews check the Pelican-7 recloser?", 3)
     assert hits[0].document_id == "crew-notes", [h.document_id for h in hits]
+
+
+def test_highlights_rank_each_hits_sentences_for_the_query(kb, tenant) -> None:
+    """The sentence that answers the question comes first among its chunk's sentences (real MiniLM):
+    the tariff section states three charges; only one is the demand charge."""
+    kb.ingest_records(
+        tenant,
+        [
+            {
+                "id": "tariff",
+                "title": "Schedule C",
+                "text": "## GS-2 Medium General Service\n\nFor customers whose demand is from 50 kW to 500 kW.\n\n"
+                "- The GS-2 basic service charge is $85.00 per month.\n"
+                "- The GS-2 demand charge is $14.20 per kW of billing demand.\n"
+                "- GS-2 energy costs 8.7 cents per kWh.\n",
+            }
+        ],
+    )
+    plain = kb.search(tenant, "What is the demand charge on the GS-2 rate?", 1)
+    assert plain[0].highlights == []  # only when asked for
+    hit = kb.search(tenant, "What is the demand charge on the GS-2 rate?", 1, highlights=2)[0]
+    assert hit.highlights[0].text == "The GS-2 demand charge is $14.20 per kW of billing demand."
+    assert len(hit.highlights) == 2 and hit.highlights[0].score >= hit.highlights[1].score
+    for h in hit.highlights:
+        assert hit.text[h.start : h.end] == h.text  # spans index the hit's own text
+    with pytest.raises(InvalidRequest, match="highlights"):
+        kb.search(tenant, "demand charge", 1, highlights=17)
+    with pytest.raises(InvalidRequest, match="highlights"):
+        kb.search(tenant, "demand charge", 1, highlights=-1)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
-from services.retrieval.protocol import SearchHit
+from services.retrieval.protocol import Highlight, SearchHit
 
 
 class EchoLLM:
@@ -55,18 +55,27 @@ class FakeKB:
     async def delete_tenant(self, tenant: str) -> None:
         self.deleted_tenants.append(tenant)
 
-    async def search(self, tenant: str, query: str, top_k: int) -> list[SearchHit]:
+    async def search(self, tenant: str, query: str, top_k: int, *, highlights: int = 0) -> list[SearchHit]:
         self.queries.append((tenant, query, top_k))
-        return [
-            SearchHit(
-                document_id=f"{tenant}-doc{i}",
-                chunk_id=f"c{i}",
-                title=f"Doc {i}",
-                text=f"text {i}",
-                score=1.0 - i / 10,
+        hits = []
+        for i in range(min(top_k, 2)):
+            text = f"Intro {i}. Answer {i}."
+            # Ranked as the retrieval service does it: the second sentence answers best.
+            ranked = [
+                Highlight(text=f"Answer {i}.", start=9, end=len(text), score=0.9),
+                Highlight(text=f"Intro {i}.", start=0, end=8, score=0.1),
+            ]
+            hits.append(
+                SearchHit(
+                    document_id=f"{tenant}-doc{i}",
+                    chunk_id=f"c{i}",
+                    title=f"Doc {i}",
+                    text=text,
+                    score=1.0 - i / 10,
+                    highlights=ranked[:highlights],
+                )
             )
-            for i in range(min(top_k, 2))
-        ]
+        return hits
 
 
 def write_peft_dir(dest: Path, base_model: str) -> Path:

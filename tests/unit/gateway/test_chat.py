@@ -92,10 +92,13 @@ def test_rag_searches_the_callers_kb_and_cites_used_passages(service, tenants):
     svc, llm, kb = service
     out = run(svc.chat(tenants["acme"][0], chat_req(rag={"top_k": 2})))
     assert kb.queries == [("acme", "hello there", 2)]
-    assert llm.calls[0][1].passages == ["text 0\n(Source: Doc 0)", "text 1\n(Source: Doc 1)"]
-    # The fake LLM reports it used passage 0 only.
+    sent = llm.calls[0][1]
+    assert sent.passages == ["Intro 0. Answer 0.\n(Source: Doc 0)", "Intro 1. Answer 1.\n(Source: Doc 1)"]
+    # Each passage also as its best one and two sentences (in document order), for small models.
+    assert sent.passage_excerpts[0] == ["Answer 0.\n(Source: Doc 0)", "Intro 0. Answer 0.\n(Source: Doc 0)"]
+    # The fake LLM reports it used passage 0 only; the citation quotes its best sentence.
     assert out.model_dump()["citations"] == [
-        {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
+        {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0, "quote": "Answer 0."}
     ]
     run(svc.chat(tenants["acme"][0], chat_req(rag=True)))
     assert kb.queries[-1][2] == 3  # default top_k

@@ -82,7 +82,7 @@ def test_chat_stream_events_parse_as_openai_chunks(service, tenants):
     assert all(set(e["choices"][0]["delta"]) == {"content"} for e in middle)  # no role, no nulls
     assert final["choices"][0]["delta"] == {} and final["choices"][0]["finish_reason"] == "stop"
     assert final["citations"] == [
-        {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0}
+        {"document_id": "acme-doc0", "chunk_id": "c0", "title": "Doc 0", "score": 1.0, "quote": "Answer 0."}
     ]
     assert "usage" not in final and "citations" not in usage_event
     assert usage_event["choices"] == [] and chunks[-1].usage.total_tokens == 7 + len(middle)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.llm.prompting import PromptBuilder, cited_numbers, passage_budget
+from services.llm.prompting import PromptBuilder, cited_numbers, passage_budget, sentence_budget
 from services.llm.protocol import GenerateRequest
 
 
@@ -70,6 +70,28 @@ def test_the_passage_budget(tokenizer):
     assert passage_budget("auto", 135_000_000) == 1
     assert passage_budget("auto", 3_800_000_000) is None and passage_budget("auto", None) is None
     assert passage_budget(3, 135_000_000) == 3
+
+
+def test_a_sentence_budget_shows_each_passage_as_its_best_sentences(tokenizer):
+    req = _req(["Intro. R-14 is a lockout. Other.", "Tariff B is 12 cents."])
+    req.passage_excerpts = [["R-14 is a lockout.", "Intro. R-14 is a lockout."]]  # the second has none
+    one = PromptBuilder(tokenizer, max_model_len=512, rag_instruction="Use them.", max_sentences=1)
+    assert one.passage_texts(req) == ["R-14 is a lockout.", "Tariff B is 12 cents."]
+    text = one.render(req, one.passage_texts(req))
+    assert "[1] R-14 is a lockout.\n\n[2] Tariff B is 12 cents." in text and "Other." not in text
+    assert one.build(req, 8).passages_used == [0, 1]
+    # More sentences than a passage has excerpts: its longest excerpt; no budget: whole passages.
+    three = PromptBuilder(tokenizer, max_model_len=512, rag_instruction="Use them.", max_sentences=3)
+    assert three.passage_texts(req)[0] == "Intro. R-14 is a lockout."
+    whole = PromptBuilder(tokenizer, max_model_len=512, rag_instruction="Use them.")
+    assert whole.passage_texts(req) == req.passages
+    assert sentence_budget("auto", 135_000_000) == 1 and sentence_budget("auto", 3_800_000_000) is None
+    assert sentence_budget("all", 135_000_000) is None and sentence_budget(2, 3_800_000_000) == 2
+
+
+def test_excerpts_for_more_passages_than_there_are_is_refused():
+    with pytest.raises(ValueError, match="passage_excerpts"):
+        GenerateRequest(prompt="x", passages=["a"], passage_excerpts=[["a"], ["b"]])
 
 
 def test_template_instruction_places_passages_and_question(tokenizer):
