@@ -51,11 +51,11 @@ class PlatformClient(PlatformHTTP):
         parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
         return self._request("POST", "/v1/kb/documents", files=parts)
 
-    def search(self, query: str, top_k: int) -> list[dict[str, Any]]:
-        """``POST /v1/kb/search`` → ranked hits (``document_id``, ``chunk_id``, ``text``, ``score``)."""
-        return list(
-            self._request("POST", "/v1/kb/search", json={"query": query, "top_k": top_k}).get("results", [])
-        )
+    def search(self, query: str, top_k: int, highlights: int = 0) -> list[dict[str, Any]]:
+        """``POST /v1/kb/search`` → ranked hits (``document_id``, ``chunk_id``, ``text``, ``score``, and
+        ``highlights``: each hit's best ``highlights`` sentences for the query)."""
+        body = {"query": query, "top_k": top_k, "highlights": highlights}
+        return list(self._request("POST", "/v1/kb/search", json=body).get("results", []))
 
     def chat(
         self,

@@ -25,6 +25,7 @@ class Candidate:
     top_k: int
     title_last: bool = False  # the passage's text first, its document's title after it
     examples: tuple[dict[str, str], ...] = ()  # worked exchanges before the question (llm.rag_examples)
+    sentences: int | None = None  # each passage as its best N sentences (llm.rag_passage_sentences)
 
 
 EXTRACTIVE = (
@@ -63,13 +64,15 @@ PREVIOUS_TURN = PREVIOUS + "\n\n{passages}\n\nQuestion: {question}"
 def candidates(default_instruction: str) -> list[Candidate]:
     """What was measured on the tune half (SmolLM2-135M, greedy, 20 tokens; see the README's eval section).
 
-    ``shipped-k1`` is the platform's default (``llm.rag_instruction``, ``llm.rag_examples`` and the
-    ``auto`` passage budget of one passage for a model this small).
+    ``shipped-k1-s1`` is the platform's default (``llm.rag_instruction``, ``llm.rag_examples``, the
+    ``auto`` passage budget of one passage and the ``auto`` one sentence of it for a model this small).
     """
     from adept.config.llm import DEFAULT_RAG_EXAMPLES
 
     shots = tuple(DEFAULT_RAG_EXAMPLES)
     return [
+        Candidate("shipped-k1-s1", default_instruction, 1, title_last=True, examples=shots, sentences=1),
+        Candidate("shipped-k1-s2", default_instruction, 1, title_last=True, examples=shots, sentences=2),
         Candidate("shipped-k1", default_instruction, 1, title_last=True, examples=shots),
         Candidate("shipped-k2", default_instruction, 2, title_last=True, examples=shots),
         Candidate("shipped-k4", default_instruction, 4, title_last=True, examples=shots),
@@ -83,11 +86,21 @@ def candidates(default_instruction: str) -> list[Candidate]:
     ]
 
 
-def passage(hit: dict, title_last: bool) -> str:
-    title, text = hit.get("title") or "", hit["text"]
+def passage(hit: dict, title_last: bool, text: str | None = None) -> str:
+    title, text = hit.get("title") or "", hit["text"] if text is None else text
     if not title:
         return text
     return f"{text}\n(Source: {title})" if title_last else f"{title}\n{text}"
+
+
+def excerpts(hit: dict, title_last: bool) -> list[str]:
+    """As the gateway sends them (``services.gateway.chat.passage_excerpts``): the best 1, 2, ...
+    highlighted sentences in document order."""
+    ranked = hit.get("highlights") or []
+    return [
+        passage(hit, title_last, " ".join(h["text"] for h in sorted(ranked[:n], key=lambda h: h["start"])))
+        for n in range(1, len(ranked) + 1)
+    ]
 
 
 def _score(pred: str, item: Any, docs: list[str], cited: list[int]) -> dict[str, float | None]:
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_eval_set(args.questions).with_tag(args.tag).items
     items = items[: args.limit] if args.limit else items
     with PlatformClient(args.url, args.api_key) as client:
-        hits = [client.search(i.question, 4) for i in items]
+        hits = [client.search(i.question, 4, highlights=3) for i in items]
     path = resolve_model(args.model)
     tok, model = load_tokenizer(path), load_causal_lm(path, device="cpu")
     model.eval()
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             rag_instruction=cand.instruction,
             examples=list(cand.examples),
             max_passages=cand.top_k,
+            max_sentences=cand.sentences,
         )
         scores = []
         for item, h in zip(items, hits, strict=True):
@@ -148,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"role": "user", "content": item.question},
                 ],
                 passages=passages,
+                passage_excerpts=[excerpts(x, cand.title_last) for x in top],
                 max_tokens=args.max_tokens,
                 temperature=0.0,
             )
