@@ -4,10 +4,10 @@ Atomic replace, as seen by search. A document's chunks carry a *generation*; a s
 per (document, generation) says which generations exist, and the live one is the highest.
 An ingest (1) inserts the new chunks under a new, higher generation G — invisible, since no
 record names G yet; (2) writes the record for G — one row, so the flip is one write; (3) deletes
-chunks and records of generations below G. Search keeps only hits whose generation is their
-document's live one. A search that read chunks just before a flip and records just after it
-sees hits of an older generation: it then searches again (the new chunks were inserted before
-the flip, so the second read has them). So a query never sees both versions, nor neither.
+chunks and records of generations below G (once per upload, after its last batch). Search
+keeps only hits whose generation is their document's live one. A search that read chunks just
+before a flip and records just after it sees hits of an older generation: it then searches
+again (the new chunks were inserted before the flip, so the second read has them). So a query never sees both versions, nor neither.
 A crash between any two steps leaves only invisible leftovers; the next ingest of the same
 folder finds the hash (unchanged: it retires old generations) or not (re-ingests under a higher
 generation, whose step 3 removes every leftover): no duplicates, no gaps.
@@ -16,6 +16,7 @@ generation, whose step 3 removes every leftover): no duplicates, no gaps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +44,9 @@ from services.retrieval.store import ChunkStore, quote_literal
 
 Progress = Callable[[str, int, int], None]
 _FLUSH_CHUNKS = 2048  # chunks embedded and inserted together; bounds memory on big folders
-_MAX_RETIRE_DOCS = 200  # documents per retire expression, to keep Milvus expressions short
+# Characters of document ids per retire expression: few expressions, since on Milvus Lite each
+# one scans the whole collection whatever its length, yet short enough for a Milvus server.
+_RETIRE_EXPR_CHARS = 64 * 1024
 
 
 class KnowledgeBase:
@@ -219,56 +222,77 @@ class KnowledgeBase:
             count = len(live)
             seen: set[str] = set()
             unchanged: dict[str, int] = {}
+            committed: dict[str, int] = {}  # document -> its new live generation, retired at the end
             batch: list[tuple[ParsedDocument, list]] = []
             pending = 0
-            for item in items:
-                if isinstance(item, IngestError):
-                    result.errors.append(item)
-                    continue
-                doc = item
-                source = str(doc.metadata.get("source", doc.id))
-                if doc.id in seen:
-                    result.errors.append(
-                        IngestError(source=source, reason=f"duplicate document id {doc.id!r} in this batch")
-                    )
-                    continue
-                seen.add(doc.id)
-                current = live.get(doc.id)
-                if current and current["content_hash"] == doc.content_hash:
-                    unchanged[doc.id] = current["generation"]  # retired below: finishes an interrupted run
-                    result.documents.append(_info(current, "unchanged"))
-                    continue
-                if current is None and max_documents and count >= max_documents:
-                    result.errors.append(
-                        IngestError(
-                            source=source, reason=f"document quota reached ({max_documents} documents)"
+            try:
+                for item in items:
+                    if isinstance(item, IngestError):
+                        result.errors.append(item)
+                        continue
+                    doc = item
+                    source = str(doc.metadata.get("source", doc.id))
+                    if doc.id in seen:
+                        result.errors.append(
+                            IngestError(
+                                source=source, reason=f"duplicate document id {doc.id!r} in this batch"
+                            )
                         )
-                    )
-                    continue
-                chunks = chunker.chunk(doc)
-                if not chunks:
-                    result.errors.append(IngestError(source=source, reason="empty: no text to index"))
-                    continue
-                count += current is None
-                batch.append((doc, chunks))
-                pending += len(chunks)
-                if pending >= _FLUSH_CHUNKS:
-                    result.documents.extend(self._commit(tenant, batch, live))
-                    batch, pending = [], 0
-            if batch:
-                result.documents.extend(self._commit(tenant, batch, live))
-            if unchanged:
-                self._retire(tenant, unchanged)
+                        continue
+                    seen.add(doc.id)
+                    current = live.get(doc.id)
+                    if current and current["content_hash"] == doc.content_hash:
+                        # Retired below: finishes an interrupted run.
+                        unchanged[doc.id] = current["generation"]
+                        result.documents.append(_info(current, "unchanged"))
+                        continue
+                    if current is None and max_documents and count >= max_documents:
+                        result.errors.append(
+                            IngestError(
+                                source=source, reason=f"document quota reached ({max_documents} documents)"
+                            )
+                        )
+                        continue
+                    chunks = chunker.chunk(doc)
+                    if not chunks:
+                        result.errors.append(IngestError(source=source, reason="empty: no text to index"))
+                        continue
+                    count += current is None
+                    batch.append((doc, chunks))
+                    pending += len(chunks)
+                    if pending >= _FLUSH_CHUNKS:
+                        result.documents.extend(self._commit(tenant, batch, live, committed))
+                        batch, pending = [], 0
+                if batch:
+                    result.documents.extend(self._commit(tenant, batch, live, committed))
+            except BaseException:
+                if committed:  # batches flipped before the failure: do not leave their old versions behind
+                    with contextlib.suppress(Exception):
+                        self._retire(tenant, committed)
+                raise
             if result.documents:
                 # One flush per upload: Milvus Lite then searches the new rows through its index
                 # rather than by brute force. BM25 does not depend on segments (services/retrieval/bm25.py).
                 self.store.seal()
+            # Older generations go once per upload, after the flush: on Milvus Lite every retire
+            # expression scans the whole collection (flushed segments about 5x faster than the
+            # unflushed rows), so retiring after each batch made a big upload quadratic (at 100k
+            # chunks, more time than embedding). Until then they are invisible, as after a crash.
+            if committed or unchanged:
+                self._retire(tenant, {**unchanged, **committed})
         return result
 
     def _commit(
-        self, tenant: str, batch: list[tuple[ParsedDocument, list]], live: dict[str, dict]
+        self,
+        tenant: str,
+        batch: list[tuple[ParsedDocument, list]],
+        live: dict[str, dict],
+        committed: dict[str, int],
     ) -> list[DocumentInfo]:
-        """Embed and insert a batch under a fresh generation, flip each document's record, retire the old."""
+        """Embed and insert a batch under a fresh generation and flip each document's record.
+
+        Adds each document's new generation to ``committed``: the caller retires older ones.
+        """
         oldest_allowed = max((live[d.id]["generation"] for d, _ in batch if d.id in live), default=0)
         generation = max(time.time_ns(), oldest_allowed + 1)
         rows = [
@@ -307,23 +331,27 @@ class KnowledgeBase:
         self.store.put_records(tenant, records)
         infos = [_info(rec, "updated" if rec["document_id"] in live else "created") for rec in records]
         live.update((rec["document_id"], rec) for rec in records)
-        # Every document of the batch has the same generation: one expression retires them all
-        # (new documents too: a crashed earlier run may have left invisible chunks of theirs).
-        self._retire(tenant, {doc.id: generation for doc, _ in batch})
+        # New documents are retired too: a crashed earlier run may have left invisible chunks of theirs.
+        committed.update((doc.id, generation) for doc, _ in batch)
         return infos
 
     def _retire(self, tenant: str, generations: dict[str, int]) -> None:
-        """Delete chunks and records of generations older than each document's live one."""
-        items = list(generations.items())
-        for start in range(0, len(items), _MAX_RETIRE_DOCS):
-            by_generation: dict[int, list[str]] = {}
-            for doc_id, g in items[start : start + _MAX_RETIRE_DOCS]:
-                by_generation.setdefault(int(g), []).append(doc_id)
-            expr = " or ".join(
-                f"(document_id in [{', '.join(quote_literal(d) for d in ids)}] and generation < {g})"
-                for g, ids in by_generation.items()
-            )
-            self.store.delete_where(tenant, expr)
+        """Delete chunks and records of generations older than each document's live one.
+
+        Documents sharing a generation (an upload batch) share one clause; as many documents go
+        in one expression as ``_RETIRE_EXPR_CHARS`` allows.
+        """
+        by_generation: dict[int, list[str]] = {}
+        size = 0
+        for doc_id, g in generations.items():
+            literal = quote_literal(doc_id)
+            if size and size + len(literal) > _RETIRE_EXPR_CHARS:
+                self.store.delete_where(tenant, _retire_expr(by_generation))
+                by_generation, size = {}, 0
+            by_generation.setdefault(int(g), []).append(literal)
+            size += len(literal) + 2
+        if by_generation:
+            self.store.delete_where(tenant, _retire_expr(by_generation))
 
     # ---- reads --------------------------------------------------------------------------------
     def _live(self, tenant: str, document_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -576,3 +604,11 @@ class AsyncKnowledgeBase:
             "max_file_bytes": self.kb.config.max_file_bytes,
             "max_request_bytes": self.kb.config.max_request_bytes,
         }
+
+
+def _retire_expr(by_generation: dict[int, list[str]]) -> str:
+    """``(document_id in [...] and generation < g) or ...`` for quoted ids grouped by live generation."""
+    return " or ".join(
+        f"(document_id in [{', '.join(literals)}] and generation < {g})"
+        for g, literals in by_generation.items()
+    )

@@ -127,7 +127,8 @@ def test_rag_answers_with_citations_from_own_documents(env):
     )
     citations = done.model_extra["citations"]
     assert citations and {c["document_id"] for c in citations} == {"clamps"}
-    assert set(citations[0]) == {"document_id", "chunk_id", "title", "score"}
+    assert set(citations[0]) == {"document_id", "chunk_id", "title", "score", "quote"}
+    assert citations[0]["quote"] == "The TX-9 clamp torque is 42 Nm."  # its own sentence, never globex's
     stream = client.chat.completions.create(
         model=env.base_model, messages=QUESTION, max_tokens=4, stream=True, extra_body={"rag": True}
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from adept.errors import InvalidRequest, NotFound, StorageError
+from services.retrieval import bm25
 from services.retrieval.knowledge_base import KnowledgeBase
 from tests.integration.retrieval.conftest import asset_files, stored_chunks
 
@@ -214,3 +215,60 @@ def test_highlights_rank_each_hits_sentences_for_the_query(kb, tenant) -> None:
         kb.search(tenant, "demand charge", 1, highlights=17)
     with pytest.raises(InvalidRequest, match="highlights"):
         kb.search(tenant, "demand charge", 1, highlights=-1)
+
+
+def test_a_multi_batch_upload_retires_old_versions_once_at_its_end(kb, tenant, monkeypatch) -> None:
+    """Older generations go in one pass per upload, not one per batch: on Milvus Lite each pass
+    scans the whole collection, which made a big upload quadratic. Batches still bound memory."""
+    from services.retrieval import knowledge_base as kb_module
+
+    monkeypatch.setattr(kb_module, "_FLUSH_CHUNKS", 2)  # one-chunk records: a batch every two
+    recs = [{"id": f"d{i}", "text": f"Pump {i} has seal kit number {i}."} for i in range(7)]
+    kb.ingest_records(tenant, recs)
+    retires, embedded = [], []
+    real_retire, real_embed = kb.store.delete_where, kb.embedder.embed
+    monkeypatch.setattr(kb.store, "delete_where", lambda t, e: (retires.append(e), real_retire(t, e))[1])
+    monkeypatch.setattr(
+        kb.embedder, "embed", lambda texts: (embedded.append(len(texts)), real_embed(texts))[1]
+    )
+    res = kb.ingest_records(tenant, [{**r, "text": r["text"] + " Replaced."} for r in recs])
+    assert [d.status for d in res.documents] == ["updated"] * 7
+    assert embedded == [2, 2, 2, 1] and len(retires) == 1
+    assert stored_chunks(kb, tenant) == 7
+    # the statistics counted out exactly the rows deleted: a recount from the stored chunks agrees
+    n, df = kb.store.terms.get(tenant)
+    assert n == 7 and df[bm25.term_id("replaced")] == 7
+    kb.store.rebuild_term_stats(tenant)
+    assert kb.store.terms.get(tenant) == (n, df)
+    hits = kb.search(tenant, "Which seal kit does pump 3 have?", top_k=7)
+    assert len(hits) == 7 and all(h.text.endswith("Replaced.") for h in hits)
+
+
+def test_an_upload_failing_midway_retires_the_batches_it_flipped(kb, tenant, monkeypatch) -> None:
+    from services.retrieval import knowledge_base as kb_module
+
+    monkeypatch.setattr(kb_module, "_FLUSH_CHUNKS", 2)
+    recs = [{"id": f"d{i}", "text": f"Valve {i} is checked every {i + 2} months."} for i in range(6)]
+    kb.ingest_records(tenant, recs)
+    real_put, calls = kb.store.put_records, []
+
+    def put_or_fail(t, records):  # the second batch's flip fails
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise StorageError("Milvus refused a write: disk full")
+        real_put(t, records)
+
+    monkeypatch.setattr(kb.store, "put_records", put_or_fail)
+    changed = [{**r, "text": r["text"] + " Changed."} for r in recs]
+    with pytest.raises(StorageError):
+        kb.ingest_records(tenant, changed)
+    # d0, d1 flipped and their old chunks went; d2, d3's new chunks stay as invisible leftovers
+    assert stored_chunks(kb, tenant) == 6 + 2
+    docs = {d.id: d for d in kb.list_documents(tenant)}
+    assert len(docs) == 6
+    hits = kb.search(tenant, "How often is valve 1 checked?", top_k=6)
+    assert len({h.chunk_id for h in hits}) == len(hits) == 6
+    monkeypatch.setattr(kb.store, "put_records", real_put)
+    res = kb.ingest_records(tenant, changed)
+    assert [d.status for d in res.documents] == ["unchanged"] * 2 + ["updated"] * 4
+    assert stored_chunks(kb, tenant) == 6
