@@ -5,7 +5,7 @@
     python -m bench.report --readme   # also replace the README's generated benchmark table
 
 The README's benchmark section is this table, regenerated between its markers, never typed, and
-only from quiet runs: a result whose load exceeded the core count during its run (``contended``,
+only from quiet runs: a result during whose run other processes took CPU (``contended``,
 bench/_common.py) is left out of it and named below it; ``report.md`` shows every result.
 """
 
@@ -77,6 +77,8 @@ def _machine(m: dict[str, Any]) -> str:
     load = f", load {start[0]:.1f}→{end[0]:.1f}" if start and end else ""
     if m.get("load_avg_max") is not None:
         load += f" (max {m['load_avg_max']:.1f})"
+    if m.get("others_cores_max") is not None:
+        load += f", others ≤ {m['others_cores_max']:.1f} cores"
     if is_contended(m):
         load += ", CONTENDED"
     return f"{m.get('cpu', '?')}, {cores}{bf16}, {gpu}{load}"
@@ -103,7 +105,12 @@ def quiet_only(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
                 x[0] for x in (m.get("load_avg_start"), m.get("load_avg_end")) if x
             )
             cores = m.get("usable_cores") or m.get("cores")
-            left_out.append(f"{r['name']} ({r['date'][:10]}: load {peak:.1f} on {cores} cores)")
+            why = (
+                f"other processes used {m['others_cores_max']:.1f} cores"
+                if m.get("others_cores_max") is not None
+                else f"load {peak:.1f} on {cores} cores"
+            )
+            left_out.append(f"{r['name']} ({r['date'][:10]}: {why})")
         else:
             quiet.append(r)
     return quiet, left_out

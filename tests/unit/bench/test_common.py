@@ -48,9 +48,59 @@ def test_a_run_writes_the_common_format(tmp_path: Path, monkeypatch: pytest.Monk
     )
 
 
+class FakeCPU:
+    """``/proc`` as the watch reads it: busy ticks of the machine, ticks of the benchmark's own tree."""
+
+    def __init__(self) -> None:
+        self.busy = self.own = 0
+
+    def spend(self, own: int, others: int) -> None:
+        self.busy += own + others
+        self.own += own
+
+
+def test_only_other_processes_make_a_run_contended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
+    cpu = FakeCPU()
+    monkeypatch.setattr(_common, "busy_ticks", lambda: cpu.busy)
+    monkeypatch.setattr(_common, "tree_ticks", lambda pid: cpu.own)
+    cores = _common.usable_cores()
+    monkeypatch.setattr(_common, "load_avg", lambda: [cores + 1.0, 1.0, 1.0])  # its own load
+    run = Run("demo", {})
+    cpu.spend(own=10_000, others=0)  # the benchmark keeps every core busy itself
+    quiet = run.write([Figure("s", 1.0, "", "b", 1.0)], dtype=None, details={})
+    machine = json.loads(quiet.read_text())["machine"]
+    assert quiet == tmp_path / "demo.json" and machine["contended"] is False
+    assert machine["others_cores_max"] == 0.0 and machine["load_avg_max"] == cores + 1.0
+    run = Run("demo", {})
+    cpu.spend(own=100, others=10_000)  # another process took cores meanwhile
+    loaded = run.write([Figure("s", 2.0, "", "b", 1.0)], dtype=None, details={})
+    machine = json.loads(loaded.read_text())["machine"]
+    assert loaded == tmp_path / "demo.contended.json" and machine["contended"] is True
+    assert machine["others_cores_max"] > _common.OTHERS_CORES_LIMIT
+
+
+def test_the_watch_counts_its_own_child_processes_as_its_own() -> None:
+    import os
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        own = _common.tree_ticks(os.getpid())
+        assert own is not None and own >= 0
+        # The child is in the tree: a tree rooted at the child is part of ours.
+        assert _common.tree_ticks(child.pid) is not None
+        assert _common.tree_ticks(2**22 + 7) is None  # no such process
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_contended_run_is_marked_and_never_replaces_a_quiet_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Without /proc the load average decides.
+    monkeypatch.setattr(_common, "busy_ticks", lambda: None)
     monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
     monkeypatch.setattr(_common, "load_avg", lambda: [0.5, 0.5, 0.5])
     quiet = Run("demo", {}).write([Figure("s", 1.0, "", "b", 1.0)], dtype=None, details={})
