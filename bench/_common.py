@@ -140,9 +140,9 @@ def busy_ticks() -> int | None:
     return user + nice + system + irq + softirq + steal
 
 
-def tree_ticks(root: int) -> int | None:
+def tree_ticks(root: int) -> tuple[int, frozenset[int]] | None:
     """CPU time (clock ticks) of process ``root`` and every live descendant, with the time of the children
-    each of them has reaped (``cutime``/``cstime``): what the benchmark itself used."""
+    each of them has reaped (``cutime``/``cstime``) — what the benchmark itself used —, and their pids."""
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
     try:
@@ -163,12 +163,13 @@ def tree_ticks(root: int) -> int | None:
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+    total, todo, tree = 0, [root], set()
     while todo:
         pid = todo.pop()
+        tree.add(pid)
         total += ticks.get(pid, 0)
         todo.extend(children.get(pid, ()))
-    return total
+    return total, frozenset(tree)
 
 
 class LoadWatch:
@@ -183,18 +184,18 @@ class LoadWatch:
     def __init__(self, every_s: float = 5.0) -> None:
         first = load_avg()
         self.max = first[0] if first else None
-        self.others_max: float | None = None
         self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._cpu()
+        self.others_max: float | None = 0.0 if self._last is not None else None
         self._stop = threading.Event()
         self._every = every_s
         self._thread = threading.Thread(target=self._loop, name="load-watch", daemon=True)
         self._thread.start()
 
     @staticmethod
-    def _cpu() -> tuple[float, int, int] | None:
+    def _cpu() -> tuple[float, int, int, frozenset[int]] | None:
         busy, own = busy_ticks(), tree_ticks(os.getpid())
-        return None if busy is None or own is None else (time.monotonic(), busy, own)
+        return None if busy is None or own is None else (time.monotonic(), busy, own[0], own[1])
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
@@ -205,7 +206,11 @@ class LoadWatch:
         if now is not None:
             self.max = now[0] if self.max is None else max(self.max, now[0])
         cpu = self._cpu()
-        if cpu is not None and self._last is not None and cpu[0] > self._last[0]:
+        # A window in which a process left the tree is not judged: an exited process's last ticks
+        # and its reaping (or an orphan re-parented away, such as a Ray raylet outliving its driver)
+        # make the tree's sum jump either way.
+        left = cpu is not None and self._last is not None and bool(self._last[3] - cpu[3])
+        if cpu is not None and self._last is not None and cpu[0] > self._last[0] and not left:
             others = (cpu[1] - self._last[1]) - (cpu[2] - self._last[2])
             cores = max(0.0, others / self._hz / (cpu[0] - self._last[0]))
             self.others_max = cores if self.others_max is None else max(self.others_max, cores)
