@@ -139,8 +139,9 @@ def render_markdown(results: list[dict[str, Any]], left_out: Sequence[str] = ())
     lines.append("")
     lines.append(
         "ratio = value / baseline, both measured in the same run; ↑: higher is better, ↓: lower is better. "
-        "load: the 1-minute load average at the start → end of the run (above the core count, other "
-        "processes shared the CPU and speeds are low and noisy)."
+        "load: the 1-minute load average at the start → end of the run (it counts the benchmark's own "
+        "processes); others: the most CPU processes outside the benchmark took in any 5 s window — above "
+        "half a core the run is contended (speeds low and noisy) and left out of this table."
     )
     if left_out:
         lines.append("")
