@@ -86,21 +86,19 @@ def candidates(default_instruction: str) -> list[Candidate]:
     ]
 
 
-def passage(hit: dict, title_last: bool, text: str | None = None) -> str:
-    title, text = hit.get("title") or "", hit["text"] if text is None else text
+def passage(hit: dict, title_last: bool) -> str:
+    title, text = hit.get("title") or "", hit["text"]
     if not title:
         return text
     return f"{text}\n(Source: {title})" if title_last else f"{title}\n{text}"
 
 
-def excerpts(hit: dict, title_last: bool) -> list[str]:
-    """As the gateway sends them (``services.gateway.chat.passage_excerpts``): the best 1, 2, ...
-    highlighted sentences in document order."""
-    ranked = hit.get("highlights") or []
-    return [
-        passage(hit, title_last, " ".join(h["text"] for h in sorted(ranked[:n], key=lambda h: h["start"])))
-        for n in range(1, len(ranked) + 1)
-    ]
+def excerpts(hit: dict) -> list[str]:
+    """The hit's best 1, 2, ... highlighted sentences, rendered by the gateway's own code."""
+    from services.gateway.chat import passage_excerpts
+    from services.retrieval.protocol import SearchHit
+
+    return passage_excerpts(SearchHit.model_validate(hit))
 
 
 def _score(pred: str, item: Any, docs: list[str], cited: list[int]) -> dict[str, float | None]:
@@ -162,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"role": "user", "content": item.question},
                 ],
                 passages=passages,
-                passage_excerpts=[excerpts(x, cand.title_last) for x in top],
+                passage_excerpts=[excerpts(x) for x in top],
                 max_tokens=args.max_tokens,
                 temperature=0.0,
             )
