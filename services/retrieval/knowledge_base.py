@@ -390,7 +390,8 @@ class KnowledgeBase:
                 f"top_k must be an integer from 1 to {self.config.max_top_k} (got {top_k!r})", param="top_k"
             )
         extra = _filter_expr(filter)
-        vector = self.embedder.embed([query])[0].tolist()
+        query_vector = self.embedder.embed([query])[0]
+        vector = query_vector.tolist()  # what Milvus takes
         text = query if self.config.search_mode == "hybrid" else None
         limit = min(16384, top_k + 10)
         for _attempt in range(3):
@@ -415,22 +416,16 @@ class KnowledgeBase:
             limit = min(16384, limit * 4)  # invisible leftovers crowded the window: widen it
         found = [_hit(h) for h in hits[:top_k]]
         if highlights:
-            self._highlight(query, vector, found, highlights)
+            self._highlight(query, query_vector, found, highlights)
         return found
 
-    def _highlight(self, query: str, query_vector: list[float], hits: list[SearchHit], n: int) -> None:
+    def _highlight(self, query: str, query_vector: Any, hits: list[SearchHit], n: int) -> None:
         """Rank the sentences of all ``hits`` together (one embedding batch) and keep each hit's best ``n``."""
-        import numpy as np
-
         spans = [sentence_spans(h.text) for h in hits]
         texts = [sentence_text(h.text, sp) for h, hs in zip(hits, spans, strict=True) for sp in hs]
         if not texts:
             return
-        scores = iter(
-            score_sentences(
-                query, np.asarray(query_vector, dtype=np.float32), texts, self.embedder.embed(texts)
-            )
-        )
+        scores = iter(score_sentences(query, query_vector, texts, self.embedder.embed(texts)))
         sentences = iter(texts)
         for hit, hs in zip(hits, spans, strict=True):
             ranked = [
