@@ -171,6 +171,14 @@ class LLMConfig(StrictModel):
         "chunk), otherwise `all`.",
     )
 
+    rag_extractive: bool | Literal["auto"] = Field(
+        "auto",
+        description="Decode a RAG answer as words copied from the passages shown (a run of consecutive words "
+        'of one passage, or "I don\'t know."), through the structured-output grammar. Applies to chat '
+        "requests with passages, no response_format or tools and no adapter. `auto`: on for models under "
+        "1 B parameters (they otherwise write numbers that are not in the passage), off for larger ones.",
+    )
+
     @field_validator("rag_max_passages", "rag_passage_sentences")
     @classmethod
     def _budget(cls, v: int | str, info: ValidationInfo) -> int | str:

@@ -37,9 +37,10 @@ from typing import Any
 from adept.config.llm import DEFAULT_RAG_INSTRUCTION
 from adept.errors import InvalidRequest, NotFound, Unavailable
 from services.llm.batch import RunningBatch, Sequence
+from services.llm.extractive import extractive_applies, extractive_enabled
 from services.llm.kv_cache import SlotKVCache, free_memory_bytes, kv_bytes_per_token
 from services.llm.lora_slots import BASE, LoraSlots
-from services.llm.prompting import PromptBuilder, passage_budget, sentence_budget
+from services.llm.prompting import Prompt, PromptBuilder, passage_budget, sentence_budget
 from services.llm.protocol import GenerateChunk, GenerateRequest, Usage
 from services.llm.runner import ModelRunner, Outcome
 from services.llm.sampling import make_generator
@@ -93,6 +94,8 @@ class Engine:
         rag_instruction, rag_examples: the RAG instruction and worked examples (``PromptBuilder``).
         rag_max_passages: most passages per RAG prompt; ``auto``: 1 below 1 B parameters, else no limit.
         rag_passage_sentences: show each passage as its best N sentences (``sentence_budget``).
+        rag_extractive: copy RAG answers from the shown passages (``services/llm/extractive.py``);
+            ``auto``: below 1 B parameters.
         observer: metrics hooks.
         kv_cache_tokens: the KV-token budget (rows x reserved tokens); default: ``kv_memory_fraction``
             of the memory free on the device once the model is loaded.
@@ -121,6 +124,7 @@ class Engine:
         rag_examples: list[dict[str, str]] | None = None,
         rag_max_passages: int | str | None = "auto",
         rag_passage_sentences: int | str | None = "auto",
+        rag_extractive: bool | str | None = "auto",
         observer: EngineObserver | None = None,
         kv_cache_tokens: int | None = None,
         kv_memory_fraction: float = 0.5,
@@ -168,6 +172,7 @@ class Engine:
             max_passages=passage_budget(rag_max_passages, _parameters(model)),
             max_sentences=sentence_budget(rag_passage_sentences, _parameters(model)),
         )
+        self.extractive = extractive_enabled(rag_extractive, _parameters(model))
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         self._grammar_exec = ThreadPoolExecutor(1, thread_name_prefix="adept-grammar")
         self.slots = LoraSlots(model, max_loras=max_loras, max_lora_rank=max_lora_rank)
@@ -399,7 +404,7 @@ class Engine:
             )  # size checked first, tokenized off the loop
             if req.max_tokens is None:
                 max_tokens = min(cap, self.max_model_len - len(prompt.ids))
-            grammar = await self._grammar(req)
+            grammar = await self._grammar(req, prompt, adapter_id)
             seq = Sequence(
                 request_id=req.request_id,
                 tenant=req.tenant if req.tenant is not None else tenant_of(adapter_id),
@@ -440,8 +445,9 @@ class Engine:
                 seq.cancelled = True  # the client went away: its row or queue entry goes at the next step
                 self._kick()
 
-    async def _grammar(self, req: GenerateRequest) -> Any:
-        """A fresh matcher for ``req``'s output grammar (compiled off the loop, cached per schema), or None.
+    async def _grammar(self, req: GenerateRequest, prompt: Prompt, adapter_id: str) -> Any:
+        """A fresh matcher for ``req``'s output grammar (compiled off the loop, cached per schema), or None:
+        the JSON of ``guided``, else an extractive answer's (``extractive_applies``).
 
         Raises:
             InvalidRequest: the schema cannot be compiled, or ``tool_choice: auto`` on a template without tools.
@@ -452,7 +458,8 @@ class Engine:
                 "use tool_choice 'required' or name a function",
                 param="tool_choice",
             )
-        if req.guided is None:
+        ebnf = extractive_applies(self.extractive, req, prompt, adapter_id)
+        if req.guided is None and ebnf is None:
             return None
         loop = asyncio.get_running_loop()
         if self.runner.grammars is None:
@@ -461,6 +468,12 @@ class Engine:
                 lambda: GrammarBook(self.tokenizer, vocab_size=self.vocab_size, stop_ids=self.runner.eos_ids),
             )
         book = self.runner.grammars
+        if req.guided is None:
+            try:
+                return book.matcher(await loop.run_in_executor(self._grammar_exec, book.compile_ebnf, ebnf))
+            except (ValueError, RuntimeError) as e:  # a passage xgrammar cannot take: answer unconstrained
+                log.warning("extractive grammar not compiled (%s); answering without it", e)
+                return None
         try:
             # Its own thread: a slow schema delays only requests waiting for a grammar, not tokenizing.
             compiled = await loop.run_in_executor(self._grammar_exec, book.compile, req.guided)

@@ -42,6 +42,7 @@ def build_engine(
         "rag_examples": [e.model_dump() for e in llm.rag_examples],
         "rag_max_passages": llm.rag_max_passages,
         "rag_passage_sentences": llm.rag_passage_sentences,
+        "rag_extractive": llm.rag_extractive,
         "observer": observer,
         "max_queued_requests": llm.max_queued_requests,
         "max_queued_per_tenant": llm.max_queued_per_tenant,

@@ -56,10 +56,12 @@ def _small_model_setting(setting: int | str | None, n_parameters: int | None, sm
 
 @dataclass(frozen=True)
 class Prompt:
-    """A rendered prompt: its token ids and which passages went into it (indices, in prompt order)."""
+    """A rendered prompt: its token ids, which passages went into it (indices, in prompt order) and
+    those passages as the prompt shows them (an excerpt of each where ``max_sentences`` applies)."""
 
     ids: list[int]
     passages_used: list[int]
+    shown: tuple[str, ...] = ()
 
 
 class PromptBuilder:
@@ -189,4 +191,4 @@ class PromptBuilder:
             if len(candidate) <= limit:
                 used.append(i)
                 ids = candidate
-        return Prompt(ids=ids, passages_used=used)
+        return Prompt(ids=ids, passages_used=used, shown=tuple(texts[i] for i in used))

@@ -87,10 +87,16 @@ class GrammarBook:
         self.compiler = xgr.GrammarCompiler(info, max_threads=1)
         self._compile = functools.lru_cache(maxsize=256)(self._compile_uncached)
 
-    def _compile_uncached(self, key: str) -> Any:
+    def _compile_uncached(self, key: str, ebnf: bool = False) -> Any:
+        if ebnf:
+            return self.compiler.compile_grammar(key)
         # Compact JSON (no free whitespace): a small model cannot wander into endless blanks.
         schema = key or json.dumps({"type": "object"})
         return self.compiler.compile_json_schema(schema, strict_mode=True, any_whitespace=False)
+
+    def compile_ebnf(self, grammar: str) -> Any:
+        """The compiled EBNF ``grammar`` (an extractive answer's: ``services/llm/extractive.py``)."""
+        return self._compile(grammar, True)
 
     def compile(self, guided: Guided) -> Any:
         """The compiled grammar of ``guided`` (thread-safe; call it off the event loop).

@@ -38,6 +38,7 @@ from adept.adapter_compat import ServingLimits, ensure_adapter_compatible
 from adept.config.llm import DEFAULT_RAG_INSTRUCTION
 from adept.errors import AdeptError, InvalidRequest, NotFound, Overloaded, RateLimited, Unavailable
 from services.llm.engine import END_MARKERS, EngineObserver, tenant_of
+from services.llm.extractive import extractive_applies, extractive_enabled
 from services.llm.prompting import PromptBuilder, passage_budget, sentence_budget
 from services.llm.protocol import GenerateChunk, GenerateRequest, TokenLogprob, TopLogprob, Usage
 from services.llm.runner import GenerationFailed
@@ -92,8 +93,9 @@ class VLLMEngine:
         max_model_len: the context window vLLM was started with.
         max_batch_size: vLLM's ``max_num_seqs``.
         max_tokens_limit, default_max_tokens, rag_instruction, rag_examples, rag_max_passages,
-            rag_passage_sentences, observer:
-            as for ``Engine``.
+            rag_passage_sentences, rag_extractive, observer:
+            as for ``Engine`` (``auto`` settings: GPU-sized model, so no passage or sentence limit and
+            no extractive answers).
         max_queued_requests, max_queued_per_tenant: the bounded queue, as for ``Engine``.
         max_lora_rank: vLLM's ``max_lora_rank``; adapters above it are refused.
     """
@@ -111,6 +113,7 @@ class VLLMEngine:
         rag_examples: list[dict[str, str]] | None = None,
         rag_max_passages: int | str | None = "auto",
         rag_passage_sentences: int | str | None = "auto",
+        rag_extractive: bool | str | None = "auto",
         observer: EngineObserver | None = None,
         max_queued_requests: int = 256,
         max_queued_per_tenant: int = 64,
@@ -139,6 +142,7 @@ class VLLMEngine:
             max_passages=passage_budget(rag_max_passages, None),
             max_sentences=sentence_budget(rag_passage_sentences, None),
         )
+        self.extractive = extractive_enabled(rag_extractive, None)
         self.prompt_worker = PromptWorker(self.prompts, tokenizer)
         vocab = tokenizer.get_vocab()
         self._stop_ids = sorted({vocab[m] for m in END_MARKERS if m in vocab})
@@ -310,12 +314,15 @@ class VLLMEngine:
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         structured = None
+        ebnf = extractive_applies(self.extractive, req, prompt, adapter_id)
         if req.guided is not None:  # vLLM's structured outputs build the grammar from the base tokenizer
             structured = StructuredOutputsParams(
                 json=req.guided.json_schema,
                 json_object=True if req.guided.json_object else None,
                 disable_any_whitespace=True,  # compact JSON, as on the HF engine
             )
+        elif ebnf is not None:
+            structured = StructuredOutputsParams(grammar=ebnf)
         params = SamplingParams(
             n=1,
             temperature=req.temperature,

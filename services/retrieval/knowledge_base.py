@@ -26,9 +26,10 @@ from typing import Any
 from adept.config.retrieval import RetrievalConfig
 from adept.documents import check_document_id, walk_files
 from adept.errors import InvalidRequest, NotFound
+from adept.passages import sentence_spans, sentence_text
 from services.retrieval.chunking import Chunker
 from services.retrieval.embedding import Embedder
-from services.retrieval.highlights import score_sentences, sentence_spans, sentence_text
+from services.retrieval.highlights import score_sentences, states_a_fact
 from services.retrieval.ingest import ParsedDocument, ParseError, parse_file, record_to_document
 from services.retrieval.protocol import (
     MAX_HIGHLIGHTS,
@@ -431,7 +432,7 @@ class KnowledgeBase:
             ranked = [
                 Highlight(text=next(sentences), start=a, end=b, score=round(next(scores), 6)) for a, b in hs
             ]
-            ranked.sort(key=lambda x: -x.score)
+            ranked.sort(key=lambda x: (not states_a_fact(x.text), -x.score))
             hit.highlights = ranked[:n]
 
     def list_documents(self, tenant: str) -> list[DocumentInfo]:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from adept.errors import InvalidRequest, NotFound, RateLimited
-from services.gateway.chat import build_citations
+from services.gateway.chat import build_citations, by_best_sentence
 from services.gateway.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from services.retrieval.protocol import SearchHit
 from tests.unit.gateway.conftest import BASE
@@ -241,3 +241,19 @@ def test_rag_decodes_greedily_unless_the_request_sets_a_temperature(service, ten
     run(svc.chat(tenants["acme"][0], chat_req(rag=True, temperature=0.7)))
     run(svc.chat(tenants["acme"][0], chat_req()))
     assert [c[1].temperature for c in llm.calls] == [0.0, 0.7, 1.0]
+
+
+def test_the_passage_holding_the_best_sentence_goes_first():
+    from services.retrieval.protocol import Highlight
+
+    def hit(i: int, best: float | None) -> SearchHit:
+        marks = [] if best is None else [Highlight(text="s.", start=0, end=2, score=best)]
+        return SearchHit(
+            document_id=f"d{i}", chunk_id=f"c{i}", title="t", text="s.", score=1 - i / 10, highlights=marks
+        )
+
+    ranked = by_best_sentence([hit(0, 0.7), hit(1, 1.1), hit(2, 0.7), hit(3, 0.9)])
+    assert [h.chunk_id for h in ranked] == ["c1", "c3", "c0", "c2"]  # ties keep the retrieval order
+    plain = [hit(0, None), hit(1, None)]
+    assert by_best_sentence(plain) == plain and by_best_sentence([]) == []
+    assert [h.chunk_id for h in by_best_sentence([hit(0, 0.1), hit(1, None)])] == ["c0", "c1"]

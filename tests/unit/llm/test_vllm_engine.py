@@ -370,3 +370,26 @@ def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
     tools = [{"type": "function", "function": {"name": "f"}}]
     with pytest.raises(InvalidRequest, match="tool-call format"):
         run(collect(engine, chat("report", tools=tools, tool_choice="auto")))
+
+
+def test_extractive_answers_go_to_vllm_as_a_grammar(make_vllm_engine, lora_dirs):
+    """`auto` is off on vLLM (GPU-sized models); set on, a base-model RAG answer carries the grammar of
+    its shown passage, and an adapter's answer does not."""
+    from services.llm.extractive import extractive_grammar
+
+    engine = make_vllm_engine(rag_extractive=True, rag_max_passages=1)
+    passages = ["OC-7 means a blown fuse.", "Tariff B is 12 cents."]
+
+    async def main():
+        await engine.load_adapter("acme/a1@v1", lora_dirs["a1"])
+        await collect(engine, chat("what is OC-7", max_tokens=4, passages=passages))
+        await collect(engine, chat("what is OC-7", max_tokens=4, passages=passages), "acme/a1@v1")
+        await collect(engine, chat("what is OC-7", max_tokens=4))
+
+    run(main())
+    base, adapter, free = (p.structured_outputs for p in engine.llm.calls.params)
+    assert base.grammar == extractive_grammar([passages[0]]) and base.json is None
+    assert adapter is None and free is None
+    auto = make_vllm_engine()
+    run(collect(auto, chat("what is OC-7", max_tokens=4, passages=passages)))
+    assert auto.llm.calls.params[0].structured_outputs is None

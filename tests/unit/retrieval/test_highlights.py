@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.retrieval.highlights import score_sentences, sentence_spans, sentence_text
+from services.retrieval.highlights import score_sentences, sentence_spans, sentence_text, states_a_fact
 
 CHUNK = (
     "For customers whose demand is from 50 kW to 500 kW.\n\n"
@@ -62,3 +62,21 @@ def test_the_embedding_decides_when_no_word_is_shared() -> None:
     vectors = np.array([[0.9, 0.1], [0.1, 0.9]], dtype=np.float32)
     scores = score_sentences("who gets electricity back soonest", np.array([1.0, 0.0]), texts, vectors)
     assert scores[0] > scores[1]
+
+
+def test_hyphenated_terms_are_matched_whole() -> None:
+    """'on' is a stop word and the analyzer splits 'on-peak': without the joined term, on-peak and
+    off-peak would both read as 'peak' and the embedding (here: no help) would pick the first."""
+    texts = [
+        "The RT-2 off-peak rate, for all other hours, is 10.1 cents per kWh.",
+        "The RT-2 on-peak hours are 4 pm to 9 pm on weekdays, at 29.6 cents per kWh.",
+    ]
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    scores = score_sentences("What is the on-peak price of RT-2?", np.array([1.0, 0.0]), texts, vectors)
+    assert scores[1] > scores[0]
+
+
+def test_a_sentence_that_only_introduces_a_list_states_no_fact() -> None:
+    assert not states_a_fact("The minimum approach distances for qualified line workers are:")
+    assert states_a_fact("The minimum approach distance on 12.47 kV circuits is 0.80 m.")
+    assert states_a_fact("Why?")
