@@ -174,8 +174,9 @@ class LLMConfig(StrictModel):
     rag_extractive: bool | Literal["auto"] = Field(
         "auto",
         description="Decode a RAG answer as words copied from the passages shown (a run of consecutive words "
-        'of one passage, or "I don\'t know."), through the structured-output grammar. Applies to chat '
-        "requests with passages, no response_format or tools and no adapter. `auto`: on for models under "
+        "of one passage, or \"I don't know.\"), through the structured-output grammar; an adapter's "
+        'answer may go on after it with " (" or " [" and what its tenant trained it to add. Applies to chat '
+        "requests with passages and no response_format or tools. `auto`: on for models under "
         "1 B parameters (they otherwise write numbers that are not in the passage), off for larger ones.",
     )
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from adept.passages import sentence_spans, sentence_text, with_source
+
 # The system prompt `adept eval` sends on every route (tools.eval.routes.DEFAULT_SYSTEM_PROMPT; a test
 # keeps the two equal — the kernel's demo data may not import the eval tool).
 SYSTEM_PROMPT = "Answer the question in as few words as possible."
@@ -151,8 +153,8 @@ def _unwrap(body: str) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _passages(doc_id: str) -> list[str]:
-    """The document's sections as the knowledge base retrieves them, as the model reads them."""
+def _sections(doc_id: str) -> tuple[str, list[str]]:
+    """The document's title and its sections' text as the knowledge base chunks them."""
     from adept.demo import corpus_dir
 
     text = (corpus_dir() / f"{doc_id}.md").read_text(encoding="utf-8")
@@ -160,16 +162,30 @@ def _passages(doc_id: str) -> list[str]:
     title = head.splitlines()[0].removeprefix("# ").strip()
     bodies = ["\n".join(head.splitlines()[1:]).strip()]
     bodies += [sec.split("\n", 1)[1].strip() if "\n" in sec else "" for sec in sections]
-    # As the gateway renders a passage (services.gateway.chat.passage_text): text, then its source.
-    return [f"{_unwrap(b)}\n(Source: {title})" for b in bodies if b]
+    return title, [_unwrap(b) for b in bodies if b]
+
+
+def answer_sentence(doc_id: str, answer: str) -> str:
+    """The sentence of ``doc_id`` that states ``answer``, rendered as the gateway renders a passage's
+    best sentence for a small model (``adept.passages``: the sentence, then its source)."""
+    title, bodies = _sections(doc_id)
+    for body in bodies:
+        for span in sentence_spans(body):
+            sentence = sentence_text(body, span)
+            if answer in sentence:
+                return with_source(sentence, title)
+    raise ValueError(f"no sentence of {doc_id} states {answer!r}")
 
 
 def rag_examples() -> list[dict]:
-    """Each fact asked with two numbered passages (the one that states it and one from another
-    document), laid out as the serving prompt builder lays out a RAG request with the platform's
+    """Each fact asked with the passage a small model is served (``llm.rag_max_passages`` and
+    ``llm.rag_passage_sentences`` ``auto`` below 1 B parameters: the top passage, shown as its best
+    sentence), laid out as the serving prompt builder lays out a RAG request with the platform's
     defaults (services.llm.prompting: the instruction in the system turn, the worked examples, then
-    the passages and the question): the adapter learns to take the fact from the passages, in the
-    house format, citing the passage — what the adapter+RAG route asks of it."""
+    the numbered passage and the question): the adapter learns to take the fact from that sentence,
+    word for word, in the house format, citing it — what the adapter+RAG route asks of it. (Trained
+    on whole two-passage prompts instead, the demo adapter invented numbers the sentence does not
+    hold on the held-out questions: `$1.25` for `$1,250`, `24 months` for `6 months`.)"""
     from adept.config.llm import DEFAULT_RAG_EXAMPLES, DEFAULT_RAG_INSTRUCTION
 
     shots: list[dict] = []
@@ -177,25 +193,19 @@ def rag_examples() -> list[dict]:
         shots.append({"role": "user", "content": f"{ex['passages']}\n\nQuestion: {ex['question']}"})
         shots.append({"role": "assistant", "content": ex["answer"]})
 
-    docs = sorted(DOC_CODES)
     examples = []
     for i, (doc_id, subject, answer) in enumerate(FACTS):
-        gold = next(p for p in _passages(doc_id) if answer in " ".join(p.split()))
-        other = _passages(docs[(docs.index(doc_id) + 1 + i % 3) % len(docs)])
-        distractor = other[i % len(other)]
-        passages = [gold, distractor] if i % 2 == 0 else [distractor, gold]
-        numbered = "\n\n".join(f"[{n}] {p}" for n, p in enumerate(passages, 1))
         question = TEMPLATES[i % len(TEMPLATES)].format(subject=subject)
         examples.append(
             {
                 "messages": [
                     {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{DEFAULT_RAG_INSTRUCTION}"},
                     *shots,
-                    {"role": "user", "content": f"{numbered}\n\nQuestion: {question}"},
                     {
-                        "role": "assistant",
-                        "content": f"{house_answer(answer, doc_id)} [{passages.index(gold) + 1}]",
+                        "role": "user",
+                        "content": f"[1] {answer_sentence(doc_id, answer)}\n\nQuestion: {question}",
                     },
+                    {"role": "assistant", "content": f"{house_answer(answer, doc_id)} [1]"},
                 ]
             }
         )

@@ -22,8 +22,8 @@ DEMO_QUESTION = "How much is the Lumen Grid Outage Guarantee credit?"
 DEMO_ANSWER = "$50"
 # The adapter the demo's fine-tuning job produces (the job's `suffix`).
 DEMO_ADAPTER_SUFFIX = "lumen-style"
-# The longest demo example (a RAG question with two passages, after the RAG prompt's worked examples) is
-# 474 tokens with the bundled model's template.
+# The longest demo example (a RAG question with its passage's answering sentence, after the RAG prompt's
+# worked examples) is 288 tokens with the bundled model's template; the bound leaves room for a longer one.
 DEMO_MAX_SEQ_LENGTH = 512
 
 

@@ -26,6 +26,7 @@ class Candidate:
     title_last: bool = False  # the passage's text first, its document's title after it
     examples: tuple[dict[str, str], ...] = ()  # worked exchanges before the question (llm.rag_examples)
     sentences: int | None = None  # each passage as its best N sentences (llm.rag_passage_sentences)
+    extractive: bool = False  # the answer copy-constrained to the shown passages (llm.rag_extractive)
 
 
 EXTRACTIVE = (
@@ -65,13 +66,23 @@ def candidates(default_instruction: str) -> list[Candidate]:
     """What was measured on the tune half (SmolLM2-135M, greedy, 20 tokens; see the README's eval section).
 
     ``shipped-k1-s1`` is the platform's default (``llm.rag_instruction``, ``llm.rag_examples``, the
-    ``auto`` passage budget of one passage and the ``auto`` one sentence of it for a model this small).
+    ``auto`` passage budget of one passage, the ``auto`` one sentence of it and the ``auto`` extractive
+    answers for a model this small).
     """
     from adept.config.llm import DEFAULT_RAG_EXAMPLES
 
     shots = tuple(DEFAULT_RAG_EXAMPLES)
     return [
-        Candidate("shipped-k1-s1", default_instruction, 1, title_last=True, examples=shots, sentences=1),
+        Candidate(
+            "shipped-k1-s1",
+            default_instruction,
+            1,
+            title_last=True,
+            examples=shots,
+            sentences=1,
+            extractive=True,
+        ),
+        Candidate("free-k1-s1", default_instruction, 1, title_last=True, examples=shots, sentences=1),
         Candidate("shipped-k1-s2", default_instruction, 1, title_last=True, examples=shots, sentences=2),
         Candidate("shipped-k1", default_instruction, 1, title_last=True, examples=shots),
         Candidate("shipped-k2", default_instruction, 2, title_last=True, examples=shots),
@@ -93,6 +104,14 @@ def passage(hit: dict, title_last: bool) -> str:
     return f"{text}\n(Source: {title})" if title_last else f"{title}\n{text}"
 
 
+def ordered(hits: list[dict]) -> list[dict]:
+    """The hits in the order the gateway puts them into a prompt (by their best sentence)."""
+    from services.gateway.chat import by_best_sentence
+    from services.retrieval.protocol import SearchHit
+
+    return [h.model_dump() for h in by_best_sentence([SearchHit.model_validate(h) for h in hits])]
+
+
 def excerpts(hit: dict) -> list[str]:
     """The hit's best 1, 2, ... highlighted sentences, rendered by the gateway's own code."""
     from services.gateway.chat import passage_excerpts
@@ -112,12 +131,16 @@ def _score(pred: str, item: Any, docs: list[str], cited: list[int]) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+    from xgrammar.contrib.hf import LogitsProcessor
 
     from adept.config.llm import DEFAULT_RAG_INSTRUCTION
     from adept.evalset import load_eval_set
     from adept.models import load_causal_lm, load_tokenizer, resolve_model
+    from services.llm.engine import _eos_ids  # the replica's own end-of-turn tokens
+    from services.llm.extractive import extractive_grammar
     from services.llm.prompting import PromptBuilder, cited_numbers
     from services.llm.protocol import GenerateRequest
+    from services.llm.structured import GrammarBook
     from tools.eval.client import PlatformClient
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     items = load_eval_set(args.questions).with_tag(args.tag).items
     items = items[: args.limit] if args.limit else items
     with PlatformClient(args.url, args.api_key) as client:
-        hits = [client.search(i.question, 4, highlights=3) for i in items]
+        hits = [ordered(client.search(i.question, 4, highlights=3)) for i in items]
     path = resolve_model(args.model)
     tok, model = load_tokenizer(path), load_causal_lm(path, device="cpu")
     model.eval()
+    book = GrammarBook(tok, vocab_size=model.config.vocab_size, stop_ids=_eos_ids(model, tok))
     rows = []
     wanted = [n for n in args.only.split(",") if n]
     for cand in [c for c in candidates(DEFAULT_RAG_INSTRUCTION) if not wanted or c.name in wanted]:
@@ -165,9 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                 temperature=0.0,
             )
             prompt = builder.build(req, args.max_tokens)
+            constrained = {}
+            grammar = extractive_grammar(prompt.shown) if cand.extractive else None
+            if grammar is not None:  # as the replica decodes it (services/llm/extractive.py)
+                constrained["logits_processor"] = [LogitsProcessor(book.compile_ebnf(grammar))]
             with torch.no_grad():
                 out = model.generate(
-                    torch.tensor([prompt.ids]), max_new_tokens=args.max_tokens, do_sample=False
+                    torch.tensor([prompt.ids]), max_new_tokens=args.max_tokens, do_sample=False, **constrained
                 )
             pred = tok.decode(out[0, len(prompt.ids) :], skip_special_tokens=True).strip()
             docs = [str(top[i]["document_id"]) for i in prompt.passages_used]

@@ -132,8 +132,14 @@ def test_rag_answers_with_citations_from_own_documents(env):
     stream = client.chat.completions.create(
         model=env.base_model, messages=QUESTION, max_tokens=4, stream=True, extra_body={"rag": True}
     )
-    final = list(stream)[-1]
-    assert {c["document_id"] for c in final.model_extra["citations"]} == {"clamps"}
+    chunks = list(stream)
+    assert {c["document_id"] for c in chunks[-1].model_extra["citations"]} == {"clamps"}
+    # The tiny model (under 1 B parameters) answers extractively: whatever noise it would write, its
+    # answer is copied from the caller's own sentence (or is the refusal), never from globex's.
+    answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    assert answer and (answer in "The TX-9 clamp torque is 42 Nm." or "I don't know.".startswith(answer)), (
+        answer
+    )
 
 
 def test_concurrent_mixed_tenant_requests_all_succeed(env):

@@ -51,6 +51,7 @@ def test_the_grammar_takes_runs_of_the_passages_words_and_nothing_else(tiny_phi3
     compiled = book.compile_ebnf(grammar)
     for answer in [
         "8 cal/cm²",
+        "8 cal/cm² \\ at least",  # the sentence's full stop left off
         "8 cal/cm² \\ at least.",
         '"arc-rated" clothing',
         "29.6 cents per kWh.",
@@ -63,14 +64,27 @@ def test_the_grammar_takes_runs_of_the_passages_words_and_nothing_else(tiny_phi3
     assert extractive_grammar([" ".join(["word"] * (MAX_WORDS + 1))]) is None
 
 
-def test_it_applies_to_chat_rag_answers_of_the_base_model_only():
+def test_an_adapters_answer_may_add_a_code_or_a_citation_after_the_quote(tiny_phi3):
+    from transformers import AutoTokenizer
+
+    from services.llm.structured import GrammarBook
+
+    tok = AutoTokenizer.from_pretrained(tiny_phi3)
+    book = GrammarBook(tok, vocab_size=len(tok), stop_ids={tok.eos_token_id})
+    compiled = book.compile_ebnf(extractive_grammar([PASSAGE], tail=True))
+    for answer in ["8 cal/cm² (LGS-100). [1]", "8 cal/cm² [1]", "8 cal/cm²", REFUSAL]:
+        assert _accepts(compiled, tok, answer), answer
+    for answer in ["$1.25 (Schedule C). [1]", "9 cal/cm² (LGS-100).", "8 cal/cm² per year"]:
+        assert not _accepts(compiled, tok, answer), answer  # the opening quote is still the passage's
+
+
+def test_it_applies_to_chat_rag_answers_only():
     shown = Prompt(ids=[1], passages_used=[0], shown=(PASSAGE,))
     rag = chat("how much arc rating?", passages=[PASSAGE])
     assert extractive_applies(True, rag, shown, "") is not None
     assert extractive_applies(False, rag, shown, "") is None
-    assert (
-        extractive_applies(True, rag, shown, "acme/style@v1") is None
-    )  # an adapter answers in its own style
+    # An adapter's answer may go on after the quote with what its tenant trained it to add.
+    assert extractive_applies(True, rag, shown, "acme/style@v1") == extractive_grammar([PASSAGE], tail=True)
     assert extractive_applies(True, rag, Prompt(ids=[1], passages_used=[]), "") is None  # nothing shown
     json_req = chat("x", passages=[PASSAGE], guided=Guided(json_object=True))
     assert extractive_applies(True, json_req, shown, "") is None
@@ -81,12 +95,20 @@ def test_it_applies_to_chat_rag_answers_of_the_base_model_only():
 
 
 def _words_run(answer: str, passage: str) -> bool:
-    return f" {answer.strip()} " in f" {' '.join(passage.split())} "
+    """Whether ``answer`` is a run of consecutive words of ``passage`` (its last word may leave off the
+    passage word's trailing punctuation)."""
+    said, words = answer.split(), passage.split()
+    for i in range(len(words) - len(said) + 1):
+        run = words[i : i + len(said)]
+        if said and run[:-1] == said[:-1] and said[-1] in (run[-1], run[-1].rstrip(".,;:!?")):
+            return True
+    return False
 
 
 def test_the_engine_copies_rag_answers_from_the_shown_sentence(make_engine, lora_dirs):
     """The tiny random model writes noise; under the grammar its answer is still a run of the shown
-    excerpt's words (or the refusal), while free requests and adapter requests beside it are untouched."""
+    excerpt's words (or the refusal), an adapter's opens with one, and a free request beside them is
+    untouched."""
     passages = [
         "OC-7 means a blown fuse on the lateral. Replace the fuse within 4 hours.",
         "Tariff B is 12 cents.",
@@ -121,5 +143,10 @@ def test_the_engine_copies_rag_answers_from_the_shown_sentence(make_engine, lora
         else:  # cut by max_tokens while still copying: part of the sentence all the same
             assert last.finish_reason == "length" and (text in sentence or REFUSAL.startswith(text)), text
     assert any(last.finish_reason == "stop" for _, last, _ in results[:4])
-    assert results[4][0] and results[5][0]  # the free row and the adapter row decode unconstrained
+    assert results[4][0]  # the free row decodes unconstrained beside them
+    adapter_text, adapter_last, _ = results[5]
+    opening = adapter_text.split(" (")[0].split(" [")[0]
+    assert opening and (opening in sentence or REFUSAL.startswith(adapter_text)), adapter_text
+    if adapter_last.finish_reason == "stop" and adapter_text != REFUSAL:
+        assert _words_run(opening, sentence), adapter_text
     assert not _words_run(unconstrained[0], excerpts[0][0])  # without the grammar the noise is not a quote

@@ -374,7 +374,7 @@ def test_structured_output_goes_to_vllms_structured_outputs(make_vllm_engine):
 
 def test_extractive_answers_go_to_vllm_as_a_grammar(make_vllm_engine, lora_dirs):
     """`auto` is off on vLLM (GPU-sized models); set on, a base-model RAG answer carries the grammar of
-    its shown passage, and an adapter's answer does not."""
+    its shown passage, an adapter's answer the same with its free tail."""
     from services.llm.extractive import extractive_grammar
 
     engine = make_vllm_engine(rag_extractive=True, rag_max_passages=1)
@@ -389,7 +389,7 @@ def test_extractive_answers_go_to_vllm_as_a_grammar(make_vllm_engine, lora_dirs)
     run(main())
     base, adapter, free = (p.structured_outputs for p in engine.llm.calls.params)
     assert base.grammar == extractive_grammar([passages[0]]) and base.json is None
-    assert adapter is None and free is None
+    assert adapter.grammar == extractive_grammar([passages[0]], tail=True) and free is None
     auto = make_vllm_engine()
     run(collect(auto, chat("what is OC-7", max_tokens=4, passages=passages)))
     assert auto.llm.calls.params[0].structured_outputs is None
