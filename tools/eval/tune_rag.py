@@ -54,6 +54,17 @@ SHORT = (
 )
 
 
+# A worked exchange whose answer is neither the sentence's start nor its first number (extractive decoding
+# only: the grammar keeps its words out of a reply).
+MID_SENTENCE_EXAMPLE = {
+    "question": "How much is the visitor badge deposit?",
+    "passages": "[1] Visitors sign in at reception, pay a badge deposit of $20 and return the badge within 7 days.",
+    "answer": "$20 [1]",
+}
+# The instruction without the citation the extractive grammar leaves out of a base model's answer.
+NO_CITE = "Answer with the shortest phrase copied from the passage."
+
+
 # The layout before this session's tuning (instruction, passages and question in one user turn).
 PREVIOUS = (
     "Answer the question using the numbered context passages below. Cite the passages you use as [n]. "
@@ -83,6 +94,24 @@ def candidates(default_instruction: str) -> list[Candidate]:
             extractive=True,
         ),
         Candidate("free-k1-s1", default_instruction, 1, title_last=True, examples=shots, sentences=1),
+        Candidate(
+            "shipped-k1-s1-mid",
+            default_instruction,
+            1,
+            title_last=True,
+            examples=(*shots, MID_SENTENCE_EXAMPLE),
+            sentences=1,
+            extractive=True,
+        ),
+        Candidate(
+            "shipped-k1-s1-nocite",
+            NO_CITE,
+            1,
+            title_last=True,
+            examples=tuple({**e, "answer": e["answer"].rsplit(" [", 1)[0]} for e in shots),
+            sentences=1,
+            extractive=True,
+        ),
         Candidate("shipped-k1-s2", default_instruction, 1, title_last=True, examples=shots, sentences=2),
         Candidate("shipped-k1", default_instruction, 1, title_last=True, examples=shots),
         Candidate("shipped-k2", default_instruction, 2, title_last=True, examples=shots),
