@@ -36,6 +36,15 @@ DEFAULT_RAG_EXAMPLES: list[dict[str, str]] = [
         "[2] Forklift permits are renewed every 3 years by the site safety officer.",
         "answer": "every 3 years [2]",
     },
+    # The answer is neither the sentence's start nor its first number. Measured with extractive answers
+    # (`rag_extractive`, which also keeps an example's words out of a reply): answer-contained 0.80 ->
+    # 0.85 on the demo's tune questions, 0.70 -> 0.75 held out. (Without the grammar, a third example's
+    # answer once leaked into the bundled model's replies.)
+    {
+        "question": "How much is the visitor badge deposit?",
+        "passages": "[1] Visitors sign in at reception, pay a badge deposit of $20 and return the badge within 7 days.",
+        "answer": "$20 [1]",
+    },
 ]
 
 # Below this many parameters the `auto` passage budget gives the model only the best passage: the

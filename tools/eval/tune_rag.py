@@ -54,13 +54,6 @@ SHORT = (
 )
 
 
-# A worked exchange whose answer is neither the sentence's start nor its first number (extractive decoding
-# only: the grammar keeps its words out of a reply).
-MID_SENTENCE_EXAMPLE = {
-    "question": "How much is the visitor badge deposit?",
-    "passages": "[1] Visitors sign in at reception, pay a badge deposit of $20 and return the badge within 7 days.",
-    "answer": "$20 [1]",
-}
 # The instruction without the citation the extractive grammar leaves out of a base model's answer.
 NO_CITE = "Answer with the shortest phrase copied from the passage."
 
@@ -95,11 +88,11 @@ def candidates(default_instruction: str) -> list[Candidate]:
         ),
         Candidate("free-k1-s1", default_instruction, 1, title_last=True, examples=shots, sentences=1),
         Candidate(
-            "shipped-k1-s1-mid",
+            "shipped-k1-s1-2shots",
             default_instruction,
             1,
             title_last=True,
-            examples=(*shots, MID_SENTENCE_EXAMPLE),
+            examples=shots[:2],
             sentences=1,
             extractive=True,
         ),
