@@ -123,7 +123,10 @@ def test_rag_settings_are_checked():
 
     from adept.config.llm import DEFAULT_RAG_EXAMPLES, LLMConfig
 
-    assert LLMConfig().rag_max_passages == "auto" and len(LLMConfig().rag_examples) == len(DEFAULT_RAG_EXAMPLES) == 3
+    assert (
+        LLMConfig().rag_max_passages == "auto"
+        and len(LLMConfig().rag_examples) == len(DEFAULT_RAG_EXAMPLES) == 3
+    )
     assert LLMConfig(rag_max_passages=2, rag_examples=[]).rag_examples == []
     for bad in ({"rag_max_passages": 0}, {"rag_max_passages": "all"}, {"rag_examples": [{"question": "q"}]}):
         with pytest.raises(ValidationError):
