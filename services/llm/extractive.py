@@ -65,9 +65,8 @@ def extractive_grammar(passages: list[str] | tuple[str, ...], *, tail: bool = Fa
             starts.append(name)
             more = f' (" " w{p}_{i + 1})?' if i + 1 < len(words) else ""
             core, punct = _TRAILING_RE.match(word).groups()
-            if (
-                core and punct
-            ):  # the quote may end before a word's trailing punctuation ("cal/cm²" of "cal/cm².")
+            # A quote may end before a word's trailing punctuation ("cal/cm²" of "cal/cm².").
+            if core and punct:
                 rules.append(f"{name} ::= {_literal(core)} ({_literal(punct)}{more})?")
             else:
                 rules.append(f"{name} ::= {_literal(word)}{more}")

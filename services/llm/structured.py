@@ -86,17 +86,18 @@ class GrammarBook:
         )
         self.compiler = xgr.GrammarCompiler(info, max_threads=1)
         self._compile = functools.lru_cache(maxsize=256)(self._compile_uncached)
+        # Extractive grammars (one per set of shown passages) get their own cache, so they never evict
+        # the JSON schemas, which repeat far more.
+        self._compile_ebnf = functools.lru_cache(maxsize=256)(self.compiler.compile_grammar)
 
-    def _compile_uncached(self, key: str, ebnf: bool = False) -> Any:
-        if ebnf:
-            return self.compiler.compile_grammar(key)
+    def _compile_uncached(self, key: str) -> Any:
         # Compact JSON (no free whitespace): a small model cannot wander into endless blanks.
         schema = key or json.dumps({"type": "object"})
         return self.compiler.compile_json_schema(schema, strict_mode=True, any_whitespace=False)
 
     def compile_ebnf(self, grammar: str) -> Any:
         """The compiled EBNF ``grammar`` (an extractive answer's: ``services/llm/extractive.py``)."""
-        return self._compile(grammar, True)
+        return self._compile_ebnf(grammar)
 
     def compile(self, guided: Guided) -> Any:
         """The compiled grammar of ``guided`` (thread-safe; call it off the event loop).

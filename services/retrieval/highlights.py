@@ -13,10 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from adept.passages import sentence_spans, sentence_text
 from services.retrieval import bm25
-
-__all__ = ["score_sentences", "sentence_spans", "sentence_text", "states_a_fact"]
 
 # Weight of the lexical term (BM25 over the candidate sentences, scaled to at most 1) beside the
 # cosine similarity (-1..1): the sentence naming the question's codes and numbers wins over one the

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.retrieval.highlights import score_sentences, sentence_spans, sentence_text, states_a_fact
+from adept.passages import sentence_spans, sentence_text
+from services.retrieval.highlights import score_sentences, states_a_fact
 
 CHUNK = (
     "For customers whose demand is from 50 kW to 500 kW.\n\n"
